@@ -1,0 +1,51 @@
+# ringmesh: make help lists the targets.
+GO       ?= go
+PYTHON   ?= /usr/bin/python3
+BIN      := bin/ringmesh
+FUZZTIME ?= 20s
+PKGS     := ./...
+
+.PHONY: help build test test-go test-python lint tidy demo bench fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/ringmesh
+	$(GO) build -o $(BIN) ./cmd/ringmesh
+
+test: build test-go test-python ## run every test (Go with -race, then the Python client)
+
+test-go:
+	RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-python: build
+	@if [ -d python/tests ] && ls python/tests/test_*.py >/dev/null 2>&1; then \
+		RINGMESH_BIN=$(CURDIR)/$(BIN) PYTHONPATH=python $(PYTHON) -m unittest discover -v -s python/tests -t python; \
+	else echo "no python tests yet"; fi
+
+lint: ## go vet and staticcheck
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+tidy: ## fail if go mod tidy changes go.mod or go.sum
+	cp go.mod /tmp/ringmesh-go.mod.bak; cp go.sum /tmp/ringmesh-go.sum.bak
+	$(GO) mod tidy
+	@diff -q go.mod /tmp/ringmesh-go.mod.bak && diff -q go.sum /tmp/ringmesh-go.sum.bak || (echo "go.mod/go.sum not tidy"; exit 1)
+
+demo: build ## run the demo: local nodes train, one is killed and rejoins
+	./$(BIN) demo
+
+bench: build ## print the benchmark lines (all-reduce, recovery, checkpoint)
+	./$(BIN) bench allreduce --local 2 --size 64MiB --iters 10
+	./$(BIN) bench allreduce --local 4 --size 64MiB --iters 10
+	./$(BIN) bench allreduce --local 4 --size 64MiB --iters 10 --dtype bfloat16
+
+fuzz: ## run each fuzz target for FUZZTIME
+	@for pkg in $$($(GO) list $(PKGS)); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean: ## remove build outputs
+	rm -rf bin demo-out

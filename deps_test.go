@@ -1,0 +1,33 @@
+package ringmesh_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportDirection enforces the layout of DESIGN.md: mesh, allreduce and
+// checkpoint never import each other or node; nothing below cmd imports cmd.
+func TestImportDirection(t *testing.T) {
+	const mod = "github.com/ringmesh/ringmesh/"
+	forbidden := map[string][]string{
+		"mesh":       {"allreduce", "checkpoint", "node", "train", "cmd"},
+		"allreduce":  {"mesh", "checkpoint", "node", "train", "cmd"},
+		"checkpoint": {"mesh", "allreduce", "node", "train", "cmd"},
+		"train":      {"mesh", "allreduce", "checkpoint", "cmd"},
+		"node":       {"cmd"},
+	}
+	for pkg, bad := range forbidden {
+		out, err := exec.Command("go", "list", "-deps", "./"+pkg+"/...").CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, b := range bad {
+				if dep == mod+b || strings.HasPrefix(dep, mod+b+"/") {
+					t.Errorf("%s imports %s", pkg, dep)
+				}
+			}
+		}
+	}
+}

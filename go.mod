@@ -1,0 +1,3 @@
+module github.com/ringmesh/ringmesh
+
+go 1.26.8

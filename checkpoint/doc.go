@@ -2,4 +2,86 @@
 // SHA-256 verified, written atomically), announcements of new checkpoints and
 // the multi-peer fetch protocol, through the small Announcer and Fetcher
 // interfaces it defines.
+//
+// It does not import mesh: node adapts the mesh's gossipsub checkpoint topic
+// to Announcer, hands Replicator the live member list, and calls
+// Catalog.RemoveProvider when membership drops a peer.
+//
+// # Components
+//
+//   - Store: checkpoints on disk under DATA_DIR/checkpoints. Put, Export,
+//     List, Latest, Manifest, ReadChunk, Pin; retention keeps the newest
+//     StoreConfig.Keep complete checkpoints and never deletes a pinned one.
+//   - Catalog: known checkpoints and their providers, from announcements
+//     (forged and malformed ones are rejected and counted); it announces
+//     and periodically re-announces the local complete checkpoints.
+//   - Server: serves the store over /ringmesh/checkpoint/1.
+//   - Fetcher: pulls a checkpoint from several providers at once.
+//   - Replicator: pulls new checkpoints in the background until R nodes
+//     hold them, at a bounded rate.
+//
+// # Disk layout
+//
+//	DIR/tmp/                   scratch; emptied on open
+//	DIR/<root hex>/manifest    complete: encoded manifest (hashes to root)
+//	DIR/<root hex>/data        complete: the file's bytes
+//	DIR/<root hex>.partial/    a resumable fetch: same two files, data
+//	                           preallocated; which chunks are held is
+//	                           found by hashing them on open
+//
+// Put and fetch write into DIR/tmp (or the .partial directory), fsync, then
+// rename the directory into place and fsync DIR, so a crash never leaves
+// something that looks complete.
+//
+// # Manifest encoding (version 1, big-endian)
+//
+//	offset  size    field
+//	0       4       magic "RMCM"
+//	4       1       version = 1
+//	5       8       step
+//	13      8       size in bytes, <= 2^40
+//	21      4       chunk size, in [1 KiB, 64 MiB]
+//	25      4       chunk count n = ceil(size / chunk size), <= 2^18
+//	29      32*n    SHA-256 of each chunk
+//
+// The encoding must be exactly 29+32n bytes. Root = SHA-256(encoding).
+//
+// # Announcement encoding (version 1, big-endian)
+//
+//	offset  size    field
+//	0       4       magic "RMCA"
+//	4       1       version = 1
+//	5       8       step
+//	13      32      root
+//	45      8       size in bytes, <= 2^40
+//	53      2       provider peer ID length L, 1..128
+//	55      L       provider peer ID (binary multihash)
+//
+// An announcement is accepted only if its provider is the message's signed
+// gossip author.
+//
+// # Fetch protocol /ringmesh/checkpoint/1
+//
+// Every frame is
+//
+//	4 bytes  length N of what follows (type + body), big-endian, N >= 1
+//	1 byte   type
+//	N-1      body
+//
+// and N is checked against the cap for the expected frame before anything
+// is allocated. The fetcher sends requests one at a time on a stream and
+// reads one reply for each:
+//
+//	0x01 manifest request  body: root (32)
+//	0x02 chunk request     body: root (32), chunk index (4)
+//	0x81 manifest reply    body: encoded manifest (<= 29+32*2^18)
+//	0x82 chunk reply       body: chunk index (4), chunk bytes
+//	0xff error reply       body: code (1), UTF-8 message (<= 256)
+//
+// Error codes: 1 unknown root, 2 chunk index out of range, 3 chunk not
+// held, 4 bad request, 5 internal. Unknown root and out-of-range requests
+// get an error reply and the stream stays usable; a malformed frame gets a
+// bad-request reply and the stream is reset. The fetcher ends a stream with
+// CloseWrite and waits for the server's EOF. Type and code values are
+// append-only.
 package checkpoint

@@ -1,0 +1,332 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
+)
+
+// CatalogConfig configures a Catalog.
+type CatalogConfig struct {
+	// ReannounceInterval is how often every complete local checkpoint is
+	// announced again, so newcomers learn all providers and stale ones
+	// expire elsewhere. More often costs gossip bandwidth (about 100 bytes
+	// per checkpoint per node). Default 30 s.
+	ReannounceInterval time.Duration
+	// ProviderTTL is how long a provider is believed without a fresh
+	// announcement. Must exceed ReannounceInterval; default 3x it (90 s).
+	ProviderTTL time.Duration
+	// MaxEntries bounds the checkpoints tracked; the lowest steps are
+	// forgotten first. Default 256.
+	MaxEntries int
+}
+
+// DefaultCatalogConfig returns the production defaults.
+func DefaultCatalogConfig() CatalogConfig {
+	return CatalogConfig{ReannounceInterval: 30 * time.Second, ProviderTTL: 90 * time.Second, MaxEntries: 256}
+}
+
+// LocalCatalogConfig is a preset for tests: fast re-announcements.
+func LocalCatalogConfig() CatalogConfig {
+	return CatalogConfig{ReannounceInterval: 200 * time.Millisecond, ProviderTTL: 30 * time.Second, MaxEntries: 64}
+}
+
+// Validate checks the fields.
+func (c CatalogConfig) Validate() error {
+	switch {
+	case c.ReannounceInterval <= 0:
+		return fmt.Errorf("checkpoint: ReannounceInterval %v, want > 0", c.ReannounceInterval)
+	case c.ProviderTTL <= c.ReannounceInterval:
+		return fmt.Errorf("checkpoint: ProviderTTL %v must exceed ReannounceInterval %v", c.ProviderTTL, c.ReannounceInterval)
+	case c.MaxEntries < 1:
+		return fmt.Errorf("checkpoint: MaxEntries %d, want at least 1", c.MaxEntries)
+	}
+	return nil
+}
+
+// Known is a checkpoint the Catalog knows of.
+type Known struct {
+	Step uint64
+	Root Root
+	Size int64
+	// Providers are the live remote peers announcing it (never self).
+	Providers []peer.ID
+	// Local reports whether the local store holds it complete.
+	Local bool
+}
+
+// Holders is the number of nodes known to hold it, self included.
+func (k Known) Holders() int {
+	if k.Local {
+		return len(k.Providers) + 1
+	}
+	return len(k.Providers)
+}
+
+type known struct {
+	step      uint64
+	size      int64
+	providers map[peer.ID]time.Time // last announcement
+}
+
+// Catalog tracks known checkpoints and their providers from announcements,
+// and announces the local store's complete checkpoints.
+type Catalog struct {
+	cfg     CatalogConfig
+	self    peer.ID
+	store   *Store
+	ann     Announcer
+	log     *slog.Logger
+	metrics Metrics
+	now     func() time.Time
+
+	updates chan struct{}
+
+	mu    sync.Mutex
+	known map[Root]*known
+}
+
+// NewCatalog returns a Catalog for the node self. It does no I/O.
+func NewCatalog(cfg CatalogConfig, self peer.ID, store *Store, ann Announcer, logger *slog.Logger, metrics Metrics) (*Catalog, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil || ann == nil {
+		return nil, errors.New("checkpoint: catalog needs a store and an announcer")
+	}
+	return &Catalog{
+		cfg: cfg, self: self, store: store, ann: ann,
+		log:     orDiscard(logger).With("component", "checkpoint"),
+		metrics: orNop(metrics),
+		now:     time.Now,
+		updates: make(chan struct{}, 1),
+		known:   make(map[Root]*known),
+	}, nil
+}
+
+// Run receives announcements and re-announces local checkpoints until ctx
+// is done or the Announcer fails.
+func (c *Catalog) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.receive(ctx) })
+	g.Go(func() error { return c.reannounce(ctx) })
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (c *Catalog) receive(ctx context.Context) error {
+	for {
+		data, from, err := c.ann.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("checkpoint: announcements: %w", err)
+		}
+		if err := c.Handle(data, from); err != nil {
+			c.log.Warn("announcement rejected", "peer", from, "err", err)
+		}
+	}
+}
+
+func (c *Catalog) reannounce(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.ReannounceInterval)
+	defer t.Stop()
+	for {
+		for _, in := range c.store.List() {
+			if !in.Complete {
+				continue
+			}
+			if err := c.Announce(ctx, in.Root); err != nil && ctx.Err() == nil {
+				c.log.Warn("re-announce failed", "root", in.Root, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Announce publishes that this node provides root, which the local store
+// must hold complete.
+func (c *Catalog) Announce(ctx context.Context, root Root) error {
+	in, ok := c.store.Stat(root)
+	if !ok || !in.Complete {
+		return fmt.Errorf("checkpoint: announce %s: %w", root.Short(), ErrIncomplete)
+	}
+	a := Announcement{Step: in.Step, Root: root, Size: in.Size, Provider: c.self}
+	b, err := a.Encode()
+	if err != nil {
+		return err
+	}
+	c.record(a)
+	if err := c.ann.Publish(ctx, b); err != nil {
+		return fmt.Errorf("checkpoint: announce %s: %w", root.Short(), err)
+	}
+	return nil
+}
+
+// Handle validates one gossip message authored by from and records it.
+// Malformed, forged and conflicting announcements are rejected, counted and
+// never recorded.
+func (c *Catalog) Handle(data []byte, from peer.ID) error {
+	a, err := DecodeAnnouncement(data)
+	if err != nil {
+		c.metrics.AnnouncementRejected("malformed")
+		return err
+	}
+	if err := a.VerifyAuthor(from); err != nil {
+		c.metrics.AnnouncementRejected("forged")
+		return err
+	}
+	if from == c.self {
+		return nil // our own, recorded when published
+	}
+	if err := c.record(a); err != nil {
+		c.metrics.AnnouncementRejected("conflicting")
+		return err
+	}
+	return nil
+}
+
+func (c *Catalog) record(a Announcement) error {
+	c.mu.Lock()
+	k, ok := c.known[a.Root]
+	if ok && (k.step != a.Step || k.size != a.Size) {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: root %s announced as step %d size %d, known as step %d size %d",
+			ErrBadAnnouncement, a.Root.Short(), a.Step, a.Size, k.step, k.size)
+	}
+	if !ok {
+		k = &known{step: a.Step, size: a.Size, providers: make(map[peer.ID]time.Time)}
+		c.known[a.Root] = k
+		c.evictLocked()
+	}
+	_, wasProvider := k.providers[a.Provider]
+	k.providers[a.Provider] = c.now()
+	c.mu.Unlock()
+	if !ok || !wasProvider {
+		c.notify()
+	}
+	return nil
+}
+
+// evictLocked forgets the lowest steps beyond MaxEntries.
+func (c *Catalog) evictLocked() {
+	for len(c.known) > c.cfg.MaxEntries {
+		var oldest Root
+		first := true
+		for r, k := range c.known {
+			if first || k.step < c.known[oldest].step {
+				oldest, first = r, false
+			}
+		}
+		delete(c.known, oldest)
+	}
+}
+
+func (c *Catalog) notify() {
+	select {
+	case c.updates <- struct{}{}:
+	default:
+	}
+}
+
+// Updates signals (latest wins, never blocking the Catalog) that a new
+// checkpoint or provider was learnt.
+func (c *Catalog) Updates() <-chan struct{} { return c.updates }
+
+// RemoveProvider forgets p as a provider of everything (the node calls it
+// when membership declares p dead or gone).
+func (c *Catalog) RemoveProvider(p peer.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.known {
+		delete(k.providers, p)
+	}
+}
+
+// ReportBad forgets p as a provider of root (it served bad data or did not
+// hold it) until p announces root again.
+func (c *Catalog) ReportBad(root Root, p peer.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.known[root]; ok {
+		delete(k.providers, p)
+	}
+}
+
+// Providers returns the live remote providers of root.
+func (c *Catalog) Providers(root Root) []peer.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.known[root]
+	if !ok {
+		return nil
+	}
+	return c.liveLocked(k)
+}
+
+func (c *Catalog) liveLocked(k *known) []peer.ID {
+	var out []peer.ID
+	now := c.now()
+	for p, seen := range k.providers {
+		if p != c.self && now.Sub(seen) <= c.cfg.ProviderTTL {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// List returns every known checkpoint (announced or held complete
+// locally), newest step first.
+func (c *Catalog) List() []Known {
+	local := make(map[Root]Info)
+	for _, in := range c.store.List() {
+		if in.Complete {
+			local[in.Root] = in
+		}
+	}
+	c.mu.Lock()
+	out := make([]Known, 0, len(c.known)+len(local))
+	for r, k := range c.known {
+		_, isLocal := local[r]
+		delete(local, r)
+		out = append(out, Known{Step: k.step, Root: r, Size: k.size, Providers: c.liveLocked(k), Local: isLocal})
+	}
+	c.mu.Unlock()
+	for r, in := range local {
+		out = append(out, Known{Step: in.Step, Root: r, Size: in.Size, Local: true})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Step != out[j].Step {
+			return out[i].Step > out[j].Step
+		}
+		return out[i].Root.String() < out[j].Root.String()
+	})
+	return out
+}
+
+// LatestComplete returns the newest checkpoint that some live node (self
+// included) holds complete.
+func (c *Catalog) LatestComplete() (Known, bool) {
+	for _, k := range c.List() {
+		if k.Holders() > 0 {
+			return k, true
+		}
+	}
+	return Known{}, false
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package checkpoint
+
+import "os"
+
+// preallocate sizes f as a sparse file.
+func preallocate(f *os.File, size int64) error { return f.Truncate(size) }

@@ -1,0 +1,204 @@
+package mesh
+
+import (
+	"context"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	// maxDials bounds concurrent outbound dials of discovered peers.
+	maxDials = 8
+	// dialTimeout bounds one dial.
+	dialTimeout = 10 * time.Second
+	// redialAfter is the least time between two dials of the same peer.
+	redialAfter = 2 * time.Second
+	// joinBackoffMin/Max bound the retry delay of a join address.
+	joinBackoffMin = 100 * time.Millisecond
+	joinBackoffMax = 10 * time.Second
+	// dhtInterval is how often the DHT is used to advertise and find peers.
+	dhtInterval = 30 * time.Second
+)
+
+// dialer connects to peers learned from heartbeats, mDNS and the DHT, at most
+// maxDials at once and each peer at most once per redialAfter.
+func (m *Mesh) dialer(ctx context.Context, g *errgroup.Group, reqs <-chan peer.AddrInfo) error {
+	sem := make(chan struct{}, maxDials)
+	last := make(map[peer.ID]time.Time)
+	for {
+		var ai peer.AddrInfo
+		select {
+		case <-ctx.Done():
+			return nil
+		case ai = <-reqs:
+		}
+		now := time.Now()
+		if ai.ID == m.self || now.Sub(last[ai.ID]) < redialAfter ||
+			m.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			continue // busy; the peer is offered again by its next heartbeat
+		}
+		last[ai.ID] = now
+		for id, t := range last { // keep the map bounded
+			if now.Sub(t) > time.Minute {
+				delete(last, id)
+			}
+		}
+		g.Go(func() error {
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			defer cancel()
+			if err := m.host.Connect(dctx, ai); err != nil && ctx.Err() == nil {
+				m.logger.Debug("dial failed", "peer", ai.ID, "err", err)
+			}
+			return nil
+		})
+	}
+}
+
+// startDiscovery starts the join dialers, mDNS and the DHT in g.
+func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan<- peer.AddrInfo) {
+	for _, s := range m.cfg.Join {
+		ai, err := parseJoin(s) // validated by Config.Validate
+		if err != nil || ai.ID == m.self {
+			continue
+		}
+		g.Go(func() error { return m.join(ctx, *ai) })
+	}
+	if m.cfg.MDNS {
+		g.Go(func() error { return m.runMDNS(ctx, dials) })
+	}
+	if m.cfg.DHT {
+		g.Go(func() error { return m.runDHT(ctx, dials) })
+	}
+}
+
+// join keeps a connection to one join address: it dials with exponential
+// backoff until connected, then checks again every joinBackoffMax.
+func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
+	m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	backoff := joinBackoffMin
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if m.host.Network().Connectedness(ai.ID) == network.Connected {
+			backoff = joinBackoffMin
+			t.Reset(joinBackoffMax)
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		err := m.host.Connect(dctx, ai)
+		cancel()
+		if err == nil {
+			m.logger.Info("joined", "peer", ai.ID)
+			backoff = joinBackoffMin
+			t.Reset(joinBackoffMax)
+			continue
+		}
+		if ctx.Err() == nil {
+			m.logger.Debug("join dial failed", "peer", ai.ID, "err", err, "retry", backoff)
+		}
+		t.Reset(backoff)
+		backoff = min(2*backoff, joinBackoffMax)
+	}
+}
+
+// mdnsNotifee hands mDNS finds to the dialer without blocking.
+type mdnsNotifee struct{ dials chan<- peer.AddrInfo }
+
+func (n mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	select {
+	case n.dials <- ai:
+	default:
+	}
+}
+
+// runMDNS advertises and browses the service "ringmesh-<mesh>" until ctx is
+// done.
+func (m *Mesh) runMDNS(ctx context.Context, dials chan<- peer.AddrInfo) error {
+	svc := mdns.NewMdnsService(m.host, "ringmesh-"+m.cfg.Mesh, mdnsNotifee{dials: dials})
+	if err := svc.Start(); err != nil {
+		m.logger.Warn("mdns disabled", "err", err)
+		return nil
+	}
+	<-ctx.Done()
+	return svc.Close()
+}
+
+// runDHT runs a kad-dht server under /ringmesh, bootstrapped only from the
+// join addresses and connected members, and periodically advertises and
+// looks up the namespace "ringmesh/<mesh>".
+func (m *Mesh) runDHT(ctx context.Context, dials chan<- peer.AddrInfo) error {
+	d, err := dht.New(m.host,
+		dht.Mode(dht.ModeServer),
+		dht.ProtocolPrefix("/ringmesh"),
+		dht.BootstrapPeersFunc(m.bootstrapPeers),
+	)
+	if err != nil {
+		m.logger.Warn("dht disabled", "err", err)
+		return nil
+	}
+	defer d.Close()
+	disc := drouting.NewRoutingDiscovery(d)
+	ns := "ringmesh/" + m.cfg.Mesh
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		t.Reset(dhtInterval)
+		if len(m.host.Network().Peers()) == 0 {
+			continue
+		}
+		if err := d.Bootstrap(ctx); err != nil {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, dhtInterval)
+		if _, err := disc.Advertise(actx, ns); err != nil {
+			m.logger.Debug("dht advertise failed", "err", err)
+		}
+		found, err := disc.FindPeers(actx, ns)
+		if err == nil {
+			for ai := range found {
+				select {
+				case dials <- ai:
+				default:
+				}
+			}
+		}
+		cancel()
+	}
+}
+
+// bootstrapPeers lists the join addresses and connected peers for the DHT.
+func (m *Mesh) bootstrapPeers() []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, s := range m.cfg.Join {
+		if ai, err := parseJoin(s); err == nil {
+			out = append(out, *ai)
+		}
+	}
+	for _, p := range m.host.Network().Peers() {
+		out = append(out, m.host.Peerstore().PeerInfo(p))
+	}
+	return out
+}

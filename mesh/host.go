@@ -1,0 +1,206 @@
+package mesh
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// streamWindow is the yamux per-stream receive window: large enough that a
+// bulk stream on a fast, high-latency link is not window-limited.
+const streamWindow = 16 << 20
+
+// buildHost makes the libp2p host: identity, listen addresses, TLS then
+// Noise, yamux, bounded resource manager, optional private network and
+// allow-list gater.
+func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *slog.Logger) (host.Host, error) {
+	var psk pnet.PSK
+	if cfg.PSKFile != "" {
+		var err error
+		if psk, err = readPSK(cfg.PSKFile); err != nil {
+			return nil, err
+		}
+	}
+	listen, err := listenAddrs(cfg.Listen, psk != nil, logger)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := resourceManager(cfg.PeerMemory)
+	if err != nil {
+		return nil, err
+	}
+	mux := *yamux.DefaultTransport
+	mux.MaxStreamWindowSize = streamWindow
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, &mux),
+		libp2p.ResourceManager(rm),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+		libp2p.Ping(true),
+	}
+	if psk != nil {
+		opts = append(opts, libp2p.PrivateNetwork(psk))
+	} else {
+		opts = append(opts, libp2p.Transport(quic.NewTransport))
+	}
+	if allow != nil {
+		opts = append(opts, libp2p.ConnectionGater(&allowGater{allow: allow}))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// listenAddrs parses the listen addresses; with a private network only TCP
+// ones are kept (pnet does not work over QUIC).
+func listenAddrs(ss []string, private bool, logger *slog.Logger) ([]multiaddr.Multiaddr, error) {
+	var out []multiaddr.Multiaddr
+	for _, s := range ss {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("listen address %q: %w", s, err)
+		}
+		if private && !isTCP(a) {
+			logger.Warn("listen address dropped: private network needs tcp", "addr", s)
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no usable listen address", ErrInvalidConfig)
+	}
+	return out, nil
+}
+
+func isTCP(a multiaddr.Multiaddr) bool {
+	tcp, ws := false, false
+	for _, c := range a {
+		switch c.Protocol().Code {
+		case multiaddr.P_TCP:
+			tcp = true
+		case multiaddr.P_WS, multiaddr.P_WSS:
+			ws = true
+		}
+	}
+	return tcp && !ws
+}
+
+// resourceManager scales libp2p's defaults to the machine, then gives every
+// peer room for bulk streams (peerMemory bytes, 64 MiB per stream) while
+// keeping it bounded.
+func resourceManager(peerMemory int64) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	scaled := limits.AutoScale()
+	part := rcmgr.PartialLimitConfig{
+		System:      rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(max(4*peerMemory, int64(scaled.ToPartialLimitConfig().System.Memory)))},
+		Transient:   rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)},
+		PeerDefault: rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory), Streams: 1024, StreamsInbound: 512, StreamsOutbound: 512},
+		Stream:      rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(64 << 20)},
+		Conn:        rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)},
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(part.Build(scaled)))
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+// readPSK reads a /key/swarm/psk/1.0.0/ private network key.
+func readPSK(path string) (pnet.PSK, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read psk: %w", err)
+	}
+	psk, err := pnet.DecodeV1PSK(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("decode psk %s: %w", path, err)
+	}
+	return psk, nil
+}
+
+// readAllow reads an allow file: one peer ID per line, '#' comments.
+func readAllow(path string) (map[peer.ID]bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read allow file: %w", err)
+	}
+	defer f.Close()
+	allow := make(map[peer.ID]bool)
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		id, err := peer.Decode(line)
+		if err != nil {
+			return nil, fmt.Errorf("allow file %s line %d: %w", path, n, err)
+		}
+		allow[id] = true
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read allow file: %w", err)
+	}
+	return allow, nil
+}
+
+// parseJoin parses a join multiaddr, which must end in /p2p/<id>.
+func parseJoin(s string) (*peer.AddrInfo, error) {
+	a, err := multiaddr.NewMultiaddr(s)
+	if err != nil {
+		return nil, err
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(a)
+	if err != nil {
+		return nil, fmt.Errorf("want /.../p2p/<peer id>: %w", err)
+	}
+	return ai, nil
+}
+
+// allowGater admits only listed peers. The check that counts is
+// InterceptSecured: after the handshake the remote peer ID is authenticated.
+type allowGater struct {
+	allow map[peer.ID]bool // read-only after construction
+}
+
+func (g *allowGater) InterceptPeerDial(p peer.ID) bool { return g.allow[p] }
+
+func (g *allowGater) InterceptAddrDial(peer.ID, multiaddr.Multiaddr) bool { return true }
+
+func (g *allowGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+func (g *allowGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return g.allow[p]
+}
+
+func (g *allowGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}

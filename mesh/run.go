@@ -1,0 +1,324 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	// maxProbes bounds concurrent probes; more suspects wait for DeadTimeout.
+	maxProbes = 64
+	// capsRefresh is how often capabilities (GPU utilisation) are re-read.
+	capsRefresh = 30 * time.Second
+	// leaveTimeout bounds publishing the leave notice.
+	leaveTimeout = 2 * time.Second
+	// leaveLinger lets gossipsub write the leave notice to its peers before
+	// Run returns and the caller closes the host (pubsub has no flush).
+	leaveLinger = 250 * time.Millisecond
+	// memberAddrTTL is how long addresses learned from heartbeats stay in
+	// the peerstore.
+	memberAddrTTL = 10 * time.Minute
+)
+
+// loopState is owned by the loop goroutine: the membership table and the
+// means to carry out its effects.
+type loopState struct {
+	m      *Mesh
+	table  *table
+	ctx    context.Context
+	g      *errgroup.Group
+	probes int // probes in flight
+	out    *outbox
+}
+
+// outbox carries requests to the sender goroutine, which alone publishes.
+type outbox struct {
+	notices chan failureNotice
+	refute  chan uint64
+	now     chan struct{} // heartbeat now
+	dials   chan peer.AddrInfo
+}
+
+// Run runs the membership protocol: heartbeats, the failure detector, the
+// topic readers and discovery. It returns after ctx is done and every
+// goroutine it started has exited, having announced a graceful leave. It
+// returns nil on that clean shutdown, an error if something failed to start.
+// Run may be called once.
+func (m *Mesh) Run(ctx context.Context) error {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if !m.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer m.closeWatchers()
+	hbSub, err := m.hbTopic.Subscribe(pubsub.WithBufferSize(256))
+	if err != nil {
+		return fmt.Errorf("subscribe heartbeat: %w", err)
+	}
+	defer hbSub.Cancel()
+	fSub, err := m.fTopic.Subscribe(pubsub.WithBufferSize(256))
+	if err != nil {
+		return fmt.Errorf("subscribe failure: %w", err)
+	}
+	defer fSub.Cancel()
+
+	g, gctx := errgroup.WithContext(ctx)
+	out := &outbox{
+		notices: make(chan failureNotice, 64),
+		refute:  make(chan uint64, 8),
+		now:     make(chan struct{}, 1),
+		dials:   make(chan peer.AddrInfo, 64),
+	}
+	ls := &loopState{m: m, table: newTable(m.self, m.cfg, m.metrics), ctx: gctx, g: g, out: out}
+	notifiee := &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		m.disconnected(c.RemotePeer())
+	}}
+	m.host.Network().Notify(notifiee)
+	defer m.host.Network().StopNotify(notifiee)
+
+	g.Go(func() error { return ls.loop() })
+	g.Go(func() error { return m.sender(gctx, out) })
+	g.Go(func() error { return m.readHeartbeats(gctx, hbSub, out) })
+	g.Go(func() error { return m.readFailures(gctx, fSub) })
+	g.Go(func() error { return m.dialer(gctx, g, out.dials) })
+	m.startDiscovery(gctx, g, out.dials)
+	err = g.Wait()
+	m.leave()
+	if ctx.Err() != nil && err == ctx.Err() {
+		err = nil
+	}
+	return err
+}
+
+// disconnected starts suspicion of p if no connection to it is left.
+func (m *Mesh) disconnected(p peer.ID) {
+	m.post(func(s *loopState) {
+		if m.host.Network().Connectedness(p) != network.Connected {
+			s.apply(s.table.suspectNow(p, time.Now()))
+		}
+	})
+}
+
+// loop owns the membership table: it applies events and timer ticks.
+func (s *loopState) loop() error {
+	tick := time.NewTicker(max(s.m.cfg.HeartbeatInterval/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return nil
+		case f := <-s.m.events:
+			f(s)
+		case now := <-tick.C:
+			s.apply(s.table.tick(now))
+		}
+	}
+}
+
+// apply carries out the table's effects and refreshes the view.
+func (s *loopState) apply(fx effects) {
+	for _, n := range fx.notices {
+		s.m.logger.Info("member "+n.Kind.String(), "peer", n.Subject, "incarnation", n.Incarnation)
+		select {
+		case s.out.notices <- n:
+		default:
+			s.m.logger.Warn("failure notice dropped: sender busy", "peer", n.Subject)
+		}
+	}
+	for _, p := range fx.probes {
+		s.probe(p)
+	}
+	if fx.refute > 0 {
+		select {
+		case s.out.refute <- fx.refute:
+		default:
+		}
+	}
+	s.m.setMembers(s.table.list(), fx.changed)
+}
+
+// probe pings a suspect member directly and feeds the result back.
+func (s *loopState) probe(p probeReq) {
+	if s.probes >= maxProbes {
+		return // DeadTimeout decides
+	}
+	s.probes++
+	m := s.m
+	s.g.Go(func() error {
+		ctx, cancel := context.WithTimeout(s.ctx, m.cfg.ProbeTimeout)
+		defer cancel()
+		start := time.Now()
+		ok := false
+		select {
+		case r := <-ping.Ping(ctx, m.host, p.id):
+			ok = r.Error == nil
+		case <-ctx.Done():
+		}
+		m.metrics.Probe(ok, time.Since(start))
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		select { // blocking: a probe result must not be lost
+		case m.events <- func(s *loopState) {
+			s.probes--
+			s.apply(s.table.probed(p, ok, time.Now()))
+		}:
+		case <-s.ctx.Done():
+		}
+		return nil
+	})
+}
+
+// readHeartbeats feeds accepted heartbeats to the loop and asks the dialer
+// to connect to members we are not connected to (peer exchange).
+func (m *Mesh) readHeartbeats(ctx context.Context, sub *pubsub.Subscription, out *outbox) error {
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return nil // ctx done or subscription cancelled
+		}
+		h, ok := msg.ValidatorData.(*heartbeat)
+		if !ok || h.Sender == m.self {
+			continue
+		}
+		if h.State == Alive && len(h.Addrs) > 0 {
+			m.host.Peerstore().AddAddrs(h.Sender, h.Addrs, memberAddrTTL)
+			if m.host.Network().Connectedness(h.Sender) != network.Connected {
+				select {
+				case out.dials <- peer.AddrInfo{ID: h.Sender, Addrs: h.Addrs}:
+				default:
+				}
+			}
+		}
+		now := time.Now()
+		select {
+		case m.events <- func(s *loopState) { s.apply(s.table.heartbeat(h, now)) }:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// readFailures feeds accepted failure notices to the loop.
+func (m *Mesh) readFailures(ctx context.Context, sub *pubsub.Subscription) error {
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return nil
+		}
+		f, ok := msg.ValidatorData.(*failureNotice)
+		if !ok || f.Sender == m.self {
+			continue
+		}
+		select {
+		case m.events <- func(s *loopState) { s.apply(s.table.failure(f, time.Now())) }:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// sender alone publishes: heartbeats every HeartbeatInterval, failure
+// notices, and refutations (incarnation bump, then an immediate heartbeat).
+func (m *Mesh) sender(ctx context.Context, out *outbox) error {
+	hb := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	caps := time.NewTicker(capsRefresh)
+	defer caps.Stop()
+	m.publishHeartbeat(ctx, Alive)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hb.C:
+			m.publishHeartbeat(ctx, Alive)
+		case <-out.now:
+			m.publishHeartbeat(ctx, Alive)
+		case n := <-out.notices:
+			m.publishFailure(ctx, &n)
+		case inc := <-out.refute:
+			if m.refute(inc) {
+				m.publishHeartbeat(ctx, Alive)
+			}
+		case <-caps.C:
+			c := DetectCapabilities(m.cfg.NVML)
+			m.mu.Lock()
+			m.caps = c
+			m.mu.Unlock()
+		}
+	}
+}
+
+// refute raises the incarnation above inc (in memory and on disk) after a
+// notice declared this node suspect, dead or left at inc. It reports whether
+// it did (a notice about an older incarnation needs no refutation).
+func (m *Mesh) refute(inc uint64) bool {
+	m.incMu.Lock()
+	defer m.incMu.Unlock()
+	cur := m.incarnation.Load()
+	if inc < cur {
+		return false
+	}
+	next := inc + 1
+	if err := writeIncarnation(m.cfg.DataDir, next); err != nil {
+		// Still refute in memory: being alive matters more now; the next
+		// start reads the older value and bumps past it only if no notice
+		// reached that value, which a later refutation fixes.
+		m.logger.Warn("persist incarnation failed", "err", err)
+	}
+	m.incarnation.Store(next)
+	m.logger.Info("refuted failure notice", "incarnation", next)
+	return true
+}
+
+func (m *Mesh) publishHeartbeat(ctx context.Context, state State) {
+	m.mu.Lock()
+	h := heartbeat{
+		Mesh: m.cfg.Mesh, Sender: m.self, Incarnation: m.incarnation.Load(), State: state,
+		Addrs: m.host.Addrs(), Caps: m.caps, Payload: m.payload,
+	}
+	m.mu.Unlock()
+	b, err := encodeHeartbeat(nil, &h)
+	if err == nil {
+		err = m.hbTopic.Publish(ctx, b)
+	}
+	if err != nil && ctx.Err() == nil {
+		m.logger.Warn("publish heartbeat failed", "err", err)
+	}
+}
+
+func (m *Mesh) publishFailure(ctx context.Context, f *failureNotice) {
+	b, err := encodeFailure(nil, f)
+	if err == nil {
+		err = m.fTopic.Publish(ctx, b)
+	}
+	if err != nil && ctx.Err() == nil {
+		m.logger.Warn("publish failure notice failed", "peer", f.Subject, "err", err)
+	}
+}
+
+// leave announces a graceful leave: a Left notice and a Left heartbeat.
+func (m *Mesh) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	m.publishFailure(ctx, &failureNotice{
+		Mesh: m.cfg.Mesh, Sender: m.self, Kind: Left, Subject: m.self, Incarnation: m.incarnation.Load(),
+	})
+	m.publishHeartbeat(ctx, Left)
+	m.logger.Info("left mesh", "incarnation", m.incarnation.Load())
+	t := time.NewTimer(leaveLinger)
+	defer t.Stop()
+	<-t.C
+}
+

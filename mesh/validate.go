@@ -3,8 +3,8 @@ package mesh
 import (
 	"context"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Reasons passed to Metrics.InvalidMessage.

@@ -163,6 +163,7 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 		return release, nil, nil
 	}
 	var bad []peer.ID
+	badHash := false
 	unknown := 0
 	var lastErr error
 	for _, p := range providers {
@@ -173,7 +174,8 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 		mb, err := c.manifest(ctx, root)
 		c.close()
 		if err == nil {
-			release, err := f.store.beginPartial(root, mb)
+			var release func()
+			release, err = f.store.beginPartial(root, mb)
 			if err == nil {
 				return release, bad, nil
 			}
@@ -183,6 +185,11 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 			if !errors.Is(err, ErrHashMismatch) && !errors.Is(err, ErrBadManifest) {
 				return nil, bad, err
 			}
+			badHash = badHash || errors.Is(err, ErrHashMismatch)
+		}
+		var remote *RemoteError
+		if err != nil && !errors.As(err, &remote) &&
+			(errors.Is(err, ErrHashMismatch) || errors.Is(err, ErrBadManifest) || errors.Is(err, ErrBadFrame)) {
 			f.metrics.BadChunk(p)
 			bad = append(bad, p)
 		}
@@ -195,7 +202,7 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 	switch {
 	case len(providers) > 0 && unknown == len(providers):
 		return nil, bad, ErrUnknownRoot
-	case len(bad) > 0:
+	case badHash:
 		return nil, bad, fmt.Errorf("manifest from every provider: %w (last: %w)", ErrHashMismatch, lastErr)
 	case lastErr != nil:
 		return nil, bad, fmt.Errorf("%w (last: %w)", ErrNoProvider, lastErr)

@@ -22,11 +22,11 @@ type Metrics interface {
 // NopMetrics discards everything.
 type NopMetrics struct{}
 
-func (NopMetrics) ChunkServed(int)              {}
-func (NopMetrics) ChunkFetched(peer.ID, int)    {}
-func (NopMetrics) BadChunk(peer.ID)             {}
-func (NopMetrics) AnnouncementRejected(string)  {}
-func (NopMetrics) ReplicationStarted()          {}
+func (NopMetrics) ChunkServed(int)             {}
+func (NopMetrics) ChunkFetched(peer.ID, int)   {}
+func (NopMetrics) BadChunk(peer.ID)            {}
+func (NopMetrics) AnnouncementRejected(string) {}
+func (NopMetrics) ReplicationStarted()         {}
 
 var _ Metrics = NopMetrics{}
 

@@ -392,4 +392,3 @@ func newer(a, b *entry) bool {
 	}
 	return a.root.String() < b.root.String()
 }
-

@@ -45,13 +45,6 @@ func DetectCapabilities(lib nvml.Interface) Capabilities {
 }
 
 func detectGPUs(lib nvml.Interface) (gpus []GPU) {
-	defer func() {
-		// The real library panics on some calls when it is only partly
-		// loadable; a CPU host is the right answer then.
-		if recover() != nil {
-			gpus = nil
-		}
-	}()
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		return nil
 	}

@@ -1,0 +1,104 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// TestLeaveAndRestart: a graceful leave shows `left`; a crashed node
+// restarted with the same DataDir keeps its peer ID and comes back alive with
+// a higher incarnation, refuting its death.
+func TestLeaveAndRestart(t *testing.T) {
+	a := startNode(t, localConfig(t.TempDir()), nil)
+	join := func(dir string) Config {
+		c := localConfig(dir)
+		c.Join = []string{a.joinAddr()}
+		return c
+	}
+	b := startNode(t, join(t.TempDir()), nil)
+	cDir := t.TempDir()
+	c := startNode(t, join(cDir), nil)
+	for _, n := range []*testNode{a, b, c} {
+		waitFor(t, "3 alive", func() (bool, string) { return seesAlive(n, a, b, c) })
+	}
+
+	b.stop(t)
+	for _, n := range []*testNode{a, c} {
+		waitFor(t, "b left", func() (bool, string) {
+			st, _ := stateOf(n, b.Self())
+			return st == Left, "b is " + st.String()
+		})
+	}
+
+	oldID, oldInc := c.Self(), c.Incarnation()
+	c.crash(t)
+	waitFor(t, "c dead", func() (bool, string) {
+		st, _ := stateOf(a, oldID)
+		return st == Dead, "c is " + st.String()
+	})
+	c2 := startNode(t, join(cDir), nil)
+	if c2.Self() != oldID {
+		t.Fatalf("restarted peer ID %s, want %s", c2.Self(), oldID)
+	}
+	if c2.Incarnation() <= oldInc {
+		t.Fatalf("restarted incarnation %d, want > %d", c2.Incarnation(), oldInc)
+	}
+	waitFor(t, "c alive again", func() (bool, string) {
+		st, inc := stateOf(a, oldID)
+		return st == Alive && inc >= c2.Incarnation(), "c is " + st.String()
+	})
+	waitFor(t, "c sees a", func() (bool, string) { return seesAlive(c2, a, c2) })
+}
+
+// TestRefuteDeathNotice: a dead notice about a live node at its current
+// incarnation makes it bump its incarnation (in memory and on disk) and come
+// back alive everywhere.
+func TestRefuteDeathNotice(t *testing.T) {
+	a := startNode(t, localConfig(t.TempDir()), nil)
+	cfg := localConfig(t.TempDir())
+	cfg.Join = []string{a.joinAddr()}
+	b := startNode(t, cfg, nil)
+	cfg = localConfig(t.TempDir())
+	cfg.Join = []string{a.joinAddr()}
+	c := startNode(t, cfg, nil)
+	for _, n := range []*testNode{a, b, c} {
+		waitFor(t, "3 alive", func() (bool, string) { return seesAlive(n, a, b, c) })
+	}
+	inc := b.Incarnation()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	a.publishFailure(ctx, &failureNotice{Mesh: a.cfg.Mesh, Sender: a.Self(), Kind: Dead, Subject: b.Self(), Incarnation: inc})
+	waitFor(t, "b refutes", func() (bool, string) { return b.Incarnation() > inc, "" })
+	waitFor(t, "c sees b alive, newer", func() (bool, string) {
+		st, got := stateOf(c, b.Self())
+		return st == Alive && got > inc, "b is " + st.String()
+	})
+	onDisk, err := readIncarnation(b.dir)
+	if err != nil || onDisk != b.Incarnation() {
+		t.Errorf("incarnation on disk %d (%v), want %d", onDisk, err, b.Incarnation())
+	}
+}
+
+func TestRunTwiceAndAfterClose(t *testing.T) {
+	a := startNode(t, localConfig(t.TempDir()), nil)
+	waitFor(t, "running", func() (bool, string) { return a.running.Load(), "" })
+	if err := a.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Run: got %v, want ErrRunning", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	m, err := Open(ctx, localConfig(t.TempDir()), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: got %v, want ErrClosed", err)
+	}
+	if _, ok := <-m.Watch(ctx); ok {
+		t.Error("Watch after Close delivered a view, want a closed channel")
+	}
+}

@@ -17,7 +17,85 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("NETLAB_TEST_ECHO"); addr != "" {
+		os.Exit(echoServer(addr))
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// echoServer is the test binary re-run inside a host by TestCommandProcess:
+// it echoes one line per connection until killed.
+func echoServer(addr string) int {
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("listening")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+// TestCommandProcess runs a process inside a host, as system tests run
+// ringmesh nodes: the test binary itself, as an echo server on the host's
+// address, reached from another host, cut off, and killed by cleanup.
+func TestCommandProcess(t *testing.T) {
+	lab := New(t, 2, DefaultConfig())
+	addr := lab.Host(1).IP.String() + ":7000"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := lab.Command(ctx, 1, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "NETLAB_TEST_ECHO="+addr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line := make([]byte, len("listening\n"))
+	if _, err := io.ReadFull(out, line); err != nil {
+		t.Fatalf("echo server did not start: %v", err)
+	}
+	echo := func(timeout time.Duration) error {
+		return lab.Run(0, func() error {
+			c, err := net.DialTimeout("tcp4", addr, timeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(timeout))
+			if _, err := c.Write([]byte("hi")); err != nil {
+				return err
+			}
+			buf := make([]byte, 2)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
+				return fmt.Errorf("echo %q: %v", buf, err)
+			}
+			return nil
+		})
+	}
+	eventually(t, "echo from host 1", func() error { return echo(5 * time.Second) })
+	lab.Cut(0, 1)
+	if err := echo(time.Second); err == nil {
+		t.Error("echo across a cut succeeded")
+	}
+	lab.Heal(0, 1)
+	eventually(t, "echo after heal", func() error { return echo(5 * time.Second) })
+	// The lab sees the echo server as a process of host 1 (what cleanup kills).
+	if pids := netnsPids(lab.Host(1).Netns); len(pids) == 0 {
+		t.Error("ip netns pids lists nothing in host 1, want the echo server")
+	}
 }
 
 func TestCheckEnv(t *testing.T) {
@@ -214,7 +292,7 @@ func TestCutAndHeal(t *testing.T) {
 // that a cut stops it too.
 func TestMulticast(t *testing.T) {
 	lab := New(t, 3, DefaultConfig())
-	group := &net.UDPAddr{IP: net.IPv4(239, 255, 77, 77), Port: 17777}
+	group := &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353} // mDNS
 	recv := make([]chan string, lab.N())
 	for i := 1; i < lab.N(); i++ {
 		var c *net.UDPConn
@@ -322,31 +400,40 @@ func TestSetRate(t *testing.T) {
 		}
 	}
 	mbps := func(d time.Duration) float64 { return size * 8 / d.Seconds() / 1e6 }
+	// A token bucket cannot pass more than burst + rate*t bytes in t, so
+	// this bound holds however loaded the machine is.
+	minT := time.Duration(float64(size-tbfBurst(rate)) * 8 / rate * float64(time.Second))
 
 	free := transfer()
 	lab.SetRate(0, rate)
 	shaped := transfer()
-	t.Logf("1 MiB host 0 -> 1: unshaped %v (%.0f Mbit/s), shaped to %.0f Mbit/s: %v (%.1f Mbit/s)",
-		free, mbps(free), rate/1e6, shaped, mbps(shaped))
-	// A token bucket cannot pass more than burst + rate*t bytes in t, so
-	// this bound holds however loaded the machine is.
-	burst := max(rate/8/100, 16<<10)
-	if minT := time.Duration(float64(size-burst) * 8 / rate * float64(time.Second)); shaped < minT {
-		t.Errorf("shaped transfer took %v, a %d bit/s bucket needs at least %v", shaped, rate, minT)
-	}
-	if q := qdiscs(t, lab, 0); !strings.Contains(q, "tbf") {
-		t.Errorf("qdisc after SetRate = %q, want tbf", q)
-	}
 	lab.SetRate(0, 0)
-	if q := qdiscs(t, lab, 0); strings.Contains(q, "tbf") {
+	lab.SetIngressRate(1, rate)
+	shapedIn := transfer()
+	t.Logf("1 MiB host 0 -> 1: unshaped %v (%.0f Mbit/s); %.0f Mbit/s tbf on 0's egress %v (%.1f Mbit/s), on 1's ingress %v (%.1f Mbit/s)",
+		free, mbps(free), rate/1e6, shaped, mbps(shaped), shapedIn, mbps(shapedIn))
+	if shaped < minT {
+		t.Errorf("egress-shaped transfer took %v, a %d bit/s bucket needs at least %v", shaped, rate, minT)
+	}
+	if shapedIn < minT {
+		t.Errorf("ingress-shaped transfer took %v, a %d bit/s bucket needs at least %v", shapedIn, rate, minT)
+	}
+	if q := qdiscs(t, lab.bridge, "p1"); !strings.Contains(q, "tbf") {
+		t.Errorf("bridge port qdisc after SetIngressRate = %q, want tbf", q)
+	}
+	h := lab.Host(0)
+	if q := qdiscs(t, h.Netns, h.Iface); strings.Contains(q, "tbf") {
 		t.Errorf("qdisc after SetRate(0) = %q, want no tbf", q)
+	}
+	lab.SetRate(0, rate)
+	if q := qdiscs(t, h.Netns, h.Iface); !strings.Contains(q, "tbf") {
+		t.Errorf("qdisc after SetRate = %q, want tbf", q)
 	}
 }
 
-func qdiscs(t *testing.T, lab *Lab, i int) string {
+func qdiscs(t *testing.T, netns, dev string) string {
 	t.Helper()
-	h := lab.Host(i)
-	out, err := exec.Command("tc", "-n", h.Netns, "qdisc", "show", "dev", h.Iface).CombinedOutput()
+	out, err := exec.Command("tc", "-n", netns, "qdisc", "show", "dev", dev).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tc qdisc show: %v: %s", err, out)
 	}
@@ -359,13 +446,13 @@ func TestSetDelay(t *testing.T) {
 	switch {
 	case errors.Is(err, ErrUnsupported):
 		t.Logf("netem unavailable here: %v", err)
-		if q := qdiscs(t, lab, 0); strings.Contains(q, "netem") {
+		if q := qdiscs(t, lab.Host(0).Netns, "eth0"); strings.Contains(q, "netem") {
 			t.Errorf("qdisc = %q after a failed SetDelay", q)
 		}
 	case err != nil:
 		t.Fatalf("SetDelay = %v, want nil or ErrUnsupported", err)
 	default:
-		if q := qdiscs(t, lab, 0); !strings.Contains(q, "netem") {
+		if q := qdiscs(t, lab.Host(0).Netns, "eth0"); !strings.Contains(q, "netem") {
 			t.Errorf("qdisc after SetDelay = %q, want netem", q)
 		}
 	}

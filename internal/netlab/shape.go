@@ -24,14 +24,34 @@ func (l *Lab) SetRate(i int, bitsPerSec int64) {
 		l.t.Fatalf("netlab: negative rate %d", bitsPerSec)
 	}
 	h := l.hosts[i]
+	l.shape(h.Netns, h.Iface, bitsPerSec)
+}
+
+// SetIngressRate limits the traffic towards host i (the egress of its
+// bridge port) like SetRate; 0 removes the limit. With both, a host's link
+// is slow both ways.
+func (l *Lab) SetIngressRate(i int, bitsPerSec int64) {
+	l.t.Helper()
+	l.checkIndex(i)
+	if bitsPerSec < 0 {
+		l.t.Fatalf("netlab: negative rate %d", bitsPerSec)
+	}
+	l.shape(l.bridge, fmt.Sprintf("p%d", i), bitsPerSec)
+}
+
+// tbfBurst is the bucket size SetRate uses for a rate, in bytes.
+func tbfBurst(bitsPerSec int64) int64 { return max(bitsPerSec/8/100, 16<<10) }
+
+// shape puts a tbf on dev in netns, or removes the root qdisc for 0.
+func (l *Lab) shape(netns, dev string, bitsPerSec int64) {
+	l.t.Helper()
 	if bitsPerSec == 0 {
-		l.clearQdisc(h)
+		_ = runTool("tc", "-n", netns, "qdisc", "del", "dev", dev, "root")
 		return
 	}
-	burst := max(bitsPerSec/8/100, 16<<10)
-	err := runTool("tc", "-n", h.Netns, "qdisc", "replace", "dev", h.Iface, "root", "tbf",
+	err := runTool("tc", "-n", netns, "qdisc", "replace", "dev", dev, "root", "tbf",
 		"rate", strconv.FormatInt(bitsPerSec, 10)+"bit",
-		"burst", strconv.FormatInt(burst, 10),
+		"burst", strconv.FormatInt(tbfBurst(bitsPerSec), 10),
 		"latency", "100ms")
 	if err != nil {
 		l.t.Fatalf("netlab: %v", err)
@@ -47,7 +67,7 @@ func (l *Lab) SetDelay(i int, d time.Duration) error {
 	l.checkIndex(i)
 	h := l.hosts[i]
 	if d <= 0 {
-		l.clearQdisc(h)
+		l.shape(h.Netns, h.Iface, 0)
 		return nil
 	}
 	usec := strconv.FormatInt(d.Microseconds(), 10) + "us"
@@ -59,10 +79,4 @@ func (l *Lab) SetDelay(i int, d time.Duration) error {
 		l.t.Fatalf("netlab: %v", err)
 	}
 	return nil
-}
-
-// clearQdisc restores the default root qdisc; having none is fine.
-func (l *Lab) clearQdisc(h Host) {
-	l.t.Helper()
-	_ = runTool("tc", "-n", h.Netns, "qdisc", "del", "dev", h.Iface, "root")
 }

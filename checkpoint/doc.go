@@ -81,7 +81,8 @@
 // Error codes: 1 unknown root, 2 chunk index out of range, 3 chunk not
 // held, 4 bad request, 5 internal. Unknown root and out-of-range requests
 // get an error reply and the stream stays usable; a malformed frame gets a
-// bad-request reply and the stream is reset. The fetcher ends a stream with
+// bad-request reply and the stream is
+// closed (a reset would discard the reply); an I/O error resets it. The fetcher ends a stream with
 // CloseWrite and waits for the server's EOF. Type and code values are
 // append-only.
 package checkpoint

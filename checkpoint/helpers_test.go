@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -229,3 +230,19 @@ func runBG(t testing.TB, fn func(ctx context.Context) error) context.CancelFunc 
 }
 
 func sha256Sum(b []byte) Hash { return sha256.Sum256(b) }
+
+type osFile = os.File
+
+var errNoSpace = &os.PathError{Op: "write", Path: "data", Err: syscall.ENOSPC}
+
+func slicesEqual[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -51,6 +51,9 @@ func (c ServerConfig) Validate() error {
 	return nil
 }
 
+// errReplied marks a protocol error already answered with an error reply.
+var errReplied = errors.New("checkpoint: bad request answered")
+
 // Server serves the local store over ProtocolID: manifests by root and
 // verified chunks by index, to any peer the host lets connect.
 type Server struct {
@@ -124,7 +127,13 @@ func (s *Server) handle(st network.Stream) {
 	defer s.leave()
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
-	if err := s.serve(st); err != nil {
+	err := s.serve(st)
+	if errors.Is(err, errReplied) {
+		// Closed rather than reset: a reset would discard the error reply.
+		st.Close()
+		return
+	}
+	if err != nil {
 		st.Reset()
 		if ctx.Err() == nil {
 			s.log.Debug("checkpoint stream ended", "peer", st.Conn().RemotePeer(), "err", err)
@@ -142,17 +151,19 @@ func (s *Server) serve(st network.Stream) error {
 	var out []byte // reply buffer, grown to the largest chunk served
 	for {
 		st.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		var root Root
+		var chunk int64
 		typ, body, err := readFrame(br, maxRequestLen, req[:])
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		if err != nil {
-			s.reply(st, encodeError(codeBadRequest, err.Error()))
-			return err
+		if err == nil {
+			root, chunk, err = decodeRequest(typ, body)
 		}
-		root, chunk, err := decodeRequest(typ, body)
 		if err != nil {
-			s.reply(st, encodeError(codeBadRequest, err.Error()))
+			if errors.Is(err, ErrBadFrame) && s.reply(st, encodeError(codeBadRequest, err.Error())) == nil {
+				return fmt.Errorf("%w: %w", errReplied, err)
+			}
 			return err
 		}
 		var msg []byte

@@ -48,14 +48,14 @@ func TestEncodeHeartbeatGolden(t *testing.T) {
 	}
 	id := []byte(fixedID(t, 1))
 	want := concat(
-		"0101",           // version 1, type heartbeat
-		"036c6162",       // mesh "lab"
+		"0101",                       // version 1, type heartbeat
+		"036c6162",                   // mesh "lab"
 		"26", hex.EncodeToString(id), // sender (38-byte Ed25519 peer ID)
-		"0000000000000007", // incarnation
-		"01",               // alive
+		"0000000000000007",             // incarnation
+		"01",                           // alive
 		"01", "08", "040a000001060fa1", // 1 addr: /ip4/10.0.0.1/tcp/4001
-		"0002",             // cpus
-		"0000000040000000", // memory
+		"0002",                                                       // cpus
+		"0000000040000000",                                           // memory
 		"01", "0441313030", "054750552d31", "0000001400000000", "32", // 1 GPU
 		"00000006", "737465703d33", // payload "step=3"
 	)

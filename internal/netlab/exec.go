@@ -28,6 +28,8 @@ func (l *Lab) Command(ctx context.Context, i int, name string, args ...string) *
 // returns its error. Sockets fn creates (listeners, dialled connections,
 // UDP sockets) belong to that namespace for good and may be used from any
 // goroutine afterwards; goroutines fn starts do NOT run in the namespace.
+// So a libp2p host or mDNS service, which open sockets from their own
+// goroutines, belongs in a process started with Command, not in Run.
 // Safe for concurrent use.
 func (l *Lab) Run(i int, fn func() error) error {
 	l.t.Helper()

@@ -1,0 +1,300 @@
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ProtocolID is the libp2p protocol of all-reduce streams.
+const ProtocolID = "/ringmesh/allreduce/1"
+
+// Stream is one direction-agnostic byte stream between two members, as
+// libp2p's network.Stream provides it.
+type Stream interface {
+	io.Reader
+	io.Writer
+	// CloseWrite ends our direction; the peer reads EOF after the data.
+	CloseWrite() error
+	// CloseRead stops reading; nothing is sent to the peer.
+	CloseRead() error
+	// Close is CloseRead then CloseWrite.
+	Close() error
+	// Reset aborts both directions; the peer's reads and writes fail.
+	Reset() error
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// Transport opens the streams of a round between ring neighbours. Both
+// methods perform the header handshake (see the package doc): Dial sends h
+// and waits for the receiver's verdict; Accept waits for the stream from
+// `from` for h's round and lane, checks every header field against h,
+// answers, and returns it. Safe for concurrent use; both return promptly
+// once ctx is done.
+type Transport interface {
+	Dial(ctx context.Context, to peer.ID, h Header) (Stream, error)
+	Accept(ctx context.Context, from peer.ID, h Header) (Stream, error)
+}
+
+// dialHandshake writes h on s and waits up to timeout for the verdict.
+func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duration) error {
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	fail := func(err error) error {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	_ = s.SetWriteDeadline(deadline)
+	if _, err := s.Write(AppendHeader(nil, h)); err != nil {
+		return fail(fmt.Errorf("write header: %w", err))
+	}
+	_ = s.SetWriteDeadline(time.Time{})
+	_ = s.SetReadDeadline(deadline)
+	c, err := readControl(s)
+	if err != nil {
+		return fail(fmt.Errorf("read verdict: %w", noEOF(err)))
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	switch {
+	case c.Type == ctrlAck:
+		return nil
+	case c.Type == ctrlReject && c.Code == rejectHeader:
+		err = fmt.Errorf("%w: rejected by receiver: %s", ErrHeaderMismatch, c.Reason)
+	case c.Type == ctrlReject && c.Code == rejectNotStarted:
+		err = fmt.Errorf("%w: rejected by receiver: %s", ErrRoundNotStarted, c.Reason)
+	case c.Type == ctrlReject:
+		err = fmt.Errorf("%w: rejected by receiver (code %d): %s", ErrUnexpectedStream, c.Code, c.Reason)
+	default:
+		err = fmt.Errorf("%w: control message %d during handshake", ErrProtocol, c.Type)
+	}
+	return fail(err)
+}
+
+// reject answers a held stream with a reject and closes it.
+func reject(s Stream, code byte, reason string, timeout time.Duration) {
+	_ = s.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := s.Write(AppendControl(nil, control{Type: ctrlReject, Code: code, Reason: reason})); err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+type inKey struct {
+	from peer.ID
+	roundKey
+}
+
+type held struct {
+	s     Stream
+	h     Header
+	timer *time.Timer
+}
+
+type acceptResult struct {
+	hs  *held
+	err error
+}
+
+// inbox holds inbound streams until the local AllReduce for their round
+// asks for them (bounded in time by HoldTimeout and in count by MaxHeld),
+// and hands them to waiting Accept calls. Both transports use it.
+type inbox struct {
+	cfg     Config
+	log     *slog.Logger
+	mu      sync.Mutex
+	held    map[inKey]*held
+	waiters map[inKey]chan acceptResult
+	bad     map[peer.ID]badStream
+	closed  bool
+}
+
+// badStream remembers that a peer's last stream was garbage, so a round
+// waiting on that peer fails at once instead of timing out.
+type badStream struct {
+	err error
+	at  time.Time
+}
+
+func newInbox(cfg Config, log *slog.Logger) *inbox {
+	return &inbox{
+		cfg:     cfg,
+		log:     log,
+		held:    make(map[inKey]*held),
+		waiters: make(map[inKey]chan acceptResult),
+		bad:     make(map[peer.ID]badStream),
+	}
+}
+
+// deliver reads an inbound stream's header and parks or hands it over. It
+// blocks at most FrameTimeout (reading the header).
+func (b *inbox) deliver(from peer.ID, s Stream) {
+	_ = s.SetReadDeadline(time.Now().Add(b.cfg.FrameTimeout))
+	h, err := ReadHeader(s)
+	if err != nil {
+		_ = s.Reset()
+		b.log.Warn("dropped inbound stream", "peer", from, "err", err)
+		b.fail(from, fmt.Errorf("%w: %w", ErrProtocol, err))
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	k := inKey{from, h.key()}
+	hs := &held{s: s, h: h}
+	b.mu.Lock()
+	if ch, ok := b.waiters[k]; ok {
+		delete(b.waiters, k)
+		b.mu.Unlock()
+		ch <- acceptResult{hs: hs}
+		return
+	}
+	code, reason := byte(0), ""
+	switch {
+	case b.closed:
+		code, reason = rejectClosed, "transport closed"
+	case len(b.held) >= b.cfg.MaxHeld:
+		code, reason = rejectBusy, "too many held streams"
+	case b.held[k] != nil:
+		code, reason = rejectBusy, "duplicate stream for round and lane"
+	}
+	if code != 0 {
+		b.mu.Unlock()
+		b.log.Warn("rejected inbound stream", "peer", from, "step", h.Step, "reason", reason)
+		reject(s, code, reason, b.cfg.FrameTimeout)
+		return
+	}
+	hs.timer = time.AfterFunc(b.cfg.HoldTimeout, func() { b.expire(k, hs) })
+	b.held[k] = hs
+	b.mu.Unlock()
+}
+
+// expire rejects a stream held too long.
+func (b *inbox) expire(k inKey, hs *held) {
+	b.mu.Lock()
+	if b.held[k] != hs {
+		b.mu.Unlock()
+		return
+	}
+	delete(b.held, k)
+	b.mu.Unlock()
+	b.log.Warn("rejected inbound stream", "peer", k.from, "step", k.step, "reason", "round not started")
+	reject(hs.s, rejectNotStarted, "round not started", b.cfg.FrameTimeout)
+}
+
+// fail reports a garbage stream from a peer to every Accept waiting on it,
+// or remembers it for the next one.
+func (b *inbox) fail(from peer.ID, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	found := false
+	for k, ch := range b.waiters {
+		if k.from == from {
+			delete(b.waiters, k)
+			ch <- acceptResult{err: err}
+			found = true
+		}
+	}
+	if !found {
+		b.bad[from] = badStream{err: err, at: time.Now()}
+	}
+}
+
+// accept waits for the stream from `from` for want's round and lane, then
+// checks the header and answers.
+func (b *inbox) accept(ctx context.Context, from peer.ID, want Header) (Stream, error) {
+	k := inKey{from, want.key()}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if hs := b.held[k]; hs != nil {
+		delete(b.held, k)
+		hs.timer.Stop()
+		b.mu.Unlock()
+		return b.verdict(hs, want)
+	}
+	if bad, ok := b.bad[from]; ok {
+		delete(b.bad, from)
+		if time.Since(bad.at) < b.cfg.HoldTimeout {
+			b.mu.Unlock()
+			return nil, bad.err
+		}
+	}
+	ch := make(chan acceptResult, 1)
+	b.waiters[k] = ch
+	b.mu.Unlock()
+
+	timer := time.NewTimer(b.cfg.StartTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return nil, res.err
+		}
+		return b.verdict(res.hs, want)
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = fmt.Errorf("%w: no stream from %s within %v", ErrRoundNotStarted, from, b.cfg.StartTimeout)
+	}
+	b.mu.Lock()
+	if b.waiters[k] == ch {
+		delete(b.waiters, k)
+	}
+	b.mu.Unlock()
+	select {
+	case res := <-ch:
+		if res.hs != nil {
+			_ = res.hs.s.Reset()
+		}
+	default:
+	}
+	return nil, err
+}
+
+// verdict compares a stream's header with the expected one and answers.
+func (b *inbox) verdict(hs *held, want Header) (Stream, error) {
+	if m := mismatch(want, hs.h); m != "" {
+		reject(hs.s, rejectHeader, m, b.cfg.FrameTimeout)
+		return nil, fmt.Errorf("%w: %s", ErrHeaderMismatch, m)
+	}
+	_ = hs.s.SetWriteDeadline(time.Now().Add(b.cfg.FrameTimeout))
+	if _, err := hs.s.Write([]byte{ctrlAck}); err != nil {
+		_ = hs.s.Reset()
+		return nil, fmt.Errorf("write ack: %w", err)
+	}
+	_ = hs.s.SetWriteDeadline(time.Time{})
+	return hs.s, nil
+}
+
+// close rejects every held stream and fails every waiting Accept.
+func (b *inbox) close() {
+	b.mu.Lock()
+	b.closed = true
+	hs := b.held
+	b.held = make(map[inKey]*held)
+	for k, ch := range b.waiters {
+		delete(b.waiters, k)
+		ch <- acceptResult{err: ErrClosed}
+	}
+	b.mu.Unlock()
+	for _, h := range hs {
+		h.timer.Stop()
+		_ = h.s.Reset()
+	}
+}
+
+// isClosedErr reports errors that mean the transport is going away.
+func isClosedErr(err error) bool { return errors.Is(err, ErrClosed) }

@@ -1,0 +1,189 @@
+package allreduce
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// DType is the wire format of a round's float32 buffers.
+type DType uint8
+
+// Wire formats. Values are part of the wire header: append only.
+const (
+	Float32  DType = 1 // IEEE 754 binary32, no conversion
+	BFloat16 DType = 2 // bfloat16, round to nearest even
+	Float16  DType = 3 // IEEE 754 binary16, round to nearest even
+)
+
+// Size returns the bytes per element on the wire (0 for an unknown type).
+func (d DType) Size() int {
+	switch d {
+	case Float32:
+		return 4
+	case BFloat16, Float16:
+		return 2
+	}
+	return 0
+}
+
+func (d DType) String() string {
+	switch d {
+	case Float32:
+		return "float32"
+	case BFloat16:
+		return "bfloat16"
+	case Float16:
+		return "float16"
+	}
+	return fmt.Sprintf("dtype(%d)", uint8(d))
+}
+
+// ParseDType parses the names String returns (and "f32", "bf16", "fp16").
+func ParseDType(s string) (DType, error) {
+	switch s {
+	case "float32", "f32", "fp32":
+		return Float32, nil
+	case "bfloat16", "bf16":
+		return BFloat16, nil
+	case "float16", "f16", "fp16", "half":
+		return Float16, nil
+	}
+	return 0, fmt.Errorf("%w: unknown dtype %q", ErrBadOptions, s)
+}
+
+// Op is the reduction applied across members.
+type Op uint8
+
+// Reduction ops. Values are part of the wire header: append only.
+const (
+	Sum          Op = 1 // sum of the members' values
+	Mean         Op = 2 // sum divided by the number of members
+	WeightedMean Op = 3 // sum(w_i x_i) / sum(w_i)
+)
+
+func (o Op) String() string {
+	switch o {
+	case Sum:
+		return "sum"
+	case Mean:
+		return "mean"
+	case WeightedMean:
+		return "weighted_mean"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// ParseOp parses the names String returns (and "avg", "wmean").
+func ParseOp(s string) (Op, error) {
+	switch s {
+	case "sum":
+		return Sum, nil
+	case "mean", "avg":
+		return Mean, nil
+	case "weighted_mean", "weightedmean", "wmean":
+		return WeightedMean, nil
+	}
+	return 0, fmt.Errorf("%w: unknown op %q", ErrBadOptions, s)
+}
+
+// Round identifies one all-reduce: a mesh, a training step, a retry attempt
+// and the ordered ring. Every member must pass an equal Round.
+type Round struct {
+	Mesh    string
+	Step    uint64
+	Attempt uint32
+	Ring    []peer.ID // ordered; the same on every member
+}
+
+// MembersHash is SHA-256 over the ordered ring: for each member, its peer ID
+// bytes prefixed by their length as a big-endian uint16.
+func (r Round) MembersHash() [32]byte {
+	h := sha256.New()
+	var l [2]byte
+	for _, p := range r.Ring {
+		binary.BigEndian.PutUint16(l[:], uint16(len(p)))
+		h.Write(l[:])
+		h.Write([]byte(p))
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// String names the round in logs and errors.
+func (r Round) String() string {
+	return fmt.Sprintf("%s/%d.%d", r.Mesh, r.Step, r.Attempt)
+}
+
+// Options say how one AllReduce call reduces.
+type Options struct {
+	Wire   DType   // wire format; the buffers are always float32
+	Op     Op      // reduction
+	Weight float64 // this member's weight for WeightedMean (e.g. its sample count); finite, >= 0
+}
+
+// Result is what every member learns besides the reduced buffer.
+type Result struct {
+	// TotalWeight is sum(w_i) for WeightedMean and the member count for
+	// Sum and Mean. It is bit-identical on every member.
+	TotalWeight float64
+}
+
+// Sentinel errors. Callers test with errors.Is.
+var (
+	ErrBadRound         = errors.New("allreduce: bad round")
+	ErrBadOptions       = errors.New("allreduce: bad options")
+	ErrBadConfig        = errors.New("allreduce: bad config")
+	ErrHeaderMismatch   = errors.New("allreduce: header mismatch")
+	ErrAborted          = errors.New("allreduce: round aborted")
+	ErrProtocol         = errors.New("allreduce: protocol violation")
+	ErrFrameTooLarge    = errors.New("allreduce: frame too large")
+	ErrTimeout          = errors.New("allreduce: timed out")
+	ErrClosed           = errors.New("allreduce: transport closed")
+	ErrZeroTotalWeight  = errors.New("allreduce: total weight is zero")
+	ErrPeerUnreachable  = errors.New("allreduce: peer unreachable")
+	ErrRoundNotStarted  = errors.New("allreduce: round not started in time")
+	ErrTooManyHeld      = errors.New("allreduce: too many held streams")
+	ErrBadHeader        = errors.New("allreduce: malformed header")
+	ErrUnexpectedStream = errors.New("allreduce: unexpected stream")
+)
+
+// PeerError is returned when a round fails because of a peer: a neighbour
+// whose stream failed, who rejected the round, or (when a neighbour aborted
+// and said why) the member where the failure started.
+type PeerError struct {
+	Peer  peer.ID
+	Round Round
+	Err   error
+}
+
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("allreduce: round %s: peer %s: %v", e.Round, e.Peer, e.Err)
+}
+
+func (e *PeerError) Unwrap() error { return e.Err }
+
+// Metrics receives counters from a Reducer. Implementations must be safe
+// for concurrent use and must not block.
+type Metrics interface {
+	// BytesSent counts payload bytes written to a neighbour.
+	BytesSent(n int)
+	// BytesReceived counts payload bytes read from a neighbour.
+	BytesReceived(n int)
+	// RoundDone records one AllReduce call; err is nil on success.
+	RoundDone(d time.Duration, elems int, err error)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) BytesSent(int)                       {}
+func (nopMetrics) BytesReceived(int)                   {}
+func (nopMetrics) RoundDone(time.Duration, int, error) {}
+
+// NopMetrics returns a Metrics that does nothing.
+func NopMetrics() Metrics { return nopMetrics{} }

@@ -1,0 +1,120 @@
+package mesh
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/multiformats/go-multiaddr"
+)
+
+func TestConfigValidate(t *testing.T) {
+	ok := func(c *Config) {}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		bad  string // substring of the error, "" for valid
+	}{
+		{"default", ok, ""},
+		{"no data dir", func(c *Config) { c.DataDir = "" }, "data dir"},
+		{"bad mesh name", func(c *Config) { c.Mesh = "a/b" }, "mesh name"},
+		{"empty mesh name", func(c *Config) { c.Mesh = "" }, "mesh name"},
+		{"no listen", func(c *Config) { c.Listen = nil }, "no listen"},
+		{"bad listen", func(c *Config) { c.Listen = []string{"tcp/1"} }, "listen address"},
+		{"join without id", func(c *Config) { c.Join = []string{"/ip4/127.0.0.1/tcp/1"} }, "join address"},
+		{"suspect below 2 heartbeats", func(c *Config) { c.SuspectTimeout = c.HeartbeatInterval }, "suspect timeout"},
+		{"dead not above probe", func(c *Config) { c.DeadTimeout = c.ProbeTimeout }, "dead timeout"},
+		{"payload over cap", func(c *Config) { c.MaxPayload = maxPayloadCap + 1 }, "max payload"},
+		{"message cannot hold payload", func(c *Config) { c.MaxMessageSize = 2048 }, "max message size"},
+		{"peer memory too small", func(c *Config) { c.PeerMemory = 1 << 20 }, "peer memory"},
+		{"zero heartbeat", func(c *Config) { c.HeartbeatInterval = 0 }, "heartbeat interval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.DataDir = "/tmp/x"
+			tt.mod(&c)
+			err := c.Validate()
+			switch {
+			case tt.bad == "" && err != nil:
+				t.Errorf("got %v, want nil", err)
+			case tt.bad != "" && (!errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.bad)):
+				t.Errorf("got %v, want ErrInvalidConfig mentioning %q", err, tt.bad)
+			}
+		})
+	}
+	l := LocalConfig()
+	l.DataDir = "/tmp/x"
+	if err := l.Validate(); err != nil {
+		t.Errorf("LocalConfig: %v", err)
+	}
+}
+
+func TestIdentityPersists(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := loadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := loadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k1.Equals(k2) {
+		t.Error("second load returned a different key")
+	}
+	fi, err := os.Stat(filepath.Join(dir, identityFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("identity file mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		if got, err := bumpIncarnation(dir); err != nil || got != want {
+			t.Errorf("bump %d: got %d, %v", want, got, err)
+		}
+	}
+}
+
+func TestMemberJSON(t *testing.T) {
+	id := fixedID(t, 3)
+	m := Member{
+		ID: id, State: Suspect, Incarnation: 4,
+		Addrs:    []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/127.0.0.1/tcp/4001")},
+		Caps:     Capabilities{CPUs: 2, MemoryBytes: 1024, GPUs: []GPU{{Name: "RTX 4090", UUID: "GPU-x", MemoryBytes: 24, UtilizationPct: 7}}},
+		LastSeen: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"id":"` + id.String() + `","state":"suspect","incarnation":4,"addrs":["/ip4/127.0.0.1/tcp/4001"],` +
+		`"gpus":[{"name":"RTX 4090","uuid":"GPU-x","memory_bytes":24,"utilization_pct":7}],"cpus":2,"memory_bytes":1024,` +
+		`"last_seen":"2026-01-02T03:04:05Z"}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+	b, _ = json.Marshal(Member{ID: id, State: Alive})
+	if !strings.Contains(string(b), `"gpus":[]`) || !strings.Contains(string(b), `"addrs":[]`) {
+		t.Errorf("CPU host JSON %s: want empty gpus and addrs lists", b)
+	}
+}
+
+func TestSetPayload(t *testing.T) {
+	a := startNode(t, localConfig(t.TempDir()), nil)
+	if err := a.SetPayload(make([]byte, a.cfg.MaxPayload+1)); !errors.Is(err, ErrPayloadTooLarge) {
+		t.Errorf("oversized payload: got %v, want ErrPayloadTooLarge", err)
+	}
+	cfg := localConfig(t.TempDir())
+	cfg.Join = []string{a.joinAddr()}
+	b := startNode(t, cfg, nil)
+	if err := a.SetPayload([]byte("step=42")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b sees a's payload", func() (bool, string) {
+		m, _ := b.View().Member(a.Self())
+		return string(m.Payload) == "step=42", string(m.Payload)
+	})
+}

@@ -171,3 +171,9 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(testCtx(t))
+	t.Cleanup(cancel)
+	return ctx, cancel
+}

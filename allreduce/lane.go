@@ -46,7 +46,7 @@ func (l *lane) sendSide(ctx context.Context, errc chan<- error, wg *sync.WaitGro
 	x := l.x
 	s, err := x.r.tr.Dial(ctx, l.next, l.hdr)
 	if err != nil {
-		return x.peerErr(ctx, l.next, fmt.Errorf("dial lane %d: %w", l.k, err))
+		return direct(x.peerErr(ctx, l.next, fmt.Errorf("dial lane %d: %w", l.k, err)))
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -60,11 +60,11 @@ func (l *lane) sendSide(ctx context.Context, errc chan<- error, wg *sync.WaitGro
 	}()
 	if err := l.sendAll(ctx, s); err != nil {
 		_ = s.Reset()
-		return x.peerErr(ctx, l.next, fmt.Errorf("send lane %d: %w", l.k, err))
+		return direct(x.peerErr(ctx, l.next, fmt.Errorf("send lane %d: %w", l.k, err)))
 	}
 	if err := s.CloseWrite(); err != nil {
 		_ = s.Reset()
-		return x.peerErr(ctx, l.next, fmt.Errorf("close lane %d: %w", l.k, err))
+		return direct(x.peerErr(ctx, l.next, fmt.Errorf("close lane %d: %w", l.k, err)))
 	}
 	timer := time.NewTimer(x.r.cfg.FrameTimeout)
 	defer timer.Stop()
@@ -95,7 +95,7 @@ func (l *lane) readControl(ctx context.Context, s Stream) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return l.x.peerErr(ctx, l.next, fmt.Errorf("lane %d: %w", l.k, err))
+		return direct(l.x.peerErr(ctx, l.next, fmt.Errorf("lane %d: %w", l.k, err)))
 	case c.Type == ctrlAbort:
 		origin, perr := peer.IDFromBytes([]byte(c.Origin))
 		if perr != nil {

@@ -11,8 +11,13 @@ import (
 // Errors are ranked: a zero total weight (every member sees it), a header mismatch (a direct verdict) over an abort
 // notice (a neighbour saying which member the failure started at) over a
 // plain stream failure (blames the neighbour) over our own cancellation.
-// A plain stream failure waits NoticeGrace for a notice first, because a
-// neighbour that aborts resets its streams right after sending one. Then
+// A failure seen on an outbound stream (dial, write, or the receiver's
+// side of it reset) is direct: a member that aborts never resets the
+// streams it receives on (it sends its notice there and closes them), so
+// the receiver is gone or the link is broken; the round aborts at once. A
+// failure seen on an inbound stream is ambiguous (an aborting neighbour
+// resets its outbound streams right after sending its notice on the
+// others), so it waits NoticeGrace for a notice first. Then
 // the member aborts: it sends a notice naming the origin back up every
 // inbound stream (the only direction it may write at any time), closes
 // them and resets the rest, so both neighbours, and from them everyone,
@@ -59,7 +64,7 @@ func (x *run) settle(parent context.Context, cancel context.CancelFunc, errc <-c
 			best = better(best, err)
 			switch {
 			case aborted:
-			case errRank(best) >= 3 || x.r.cfg.NoticeGrace == 0 || parent.Err() != nil:
+			case errRank(best) >= 3 || isDirect(err) || x.r.cfg.NoticeGrace == 0 || parent.Err() != nil:
 				abort()
 			case graceC == nil:
 				t := time.NewTimer(x.r.cfg.NoticeGrace)
@@ -83,6 +88,9 @@ func (x *run) settle(parent context.Context, cancel context.CancelFunc, errc <-c
 			abort()
 			if errRank(best) == 1 && parent.Err() != nil {
 				return fmt.Errorf("allreduce: round %s: %w", x.round, parent.Err())
+			}
+			if d, ok := best.(directErr); ok {
+				return d.error
 			}
 			return best
 		}
@@ -116,4 +124,23 @@ func (x *run) abort(cause error) {
 		_ = s.Close()
 	}
 	x.r.log.Info("round aborted", "round", x.round.String(), "step", x.round.Step, "peer", origin, "err", cause)
+}
+
+// directErr marks a failure seen on an outbound stream.
+type directErr struct{ error }
+
+func (d directErr) Unwrap() error { return d.error }
+
+func isDirect(err error) bool {
+	_, ok := err.(directErr)
+	return ok
+}
+
+// direct marks err (if it is a peer failure, not our own end) as direct.
+func direct(err error) error {
+	var pe *PeerError
+	if errors.As(err, &pe) && !errors.Is(err, ErrAborted) {
+		return directErr{err}
+	}
+	return err
 }

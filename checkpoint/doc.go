@@ -22,6 +22,7 @@
 //
 // # Disk layout
 //
+//	DIR/LOCK                   flock held by the process that has it open
 //	DIR/tmp/                   scratch; emptied on open
 //	DIR/<root hex>/manifest    complete: encoded manifest (hashes to root)
 //	DIR/<root hex>/data        complete: the file's bytes

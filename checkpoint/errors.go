@@ -31,6 +31,8 @@ var (
 	ErrBadFrame = errors.New("checkpoint: bad frame")
 	// ErrOutOfRange: a chunk index is not below the manifest's chunk count.
 	ErrOutOfRange = errors.New("checkpoint: chunk index out of range")
+	// ErrLocked: another process has the store open.
+	ErrLocked = errors.New("checkpoint: store in use by another process")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("checkpoint: store closed")
 )

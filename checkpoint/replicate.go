@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -126,7 +127,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 
 // toPull returns the checkpoints in the window that this node should pull.
 func (r *Replicator) toPull() []Known {
-	known := r.catalog.List()
+	known := slices.DeleteFunc(r.catalog.List(), func(k Known) bool { return k.Holders() == 0 })
 	known = known[:min(len(known), r.cfg.Window)]
 	now := r.now()
 	var out []Known

@@ -93,10 +93,15 @@ type Store struct {
 	// writeAt writes chunk data; a test seam for disk-full errors.
 	writeAt func(f *os.File, b []byte, off int64) (int, error)
 
+	lock *os.File // flock held while open
+
 	mu      sync.Mutex
 	entries map[Root]*entry
 	closed  bool
 }
+
+// StoreDir returns the store directory inside a node's data directory.
+func StoreDir(dataDir string) string { return filepath.Join(dataDir, "checkpoints") }
 
 const (
 	tmpDirName    = "tmp"
@@ -105,7 +110,8 @@ const (
 	dataFile      = "data"
 )
 
-// OpenStore opens (creating it if needed) the store in dir. It removes
+// OpenStore opens (creating it if needed) the store in dir (StoreDir of
+// the data directory) and locks it against other processes (ErrLocked). It removes
 // leftover temporary files, verifies what is held, keeps incomplete entries
 // as resumable partials (their verified chunks are kept) and drops entries
 // whose manifest is unreadable.
@@ -120,15 +126,26 @@ func OpenStore(dir string, cfg StoreConfig, logger *slog.Logger) (*Store, error)
 		writeAt: func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) },
 		entries: make(map[Root]*entry),
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("checkpoint: open store: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	tmp := filepath.Join(dir, tmpDirName)
 	if err := os.RemoveAll(tmp); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("checkpoint: clear %s: %w", tmp, err)
 	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("checkpoint: open store: %w", err)
 	}
 	names, err := os.ReadDir(dir)
 	if err != nil {
+		s.Close()
 		return nil, fmt.Errorf("checkpoint: open store: %w", err)
 	}
 	for _, de := range names {
@@ -278,7 +295,7 @@ func (s *Store) Close() error {
 	for _, e := range s.entries {
 		e.f.Close()
 	}
-	return nil
+	return s.lock.Close()
 }
 
 // Dir returns the store's directory.

@@ -272,3 +272,17 @@ func corruptByte(t testing.TB, path string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+func TestStoreLockedAgainstSecondOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, LocalStoreConfig())
+	if _, err := OpenStore(dir, LocalStoreConfig(), nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second OpenStore: %v, want ErrLocked", err)
+	}
+	s.Close()
+	s2, err := OpenStore(dir, LocalStoreConfig(), nil)
+	if err != nil {
+		t.Fatalf("OpenStore after Close: %v", err)
+	}
+	s2.Close()
+}

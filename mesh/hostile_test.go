@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -15,6 +16,7 @@ import (
 // topics, that publishes whatever bytes it is told to (properly signed by
 // itself).
 type hostile struct {
+	host   host.Host
 	id     peer.ID
 	ps     *pubsub.PubSub
 	topics map[string]*pubsub.Topic
@@ -35,7 +37,7 @@ func newHostile(t *testing.T, target *testNode) *hostile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &hostile{id: h.ID(), ps: ps, topics: make(map[string]*pubsub.Topic)}
+	x := &hostile{host: h, id: h.ID(), ps: ps, topics: make(map[string]*pubsub.Topic)}
 	for _, kind := range []string{topicHeartbeat, topicFailure} {
 		name := target.TopicName(kind)
 		tp, err := ps.Join(name)

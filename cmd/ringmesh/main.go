@@ -1,13 +1,57 @@
-// Command ringmesh is the one binary of a ringmesh host: node, status, bench,
-// demo and checkpoint subcommands. It only turns flags into package configs.
+// Command ringmesh is the one binary of a ringmesh host. Subcommands:
+//
+//	ringmesh node        run a node (until SIGINT/SIGTERM)
+//	ringmesh status      show the local node's view of the mesh
+//	ringmesh bench       measure all-reduce and recovery
+//	ringmesh demo        local nodes train together; one is killed and rejoins
+//
+// It only turns flags into package configs; the logic lives in the packages.
 package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 )
 
+const usage = `ringmesh: a peer-to-peer training mesh
+
+usage: ringmesh <command> [flags]
+
+commands:
+  node        run a node on this host until SIGINT/SIGTERM
+  status      show the local node's members and round state (--json)
+  bench       benchmarks: bench allreduce, bench recovery
+  demo        local nodes train a model together; one is killed and rejoins
+
+Run 'ringmesh <command> --help' for the flags of a command. Every flag of
+'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
+underscores, e.g. RINGMESH_DATA_DIR).
+`
+
 func main() {
-	fmt.Fprintln(os.Stderr, "ringmesh: not yet")
-	os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "node":
+		return cmdNode(rest, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "bench":
+		return cmdBench(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ringmesh: unknown command %q\n\n%s", cmd, usage)
+	return 2
 }

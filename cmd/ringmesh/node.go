@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ringmesh/ringmesh/node"
+)
+
+const nodeHelp = `usage: ringmesh node --data-dir DIR [flags]
+
+Runs a ringmesh node until SIGINT or SIGTERM, then leaves gracefully (the
+mesh hears it leave) and exits 0. Trainers talk to it through the socket
+DIR/ringmesh.sock. The first node of a mesh needs no --join; others join
+through any member's address (printed at start and by 'ringmesh status'), or
+find each other with mDNS on a LAN.`
+
+func cmdNode(args []string, stderr io.Writer) int {
+	cfg := node.DefaultConfig()
+	fs := newFlagSet("node", nodeHelp, stderr)
+	var listen, join multiFlag
+	dataDir := fs.String("data-dir", "", "directory for the identity key, control socket and checkpoints (required)")
+	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001 and its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1)")
+	fs.Var(&join, "join", "member multiaddr to join through, /ip4/A/tcp/P/p2p/ID (repeatable)")
+	fs.StringVar(&cfg.Mesh.Mesh, "mesh", cfg.Mesh.Mesh, "mesh name: separates meshes on one network")
+	noMDNS := fs.Bool("no-mdns", false, "disable mDNS discovery on the local network")
+	noDHT := fs.Bool("no-dht", false, "disable DHT discovery")
+	fs.StringVar(&cfg.Mesh.PSKFile, "psk", "", "private network key file (/key/swarm/psk/1.0.0/ format): only peers with the key connect")
+	fs.StringVar(&cfg.Mesh.AllowFile, "allow", "", "file of allowed peer IDs, one per line: no other peer connects")
+	fs.IntVar(&cfg.MinMembers, "min-members", cfg.MinMembers, "nodes that must be present to start a new mesh (set to the world size to start everyone at step 0)")
+	fs.DurationVar(&cfg.Mesh.HeartbeatInterval, "heartbeat", cfg.Mesh.HeartbeatInterval, "heartbeat interval")
+	fast := fs.Bool("fast-detect", false, "detect failures within about 1s (heartbeat 200ms) instead of the 5s defaults")
+	fs.DurationVar(&cfg.TrainerTimeout, "trainer-timeout", cfg.TrainerTimeout, "exclude this node's trainer if it does not submit the next step within this (0: never)")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "bound on waiting for a round's commit")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *dataDir == "" {
+		fmt.Fprintln(stderr, "ringmesh node: --data-dir is required (or RINGMESH_DATA_DIR)")
+		return 2
+	}
+	cfg.DataDir = *dataDir
+	if len(listen) > 0 {
+		cfg.Mesh.Listen = listen
+	}
+	cfg.Mesh.Join = join
+	cfg.Mesh.MDNS = !*noMDNS
+	cfg.Mesh.DHT = !*noDHT
+	if *fast {
+		cfg.Mesh.HeartbeatInterval = 200 * time.Millisecond
+		cfg.Mesh.SuspectTimeout = 600 * time.Millisecond
+		cfg.Mesh.ProbeTimeout = 400 * time.Millisecond
+		cfg.Mesh.DeadTimeout = time.Second
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: --log-level: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 1
+	}
+	n, err := node.Open(ctx, cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 1
+	}
+	st := n.Status()
+	logger.Info("node started", "id", st.Self.ID, "mesh", st.Mesh, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
+	if err := n.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 1
+	}
+	logger.Info("node stopped")
+	return 0
+}

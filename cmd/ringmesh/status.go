@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("status", "usage: ringmesh status --data-dir DIR [--json]\n\nShows the members the local node sees and its round state.", stderr)
+	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *dataDir == "" {
+		fmt.Fprintln(stderr, "ringmesh status: --data-dir is required")
+		return 2
+	}
+	st, err := fetchStatus(*dataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		b, _ := json.Marshal(st)
+		fmt.Fprintln(stdout, string(b))
+		return 0
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func fetchStatus(dataDir string) (node.StatusJSON, error) {
+	var st node.StatusJSON
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, dataDir)
+	if err != nil {
+		return st, err
+	}
+	defer c.Close()
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpStatus})
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(resp.Status, &st)
+}
+
+func printStatus(w io.Writer, st node.StatusJSON) {
+	fmt.Fprintf(w, "mesh %s, self %s\n", st.Mesh, st.Self.ID)
+	for _, a := range st.Self.Addrs {
+		fmt.Fprintf(w, "  %s\n", a)
+	}
+	r := st.Rounds
+	fmt.Fprintf(w, "rounds: %s, next step %d, %d agreed members, %d applied, %d retries", r.State, r.NextStep, len(r.Members), r.Applied, r.Retries)
+	if r.Reason != "" {
+		fmt.Fprintf(w, " (%s)", r.Reason)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
+	for _, m := range st.Members {
+		id := m.ID
+		if len(id) > 12 {
+			id = "…" + id[len(id)-10:]
+		}
+		var gpus []string
+		for _, g := range m.GPUs {
+			gpus = append(gpus, fmt.Sprintf("%s (%dGiB)", g.Name, g.MemoryBytes>>30))
+		}
+		g := strings.Join(gpus, ", ")
+		if g == "" {
+			g = "-"
+		}
+		seen := "-"
+		if !m.LastSeen.IsZero() {
+			seen = time.Since(m.LastSeen).Truncate(100*time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
+	}
+	tw.Flush()
+}

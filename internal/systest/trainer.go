@@ -1,0 +1,113 @@
+package systest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"time"
+
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+// Applied is one round a trainer applied.
+type Applied struct {
+	Step    uint64
+	Digest  string   // SHA-256 prefix of the result bytes
+	Members []string // the ring that produced it
+	At      time.Time
+}
+
+// Synthetic is a trainer loop with synthetic gradients: at step k a node
+// contributes values derived from (k, its peer ID), all-reduces them with
+// the mean, and records a digest of the result it applies.
+type Synthetic struct {
+	Dir   string
+	Size  int           // elements
+	Steps uint64        // stop after applying this step (exclusive)
+	Pause time.Duration // compute time between rounds
+	// Record is called for every applied round, in order.
+	Record func(Applied)
+}
+
+// Run joins the mesh and runs rounds until Steps, ctx ends or the node goes
+// away (then it returns the error).
+func (s *Synthetic) Run(ctx context.Context) error {
+	c, err := client.Dial(ctx, s.Dir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf, err := c.NewBuffer(ctx, s.Size)
+	if err != nil {
+		return err
+	}
+	defer buf.Close()
+	step, err := s.join(ctx, c)
+	if err != nil {
+		return err
+	}
+	self := c.Hello.Self
+	for step < s.Steps {
+		fill(buf.Data, step, self)
+		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
+		switch {
+		case err == nil:
+			s.Record(Applied{Step: resp.Step, Digest: Digest(buf.Data), Members: resp.Members, At: time.Now()})
+			step = resp.NextStep
+			if s.Pause > 0 {
+				time.Sleep(s.Pause)
+			}
+		case client.IsCode(err, localapi.CodeStepMismatch):
+			return fmt.Errorf("trainer %s: %w", s.Dir, err)
+		case client.IsCode(err, localapi.CodeWaiting), client.IsCode(err, localapi.CodeExcluded), client.IsCode(err, localapi.CodeNotMember):
+			if step, err = s.join(ctx, c); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Synthetic) join(ctx context.Context, c *client.Client) (uint64, error) {
+	for {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Join(jctx, 0)
+		cancel()
+		if err == nil {
+			return resp.Step, nil
+		}
+		if !client.IsCode(err, localapi.CodeTimeout) || ctx.Err() != nil {
+			return 0, err
+		}
+	}
+}
+
+// fill writes node self's synthetic contribution for step.
+func fill(b []float32, step uint64, self string) {
+	h := fnv.New64a()
+	h.Write([]byte(self))
+	seed := h.Sum64() ^ step*0x9e3779b97f4a7c15
+	for i := range b {
+		x := seed + uint64(i)*0xbf58476d1ce4e5b9
+		x ^= x >> 31
+		b[i] = float32(x%2001)/1000 - 1
+	}
+}
+
+// Digest is a short SHA-256 of a float32 buffer's bytes.
+func Digest(b []float32) string {
+	h := sha256.New()
+	var w [4]byte
+	for _, f := range b {
+		binary.LittleEndian.PutUint32(w[:], math.Float32bits(f))
+		h.Write(w[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}

@@ -1,0 +1,239 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ringmesh/ringmesh/allreduce"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+// apiServer serves the local trainer API on DATA_DIR/ringmesh.sock.
+type apiServer struct {
+	n     *Node
+	ln    net.Listener
+	path  string
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// listenAPI binds the control socket. A socket file left by a node that is
+// gone is replaced; one that answers means another node owns the data dir.
+func listenAPI(n *Node, dataDir string) (*apiServer, error) {
+	path := filepath.Join(dataDir, localapi.SocketName)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("node: another node is running on %s (socket %s answers)", dataDir, path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("node: control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("node: control socket: %w", err)
+	}
+	return &apiServer{n: n, ln: ln, path: path, conns: map[net.Conn]struct{}{}}, nil
+}
+
+func (s *apiServer) serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("node: accept: %w", err)
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c)
+		}()
+	}
+}
+
+func (s *apiServer) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	os.Remove(s.path)
+}
+
+// conn is the state of one trainer connection.
+type apiConn struct {
+	bufs   map[uint64]*localapi.Mapping
+	nextID uint64
+	joined bool
+}
+
+func (s *apiServer) serveConn(c net.Conn) {
+	st := &apiConn{bufs: map[uint64]*localapi.Mapping{}}
+	defer func() {
+		c.Close()
+		for _, m := range st.bufs {
+			m.Close()
+		}
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		if st.joined {
+			s.n.leave("trainer disconnected")
+		}
+	}()
+	for {
+		var req localapi.Request
+		if err := localapi.ReadFrame(c, &req); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.n.log.Warn("bad api request", "err", err)
+				localapi.WriteFrame(c, localapi.Response{Code: localapi.CodeBadRequest, Error: err.Error()})
+			}
+			return
+		}
+		resp := s.handle(st, &req)
+		resp.ID = req.ID
+		if resp.Code == "" {
+			resp.OK = true
+		}
+		if err := localapi.WriteFrame(c, resp); err != nil {
+			return
+		}
+	}
+}
+
+func apiErr(code, format string, args ...any) localapi.Response {
+	return localapi.Response{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+func fromErr(err error) localapi.Response {
+	var re *roundError
+	switch {
+	case errors.As(err, &re):
+		return localapi.Response{Code: re.Code, Error: re.Msg, NextStep: re.NextStep}
+	case errors.Is(err, context.Canceled):
+		return apiErr(localapi.CodeShuttingDown, "node shutting down")
+	}
+	return apiErr(localapi.CodeInternal, "%v", err)
+}
+
+func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response {
+	n := s.n
+	switch req.Op {
+	case localapi.OpHello:
+		if req.Version != localapi.Version {
+			return apiErr(localapi.CodeUnsupportedVersion, "protocol version %d not supported; this node speaks %d", req.Version, localapi.Version)
+		}
+		state, reason, step, list := n.eng.snapshot()
+		return localapi.Response{Version: localapi.Version, Mesh: n.cfg.Mesh.Mesh, Self: n.host.ID().String(),
+			State: state, Reason: reason, NextStep: step, MemberCount: len(list)}
+	case localapi.OpRegister:
+		m, err := localapi.Map(req.Path, req.Bytes)
+		if err != nil {
+			return apiErr(localapi.CodeBadRequest, "%v", err)
+		}
+		st.nextID++
+		st.bufs[st.nextID] = m
+		return localapi.Response{Buffer: st.nextID}
+	case localapi.OpUnregister:
+		m, ok := st.bufs[req.Buffer]
+		if !ok {
+			return apiErr(localapi.CodeNotFound, "no buffer %d", req.Buffer)
+		}
+		m.Close()
+		delete(st.bufs, req.Buffer)
+		return localapi.Response{}
+	case localapi.OpJoin:
+		return s.join(st, req)
+	case localapi.OpAllReduce:
+		return s.allReduce(st, req)
+	case localapi.OpMembership:
+		state, reason, step, list := n.eng.snapshot()
+		return localapi.Response{Self: n.host.ID().String(), State: state, Reason: reason, NextStep: step,
+			Members: idStrings(list), MemberCount: len(list)}
+	case localapi.OpStatus:
+		b, err := json.Marshal(n.Status())
+		if err != nil {
+			return apiErr(localapi.CodeInternal, "%v", err)
+		}
+		return localapi.Response{Status: b}
+	case localapi.OpLeave:
+		st.joined = false
+		n.leave("trainer left")
+		return localapi.Response{}
+	}
+	return apiErr(localapi.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
+	ctx, cancel := context.WithCancel(s.n.runCtx)
+	if req.TimeoutMS > 0 {
+		ctx, cancel = context.WithTimeout(s.n.runCtx, time.Duration(req.TimeoutMS)*time.Millisecond)
+	}
+	defer cancel()
+	st.joined = true
+	step, list, err := s.n.join(ctx, req.StartStep)
+	if err != nil {
+		return fromErr(err)
+	}
+	return localapi.Response{Step: step, NextStep: step, Members: idStrings(list), MemberCount: len(list)}
+}
+
+func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Response {
+	m, ok := st.bufs[req.Buffer]
+	if !ok {
+		return apiErr(localapi.CodeBadRequest, "no buffer %d registered on this connection", req.Buffer)
+	}
+	if req.DType != "" && req.DType != "float32" {
+		return apiErr(localapi.CodeBadRequest, "dtype %q: buffers are float32", req.DType)
+	}
+	data, err := m.Float32s(req.Offset, req.Count)
+	if err != nil {
+		return apiErr(localapi.CodeBadRequest, "%v", err)
+	}
+	opt := allreduce.Options{Wire: allreduce.Float32, Op: allreduce.Mean, Weight: req.Weight}
+	if req.Wire != "" {
+		if opt.Wire, err = allreduce.ParseDType(req.Wire); err != nil {
+			return apiErr(localapi.CodeBadRequest, "%v", err)
+		}
+	}
+	if req.Reduce != "" {
+		if opt.Op, err = allreduce.ParseOp(req.Reduce); err != nil {
+			return apiErr(localapi.CodeBadRequest, "%v", err)
+		}
+	}
+	if opt.Op == allreduce.WeightedMean && (req.Weight < 0 || req.Weight != req.Weight) {
+		return apiErr(localapi.CodeBadRequest, "weight %v must be a non-negative number", req.Weight)
+	}
+	res, err := s.n.allReduce(s.n.runCtx, req.Step, data, opt)
+	if err != nil {
+		return fromErr(err)
+	}
+	resp := localapi.Response{Step: res.step, NextStep: res.step + 1, Members: idStrings(res.ring),
+		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts}
+	for _, m := range res.next {
+		if !containsID(res.ring, m.ID) {
+			resp.Joiners = append(resp.Joiners, m.ID.String())
+		}
+	}
+	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.ring[0].ID == s.n.host.ID()
+	return resp
+}

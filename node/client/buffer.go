@@ -1,0 +1,62 @@
+package client
+
+import (
+	"context"
+	"os"
+
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+// Buffer is a float32 buffer in shared memory, registered with the node.
+type Buffer struct {
+	c  *Client
+	m  *localapi.Mapping
+	id uint64
+	// Data is the buffer's memory; write gradients here, read results here.
+	Data []float32
+}
+
+// NewBuffer creates and registers a shared buffer of n float32s.
+func (c *Client) NewBuffer(ctx context.Context, n int) (*Buffer, error) {
+	size := int64(n) * 4
+	if size == 0 {
+		size = 4
+	}
+	m, err := localapi.CreateShm("", size)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.call(ctx, localapi.Request{Op: localapi.OpRegister, Path: m.Path, Bytes: size})
+	if err != nil {
+		m.Close()
+		os.Remove(m.Path)
+		return nil, err
+	}
+	data, _ := m.Float32s(0, int64(n))
+	return &Buffer{c: c, m: m, id: resp.Buffer, Data: data}, nil
+}
+
+// Close unregisters the buffer and frees its memory.
+func (b *Buffer) Close() error {
+	_, err := b.c.call(context.Background(), localapi.Request{Op: localapi.OpUnregister, Buffer: b.id})
+	b.m.Close()
+	os.Remove(b.m.Path)
+	return err
+}
+
+// ReduceOptions selects the wire format and reduction of an all-reduce.
+type ReduceOptions struct {
+	Wire   string  // "float32" (default), "bfloat16", "float16"
+	Reduce string  // "sum", "mean" (default), "wmean"
+	Weight float64 // wmean: this member's weight
+}
+
+// AllReduce reduces the buffer in place across the mesh for the given step.
+// The response names the members that took part, the total weight, how many
+// attempts it took, and who joins at the next step.
+func (b *Buffer) AllReduce(ctx context.Context, step uint64, opt ReduceOptions) (localapi.Response, error) {
+	return b.c.call(ctx, localapi.Request{
+		Op: localapi.OpAllReduce, Step: step, Buffer: b.id, Offset: 0, Count: int64(len(b.Data)),
+		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight,
+	})
+}

@@ -1,0 +1,183 @@
+// Package localapi is the wire format of the local trainer API that a node
+// serves on DATA_DIR/ringmesh.sock (PROTOCOL.md, "Local trainer API").
+//
+// A connection carries frames in both directions. A frame is a 4-byte
+// big-endian length n (1 <= n <= MaxFrame) followed by n bytes of one UTF-8
+// JSON object. The client sends Requests, the node answers each with one
+// Response carrying the same id, in order. Tensor bytes never cross the
+// socket: they live in a shared-memory file the client registers once
+// (op "register") and then names by buffer id, offset and count.
+package localapi
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version a hello carries. A node answers a hello
+// with another version with code "unsupported_version".
+const Version = 1
+
+// MaxFrame bounds one frame's JSON body. A larger length prefix is rejected
+// before anything is allocated.
+const MaxFrame = 1 << 20
+
+// SocketName is the control socket's file name inside the data dir.
+const SocketName = "ringmesh.sock"
+
+// Ops, append-only.
+const (
+	OpHello           = "hello"
+	OpRegister        = "register"
+	OpUnregister      = "unregister"
+	OpJoin            = "join"
+	OpAllReduce       = "allreduce"
+	OpMembership      = "membership"
+	OpStatus          = "status"
+	OpLeave           = "leave"
+	OpCheckpointSave  = "checkpoint_save"
+	OpCheckpointList  = "checkpoint_list"
+	OpCheckpointFetch = "checkpoint_fetch"
+)
+
+// Error codes in Response.Code, append-only.
+const (
+	CodeBadRequest         = "bad_request"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeNotMember          = "not_member"    // call join first
+	CodeWaiting            = "waiting"       // not in the majority, waiting to rejoin
+	CodeStepMismatch       = "step_mismatch" // Response.NextStep says which step the mesh expects
+	CodeBusy               = "busy"          // an all-reduce for this step is already in flight
+	CodeExcluded           = "excluded"      // the node left the ring (trainer too slow, minority); join again
+	CodeShuttingDown       = "shutting_down"
+	CodeTimeout            = "timeout"
+	CodeNotFound           = "not_found"
+	CodeUnavailable        = "unavailable" // e.g. no checkpoint provider reachable
+	CodeInternal           = "internal"
+)
+
+// ErrFrameTooLarge is returned for a length prefix above MaxFrame.
+var ErrFrameTooLarge = errors.New("localapi: frame too large")
+
+// Request is one call. Only the fields of its op are read.
+type Request struct {
+	ID uint64 `json:"id"`
+	Op string `json:"op"`
+
+	// hello
+	Version int    `json:"version,omitempty"`
+	Client  string `json:"client,omitempty"`
+
+	// register (Path, Bytes), unregister and allreduce (Buffer)
+	Path   string `json:"path,omitempty"`
+	Bytes  int64  `json:"bytes,omitempty"`
+	Buffer uint64 `json:"buffer,omitempty"`
+
+	// join: the step to start from when this node forms a new mesh.
+	StartStep uint64 `json:"start_step,omitempty"`
+	// join: how long to wait before answering "timeout" (0: the node's default).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+
+	// allreduce
+	Step   uint64  `json:"step,omitempty"`
+	Offset int64   `json:"offset,omitempty"` // bytes into the buffer, multiple of 4
+	Count  int64   `json:"count,omitempty"`  // elements
+	DType  string  `json:"dtype,omitempty"`  // "float32"
+	Wire   string  `json:"wire,omitempty"`   // "float32" (default), "bfloat16", "float16"
+	Reduce string  `json:"reduce,omitempty"` // "sum", "mean" (default), "wmean"
+	Weight float64 `json:"weight,omitempty"` // wmean: this member's weight (e.g. samples)
+
+	// checkpoint_fetch: Root or Latest; Dest is where the file is written.
+	Root   string `json:"root,omitempty"`
+	Latest bool   `json:"latest,omitempty"`
+	Dest   string `json:"dest,omitempty"`
+}
+
+// Response answers the request with the same ID.
+type Response struct {
+	ID    uint64 `json:"id"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+
+	// hello, membership
+	Version int    `json:"version,omitempty"`
+	Mesh    string `json:"mesh,omitempty"`
+	Self    string `json:"self,omitempty"`
+	State   string `json:"state,omitempty"` // idle, forming, joining, training, waiting
+	Reason  string `json:"reason,omitempty"`
+
+	// register
+	Buffer uint64 `json:"buffer,omitempty"`
+
+	// join, allreduce, membership
+	Step        uint64   `json:"step,omitempty"`      // join: entry step; allreduce: the step applied
+	NextStep    uint64   `json:"next_step,omitempty"` // the step the mesh expects next
+	Members     []string `json:"members,omitempty"`   // the ring that produced the result / the agreed list
+	MemberCount int      `json:"member_count,omitempty"`
+	TotalWeight float64  `json:"total_weight,omitempty"`
+	Attempts    int      `json:"attempts,omitempty"`
+	// allreduce: members admitted for the next step, and whether this trainer
+	// should save a checkpoint of its state before the next step so that they
+	// can load it.
+	Joiners        []string `json:"joiners,omitempty"`
+	SaveCheckpoint bool     `json:"save_checkpoint,omitempty"`
+	// join: the checkpoint holding the state at the entry step, when any.
+	Checkpoint *CheckpointInfo `json:"checkpoint,omitempty"`
+
+	// checkpoint_list
+	Checkpoints []CheckpointInfo `json:"checkpoints,omitempty"`
+
+	// status: the same object `ringmesh status --json` prints.
+	Status json.RawMessage `json:"status,omitempty"`
+}
+
+// CheckpointInfo describes one checkpoint.
+type CheckpointInfo struct {
+	Step      uint64   `json:"step"`
+	Root      string   `json:"root"`
+	Size      int64    `json:"size"`
+	Local     bool     `json:"local"`
+	Providers []string `json:"providers,omitempty"`
+	Path      string   `json:"path,omitempty"` // checkpoint_fetch, join: the file written
+}
+
+// WriteFrame encodes v as JSON and writes it as one frame.
+func WriteFrame(w io.Writer, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("localapi: encode: %w", err)
+	}
+	if len(body) > MaxFrame {
+		return ErrFrameTooLarge
+	}
+	buf := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(buf, uint32(len(body)))
+	copy(buf[4:], body)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame and decodes it into v. The length is checked
+// against MaxFrame before the body is allocated.
+func ReadFrame(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxFrame {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return fmt.Errorf("localapi: short frame: %w", io.ErrUnexpectedEOF)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("localapi: decode: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package node
+
+import (
+	"github.com/ringmesh/ringmesh/mesh"
+)
+
+// SelfJSON describes the local node in a status report.
+type SelfJSON struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// RoundsJSON is the round state in a status report.
+type RoundsJSON struct {
+	State    string   `json:"state"`
+	Reason   string   `json:"reason,omitempty"`
+	NextStep uint64   `json:"next_step"`
+	Members  []string `json:"members"` // the agreed list for the next step
+	Applied  uint64   `json:"applied"` // rounds applied since start
+	Retries  uint64   `json:"retries"` // extra attempts since start
+}
+
+// StatusJSON is what `ringmesh status --json` prints.
+type StatusJSON struct {
+	Mesh    string            `json:"mesh"`
+	Self    SelfJSON          `json:"self"`
+	Members []mesh.MemberJSON `json:"members"`
+	Rounds  RoundsJSON        `json:"rounds"`
+}
+
+// Status reports the node's view of the mesh and its round state.
+func (n *Node) Status() StatusJSON {
+	v := n.mesh.View()
+	st := StatusJSON{Mesh: n.cfg.Mesh.Mesh, Self: SelfJSON{ID: n.host.ID().String(), Addrs: []string{}}}
+	for _, a := range n.host.Addrs() {
+		st.Self.Addrs = append(st.Self.Addrs, a.String()+"/p2p/"+n.host.ID().String())
+	}
+	for _, m := range v.Members {
+		j := m.JSON()
+		j.Payload = nil
+		st.Members = append(st.Members, j)
+	}
+	state, reason, step, list := n.eng.snapshot()
+	st.Rounds = RoundsJSON{State: state, Reason: reason, NextStep: step, Members: idStrings(list),
+		Applied: n.metrics.rounds.Load(), Retries: n.metrics.retries.Load()}
+	if st.Rounds.Members == nil {
+		st.Rounds.Members = []string{}
+	}
+	return st
+}

@@ -60,12 +60,12 @@ func newFetchRun(f *Fetcher, root Root, m Manifest, have []bool, progress func(P
 func (r *fetchRun) start(ctx context.Context, providers []peer.ID) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	r.mu.Lock()
+	live := slices.DeleteFunc(slices.Clone(providers), func(p peer.ID) bool { return r.dead[p] })
+	r.nprov = len(live)
+	r.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range providers {
-		if r.dead[p] {
-			continue
-		}
-		r.nprov++
+	for _, p := range live {
 		for range r.f.cfg.StreamsPerProvider {
 			wg.Go(func() { r.worker(ctx, cancel, p) })
 		}

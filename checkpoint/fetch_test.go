@@ -268,3 +268,36 @@ func TestFetchCorruptProvider(t *testing.T) {
 		t.Fatalf("fetch from a corrupt provider only: %v, want ErrHashMismatch", err)
 	}
 }
+
+// TestConcurrentFetchesOfOneRoot: the node's join fetch and the
+// Replicator may pull the same root at once; both succeed and the store
+// ends with one complete copy.
+func TestConcurrentFetchesOfOneRoot(t *testing.T) {
+	ctx := testCtx(t)
+	a, b, d := newNode(t), newNode(t), newNode(t)
+	link(hosts(a, b, d)...)
+	src, sum := writeRandom(t, 25*64<<10+1, 17)
+	root := saveOn(t, src, 2, a, b)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := d.fetcher.Fetch(ctx, root, ids(a, b), nil)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent fetch: %v", err)
+		}
+	}
+	if in, ok := d.store.Stat(root); !ok || !in.Complete {
+		t.Fatalf("after concurrent fetches: %+v, %v; want complete", in, ok)
+	}
+	dst := filepath.Join(t.TempDir(), "got.bin")
+	if err := d.store.Export(ctx, root, dst); err != nil {
+		t.Fatal(err)
+	}
+	if fileHash(t, dst) != sum {
+		t.Fatal("not byte-identical")
+	}
+}

@@ -73,7 +73,7 @@ type entry struct {
 	dir       string
 	f         *os.File // data file; O_RDWR for partials
 	complete  bool
-	finishing bool
+	finishing chan struct{} // non-nil while promote runs; closed when done
 	have      []bool
 	nhave     int
 	refs      int

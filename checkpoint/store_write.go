@@ -314,7 +314,13 @@ func (s *Store) finish(root Root) error {
 // promote fsyncs a fully verified partial and renames it into place.
 func (s *Store) promote(e *entry) error {
 	s.mu.Lock()
-	if e.complete || e.finishing {
+	for e.finishing != nil { // another caller is promoting it: wait
+		ch := e.finishing
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+	}
+	if e.complete {
 		s.mu.Unlock()
 		return nil
 	}
@@ -322,8 +328,10 @@ func (s *Store) promote(e *entry) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %d of %d chunks", ErrIncomplete, e.nhave, len(e.m.Chunks))
 	}
-	e.finishing = true
+	done := make(chan struct{})
+	e.finishing = done
 	s.mu.Unlock()
+	defer close(done)
 	err := e.f.Sync()
 	final := filepath.Join(s.dir, e.root.String())
 	if err == nil {
@@ -334,7 +342,7 @@ func (s *Store) promote(e *entry) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e.finishing = false
+	e.finishing = nil
 	if err != nil {
 		return fmt.Errorf("checkpoint: complete %s: %w", e.root.Short(), diskErr(err))
 	}
@@ -367,7 +375,7 @@ func (s *Store) prune() {
 	if len(complete) >= s.cfg.Keep {
 		oldestKept := complete[s.cfg.Keep-1].m.Step
 		for _, e := range s.entries {
-			if !e.complete && e.refs == 0 && !e.finishing && e.m.Step < oldestKept {
+			if !e.complete && e.refs == 0 && e.finishing == nil && e.m.Step < oldestKept {
 				victims = append(victims, e)
 			}
 		}

@@ -112,6 +112,7 @@ func (m *Mesh) openPubSub(ctx context.Context) error {
 	ps, err := pubsub.NewGossipSub(psCtx, m.host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithMaxMessageSize(maxMessageCap),
+		pubsub.WithPeerScore(m.scoreParams()),
 	)
 	if err != nil {
 		return fmt.Errorf("gossipsub: %w", err)
@@ -130,6 +131,42 @@ func (m *Mesh) openPubSub(ctx context.Context) error {
 		return fmt.Errorf("join failure topic: %w", err)
 	}
 	return nil
+}
+
+// scoreParams makes gossipsub score peers by the invalid messages they relay
+// on the mesh topics, and nothing else: no IP colocation penalty (hosts may
+// share an address in tests and behind NAT), no delivery quotas (heartbeats
+// are sparse). Penalty = -1 x (invalid messages)^2, decaying by 10% a
+// second: a peer that relays ~10 invalid messages in a burst stops getting
+// gossip, ~30 and it is graylisted. Other topics (joined by other packages)
+// score 0.
+func (m *Mesh) scoreParams() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+	topic := func() *pubsub.TopicScoreParams {
+		return &pubsub.TopicScoreParams{
+			SkipAtomicValidation:           true,
+			TopicWeight:                    1,
+			TimeInMeshQuantum:              time.Second, // divisor even at weight 0
+			InvalidMessageDeliveriesWeight: -1,
+			InvalidMessageDeliveriesDecay:  0.9,
+		}
+	}
+	params := &pubsub.PeerScoreParams{
+		SkipAtomicValidation: true,
+		Topics: map[string]*pubsub.TopicScoreParams{
+			m.TopicName(topicHeartbeat): topic(),
+			m.TopicName(topicFailure):   topic(),
+		},
+		AppSpecificScore: func(peer.ID) float64 { return 0 },
+		DecayInterval:    time.Second,
+		DecayToZero:      0.01,
+	}
+	thresholds := &pubsub.PeerScoreThresholds{
+		SkipAtomicValidation: true,
+		GossipThreshold:      -100,
+		PublishThreshold:     -500,
+		GraylistThreshold:    -1000,
+	}
+	return params, thresholds
 }
 
 // Close closes everything Open made: topics, gossipsub, the host. It does not

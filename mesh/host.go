@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/control"
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -47,6 +49,13 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 	if err != nil {
 		return nil, err
 	}
+	// Members keep a connection to every other member (a few hundred at
+	// most); libp2p's default manager would start trimming at 192.
+	cm, err := connmgr.NewConnManager(900, 1000, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
 	mux := *yamux.DefaultTransport
 	mux.MaxStreamWindowSize = streamWindow
 	opts := []libp2p.Option{
@@ -56,6 +65,7 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, &mux),
 		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
@@ -71,6 +81,7 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
+		cm.Close()
 		rm.Close()
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}

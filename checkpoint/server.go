@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // ServerConfig configures a Server.
@@ -20,6 +21,10 @@ type ServerConfig struct {
 	// MaxStreams bounds concurrently served streams; further streams are
 	// reset. Each holds one chunk buffer (ChunkSize bytes). Default 64.
 	MaxStreams int
+	// MaxStreamsPerPeer bounds the streams one peer may hold open, so one
+	// peer cannot take all of MaxStreams. Default 8 (a fetcher opens
+	// FetcherConfig.StreamsPerProvider, default 2).
+	MaxStreamsPerPeer int
 	// IdleTimeout is how long a stream may wait between requests. Default
 	// 60 s.
 	IdleTimeout time.Duration
@@ -30,13 +35,13 @@ type ServerConfig struct {
 
 // DefaultServerConfig returns the production defaults.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{MaxStreams: 64, IdleTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
+	return ServerConfig{MaxStreams: 64, MaxStreamsPerPeer: 8, IdleTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second}
 }
 
 // LocalServerConfig is a preset for tests.
 func LocalServerConfig() ServerConfig {
 	c := DefaultServerConfig()
-	c.IdleTimeout = 10 * time.Second
+	c.IdleTimeout = 30 * time.Second
 	return c
 }
 
@@ -45,6 +50,8 @@ func (c ServerConfig) Validate() error {
 	switch {
 	case c.MaxStreams < 1:
 		return fmt.Errorf("checkpoint: MaxStreams %d, want at least 1", c.MaxStreams)
+	case c.MaxStreamsPerPeer < 1 || c.MaxStreamsPerPeer > c.MaxStreams:
+		return fmt.Errorf("checkpoint: MaxStreamsPerPeer %d outside [1, MaxStreams=%d]", c.MaxStreamsPerPeer, c.MaxStreams)
 	case c.IdleTimeout <= 0 || c.WriteTimeout <= 0:
 		return fmt.Errorf("checkpoint: IdleTimeout %v and WriteTimeout %v must be > 0", c.IdleTimeout, c.WriteTimeout)
 	}
@@ -67,6 +74,7 @@ type Server struct {
 	running bool
 	ctx     context.Context
 	active  int
+	perPeer map[peer.ID]int
 	wg      sync.WaitGroup
 }
 
@@ -75,7 +83,7 @@ func NewServer(cfg ServerConfig, h host.Host, store *Store, logger *slog.Logger,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, h: h, store: store,
+	return &Server{cfg: cfg, h: h, store: store, perPeer: make(map[peer.ID]int),
 		log: orDiscard(logger).With("component", "checkpoint"), metrics: orNop(metrics)}, nil
 }
 
@@ -99,32 +107,38 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// enter admits a stream if the server runs and is under MaxStreams.
-func (s *Server) enter() (context.Context, bool) {
+// enter admits a stream from p if the server runs and is under its limits.
+func (s *Server) enter(p peer.ID) (context.Context, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.running || s.active >= s.cfg.MaxStreams {
+	if !s.running || s.active >= s.cfg.MaxStreams || s.perPeer[p] >= s.cfg.MaxStreamsPerPeer {
 		return nil, false
 	}
 	s.active++
+	s.perPeer[p]++
 	s.wg.Add(1)
 	return s.ctx, true
 }
 
-func (s *Server) leave() {
+func (s *Server) leave(p peer.ID) {
 	s.mu.Lock()
 	s.active--
+	if s.perPeer[p]--; s.perPeer[p] == 0 {
+		delete(s.perPeer, p)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
 
 func (s *Server) handle(st network.Stream) {
-	ctx, ok := s.enter()
+	p := st.Conn().RemotePeer()
+	ctx, ok := s.enter(p)
 	if !ok {
+		s.log.Debug("checkpoint stream refused: limit", "peer", p)
 		st.Reset()
 		return
 	}
-	defer s.leave()
+	defer s.leave(p)
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
 	err := s.serve(st)
@@ -149,6 +163,12 @@ func (s *Server) serve(st network.Stream) error {
 	br := bufio.NewReaderSize(st, 64)
 	var req [maxRequestLen]byte
 	var out []byte // reply buffer, grown to the largest chunk served
+	pins := make(map[Root]func())
+	defer func() {
+		for _, release := range pins {
+			release()
+		}
+	}()
 	for {
 		st.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		var root Root
@@ -166,6 +186,7 @@ func (s *Server) serve(st network.Stream) error {
 			}
 			return err
 		}
+		s.pin(pins, root)
 		var msg []byte
 		if chunk < 0 {
 			msg = s.manifestReply(root)
@@ -175,6 +196,19 @@ func (s *Server) serve(st network.Stream) error {
 		if err := s.reply(st, msg); err != nil {
 			return err
 		}
+	}
+}
+
+// maxPinsPerStream bounds the checkpoints one stream keeps pinned.
+const maxPinsPerStream = 4
+
+// pin keeps root from retention while the stream serves it.
+func (s *Server) pin(pins map[Root]func(), root Root) {
+	if _, ok := pins[root]; ok || len(pins) >= maxPinsPerStream {
+		return
+	}
+	if release, err := s.store.Pin(root); err == nil {
+		pins[root] = release
 	}
 }
 

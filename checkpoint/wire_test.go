@@ -176,3 +176,63 @@ func TestFetchHostileProvider(t *testing.T) {
 		t.Fatalf("store holds %d entries after hostile fetches, want 0", got)
 	}
 }
+
+func TestServerPerPeerStreamLimit(t *testing.T) {
+	srv, cli := newNode(t), newNode(t)
+	link(srv.h, cli.h)
+	src, _ := writeRandom(t, 10, 1)
+	root := saveOn(t, src, 1, srv)
+	limit := LocalServerConfig().MaxStreamsPerPeer
+	var open []network.Stream
+	for range limit {
+		s, br := rawStream(t, cli, srv)
+		s.Write(encodeRequest(root, -1))
+		if typ, _, err := readFrame(br, maxResponseLen, nil); err != nil || typ != frameRespManifest {
+			t.Fatalf("stream within the limit: type %#x, %v", typ, err)
+		}
+		open = append(open, s)
+	}
+	s, br := rawStream(t, cli, srv)
+	s.Write(encodeRequest(root, -1))
+	if _, _, err := readFrame(br, maxResponseLen, nil); err == nil {
+		t.Fatalf("stream %d from one peer was served, want it refused", limit+1)
+	}
+	open[0].Close()
+	eventually(t, "a slot frees after a stream closes", func() bool {
+		s, br := rawStream(t, cli, srv)
+		defer s.Reset()
+		s.Write(encodeRequest(root, -1))
+		typ, _, err := readFrame(br, maxResponseLen, nil)
+		return err == nil && typ == frameRespManifest
+	})
+}
+
+// TestServerPinsWhatItServes: retention never deletes a checkpoint while a
+// stream is serving it.
+func TestServerPinsWhatItServes(t *testing.T) {
+	srv, cli := newNode(t), newNode(t)
+	link(srv.h, cli.h)
+	src, _ := writeRandom(t, 2*64<<10, 1)
+	old := saveOn(t, src, 1, srv)
+	s, br := rawStream(t, cli, srv)
+	s.Write(encodeRequest(old, -1))
+	if typ, _, err := readFrame(br, maxResponseLen, nil); err != nil || typ != frameRespManifest {
+		t.Fatalf("manifest: type %#x, %v", typ, err)
+	}
+	for i := range LocalStoreConfig().Keep { // enough newer checkpoints to retire old
+		p, _ := writeRandom(t, 100, uint64(100+i))
+		saveOn(t, p, uint64(10+i), srv)
+	}
+	s.Write(encodeRequest(old, 1))
+	if typ, _, err := readFrame(br, maxResponseLen, nil); err != nil || typ != frameRespChunk {
+		t.Fatalf("chunk of a retired checkpoint mid-stream: type %#x, %v; want it still served", typ, err)
+	}
+	s.CloseWrite()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after CloseWrite: %v, want EOF", err)
+	}
+	eventually(t, "retired checkpoint pruned after the stream ends", func() bool {
+		_, held := srv.store.Stat(old)
+		return !held
+	})
+}

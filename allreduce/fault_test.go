@@ -14,7 +14,7 @@ import (
 // member where the failure began.
 func faultConfig() Config {
 	c := testConfig()
-	c.NoticeGrace = 5 * time.Second
+	c.NoticeGrace = 2 * time.Second
 	return c
 }
 
@@ -65,7 +65,20 @@ func TestKillMidRound(t *testing.T) {
 			net.SetHooks(afterBytes(ids[victim], 40<<10, func() { go net.Kill(ids[victim]) }))
 			src := testInputs(9, n, 100_000)
 			outs := runRound(testCtx(t), rs, Round{Mesh: "m", Step: 3, Ring: ids}, src, sameOpts(n, Options{Wire: Float32, Op: Mean}))
-			requirePeerErrors(t, outs, ids, map[int]bool{victim: true}, ids[victim])
+			// Every survivor fails with a *PeerError; the member named is
+			// the victim unless a neighbour aborted during the handshake
+			// (then best effort, see settle.go).
+			requirePeerErrors(t, outs, ids, map[int]bool{victim: true}, ids...)
+			named := 0
+			for i, o := range outs {
+				var pe *PeerError
+				if i != victim && errors.As(o.err, &pe) && pe.Peer == ids[victim] {
+					named++
+				}
+			}
+			if named == 0 {
+				t.Fatalf("no survivor names the victim")
+			}
 			if outs[victim].err == nil {
 				t.Fatalf("victim: got success, want an error")
 			}
@@ -96,7 +109,7 @@ func TestDroppedFrameTimesOut(t *testing.T) {
 	n := 3
 	cfg := faultConfig()
 	cfg.FrameTimeout = time.Second
-	cfg.NoticeGrace = 3 * time.Second
+	cfg.NoticeGrace = 500 * time.Millisecond
 	ids := testIDs(t, n)
 	net, rs := memRing(t, cfg, ids)
 	var dropped atomic.Bool
@@ -229,6 +242,7 @@ func TestStalledPeerTimesOut(t *testing.T) {
 	n := 3
 	cfg := faultConfig()
 	cfg.FrameTimeout = 500 * time.Millisecond
+	cfg.NoticeGrace = 500 * time.Millisecond
 	ids := testIDs(t, n)
 	net, rs := memRing(t, cfg, ids)
 	var stalled atomic.Bool

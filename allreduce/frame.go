@@ -90,7 +90,7 @@ func decodeWeight(b []byte) float64 {
 const (
 	ctrlAck    = 1 // [type]
 	ctrlReject = 2 // [type][code u8][u16 len][reason]
-	ctrlAbort  = 3 // [type][u16 len][origin peer ID][u16 len][reason]
+	ctrlAbort  = 3 // [type][cause u8][u16 len][origin peer ID][u16 len][reason]
 )
 
 // Reject codes carried by ctrlReject. Append only.
@@ -102,13 +102,20 @@ const (
 	rejectStale      = 5 // a round older than the one running here
 )
 
+// Abort causes carried by ctrlAbort. Append only.
+const (
+	causeOther      = 0 // a peer failed or misbehaved
+	causeHeader     = 1 // a header mismatch
+	causeZeroWeight = 2 // the total weight is zero
+)
+
 // maxCtrlText caps the text fields of control messages.
 const maxCtrlText = 1024
 
 // control is a decoded control message.
 type control struct {
 	Type   byte
-	Code   byte
+	Code   byte   // reject code or abort cause
 	Origin string // raw peer ID bytes for ctrlAbort
 	Reason string
 }
@@ -122,6 +129,7 @@ func AppendControl(b []byte, c control) []byte {
 		b = append(b, c.Code)
 		b = appendText(b, c.Reason)
 	case ctrlAbort:
+		b = append(b, c.Code)
 		b = appendText(b, c.Origin)
 		b = appendText(b, c.Reason)
 	}
@@ -153,6 +161,10 @@ func readControl(r io.Reader) (control, error) {
 		c.Code = t[0]
 		c.Reason, err = readText(r)
 	case ctrlAbort:
+		if _, err = io.ReadFull(r, t[:]); err != nil {
+			return control{}, noEOF(err)
+		}
+		c.Code = t[0]
 		if c.Origin, err = readText(r); err == nil {
 			c.Reason, err = readText(r)
 		}

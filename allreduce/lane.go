@@ -46,7 +46,13 @@ func (l *lane) sendSide(ctx context.Context, errc chan<- error, wg *sync.WaitGro
 	x := l.x
 	s, err := x.r.tr.Dial(ctx, l.next, l.hdr)
 	if err != nil {
-		return direct(x.peerErr(ctx, l.next, fmt.Errorf("dial lane %d: %w", l.k, err)))
+		// Only an unreachable peer is direct: a receiver that aborts
+		// before accepting resets the stream without a notice.
+		err = x.peerErr(ctx, l.next, fmt.Errorf("dial lane %d: %w", l.k, err))
+		if errors.Is(err, ErrPeerUnreachable) {
+			return direct(err)
+		}
+		return err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -97,12 +103,7 @@ func (l *lane) readControl(ctx context.Context, s Stream) error {
 		}
 		return direct(l.x.peerErr(ctx, l.next, fmt.Errorf("lane %d: %w", l.k, err)))
 	case c.Type == ctrlAbort:
-		origin, perr := peer.IDFromBytes([]byte(c.Origin))
-		if perr != nil {
-			origin = l.next
-		}
-		return &PeerError{Peer: origin, Round: l.x.round,
-			Err: fmt.Errorf("%w by %s: %s", ErrAborted, l.next, c.Reason)}
+		return l.x.abortedBy(l.next, c)
 	}
 	return l.x.peerErr(ctx, l.next, fmt.Errorf("%w: lane %d: control message %d mid-round", ErrProtocol, l.k, c.Type))
 }
@@ -175,17 +176,20 @@ func wait(ctx context.Context, ch <-chan struct{}) error {
 func (l *lane) recvSide(ctx context.Context) error {
 	x := l.x
 	s, err := x.r.tr.Accept(ctx, l.prev, l.hdr)
+	if s != nil && err != nil {
+		x.track(s) // aborting: sends the notice
+	}
 	if err != nil {
 		return x.peerErr(ctx, l.prev, fmt.Errorf("accept lane %d: %w", l.k, err))
 	}
 	if !x.track(s) {
-		_ = s.Reset()
 		return ctx.Err()
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
+	// On failure the stream is left to the abort, which sends a notice up
+	// it before closing it.
 	if err := l.recvAll(ctx, s); err != nil {
-		_ = s.Reset()
 		if errors.Is(err, ErrZeroTotalWeight) {
 			return err
 		}
@@ -194,7 +198,6 @@ func (l *lane) recvSide(ctx context.Context) error {
 	_ = s.SetReadDeadline(time.Now().Add(x.r.cfg.FrameTimeout))
 	var one [1]byte
 	if _, err := io.ReadFull(s, one[:]); err != io.EOF {
-		_ = s.Reset()
 		if err == nil {
 			err = fmt.Errorf("%w: data after the last frame", ErrProtocol)
 		}

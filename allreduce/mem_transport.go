@@ -18,9 +18,8 @@ import (
 
 // Errors of in-memory streams.
 var (
-	ErrMemReset       = errors.New("allreduce: mem stream reset")
-	ErrMemUnreachable = errors.New("allreduce: mem peer unreachable")
-	errMemDeadline    = fmt.Errorf("allreduce: mem stream: %w", os.ErrDeadlineExceeded)
+	ErrMemReset    = errors.New("allreduce: mem stream reset")
+	errMemDeadline = fmt.Errorf("allreduce: mem stream: %w", os.ErrDeadlineExceeded)
 )
 
 // MemHooks inject faults into a MemNetwork. Hooks run on the writing
@@ -162,13 +161,13 @@ func (n *MemNetwork) Close() {
 func (t *MemTransport) Dial(ctx context.Context, to peer.ID, h Header) (Stream, error) {
 	n := t.net
 	if n.isCut(t.self, to) {
-		return nil, fmt.Errorf("%w: %s", ErrMemUnreachable, to)
+		return nil, fmt.Errorf("%w: %s", ErrPeerUnreachable, to)
 	}
 	n.mu.Lock()
 	dst := n.members[to]
 	if dst == nil {
 		n.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrMemUnreachable, to)
+		return nil, fmt.Errorf("%w: %s", ErrPeerUnreachable, to)
 	}
 	ab, ba := newPipe(n.window), newPipe(n.window)
 	local := &memStream{net: n, local: t.self, remote: to, rd: ba, wr: ab}
@@ -213,7 +212,13 @@ func (s *memStream) Read(b []byte) (int, error) {
 func (s *memStream) Write(b []byte) (int, error) {
 	s.net.mu.Lock()
 	hook := s.net.hooks.BeforeWrite
+	dead := s.net.killed[s.local]
 	s.net.mu.Unlock()
+	if dead { // a killed member sends nothing more
+		s.rd.reset()
+		s.wr.reset()
+		return 0, ErrMemReset
+	}
 	if hook != nil && hook(s.local, s.remote, b) {
 		return len(b), nil
 	}

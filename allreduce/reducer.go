@@ -141,6 +141,7 @@ type run struct {
 	mu       sync.Mutex
 	inbound  []Stream // streams to notify if the round aborts
 	aborting bool
+	abortMsg []byte
 }
 
 func (r *Reducer) newRun(self peer.ID, round Round, rank int, src, dst []float32, opt Options) *run {
@@ -218,14 +219,19 @@ func report(errc chan<- error, err error) {
 	}
 }
 
-// track remembers an inbound stream so an abort notice can be sent on it.
+// track remembers an inbound stream so an abort notice can be sent on it;
+// if the round is already aborting, it sends the notice now and reports
+// false.
 func (x *run) track(s Stream) bool {
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	if x.aborting {
+		msg := x.abortMsg
+		x.mu.Unlock()
+		x.notify(s, msg)
 		return false
 	}
 	x.inbound = append(x.inbound, s)
+	x.mu.Unlock()
 	return true
 }
 

@@ -5,23 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Failure handling. The first lane error starts the end of the round.
-// Errors are ranked: a zero total weight (every member sees it), a header mismatch (a direct verdict) over an abort
-// notice (a neighbour saying which member the failure started at) over a
-// plain stream failure (blames the neighbour) over our own cancellation.
-// A failure seen on an outbound stream (dial, write, or the receiver's
-// side of it reset) is direct: a member that aborts never resets the
+// Errors are ranked: a zero total weight (every member finds it), a header
+// mismatch (a direct verdict), an abort notice (a neighbour saying which
+// member the failure started at), a direct failure, an ambiguous failure
+// (both blame the neighbour), our own cancellation.
+//
+// A failure seen on an outbound stream (unreachable, write failed, the
+// receiver's side reset) is direct: a member that aborts never resets the
 // streams it receives on (it sends its notice there and closes them), so
 // the receiver is gone or the link is broken; the round aborts at once. A
 // failure seen on an inbound stream is ambiguous (an aborting neighbour
 // resets its outbound streams right after sending its notice on the
-// others), so it waits NoticeGrace for a notice first. Then
-// the member aborts: it sends a notice naming the origin back up every
-// inbound stream (the only direction it may write at any time), closes
-// them and resets the rest, so both neighbours, and from them everyone,
-// stop promptly.
+// others), so it waits NoticeGrace for a notice first. Then the member
+// aborts: it sends a notice naming the origin back up every inbound stream
+// (the only direction it may write at any time), closes them and resets
+// the rest, so both neighbours, and from them everyone, stop promptly.
+//
+// Attribution is best effort while streams are still being opened: a
+// member that aborts during a handshake resets that stream, and its
+// neighbour then blames it after NoticeGrace unless a notice arrives.
 
 func errRank(err error) int {
 	switch {
@@ -30,10 +37,12 @@ func errRank(err error) int {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return 1
 	case errors.Is(err, ErrZeroTotalWeight):
-		return 5 // every member finds it on its own
-	case errors.Is(err, ErrHeaderMismatch):
-		return 4
+		return 6 // every member finds it on its own
 	case errors.Is(err, ErrAborted):
+		return 4
+	case errors.Is(err, ErrHeaderMismatch):
+		return 5
+	case isDirect(err):
 		return 3
 	}
 	return 2
@@ -64,7 +73,7 @@ func (x *run) settle(parent context.Context, cancel context.CancelFunc, errc <-c
 			best = better(best, err)
 			switch {
 			case aborted:
-			case errRank(best) >= 3 || isDirect(err) || x.r.cfg.NoticeGrace == 0 || parent.Err() != nil:
+			case errRank(best) >= 3 || x.r.cfg.NoticeGrace == 0 || parent.Err() != nil:
 				abort()
 			case graceC == nil:
 				t := time.NewTimer(x.r.cfg.NoticeGrace)
@@ -108,20 +117,22 @@ func (x *run) abort(cause error) {
 	if cause != nil {
 		reason = cause.Error()
 	}
+	code := byte(causeOther)
+	switch {
+	case errors.Is(cause, ErrZeroTotalWeight):
+		code = causeZeroWeight
+	case errors.Is(cause, ErrHeaderMismatch):
+		code = causeHeader
+	}
+	msg := AppendControl(nil, control{Type: ctrlAbort, Code: code, Origin: string(origin), Reason: reason})
 	x.mu.Lock()
 	x.aborting = true
+	x.abortMsg = msg
 	in := x.inbound
 	x.inbound = nil
 	x.mu.Unlock()
-	msg := AppendControl(nil, control{Type: ctrlAbort, Origin: string(origin), Reason: reason})
-	deadline := time.Now().Add(min(x.r.cfg.FrameTimeout, time.Second))
 	for _, s := range in {
-		_ = s.SetWriteDeadline(deadline)
-		if _, err := s.Write(msg); err != nil {
-			_ = s.Reset()
-			continue
-		}
-		_ = s.Close()
+		x.notify(s, msg)
 	}
 	x.r.log.Info("round aborted", "round", x.round.String(), "step", x.round.Step, "peer", origin, "err", cause)
 }
@@ -143,4 +154,36 @@ func direct(err error) error {
 		return directErr{err}
 	}
 	return err
+}
+
+// notify sends an abort notice up an inbound stream and closes it.
+func (x *run) notify(s Stream, msg []byte) {
+	_ = s.SetWriteDeadline(time.Now().Add(min(x.r.cfg.FrameTimeout, time.Second)))
+	if _, err := s.Write(msg); err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+// abortedBy turns an abort notice into the error the member returns.
+func (x *run) abortedBy(from peer.ID, c control) error {
+	switch c.Code {
+	case causeZeroWeight:
+		return ErrZeroTotalWeight
+	case causeHeader:
+		return x.noticeErr(from, c, ErrHeaderMismatch)
+	}
+	return x.noticeErr(from, c, nil)
+}
+
+func (x *run) noticeErr(from peer.ID, c control, kind error) error {
+	origin, err := peer.IDFromBytes([]byte(c.Origin))
+	if err != nil {
+		origin = from
+	}
+	if kind != nil {
+		return &PeerError{Peer: origin, Round: x.round, Err: fmt.Errorf("%w by %s (%w): %s", ErrAborted, from, kind, c.Reason)}
+	}
+	return &PeerError{Peer: origin, Round: x.round, Err: fmt.Errorf("%w by %s: %s", ErrAborted, from, c.Reason)}
 }

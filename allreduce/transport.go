@@ -36,7 +36,8 @@ type Stream interface {
 // methods perform the header handshake (see the package doc): Dial sends h
 // and waits for the receiver's verdict; Accept waits for the stream from
 // `from` for h's round and lane, checks every header field against h,
-// answers, and returns it. Safe for concurrent use; both return promptly
+// answers, and returns it (if ctx ends as the stream arrives, Accept may
+// return the stream together with ctx's error; the caller owns it). Safe for concurrent use; both return promptly
 // once ctx is done.
 type Transport interface {
 	Dial(ctx context.Context, to peer.ID, h Header) (Stream, error)
@@ -145,7 +146,10 @@ func (b *inbox) deliver(from peer.ID, s Stream) {
 	if err != nil {
 		_ = s.Reset()
 		b.log.Warn("dropped inbound stream", "peer", from, "err", err)
-		b.fail(from, fmt.Errorf("%w: %w", ErrProtocol, err))
+		if errors.Is(err, ErrBadHeader) {
+			// Garbage, not an aborted dial: fail the round waiting on it.
+			b.fail(from, err)
+		}
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
@@ -162,10 +166,16 @@ func (b *inbox) deliver(from peer.ID, s Stream) {
 	switch {
 	case b.closed:
 		code, reason = rejectClosed, "transport closed"
+	case b.held[k] != nil:
+		// The sender opened a new stream for the same round and lane: it
+		// abandoned the old one (an attempt retried over the same ring).
+		// The newest wins; the old one is rejected.
+		old := b.held[k]
+		old.timer.Stop()
+		delete(b.held, k)
+		defer reject(old.s, rejectBusy, "replaced by a newer stream for the same round and lane", b.cfg.FrameTimeout)
 	case len(b.held) >= b.cfg.MaxHeld:
 		code, reason = rejectBusy, "too many held streams"
-	case b.held[k] != nil:
-		code, reason = rejectBusy, "duplicate stream for round and lane"
 	}
 	if code != 0 {
 		b.mu.Unlock()
@@ -210,7 +220,9 @@ func (b *inbox) fail(from peer.ID, err error) {
 }
 
 // accept waits for the stream from `from` for want's round and lane, then
-// checks the header and answers.
+// checks the header and answers. If ctx ends just as the stream arrives it
+// returns the (acked) stream with ctx's error, so the caller can tell the
+// sender why the round ended.
 func (b *inbox) accept(ctx context.Context, from peer.ID, want Header) (Stream, error) {
 	k := inKey{from, want.key()}
 	b.mu.Lock()
@@ -256,7 +268,12 @@ func (b *inbox) accept(ctx context.Context, from peer.ID, want Header) (Stream, 
 	b.mu.Unlock()
 	select {
 	case res := <-ch:
-		if res.hs != nil {
+		if res.hs != nil && ctx.Err() != nil {
+			// Acked, so the caller can send its abort notice on it.
+			if s, verr := b.verdict(res.hs, want); verr == nil {
+				return s, err
+			}
+		} else if res.hs != nil {
 			_ = res.hs.s.Reset()
 		}
 	default:

@@ -193,7 +193,7 @@ func (t *table) tick(now time.Time) (fx effects) {
 	return fx
 }
 
-// members returns copies of all members sorted by ID (self not included).
+// list returns copies of all members, self not included, unsorted.
 func (t *table) list() []Member {
 	out := make([]Member, 0, len(t.members)+1)
 	for _, m := range t.members {
@@ -202,10 +202,15 @@ func (t *table) list() []Member {
 	return out
 }
 
-// lastSeen reports whether id is known and not dead or left.
-func (t *table) live(id peer.ID) bool {
-	m, ok := t.members[id]
-	return ok && (m.State == Alive || m.State == Suspect)
+// deadAddrs lists the dead (not left) members with known addresses.
+func (t *table) deadAddrs() []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, m := range t.members {
+		if m.State == Dead && len(m.Addrs) > 0 {
+			out = append(out, peer.AddrInfo{ID: m.ID, Addrs: m.Addrs})
+		}
+	}
+	return out
 }
 
 func capsEqual(a, b Capabilities) bool {

@@ -9,6 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -22,6 +24,8 @@ const (
 	// leaveLinger lets gossipsub write the leave notice to its peers before
 	// Run returns and the caller closes the host (pubsub has no flush).
 	leaveLinger = 250 * time.Millisecond
+	// redialDead is how often dead members are redialled (until forgotten).
+	redialDead = 5 * time.Second
 	// memberAddrTTL is how long addresses learned from heartbeats stay in
 	// the peerstore.
 	memberAddrTTL = 10 * time.Minute
@@ -114,6 +118,7 @@ func (m *Mesh) disconnected(p peer.ID) {
 func (s *loopState) loop() error {
 	tick := time.NewTicker(max(s.m.cfg.HeartbeatInterval/4, 10*time.Millisecond))
 	defer tick.Stop()
+	var lastRedial time.Time
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -122,6 +127,27 @@ func (s *loopState) loop() error {
 			f(s)
 		case now := <-tick.C:
 			s.apply(s.table.tick(now))
+			if now.Sub(lastRedial) >= redialDead {
+				lastRedial = now
+				s.redialDead()
+			}
+		}
+	}
+}
+
+// redialDead asks the dialer to reconnect to dead members it still knows
+// addresses of: after a partition heals, their heartbeats (at the declared
+// dead incarnation) make us re-announce the death, they refute, and both
+// sides see each other alive again.
+func (s *loopState) redialDead() {
+	for _, ai := range s.table.deadAddrs() {
+		if s.m.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		select {
+		case s.out.dials <- ai:
+		default:
+			return
 		}
 	}
 }
@@ -129,7 +155,7 @@ func (s *loopState) loop() error {
 // apply carries out the table's effects and refreshes the view.
 func (s *loopState) apply(fx effects) {
 	for _, n := range fx.notices {
-		s.m.logger.Info("member "+n.Kind.String(), "peer", n.Subject, "incarnation", n.Incarnation)
+		s.m.logger.Info("member state", "peer", n.Subject, "state", n.Kind, "incarnation", n.Incarnation)
 		select {
 		case s.out.notices <- n:
 		default:
@@ -286,7 +312,7 @@ func (m *Mesh) publishHeartbeat(ctx context.Context, state State) {
 	m.mu.Lock()
 	h := heartbeat{
 		Mesh: m.cfg.Mesh, Sender: m.self, Incarnation: m.incarnation.Load(), State: state,
-		Addrs: m.host.Addrs(), Caps: m.caps, Payload: m.payload,
+		Addrs: advertiseAddrs(m.host.Addrs()), Caps: m.caps, Payload: m.payload,
 	}
 	m.mu.Unlock()
 	b, err := encodeHeartbeat(nil, &h)
@@ -308,8 +334,30 @@ func (m *Mesh) publishFailure(ctx context.Context, f *failureNotice) {
 	}
 }
 
-// leave announces a graceful leave: a Left notice and a Left heartbeat.
+// advertiseAddrs drops loopback addresses when there are others: a remote
+// member can only reach those.
+func advertiseAddrs(addrs []multiaddr.Multiaddr) []multiaddr.Multiaddr {
+	out := make([]multiaddr.Multiaddr, 0, len(addrs))
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return addrs
+	}
+	return out
+}
+
+// leave announces a graceful leave: a Left notice and a Left heartbeat. A
+// closed mesh (crash-like Close before Run ended) announces nothing.
 func (m *Mesh) leave() {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	m.publishFailure(ctx, &failureNotice{

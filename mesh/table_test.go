@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 )
 
 func newTestTable(t *testing.T) (*table, peer.ID, peer.ID) {
@@ -14,7 +15,8 @@ func newTestTable(t *testing.T) (*table, peer.ID, peer.ID) {
 }
 
 func hb(id peer.ID, inc uint64) *heartbeat {
-	return &heartbeat{Mesh: "default", Sender: id, Incarnation: inc, State: Alive}
+	return &heartbeat{Mesh: "default", Sender: id, Incarnation: inc, State: Alive,
+		Addrs: []multiaddr.Multiaddr{multiaddr.StringCast("/ip4/10.0.0.2/tcp/4001")}}
 }
 
 func note(kind State, from, about peer.ID, inc uint64) *failureNotice {
@@ -102,6 +104,9 @@ func TestTableTimers(t *testing.T) {
 	fx = tb.probed(fx.probes[0], false, t0)
 	if tb.members[p].State != Dead || len(fx.notices) != 1 || fx.notices[0].Kind != Dead {
 		t.Fatalf("failed probe: %v, notices %v; want dead and a notice", tb.members[p].State, fx.notices)
+	}
+	if d := tb.deadAddrs(); len(d) != 1 || d[0].ID != p || len(d[0].Addrs) != 1 {
+		t.Fatalf("deadAddrs: %v, want p with its address", d)
 	}
 	// Dead members are forgotten after ForgetAfter.
 	tb.tick(t0.Add(tb.forget + time.Second))

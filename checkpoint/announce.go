@@ -106,3 +106,15 @@ func (a Announcement) VerifyAuthor(from peer.ID) error {
 	}
 	return nil
 }
+
+// ValidateAnnouncement decodes data and checks it was authored by its
+// provider. node registers it as the gossipsub topic validator (rejecting,
+// and so scoring, forged or malformed messages before they spread); the
+// Catalog checks again on receipt.
+func ValidateAnnouncement(data []byte, author peer.ID) (Announcement, error) {
+	a, err := DecodeAnnouncement(data)
+	if err != nil {
+		return a, err
+	}
+	return a, a.VerifyAuthor(author)
+}

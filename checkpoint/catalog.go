@@ -182,13 +182,13 @@ func (c *Catalog) Announce(ctx context.Context, root Root) error {
 // Malformed, forged and conflicting announcements are rejected, counted and
 // never recorded.
 func (c *Catalog) Handle(data []byte, from peer.ID) error {
-	a, err := DecodeAnnouncement(data)
-	if err != nil {
-		c.metrics.AnnouncementRejected("malformed")
-		return err
-	}
-	if err := a.VerifyAuthor(from); err != nil {
+	a, err := ValidateAnnouncement(data, from)
+	switch {
+	case errors.Is(err, ErrForgedAnnouncement):
 		c.metrics.AnnouncementRejected("forged")
+		return err
+	case err != nil:
+		c.metrics.AnnouncementRejected("malformed")
 		return err
 	}
 	if from == c.self {

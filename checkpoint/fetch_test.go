@@ -301,3 +301,45 @@ func TestConcurrentFetchesOfOneRoot(t *testing.T) {
 		t.Fatal("not byte-identical")
 	}
 }
+
+func TestFetchEmptyCheckpoint(t *testing.T) {
+	ctx := testCtx(t)
+	a, d := newNode(t), newNode(t)
+	link(a.h, d.h)
+	src, sum := writeRandom(t, 0, 1)
+	root := saveOn(t, src, 1, a)
+	if _, err := d.fetcher.Fetch(ctx, root, ids(a), nil); err != nil {
+		t.Fatalf("fetch of an empty checkpoint: %v", err)
+	}
+	dst := filepath.Join(t.TempDir(), "got.bin")
+	if err := d.store.Export(ctx, root, dst); err != nil {
+		t.Fatal(err)
+	}
+	if fileHash(t, dst) != sum {
+		t.Fatal("empty checkpoint not byte-identical")
+	}
+}
+
+// TestFetchRateLimited checks a lower bound only (load can only make the
+// fetch slower): 1.25 MiB at 2 MiB/s with a 64 KiB bucket takes at least
+// about 0.59 s, where an unlimited loopback fetch takes a few ms.
+func TestFetchRateLimited(t *testing.T) {
+	ctx := testCtx(t)
+	a, d := newNode(t), newNode(t)
+	link(a.h, d.h)
+	src, _ := writeRandom(t, 20*64<<10, 3)
+	root := saveOn(t, src, 1, a)
+	cfg := LocalFetcherConfig()
+	cfg.RateLimit = 2 << 20
+	f, err := NewFetcher(cfg, d.h, d.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := f.Fetch(ctx, root, ids(a), nil); err != nil {
+		t.Fatal(err)
+	}
+	if took, floor := time.Since(start), 550*time.Millisecond; took < floor {
+		t.Fatalf("rate-limited fetch took %v, want at least %v", took, floor)
+	}
+}

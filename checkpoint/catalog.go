@@ -134,7 +134,8 @@ func (c *Catalog) receive(ctx context.Context) error {
 			return fmt.Errorf("checkpoint: announcements: %w", err)
 		}
 		if err := c.Handle(data, from); err != nil {
-			c.log.Warn("announcement rejected", "peer", from, "err", err)
+			// Counted in Metrics; Debug so a flood cannot flood the log.
+			c.log.Debug("announcement rejected", "peer", from, "err", err)
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Package checkpoint owns the content-addressed checkpoint store (chunked,
-// SHA-256 verified, written atomically), announcements of new checkpoints and
-// the multi-peer fetch protocol, through the small Announcer and Fetcher
-// interfaces it defines.
+// SHA-256 verified, written atomically), announcements of new checkpoints
+// (over the small Announcer interface it defines), the multi-peer fetch
+// protocol /ringmesh/checkpoint/1 and background replication.
 //
 // It does not import mesh: node adapts the mesh's gossipsub checkpoint topic
 // to Announcer, hands Replicator the live member list, and calls

@@ -13,7 +13,9 @@ import (
 // Put copies the file at path into the store as the checkpoint of step:
 // it cuts it into chunks, hashes each, and writes data and manifest
 // atomically (temporary directory, fsync, rename). Putting the same bytes
-// and step twice yields the same root and stores them once.
+// and step twice yields the same root and stores them once. Retention runs
+// afterwards: a step older than the newest Keep is stored and then pruned
+// at once unless pinned.
 func (s *Store) Put(ctx context.Context, path string, step uint64) (Manifest, Root, error) {
 	src, err := os.Open(path)
 	if err != nil {

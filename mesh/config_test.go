@@ -3,6 +3,7 @@ package mesh
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,4 +118,48 @@ func TestSetPayload(t *testing.T) {
 		m, _ := b.View().Member(a.Self())
 		return string(m.Payload) == "step=42", string(m.Payload)
 	})
+}
+
+func TestListenAddrsPrivateDropsQUIC(t *testing.T) {
+	in := []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1", "/ip4/0.0.0.0/tcp/4002/ws"}
+	got, err := listenAddrs(in, true, slog.New(slog.DiscardHandler))
+	if err != nil || len(got) != 1 || got[0].String() != in[0] {
+		t.Errorf("private: got %v, %v; want only %s", got, err, in[0])
+	}
+	if got, err := listenAddrs(in, false, slog.New(slog.DiscardHandler)); err != nil || len(got) != 3 {
+		t.Errorf("public: got %v, %v; want all 3", got, err)
+	}
+	if _, err := listenAddrs(in[1:2], true, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("private QUIC only: got %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestReadAllow(t *testing.T) {
+	id := fixedID(t, 5)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("# list\n\n  "+id.String()+"  # host a\n"), 0o600)
+	allow, err := readAllow(good)
+	if err != nil || len(allow) != 1 || !allow[id] {
+		t.Errorf("got %v, %v; want {%s}", allow, err, id)
+	}
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte(id.String()+"\nnot-a-peer-id\n"), 0o600)
+	if _, err := readAllow(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("bad line: got %v, want an error naming line 2", err)
+	}
+	g := &allowGater{allow: allow}
+	if !g.InterceptSecured(0, id, nil) || g.InterceptSecured(0, fixedID(t, 6), nil) {
+		t.Error("gater: want listed peer in, others out")
+	}
+}
+
+func TestAdvertiseAddrs(t *testing.T) {
+	lo, lan := multiaddr.StringCast("/ip4/127.0.0.1/tcp/1"), multiaddr.StringCast("/ip4/10.1.2.3/tcp/1")
+	if got := advertiseAddrs([]multiaddr.Multiaddr{lo, lan}); len(got) != 1 || !got[0].Equal(lan) {
+		t.Errorf("got %v, want only %v", got, lan)
+	}
+	if got := advertiseAddrs([]multiaddr.Multiaddr{lo}); len(got) != 1 || !got[0].Equal(lo) {
+		t.Errorf("loopback only: got %v, want %v", got, lo)
+	}
 }

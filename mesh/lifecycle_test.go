@@ -102,3 +102,22 @@ func TestRunTwiceAndAfterClose(t *testing.T) {
 		t.Error("Watch after Close delivered a view, want a closed channel")
 	}
 }
+
+// TestSuspectFastPath: Suspect on a live member gossips a suspect notice;
+// the member refutes with a higher incarnation and stays alive everywhere.
+func TestSuspectFastPath(t *testing.T) {
+	a := startNode(t, localConfig(t.TempDir()), nil)
+	cfg := localConfig(t.TempDir())
+	cfg.Join = []string{a.joinAddr()}
+	b := startNode(t, cfg, nil)
+	for _, n := range []*testNode{a, b} {
+		waitFor(t, "2 alive", func() (bool, string) { return seesAlive(n, a, b) })
+	}
+	inc := b.Incarnation()
+	a.Suspect(b.Self(), errors.New("stream reset"))
+	waitFor(t, "b refutes the suspicion", func() (bool, string) { return b.Incarnation() > inc, "" })
+	waitFor(t, "a sees b alive, newer", func() (bool, string) {
+		st, got := stateOf(a, b.Self())
+		return st == Alive && got > inc, st.String()
+	})
+}

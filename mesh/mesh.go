@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -62,7 +61,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger, metrics Metrics)
 		return nil, err
 	}
 	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		logger = slog.New(slog.DiscardHandler)
 	}
 	if metrics == nil {
 		metrics = NopMetrics{}

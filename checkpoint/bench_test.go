@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 )
@@ -33,7 +34,8 @@ func BenchmarkFetch(b *testing.B) {
 	var total time.Duration
 	for range b.N {
 		b.StopTimer()
-		st := openStore(b, b.TempDir(), DefaultStoreConfig())
+		dir := b.TempDir()
+		st := openStore(b, dir, DefaultStoreConfig())
 		f, err := NewFetcher(DefaultFetcherConfig(), fh, st, nil, nil)
 		if err != nil {
 			b.Fatal(err)
@@ -46,6 +48,7 @@ func BenchmarkFetch(b *testing.B) {
 		total += time.Since(start)
 		b.StopTimer()
 		st.Close()
+		os.RemoveAll(dir) // keep disk use to one copy
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(size)*float64(b.N)/total.Seconds()/1e9, "GB/s")

@@ -212,9 +212,9 @@ func (s *memStream) Read(b []byte) (int, error) {
 func (s *memStream) Write(b []byte) (int, error) {
 	s.net.mu.Lock()
 	hook := s.net.hooks.BeforeWrite
-	dead := s.net.killed[s.local]
+	dead := s.net.killed[s.local] || s.net.killed[s.remote] || s.net.cut[[2]peer.ID{s.local, s.remote}]
 	s.net.mu.Unlock()
-	if dead { // a killed member sends nothing more
+	if dead { // nothing more crosses a cut or leaves a killed member
 		s.rd.reset()
 		s.wr.reset()
 		return 0, ErrMemReset

@@ -179,8 +179,8 @@ func (x *run) abortedBy(from peer.ID, c control) error {
 
 func (x *run) noticeErr(from peer.ID, c control, kind error) error {
 	origin, err := peer.IDFromBytes([]byte(c.Origin))
-	if err != nil {
-		origin = from
+	if err != nil || origin == x.self {
+		origin = from // a notice blaming us says only that from gave up
 	}
 	if kind != nil {
 		return &PeerError{Peer: origin, Round: x.round, Err: fmt.Errorf("%w by %s (%w): %s", ErrAborted, from, kind, c.Reason)}

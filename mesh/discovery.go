@@ -57,7 +57,7 @@ func (m *Mesh) dialer(ctx context.Context, g *errgroup.Group, reqs <-chan peer.A
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "mesh member"), dialTimeout)
 			defer cancel()
 			if err := m.host.Connect(dctx, ai); err != nil && ctx.Err() == nil {
 				m.logger.Debug("dial failed", "peer", ai.ID, "err", err)
@@ -102,7 +102,8 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 			t.Reset(joinBackoffMax)
 			continue
 		}
-		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		// Paced by our backoff, not libp2p's (5s and up after a failure).
+		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "mesh join"), dialTimeout)
 		err := m.host.Connect(dctx, ai)
 		cancel()
 		if err == nil {

@@ -3,7 +3,10 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"testing"
+	"time"
 )
 
 // TestLeaveAndRestart: a graceful leave shows `left`; a crashed node
@@ -120,4 +123,50 @@ func TestSuspectFastPath(t *testing.T) {
 		st, got := stateOf(a, b.Self())
 		return st == Alive && got > inc, st.String()
 	})
+}
+
+// TestJoinRetriesUntilUp: a node whose join address is not up yet keeps
+// dialling with backoff and joins once it is.
+func TestJoinRetriesUntilUp(t *testing.T) {
+	aDir, aID := newIdentity(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+	// Until a starts, the port refuses every handshake: accept and close.
+	dialled := make(chan struct{}, 1)
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			select {
+			case dialled <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	cfg := localConfig(t.TempDir())
+	cfg.Join = []string{addr + "/p2p/" + aID.String()}
+	b := startNode(t, cfg, nil)
+	select {
+	case <-dialled:
+	case <-time.After(testTimeout):
+		t.Fatal("b never dialled its join address")
+	}
+	l.Close() // free the port for a
+	<-accepted
+	aCfg := localConfig(aDir)
+	aCfg.Listen = []string{addr}
+	a := startNode(t, aCfg, nil)
+	for _, n := range []*testNode{a, b} {
+		waitFor(t, "a and b alive", func() (bool, string) { return seesAlive(n, a, b) })
+	}
 }

@@ -46,7 +46,6 @@ type loopState struct {
 type outbox struct {
 	notices chan failureNotice
 	refute  chan uint64
-	now     chan struct{} // heartbeat now
 	dials   chan peer.AddrInfo
 }
 
@@ -81,7 +80,6 @@ func (m *Mesh) Run(ctx context.Context) error {
 	out := &outbox{
 		notices: make(chan failureNotice, 64),
 		refute:  make(chan uint64, 8),
-		now:     make(chan struct{}, 1),
 		dials:   make(chan peer.AddrInfo, 64),
 	}
 	ls := &loopState{m: m, table: newTable(m.self, m.cfg, m.metrics), ctx: gctx, g: g, out: out}
@@ -182,7 +180,9 @@ func (s *loopState) probe(p probeReq) {
 	s.probes++
 	m := s.m
 	s.g.Go(func() error {
-		ctx, cancel := context.WithTimeout(s.ctx, m.cfg.ProbeTimeout)
+		// Our own timers pace probes; libp2p's dial backoff must not turn
+		// an earlier failed dial into an instant, false death.
+		ctx, cancel := context.WithTimeout(network.WithForceDirectDial(s.ctx, "mesh probe"), m.cfg.ProbeTimeout)
 		defer cancel()
 		start := time.Now()
 		ok := false
@@ -268,8 +268,6 @@ func (m *Mesh) sender(ctx context.Context, out *outbox) error {
 		case <-ctx.Done():
 			return nil
 		case <-hb.C:
-			m.publishHeartbeat(ctx, Alive)
-		case <-out.now:
 			m.publishHeartbeat(ctx, Alive)
 		case n := <-out.notices:
 			m.publishFailure(ctx, &n)

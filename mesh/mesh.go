@@ -170,7 +170,8 @@ func (m *Mesh) scoreParams() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThreshol
 
 // Close closes everything Open made: topics, gossipsub, the host. It does not
 // announce a leave (Run does when its ctx ends), so closing a mesh whose Run
-// is still going looks like a crash to the others. Idempotent.
+// is still going looks like a crash to the others (that Run still returns
+// only when its ctx ends). Idempotent.
 func (m *Mesh) Close() error {
 	m.mu.Lock()
 	if m.closed {

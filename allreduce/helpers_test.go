@@ -52,6 +52,11 @@ type outcome struct {
 // runRound runs one AllReduce per member concurrently, member i with
 // reducer rs[i], and returns every outcome. opts[i] is member i's options.
 func runRound(ctx context.Context, rs []*Reducer, round Round, src [][]float32, opts []Options) []outcome {
+	return runRoundAs(ctx, rs, round.Ring, round, src, opts)
+}
+
+// runRoundAs is runRound where reducer i runs as selves[i].
+func runRoundAs(ctx context.Context, rs []*Reducer, selves []peer.ID, round Round, src [][]float32, opts []Options) []outcome {
 	out := make([]outcome, len(rs))
 	var wg sync.WaitGroup
 	for i := range rs {
@@ -59,7 +64,7 @@ func runRound(ctx context.Context, rs []*Reducer, round Round, src [][]float32, 
 		go func() {
 			defer wg.Done()
 			dst := make([]float32, len(src[i]))
-			res, err := rs[i].AllReduce(ctx, round.Ring[i], round, src[i], dst, opts[i])
+			res, err := rs[i].AllReduce(ctx, selves[i], round, src[i], dst, opts[i])
 			out[i] = outcome{dst, res, err}
 		}()
 	}

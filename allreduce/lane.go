@@ -48,6 +48,10 @@ func (l *lane) sendSide(ctx context.Context, errc chan<- error, wg *sync.WaitGro
 	if err != nil {
 		// Only an unreachable peer is direct: a receiver that aborts
 		// before accepting resets the stream without a notice.
+		var ab *abortVerdict
+		if errors.As(err, &ab) {
+			return x.abortedBy(l.next, ab.c)
+		}
 		err = x.peerErr(ctx, l.next, fmt.Errorf("dial lane %d: %w", l.k, err))
 		if errors.Is(err, ErrPeerUnreachable) {
 			return direct(err)
@@ -178,6 +182,13 @@ func (l *lane) recvSide(ctx context.Context) error {
 	s, err := x.r.tr.Accept(ctx, l.prev, l.hdr)
 	if s != nil && err != nil {
 		x.track(s) // aborting: sends the notice
+	} else if err != nil && ctx.Err() != nil {
+		x.mu.Lock()
+		msg := x.abortMsg
+		x.mu.Unlock()
+		if msg != nil {
+			x.r.tr.Abandon(l.prev, l.hdr, msg)
+		}
 	}
 	if err != nil {
 		return x.peerErr(ctx, l.prev, fmt.Errorf("accept lane %d: %w", l.k, err))

@@ -191,6 +191,11 @@ func (t *MemTransport) Accept(ctx context.Context, from peer.ID, h Header) (Stre
 	return t.inbox.accept(ctx, from, h)
 }
 
+// Abandon implements Transport.
+func (t *MemTransport) Abandon(from peer.ID, h Header, notice []byte) {
+	t.inbox.abandon(from, h, notice)
+}
+
 // memStream is one end of an in-memory stream.
 type memStream struct {
 	net           *MemNetwork

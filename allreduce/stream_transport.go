@@ -103,6 +103,11 @@ func (t *StreamTransport) Accept(ctx context.Context, from peer.ID, h Header) (S
 	return t.inbox.accept(ctx, from, h)
 }
 
+// Abandon implements Transport.
+func (t *StreamTransport) Abandon(from peer.ID, h Header, notice []byte) {
+	t.inbox.abandon(from, h, notice)
+}
+
 // Close removes the handler, rejects held streams, resets every open
 // stream and waits for running handlers. Rounds in progress fail.
 func (t *StreamTransport) Close() error {

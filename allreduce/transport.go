@@ -39,9 +39,15 @@ type Stream interface {
 // answers, and returns it (if ctx ends as the stream arrives, Accept may
 // return the stream together with ctx's error; the caller owns it). Safe for concurrent use; both return promptly
 // once ctx is done.
+//
+// Abandon is called when a round aborts before Accept returned a stream:
+// the stream from `from` for h's round and lane, held now or arriving
+// within HoldTimeout, is answered with notice (an abort control message)
+// instead of a verdict, so its sender learns why at once.
 type Transport interface {
 	Dial(ctx context.Context, to peer.ID, h Header) (Stream, error)
 	Accept(ctx context.Context, from peer.ID, h Header) (Stream, error)
+	Abandon(from peer.ID, h Header, notice []byte)
 }
 
 // dialHandshake writes h on s and waits up to timeout for the verdict.
@@ -76,6 +82,9 @@ func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duratio
 		err = fmt.Errorf("%w: rejected by receiver: %s", ErrRoundNotStarted, c.Reason)
 	case c.Type == ctrlReject:
 		err = fmt.Errorf("%w: rejected by receiver (code %d): %s", ErrUnexpectedStream, c.Code, c.Reason)
+	case c.Type == ctrlAbort:
+		_ = s.Close()
+		return &abortVerdict{c}
 	default:
 		err = fmt.Errorf("%w: control message %d during handshake", ErrProtocol, c.Type)
 	}
@@ -84,13 +93,52 @@ func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duratio
 
 // reject answers a held stream with a reject and closes it.
 func reject(s Stream, code byte, reason string, timeout time.Duration) {
+	answer(s, AppendControl(nil, control{Type: ctrlReject, Code: code, Reason: reason}), timeout)
+}
+
+// answer writes one control message and closes the stream.
+func answer(s Stream, msg []byte, timeout time.Duration) {
 	_ = s.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := s.Write(AppendControl(nil, control{Type: ctrlReject, Code: code, Reason: reason})); err != nil {
+	if _, err := s.Write(msg); err != nil {
 		_ = s.Reset()
 		return
 	}
 	_ = s.Close()
 }
+
+// abandon answers the stream for k with notice, now if it is held, else
+// when it arrives (within HoldTimeout).
+func (b *inbox) abandon(from peer.ID, h Header, notice []byte) {
+	k := inKey{from, h.key()}
+	b.mu.Lock()
+	hs := b.held[k]
+	if hs != nil {
+		delete(b.held, k)
+		hs.timer.Stop()
+	} else if !b.closed {
+		now := time.Now()
+		for gk, ts := range b.gone { // keep the map small
+			if now.Sub(ts.at) >= b.cfg.HoldTimeout {
+				delete(b.gone, gk)
+			}
+		}
+		b.gone[k] = tombstone{notice: notice, at: now}
+	}
+	b.mu.Unlock()
+	if hs != nil {
+		answer(hs.s, notice, b.cfg.FrameTimeout)
+	}
+}
+
+// abortVerdict is the answer to a dial that reached a member already
+// aborting the round.
+type abortVerdict struct{ c control }
+
+func (a *abortVerdict) Error() string {
+	return fmt.Sprintf("%v: receiver aborted the round: %s", ErrAborted, a.c.Reason)
+}
+
+func (a *abortVerdict) Unwrap() error { return ErrAborted }
 
 type inKey struct {
 	from peer.ID
@@ -118,7 +166,14 @@ type inbox struct {
 	held    map[inKey]*held
 	waiters map[inKey]chan acceptResult
 	bad     map[peer.ID]badStream
+	gone    map[inKey]tombstone
 	closed  bool
+}
+
+// tombstone answers a late stream for an abandoned round and lane.
+type tombstone struct {
+	notice []byte
+	at     time.Time
 }
 
 // badStream remembers that a peer's last stream was garbage, so a round
@@ -135,6 +190,7 @@ func newInbox(cfg Config, log *slog.Logger) *inbox {
 		held:    make(map[inKey]*held),
 		waiters: make(map[inKey]chan acceptResult),
 		bad:     make(map[peer.ID]badStream),
+		gone:    make(map[inKey]tombstone),
 	}
 }
 
@@ -160,6 +216,16 @@ func (b *inbox) deliver(from peer.ID, s Stream) {
 		delete(b.waiters, k)
 		b.mu.Unlock()
 		ch <- acceptResult{hs: hs}
+		return
+	}
+	if ts, ok := b.gone[k]; ok {
+		delete(b.gone, k)
+		b.mu.Unlock()
+		if time.Since(ts.at) < b.cfg.HoldTimeout {
+			answer(s, ts.notice, b.cfg.FrameTimeout)
+		} else {
+			reject(s, rejectNotStarted, "round not started", b.cfg.FrameTimeout)
+		}
 		return
 	}
 	code, reason := byte(0), ""
@@ -234,7 +300,19 @@ func (b *inbox) accept(ctx context.Context, from peer.ID, want Header) (Stream, 
 		delete(b.held, k)
 		hs.timer.Stop()
 		b.mu.Unlock()
-		return b.verdict(hs, want)
+		s, err := b.verdict(hs, want)
+		if err == nil || errors.Is(err, ErrHeaderMismatch) {
+			return s, err
+		}
+		// The sender reset this stream while it was held: it was from an
+		// earlier try of the same round that the sender gave up. Wait for
+		// the stream of its next try instead of failing this one.
+		b.log.Debug("dropped stale held stream", "peer", from, "step", want.Step, "err", err)
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ErrClosed
+		}
 	}
 	if bad, ok := b.bad[from]; ok {
 		delete(b.bad, from)

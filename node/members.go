@@ -86,9 +86,9 @@ func idStrings(ms []member) []string {
 	return out
 }
 
-// liveRing returns the members of list that the view shows alive, running
-// the same process (boot incarnation) and still offering rounds (not idle
-// or waiting). A member's refutation of a false suspicion bumps its mesh
+// liveRing returns the members of list that the view shows alive (or only
+// suspect: not yet declared dead), running the same process (boot
+// incarnation) and still offering rounds (not idle). A member's refutation of a false suspicion bumps its mesh
 // incarnation but not its boot incarnation, so it stays a member; a
 // restarted process has a new boot incarnation and must join again.
 func liveRing(list []member, v mesh.View) []member {
@@ -99,11 +99,11 @@ func liveRing(list []member, v mesh.View) []member {
 			continue
 		}
 		vm, ok := v.Member(m.ID)
-		if !ok || vm.State != mesh.Alive {
+		if !ok || (vm.State != mesh.Alive && vm.State != mesh.Suspect) {
 			continue
 		}
 		p, ok := decodePayload(vm.Payload)
-		if !ok || p.Boot != m.Inc || p.State == stateIdle || p.State == stateWaiting {
+		if !ok || p.Boot != m.Inc || p.State == stateIdle {
 			continue
 		}
 		ring = append(ring, m)

@@ -128,13 +128,13 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: &metrics{}}
-	m, err := mesh.Open(ctx, cfg.Mesh, logger.With("component", "mesh"), nil)
+	m, err := mesh.Open(ctx, cfg.Mesh, logger, nil)
 	if err != nil {
 		return nil, err
 	}
 	n.mesh, n.host = m, m.Host()
-	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger.With("component", "allreduce"))
-	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger.With("component", "allreduce"), nil)
+	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
+	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, nil)
 	n.eng = newEngine(cfg, m, m.Incarnation(), n.log)
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	n.api, err = listenAPI(n, cfg.DataDir)

@@ -25,9 +25,9 @@ var errAborted = errors.New("node: attempt aborted")
 func (n *Node) recover(ctx context.Context, a *attempt, list []member, src, dst []float32, red allreduce.Result) (roundResult, error) {
 	e := n.eng
 	e.mu.Lock()
-	have, aborted := a.hasResult, a.aborted
+	have := a.hasResult
 	e.mu.Unlock()
-	if !have || aborted {
+	if !have {
 		n.broadcast(a.ring, &msg{Type: msgAbort, Step: a.step, Ring: a.key})
 		return roundResult{}, errAborted
 	}

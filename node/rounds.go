@@ -84,8 +84,10 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 			return roundResult{}, err
 		}
 		n.log.Info("round attempt failed", "step", step, "attempt", attempts, "ring", len(ring), "err", err)
-		if err := e.wait(ctx, views, backoff); err != nil {
-			return roundResult{}, err
+		select {
+		case <-ctx.Done():
+			return roundResult{}, ctx.Err()
+		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 20*n.cfg.RetryBackoff)
 	}
@@ -186,9 +188,15 @@ func (n *Node) attempt(ctx context.Context, views <-chan mesh.View, step uint64,
 // detection probes it at once.
 func (n *Node) reportPeer(err error) {
 	var pe *allreduce.PeerError
-	if errors.As(err, &pe) && !errors.Is(err, allreduce.ErrHeaderMismatch) {
-		n.mesh.Suspect(pe.Peer, err)
+	if !errors.As(err, &pe) {
+		return
 	}
+	for _, benign := range []error{context.Canceled, allreduce.ErrHeaderMismatch, allreduce.ErrAborted, allreduce.ErrRoundNotStarted, allreduce.ErrUnexpectedStream} {
+		if errors.Is(err, benign) {
+			return
+		}
+	}
+	n.mesh.Suspect(pe.Peer, err)
 }
 
 // watchRing cancels the attempt when a ring member leaves the live ring.
@@ -232,7 +240,9 @@ func sameIDs(a, b []member) bool {
 // attempt must be resolved by recovery.
 func (n *Node) lead(ctx context.Context, a *attempt, list []member) ([]member, bool) {
 	e := n.eng
+	e.mu.Lock()
 	a.readies[e.self] = true
+	e.mu.Unlock()
 	deadline := time.NewTimer(n.cfg.CommitTimeout)
 	defer deadline.Stop()
 	for {

@@ -46,9 +46,12 @@ func (n *Node) serveRound(from peer.ID, m *msg) *msg {
 			e.notifyLocked()
 		}
 	case msgAbort:
-		if match {
+		// A member gave up on key without its result. Only an attempt that
+		// holds the result and waits for the commit acts on it, by asking
+		// everyone (recovery): the abort may be stale, from an earlier try
+		// over the same ring, so it never cancels a running all-reduce.
+		if match && a.hasResult {
 			a.aborted = true
-			a.cancel()
 			e.notifyLocked()
 		}
 	case msgStatusReq:

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -11,46 +14,197 @@ import (
 	"github.com/ringmesh/ringmesh/internal/systest"
 )
 
-func TestRoundsSmoke(t *testing.T) {
-	root := t.TempDir()
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpLogs(t, root)
-		}
-	})
-	ps := systest.Cluster(t, root, 3, "--min-members", "3")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var mu sync.Mutex
-	got := map[string][]systest.Applied{}
-	var wg sync.WaitGroup
-	for _, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &systest.Synthetic{Dir: p.Dir, Size: 1000, Steps: 20, Record: func(a systest.Applied) {
-				mu.Lock()
-				got[p.ID] = append(got[p.ID], a)
-				mu.Unlock()
-			}}
-			if err := tr.Run(ctx); err != nil {
-				t.Errorf("trainer %s: %v", filepath.Base(p.Dir), err)
-			}
-		}()
-	}
-	wg.Wait()
-	for id, as := range got {
-		t.Logf("%s: %d rounds", id[len(id)-6:], len(as))
+// ledger collects every applied round of every trainer incarnation.
+type ledger struct {
+	mu   sync.Mutex
+	runs map[string][]systest.Applied // trainer run name -> rounds in order
+}
+
+func newLedger() *ledger { return &ledger{runs: map[string][]systest.Applied{}} }
+
+func (l *ledger) recorder(run string) func(systest.Applied) {
+	return func(a systest.Applied) {
+		l.mu.Lock()
+		l.runs[run] = append(l.runs[run], a)
+		l.mu.Unlock()
 	}
 }
 
-func dumpLogs(t *testing.T, root string) {
-	logs, _ := filepath.Glob(filepath.Join(root, "*", "node-*.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		if len(b) > 6000 {
-			b = b[len(b)-6000:]
+// lastStep returns the highest step applied by any run whose ring had n members.
+func (l *ledger) since(t time.Time, members int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, as := range l.runs {
+		for i := len(as) - 1; i >= 0 && as[i].At.After(t); i-- {
+			if len(as[i].Members) == members {
+				return true
+			}
 		}
-		t.Logf("=== %s\n%s", l, b)
+	}
+	return false
+}
+
+// check asserts agreement: for every step, every run that applied it applied
+// the same bytes from the same ring; each run's steps are contiguous with no
+// duplicate; the steps applied overall are contiguous from the first.
+func (l *ledger) check(t *testing.T) (steps int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	type seen struct {
+		digest, ring, run string
+	}
+	byStep := map[uint64]seen{}
+	for run, as := range l.runs {
+		for i, a := range as {
+			if i > 0 && a.Step != as[i-1].Step+1 {
+				t.Errorf("%s: step %d after %d: not contiguous (skipped or applied twice)", run, a.Step, as[i-1].Step)
+			}
+			ring := fmt.Sprint(a.Members)
+			if s, ok := byStep[a.Step]; ok {
+				if s.digest != a.Digest || s.ring != ring {
+					t.Errorf("step %d: %s applied %s from %s, %s applied %s from %s", a.Step, run, a.Digest, ring, s.run, s.digest, s.ring)
+				}
+				continue
+			}
+			byStep[a.Step] = seen{a.Digest, ring, run}
+		}
+	}
+	var all []uint64
+	for k := range byStep {
+		all = append(all, k)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	for i := 1; i < len(all); i++ {
+		if all[i] != all[i-1]+1 {
+			t.Errorf("no member applied steps %d..%d", all[i-1]+1, all[i]-1)
+		}
+	}
+	return len(all)
+}
+
+func dumpLogsOnFailure(t *testing.T, root string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(root, "*", "node-*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("=== %s\n%s", l, b)
+		}
+	})
+}
+
+// trainers runs a synthetic trainer per node process and records its rounds.
+type trainers struct {
+	t      *testing.T
+	ctx    context.Context
+	led    *ledger
+	size   int
+	steps  uint64
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	killed map[string]bool // runs whose node was killed: their errors are expected
+	n      int
+}
+
+func (tr *trainers) start(p *systest.Proc) string {
+	tr.mu.Lock()
+	tr.n++
+	run := fmt.Sprintf("%s#%d", filepath.Base(p.Dir), tr.n)
+	tr.mu.Unlock()
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		s := &systest.Synthetic{Dir: p.Dir, Size: tr.size, Steps: tr.steps, Pause: 2 * time.Millisecond, Record: tr.led.recorder(run)}
+		err := s.Run(tr.ctx)
+		tr.mu.Lock()
+		expected := tr.killed[run] || tr.ctx.Err() != nil
+		tr.mu.Unlock()
+		if err != nil && !expected {
+			tr.t.Errorf("trainer %s: %v", run, err)
+		}
+	}()
+	return run
+}
+
+func TestRoundsAgreeOnThreeProcesses(t *testing.T) {
+	root := t.TempDir()
+	dumpLogsOnFailure(t, root)
+	ps := systest.Cluster(t, root, 3, "--min-members", "3")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tr := &trainers{t: t, ctx: ctx, led: newLedger(), size: 1000, steps: 30, killed: map[string]bool{}}
+	for _, p := range ps {
+		tr.start(p)
+	}
+	tr.wg.Wait()
+	if n := tr.led.check(t); n != 30 {
+		t.Errorf("applied %d distinct steps, want 30", n)
+	}
+	for run, as := range tr.led.runs {
+		if len(as) != 30 || len(as[0].Members) != 3 {
+			t.Errorf("%s applied %d rounds (first with %d members), want 30 with 3", run, len(as), len(as[0].Members))
+		}
+	}
+}
+
+// TestRoundsSurviveKills is the crash test of the rounds issue: 4 node
+// processes and 4 trainers; one node, chosen at random (the first one
+// included), is SIGKILLed at a random moment, mid-round or not, then
+// restarted with the same data dir; it rejoins and the mesh is back to 4.
+// Every applied round must agree across all trainers.
+func TestRoundsSurviveKills(t *testing.T) {
+	kills := 20
+	if testing.Short() {
+		kills = 4
+	}
+	root := t.TempDir()
+	dumpLogsOnFailure(t, root)
+	ps := systest.Cluster(t, root, 4, "--min-members", "4")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	tctx, stopTrainers := context.WithCancel(ctx)
+	tr := &trainers{t: t, ctx: tctx, led: newLedger(), size: 64 << 10, steps: 1 << 40, killed: map[string]bool{}}
+	runs := make([]string, len(ps))
+	for i, p := range ps {
+		runs[i] = tr.start(p)
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	waitRounds := func(what string, members int) {
+		since := time.Now()
+		systest.Eventually(t, 90*time.Second, func() error {
+			if tr.led.since(since, members) {
+				return nil
+			}
+			return fmt.Errorf("%s: no round with %d members applied", what, members)
+		})
+	}
+	waitRounds("start", 4)
+	for k := 0; k < kills; k++ {
+		i := rng.IntN(len(ps))
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		tr.mu.Lock()
+		tr.killed[runs[i]] = true
+		tr.mu.Unlock()
+		ps[i].Kill()
+		killedAt := time.Now()
+		waitRounds(fmt.Sprintf("kill %d of node %d", k, i), 3)
+		t.Logf("kill %d: node %d; survivors applied a 3-member round after %s", k, i, time.Since(killedAt).Round(time.Millisecond))
+		join := ps[(i+1)%len(ps)].Addr
+		ps[i] = systest.Start(t, ps[i].Dir, "--join", join, "--min-members", "4")
+		runs[i] = tr.start(ps[i])
+		waitRounds(fmt.Sprintf("rejoin %d of node %d", k, i), 4)
+	}
+	stopTrainers()
+	tr.wg.Wait()
+	steps := tr.led.check(t)
+	t.Logf("%d kills, %d steps applied, %d trainer runs", kills, steps, len(tr.led.runs))
+	if steps < 200 && !testing.Short() {
+		t.Errorf("only %d steps applied, want at least 200", steps)
 	}
 }

@@ -89,11 +89,21 @@ func Start(t testing.TB, dir string, args ...string) *Proc {
 // StartNode starts a node process without a testing.TB (for benchmarks and
 // the demo).
 func StartNode(bin, dir string, args ...string) (*Proc, error) {
+	return StartCmd(nil, bin, dir, append(append([]string{}, LocalArgs...), args...)...)
+}
+
+// StartCmd starts `prefix... bin node --data-dir dir args...` (no LocalArgs;
+// prefix runs it elsewhere, e.g. `ip netns exec NS`) and waits until its
+// control socket answers.
+func StartCmd(prefix []string, bin, dir string, args ...string) (*Proc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	full := append([]string{"node", "--data-dir", dir}, LocalArgs...)
-	full = append(full, args...)
+	full := append([]string{"node", "--data-dir", dir}, args...)
+	if len(prefix) > 0 {
+		full = append(append(prefix[1:], bin), full...)
+		bin = prefix[0]
+	}
 	logPath := filepath.Join(dir, fmt.Sprintf("node-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(logPath)
 	if err != nil {

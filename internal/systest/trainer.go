@@ -20,6 +20,7 @@ type Applied struct {
 	Digest  string   // SHA-256 prefix of the result bytes
 	Members []string // the ring that produced it
 	At      time.Time
+	Joins   int // how many times the trainer had joined when it applied this round
 }
 
 // Synthetic is a trainer loop with synthetic gradients: at step k a node
@@ -52,12 +53,13 @@ func (s *Synthetic) Run(ctx context.Context) error {
 		return err
 	}
 	self := c.Hello.Self
+	joins := 1
 	for step < s.Steps {
 		fill(buf.Data, step, self)
 		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
 		switch {
 		case err == nil:
-			s.Record(Applied{Step: resp.Step, Digest: Digest(buf.Data), Members: resp.Members, At: time.Now()})
+			s.Record(Applied{Step: resp.Step, Digest: Digest(buf.Data), Members: resp.Members, At: time.Now(), Joins: joins})
 			step = resp.NextStep
 			if s.Pause > 0 {
 				time.Sleep(s.Pause)
@@ -68,6 +70,7 @@ func (s *Synthetic) Run(ctx context.Context) error {
 			if step, err = s.join(ctx, c); err != nil {
 				return err
 			}
+			joins++
 		default:
 			return err
 		}

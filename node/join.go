@@ -105,7 +105,7 @@ func (n *Node) step(ctx context.Context, v mesh.View) {
 				return
 			}
 		}
-		if ring := liveRing(e.list, v); 2*len(ring) > len(e.list) {
+		if ring, quorum := liveRing(e.list, v); hasMajority(ring, quorum) {
 			e.setStateLocked(stateTraining, "")
 		}
 	case stateTraining:

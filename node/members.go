@@ -88,11 +88,18 @@ func idStrings(ms []member) []string {
 
 // liveRing returns the members of list that the view shows alive (or only
 // suspect: not yet declared dead), running the same process (boot
-// incarnation) and still offering rounds (not idle). A member's refutation of a false suspicion bumps its mesh
-// incarnation but not its boot incarnation, so it stays a member; a
-// restarted process has a new boot incarnation and must join again.
-func liveRing(list []member, v mesh.View) []member {
-	var ring []member
+// incarnation) and still offering rounds (not idle). A member's refutation of
+// a false suspicion bumps its mesh incarnation but not its boot incarnation,
+// so it stays a member; a restarted process has a new boot incarnation and
+// must join again.
+//
+// quorum is the size of list less the members seen idle: a member that we
+// hear say it stopped (its trainer left, hung or disconnected) cannot be
+// part of a majority elsewhere, so it no longer counts. A member that is
+// silent (crashed or cut off) still counts. The ring may train only while it
+// is a strict majority of quorum (hasMajority).
+func liveRing(list []member, v mesh.View) (ring []member, quorum int) {
+	quorum = len(list)
 	for _, m := range list {
 		if m.ID == v.Self {
 			ring = append(ring, m)
@@ -103,13 +110,19 @@ func liveRing(list []member, v mesh.View) []member {
 			continue
 		}
 		p, ok := decodePayload(vm.Payload)
-		if !ok || p.Boot != m.Inc || p.State == stateIdle {
+		if !ok || p.Boot != m.Inc {
+			continue
+		}
+		if p.State == stateIdle {
+			quorum--
 			continue
 		}
 		ring = append(ring, m)
 	}
-	return ring
+	return ring, quorum
 }
+
+func hasMajority(ring []member, quorum int) bool { return 2*len(ring) > quorum }
 
 // peerPayload returns the decoded payload of a member of the view.
 func peerPayload(v mesh.View, id peer.ID) (mesh.Member, payload, bool) {

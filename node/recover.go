@@ -36,9 +36,9 @@ func (n *Node) recover(ctx context.Context, a *attempt, list []member, src, dst 
 		if err := ctx.Err(); err != nil {
 			return roundResult{}, err
 		}
-		ring := liveRing(list, n.mesh.View())
-		if 2*len(ring) <= len(list) {
-			return roundResult{}, n.enterWaiting(list, ring)
+		ring, quorum := liveRing(list, n.mesh.View())
+		if !hasMajority(ring, quorum) {
+			return roundResult{}, n.enterWaiting(ring, quorum)
 		}
 		replies, unreachable := n.queryAll(ctx, ring, a)
 		res := roundResult{step: a.step, ring: a.ring, weight: red.TotalWeight}

@@ -68,9 +68,9 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 	backoff := n.cfg.RetryBackoff
 	for attempts := 1; ; attempts++ {
 		v := n.mesh.View()
-		ring := liveRing(list, v)
-		if 2*len(ring) <= len(list) || !containsID(ring, e.self) {
-			return roundResult{}, n.enterWaiting(list, ring)
+		ring, quorum := liveRing(list, v)
+		if !hasMajority(ring, quorum) || !containsID(ring, e.self) {
+			return roundResult{}, n.enterWaiting(ring, quorum)
 		}
 		res, err := n.attempt(ctx, views, step, list, ring, src, dst, opt)
 		if err == nil {
@@ -110,12 +110,12 @@ func (e *engine) checkRoundLocked(step uint64) error {
 	return nil
 }
 
-// enterWaiting moves to the waiting state (not in the majority of list).
-func (n *Node) enterWaiting(list, ring []member) error {
+// enterWaiting moves to the waiting state (ring is not a majority).
+func (n *Node) enterWaiting(ring []member, quorum int) error {
 	e := n.eng
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	reason := fmt.Sprintf("not in the majority: %d of %d members of the last agreed list reachable", len(ring), len(list))
+	reason := fmt.Sprintf("not in the majority: %d of %d members of the last agreed list reachable", len(ring), quorum)
 	e.setStateLocked(stateWaiting, reason)
 	return &roundError{Code: localapi.CodeWaiting, Msg: "not in the majority, waiting to rejoin: " + reason, NextStep: e.nextStep}
 }
@@ -213,7 +213,7 @@ func (n *Node) watchRing(ctx context.Context, cancel context.CancelFunc, list, r
 				if !ok {
 					return
 				}
-				if live := liveRing(list, v); len(live) < len(ring) || !sameIDs(live, ring) {
+				if live, _ := liveRing(list, v); !sameIDs(live, ring) {
 					cancel()
 					return
 				}

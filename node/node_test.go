@@ -225,7 +225,10 @@ func TestHungTrainerExcluded(t *testing.T) {
 		}
 	}
 	for i, b := range bufs {
-		go func() { _, err := b.AllReduce(ctx, 0, client.ReduceOptions{}); errs <- fmt.Errorf("node %d: %w", i, err) }()
+		go func() {
+			_, err := b.AllReduce(ctx, 0, client.ReduceOptions{})
+			errs <- fmt.Errorf("node %d: %w", i, err)
+		}()
 	}
 	for range 3 {
 		if err := <-errs; errors.Unwrap(err) != nil {

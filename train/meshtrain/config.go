@@ -1,0 +1,143 @@
+package meshtrain
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ringmesh/ringmesh/train"
+)
+
+// Config is one trainer loop.
+type Config struct {
+	// DataDir is the node's data dir: the loop dials DATA_DIR/ringmesh.sock.
+	// Required.
+	DataDir string
+	// Steps ends the loop once the mesh's next step reaches Steps (every
+	// member applies steps 0..Steps-1). Required, positive.
+	Steps uint64
+	// GlobalBatch is B, the samples of one step across the whole mesh,
+	// split among members by rank. Larger batches cost compute linearly and
+	// make all-reduce time relatively smaller. Default 256.
+	GlobalBatch int
+	// CheckpointEvery saves a checkpoint when the state reaches a multiple
+	// of this many steps; 0 saves only when the node asks (joiners). Each
+	// save writes the whole state (8 bytes per parameter) and the node
+	// stores and announces it. Default 50.
+	CheckpointEvery uint64
+	// CheckpointDir is where state files are written before they are
+	// handed to the node; "" means DataDir/trainer. The loop keeps the two
+	// newest files.
+	CheckpointDir string
+	// Train is the model, data and optimizer. Every member of a mesh must
+	// use the same Train config (a checkpoint of another config is
+	// rejected). Default train.DefaultConfig().
+	Train train.Config
+	// Wire is the all-reduce wire format: "" or "float32" (bit-exact
+	// against one worker up to summation order), "bfloat16", "float16".
+	Wire string
+	// JoinTimeout bounds one join call; a join that times out is retried
+	// until ctx ends. Default 10s.
+	JoinTimeout time.Duration
+	// OnStep is called after every applied step, on the loop's goroutine;
+	// it must return quickly. nil: nothing.
+	OnStep func(StepInfo)
+	// OnJoin is called after every join, on the loop's goroutine. nil:
+	// nothing.
+	OnJoin func(JoinInfo)
+	// Logger receives lifecycle and warning logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config; DataDir and
+// Steps must still be set.
+func DefaultConfig() Config {
+	return Config{
+		GlobalBatch:     256,
+		CheckpointEvery: 50,
+		Train:           train.DefaultConfig(),
+		JoinTimeout:     10 * time.Second,
+	}
+}
+
+// LocalConfig is a small, fast preset for tests: train.LocalConfig, batch
+// 64, a checkpoint every 10 steps.
+func LocalConfig() Config {
+	c := DefaultConfig()
+	c.GlobalBatch = 64
+	c.CheckpointEvery = 10
+	c.Train = train.LocalConfig()
+	return c
+}
+
+// maxBatch bounds GlobalBatch: a larger one is a typo, not a plan.
+const maxBatch = 1 << 24
+
+// Validate checks every field.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("%w: no data dir", ErrConfig)
+	case c.Steps == 0:
+		return fmt.Errorf("%w: steps must be positive", ErrConfig)
+	case c.GlobalBatch < 1 || c.GlobalBatch > maxBatch:
+		return fmt.Errorf("%w: global batch %d not in 1..%d", ErrConfig, c.GlobalBatch, maxBatch)
+	case c.JoinTimeout <= 0:
+		return fmt.Errorf("%w: join timeout %v must be positive", ErrConfig, c.JoinTimeout)
+	}
+	switch c.Wire {
+	case "", "float32", "bfloat16", "float16":
+	default:
+		return fmt.Errorf("%w: wire %q: want float32, bfloat16 or float16", ErrConfig, c.Wire)
+	}
+	if err := c.Train.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// StepInfo describes one applied step.
+type StepInfo struct {
+	Step      uint64  // the step applied
+	Loss      float32 // mean loss over the global batch (all members)
+	LocalLoss float32 // mean loss over this member's shard
+	Samples   int     // this member's shard size (its weight)
+	// TotalWeight is the samples the applied gradient averages: B, or
+	// fewer when a member died mid-round.
+	TotalWeight float64
+	Rank        int      // this member's rank for the step
+	Members     []string // the ring that produced the result
+	Attempts    int      // round attempts (more than 1 after a failure)
+	// StepTime is the time since the previous step was applied (or since
+	// the join), compute and all-reduce included.
+	StepTime time.Duration
+	// SamplesPerSec is TotalWeight / StepTime: the mesh's throughput.
+	SamplesPerSec float64
+	Synced        bool // false when this trainer's state is not the mesh's
+	Saved         bool // a checkpoint of the state after this step was saved
+}
+
+// JoinInfo describes one join.
+type JoinInfo struct {
+	// Step is the entry step: the next step this member runs.
+	Step    uint64
+	Members []string
+	// Checkpoint is the step of the checkpoint loaded, or -1 when none was.
+	Checkpoint int64
+	// Synced is whether the trainer's state is at Step.
+	Synced bool
+	// Reason is why the loop (re)joined: "start" or the node's error code.
+	Reason string
+}
+
+// Result is what Run leaves behind.
+type Result struct {
+	// Trainer holds the final parameters (nil if Run failed before it was
+	// built).
+	Trainer *train.Trainer
+	// Applied counts the steps this loop applied; Joins its joins (1 when
+	// nothing went wrong); Saves the checkpoints handed to the node.
+	Applied, Joins, Saves int
+	// Synced is whether the trainer's state is the mesh's at the end.
+	Synced bool
+}

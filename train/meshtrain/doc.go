@@ -1,0 +1,30 @@
+// Package meshtrain runs a train.Trainer as a member of a ringmesh mesh. It
+// owns the trainer's side of the local trainer API loop: dial the node,
+// join (loading the checkpoint the node hands over), and per step compute
+// the gradient of this member's shard of the global batch, all-reduce it
+// through the node with weighted mean (weight = samples), apply the result,
+// and hand checkpoints to the node every CheckpointEvery steps and whenever
+// the node asks for one (joiners are coming).
+//
+// It is a subpackage so that train stays pure (no I/O, no node imports):
+// train knows models and data, meshtrain knows the node's local API.
+//
+// Rank and world: the member list of the step being run is the ring of the
+// last all-reduce response (Response.Members) plus the joiners it announced
+// (Response.Joiners), ordered as the node orders lists (by raw peer ID
+// bytes); after a join it is the join response's Members. A member's rank is
+// its index in that list. When a member dies mid-round the survivors finish
+// the round with the gradients they computed for the old list, so that step
+// averages over the samples of the surviving members only (the response's
+// TotalWeight says how many).
+//
+// The buffer all-reduced is the flat gradient followed by one float: the
+// member's mean loss over its shard. With weighted mean the last float
+// becomes the mean loss over the whole global batch, the same on every
+// member, which is what StepInfo.Loss reports.
+//
+// Synced: a trainer whose state step differs from the mesh's step after a
+// join (the mesh went on and no checkpoint for the entry step came with the
+// join) keeps training on the mesh's data order but is marked unsynced: its
+// parameters differ from the others' and it never saves a checkpoint.
+package meshtrain

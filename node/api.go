@@ -179,6 +179,12 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		st.joined = false
 		n.leave("trainer left")
 		return localapi.Response{}
+	case localapi.OpCheckpointSave:
+		return n.ckpt.save(n.runCtx, req)
+	case localapi.OpCheckpointList:
+		return n.ckpt.list()
+	case localapi.OpCheckpointFetch:
+		return n.ckpt.fetch(n.runCtx, req)
 	}
 	return apiErr(localapi.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -194,7 +200,15 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 	if err != nil {
 		return fromErr(err)
 	}
-	return localapi.Response{Step: step, NextStep: step, Members: idStrings(list), MemberCount: len(list)}
+	resp := localapi.Response{Step: step, NextStep: step, Members: idStrings(list), MemberCount: len(list)}
+	if req.WantCheckpoint {
+		cr := s.n.ckpt.joinState(ctx, step, req.StartStep, req.Dest)
+		if cr.Code != "" {
+			return cr
+		}
+		resp.Checkpoint, resp.Fetch = cr.Checkpoint, cr.Fetch
+	}
+	return resp
 }
 
 func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Response {

@@ -51,6 +51,9 @@ type Config struct {
 	// trainer cannot stall the mesh. It must exceed the slowest step's
 	// compute time. Default 5m; 0 disables.
 	TrainerTimeout time.Duration
+	// Checkpoint configures the checkpoint store (retention Keep, default 3),
+	// gossip, fetches and replication (Replicas, default 2).
+	Checkpoint CheckpointConfig
 }
 
 // DefaultConfig returns the production defaults.
@@ -65,6 +68,7 @@ func DefaultConfig() Config {
 		JoinPoll:       250 * time.Millisecond,
 		JoinRequestTTL: 3 * time.Second,
 		TrainerTimeout: 5 * time.Minute,
+		Checkpoint:     DefaultCheckpointConfig(),
 	}
 }
 
@@ -74,6 +78,7 @@ func LocalConfig() Config {
 	c.Mesh = mesh.LocalConfig()
 	c.AllReduce = allreduce.LocalConfig()
 	c.TrainerTimeout = 30 * time.Second
+	c.Checkpoint = LocalCheckpointConfig()
 	return c
 }
 
@@ -94,6 +99,9 @@ func (c Config) Validate() error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
+	if err := c.Checkpoint.Validate(); err != nil {
+		return err
+	}
 	return c.AllReduce.Validate()
 }
 
@@ -108,6 +116,7 @@ type Node struct {
 	eng     *engine
 	metrics *metrics
 	api     *apiServer
+	ckpt    *checkpoints
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -136,9 +145,15 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, nil)
 	n.eng = newEngine(cfg, m, m.Incarnation(), n.log)
+	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, logger); err != nil {
+		n.tr.Close()
+		m.Close()
+		return nil, err
+	}
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	n.api, err = listenAPI(n, cfg.DataDir)
 	if err != nil {
+		n.ckpt.close()
 		n.tr.Close()
 		m.Close()
 		return nil, err
@@ -161,6 +176,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.mesh.Run(gctx) })
 	g.Go(func() error { return n.stateLoop(gctx) })
 	g.Go(func() error { return n.api.serve(gctx) })
+	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	err := g.Wait()
 	n.shutdown()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
@@ -174,6 +190,7 @@ func (n *Node) shutdown() {
 	n.runCancel()
 	n.api.close()
 	n.wg.Wait()
+	n.ckpt.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
 	n.tr.Close()
 	n.mesh.Close()

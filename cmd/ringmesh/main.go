@@ -4,6 +4,7 @@
 //	ringmesh status      show the local node's view of the mesh
 //	ringmesh bench       measure all-reduce and recovery
 //	ringmesh demo        local nodes train together; one is killed and rejoins
+//	ringmesh checkpoint  save, list and fetch checkpoints through the local node
 //
 // It only turns flags into package configs; the logic lives in the packages.
 package main
@@ -23,6 +24,7 @@ commands:
   status      show the local node's members and round state (--json)
   bench       benchmarks: bench allreduce, bench recovery
   demo        local nodes train a model together; one is killed and rejoins
+  checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
 
 Run 'ringmesh <command> --help' for the flags of a command. Every flag of
 'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBench(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(rest, stdout, stderr)
+	case "checkpoint":
+		return cmdCheckpoint(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -38,7 +39,9 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fast := fs.Bool("fast-detect", false, "detect failures within about 1s (heartbeat 200ms) instead of the 5s defaults")
 	fs.DurationVar(&cfg.TrainerTimeout, "trainer-timeout", cfg.TrainerTimeout, "exclude this node's trainer if it does not submit the next step within this (0: never)")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "bound on waiting for a round's commit")
+	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -65,6 +68,23 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringmesh node: --cpuprofile: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintf(stderr, "ringmesh node: --cpuprofile: %v\n", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -57,6 +57,8 @@ const (
 	CodeNotFound           = "not_found"
 	CodeUnavailable        = "unavailable" // e.g. no checkpoint provider reachable
 	CodeInternal           = "internal"
+	CodeDiskFull           = "disk_full"     // the node's (or the destination's) file system is full
+	CodeHashMismatch       = "hash_mismatch" // every provider served data that failed verification
 )
 
 // ErrFrameTooLarge is returned for a length prefix above MaxFrame.
@@ -94,6 +96,19 @@ type Request struct {
 	Root   string `json:"root,omitempty"`
 	Latest bool   `json:"latest,omitempty"`
 	Dest   string `json:"dest,omitempty"`
+	// checkpoint_fetch: an id the caller picks so that it can find this
+	// fetch's progress in checkpoint_list's Fetches (from a second
+	// connection) while the call runs.
+	FetchID string `json:"fetch_id,omitempty"`
+
+	// join: the trainer needs the mesh's state at its entry step. When the
+	// node was admitted into a running mesh (rather than forming a new one at
+	// StartStep), the node waits (bounded) for the checkpoint of the entry
+	// step that a member's trainer saves (allreduce SaveCheckpoint), fetches
+	// it and exports it to Dest (an absolute path; default
+	// DATA_DIR/join-checkpoint.ckpt); Response.Checkpoint describes it. No
+	// such checkpoint in time: code "unavailable" (join again).
+	WantCheckpoint bool `json:"want_checkpoint,omitempty"`
 }
 
 // Response answers the request with the same ID.
@@ -130,6 +145,10 @@ type Response struct {
 
 	// checkpoint_list
 	Checkpoints []CheckpointInfo `json:"checkpoints,omitempty"`
+	// checkpoint_list: fetches in progress on this node.
+	Fetches []FetchProgress `json:"fetches,omitempty"`
+	// checkpoint_fetch, join with want_checkpoint: what the fetch did.
+	Fetch *FetchStats `json:"fetch,omitempty"`
 
 	// status: the same object `ringmesh status --json` prints.
 	Status json.RawMessage `json:"status,omitempty"`
@@ -143,6 +162,34 @@ type CheckpointInfo struct {
 	Local     bool     `json:"local"`
 	Providers []string `json:"providers,omitempty"`
 	Path      string   `json:"path,omitempty"` // checkpoint_fetch, join: the file written
+}
+
+// FetchProgress is a checkpoint fetch in progress (checkpoint_list).
+type FetchProgress struct {
+	FetchID   string `json:"fetch_id,omitempty"` // the caller's Request.FetchID
+	Step      uint64 `json:"step"`
+	Root      string `json:"root"`
+	Size      int64  `json:"size"`
+	Done      int64  `json:"done"`      // bytes verified and held, resumed ones included
+	Fetched   int64  `json:"fetched"`   // bytes fetched by this call
+	Providers int    `json:"providers"` // providers still in use
+	ElapsedMS int64  `json:"elapsed_ms"`
+}
+
+// FetchStats says what a finished fetch did. Chunks held verified from an
+// earlier, interrupted fetch count as ChunksResumed and were not fetched
+// again; a checkpoint that was already local has Local set and fetched
+// nothing.
+type FetchStats struct {
+	Local         bool     `json:"local,omitempty"`
+	Chunks        int      `json:"chunks"`
+	ChunksFetched int      `json:"chunks_fetched"`
+	ChunksResumed int      `json:"chunks_resumed"`
+	Fetched       int64    `json:"fetched"`             // bytes fetched and verified
+	Providers     []string `json:"providers"`           // peers that served chunks
+	BadPeers      []string `json:"bad_peers,omitempty"` // peers that served corrupt data (reported)
+	FetchMS       int64    `json:"fetch_ms"`            // the fetch itself
+	ExportMS      int64    `json:"export_ms"`           // writing Dest (verified again)
 }
 
 // WriteFrame encodes v as JSON and writes it as one frame.

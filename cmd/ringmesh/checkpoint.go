@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+const checkpointHelp = `usage: ringmesh checkpoint <save|ls|get> --data-dir DIR [flags]
+
+Checkpoints go through the running node of DIR (its local API); the store in
+DIR/checkpoints is locked by that node and never opened by this command.
+
+  save --step N FILE          store FILE as the checkpoint of step N: the node
+                              chunks and hashes it (SHA-256), writes it
+                              atomically and announces it to the mesh, which
+                              replicates it in the background
+  ls [--json]                 checkpoints known in the mesh: step, root, size,
+                              providers, whether this node holds it
+  get (--latest | --root HASH) -o FILE
+                              fetch from every provider at once (each chunk
+                              verified; an interrupted fetch resumes), then
+                              write FILE atomically; progress on stderr
+
+Run 'ringmesh checkpoint <save|ls|get> --help' for a command's flags.`
+
+func cmdCheckpoint(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, checkpointHelp)
+		return 2
+	}
+	switch args[0] {
+	case "save":
+		return checkpointSave(args[1:], stdout, stderr)
+	case "ls", "list":
+		return checkpointList(args[1:], stdout, stderr)
+	case "get", "fetch":
+		return checkpointGet(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, checkpointHelp)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ringmesh checkpoint: unknown command %q\n\n%s\n", args[0], checkpointHelp)
+	return 2
+}
+
+// checkpointFlags adds the checkpoint flags of `ringmesh node` to fs.
+func checkpointFlags(fs *flag.FlagSet, c *node.CheckpointConfig) {
+	fs.IntVar(&c.Store.Keep, "keep-checkpoints", c.Store.Keep, "complete checkpoints kept in the store (newest first); ones being served or fetched are never deleted")
+	fs.IntVar(&c.Replicator.Replicas, "replicas", c.Replicator.Replicas, "nodes that should hold each new checkpoint (background replication)")
+	fs.Var((*sizeFlag)(&c.Replicator.RateLimit), "replication-rate", "bytes/s bound on background replication, e.g. 32MiB (0: unlimited)")
+	fs.Var((*sizeFlag)(&c.Fetch.RateLimit), "fetch-rate", "bytes/s bound on checkpoint fetches asked for by trainers and 'checkpoint get' (0: unlimited)")
+	fs.DurationVar(&c.JoinTimeout, "join-checkpoint-timeout", c.JoinTimeout, "how long a joining trainer that wants state waits for the checkpoint of its entry step")
+}
+
+// sizeFlag is a byte count flag that accepts 64MiB-style sizes.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return formatSize(int64(*s)) }
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	*s = sizeFlag(n)
+	return err
+}
+
+// parseCheckpointFlags parses flags and up to maxArgs positional arguments,
+// which may come before, between or after the flags.
+func parseCheckpointFlags(fs *flag.FlagSet, args []string, maxArgs int) ([]string, int) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0
+			}
+			return nil, 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintf(fs.Output(), "ringmesh checkpoint %s: %v\n", fs.Name(), err)
+		return nil, 2
+	}
+	if len(pos) > maxArgs {
+		fmt.Fprintf(fs.Output(), "ringmesh checkpoint %s: unexpected arguments %q\n", fs.Name(), pos[maxArgs:])
+		return nil, 2
+	}
+	return pos, -1
+}
+
+func dialNode(ctx context.Context, name, dataDir string, stderr io.Writer) (*client.Client, int) {
+	if dataDir == "" {
+		fmt.Fprintf(stderr, "ringmesh checkpoint %s: --data-dir is required (or RINGMESH_DATA_DIR)\n", name)
+		return nil, 2
+	}
+	c, err := client.Dial(ctx, dataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh checkpoint %s: %v\n", name, err)
+		return nil, 1
+	}
+	return c, -1
+}
+
+// apiFailure prints an API error plainly and returns the exit code.
+func apiFailure(stderr io.Writer, name string, err error) int {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		fmt.Fprintf(stderr, "ringmesh checkpoint %s: %s (%s)\n", name, ae.Msg, ae.Code)
+		return 1
+	}
+	fmt.Fprintf(stderr, "ringmesh checkpoint %s: %v\n", name, err)
+	return 1
+}
+
+func checkpointSave(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("save", "usage: ringmesh checkpoint save --data-dir DIR --step N FILE\n\n"+
+		"Stores FILE as the checkpoint of step N in the node's store (chunked, hashed,\n"+
+		"written atomically) and announces it; prints its root hash.", stderr)
+	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
+	step := fs.Uint64("step", 0, "the training step the file holds the state of")
+	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
+	pos, code := parseCheckpointFlags(fs, args, 1)
+	if code >= 0 {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "ringmesh checkpoint save: give the FILE to save")
+		return 2
+	}
+	path, err := filepath.Abs(pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh checkpoint save: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c, code := dialNode(ctx, "save", *dataDir, stderr)
+	if code >= 0 {
+		return code
+	}
+	defer c.Close()
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: path, Step: *step})
+	if err != nil {
+		return apiFailure(stderr, "save", err)
+	}
+	ck := resp.Checkpoint
+	fmt.Fprintf(stdout, "saved step %d root %s size %s\n", ck.Step, ck.Root, humanBytes(ck.Size))
+	return 0
+}
+
+func checkpointList(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("ls", "usage: ringmesh checkpoint ls --data-dir DIR [--json]\n\n"+
+		"Lists the checkpoints the node knows of (its own and those announced in the\n"+
+		"mesh), newest step first: root hash, size, live providers, held locally.", stderr)
+	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
+	asJSON := fs.Bool("json", false, "print one JSON array of {step, root, size, local, providers}")
+	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, code := dialNode(ctx, "ls", *dataDir, stderr)
+	if code >= 0 {
+		return code
+	}
+	defer c.Close()
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+	if err != nil {
+		return apiFailure(stderr, "ls", err)
+	}
+	if *asJSON {
+		list := resp.Checkpoints
+		if list == nil {
+			list = []localapi.CheckpointInfo{}
+		}
+		b, _ := json.Marshal(list)
+		fmt.Fprintln(stdout, string(b))
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tROOT\tSIZE\tLOCAL\tPROVIDERS")
+	for _, ck := range resp.Checkpoints {
+		local := "no"
+		if ck.Local {
+			local = "yes"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d %s\n", ck.Step, ck.Root, humanBytes(ck.Size), local,
+			len(ck.Providers), shortIDs(ck.Providers))
+	}
+	tw.Flush()
+	return 0
+}
+
+func shortIDs(ids []string) string {
+	var out []string
+	for _, id := range ids {
+		if len(id) > 12 {
+			id = "..." + id[len(id)-8:]
+		}
+		out = append(out, id)
+	}
+	return strings.Join(out, ",")
+}
+
+// humanBytes formats n in binary units with one decimal.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// getResult is what `checkpoint get --json` prints.
+type getResult struct {
+	Checkpoint localapi.CheckpointInfo `json:"checkpoint"`
+	Fetch      localapi.FetchStats     `json:"fetch"`
+}
+
+func checkpointGet(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("get", "usage: ringmesh checkpoint get --data-dir DIR (--latest | --root HASH) -o FILE\n\n"+
+		"Has the node fetch a checkpoint from all its providers at once (every chunk\n"+
+		"verified against the manifest, corrupt providers reported and avoided, an\n"+
+		"interrupted fetch resumed without refetching verified chunks), then write\n"+
+		"it to FILE atomically. Progress (bytes, rate, providers) goes to stderr.\n"+
+		"Exit status 1 with a plain reason: unknown root (not_found), no provider\n"+
+		"reachable (unavailable), disk full (disk_full), data corrupt at every\n"+
+		"provider (hash_mismatch).", stderr)
+	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
+	latest := fs.Bool("latest", false, "the newest complete checkpoint in the mesh")
+	root := fs.String("root", "", "the checkpoint's root hash (64 hex digits, from 'checkpoint ls')")
+	out := fs.String("o", "", "output file (required)")
+	asJSON := fs.Bool("json", false, "print the result as JSON on stdout")
+	timeout := fs.Duration("timeout", 2*time.Hour, "give up after this long")
+	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {
+		return code
+	}
+	if *latest == (*root != "") || *out == "" {
+		fmt.Fprintln(stderr, "ringmesh checkpoint get: give one of --latest or --root HASH, and -o FILE")
+		return 2
+	}
+	dest, err := filepath.Abs(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh checkpoint get: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c, code := dialNode(ctx, "get", *dataDir, stderr)
+	if code >= 0 {
+		return code
+	}
+	defer c.Close()
+	id := randomID()
+	pctx, stopProgress := context.WithCancel(ctx)
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		showProgress(pctx, *dataDir, id, stderr)
+	}()
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: *root, Latest: *latest,
+		Dest: dest, FetchID: id})
+	stopProgress()
+	<-progressDone
+	if err != nil {
+		return apiFailure(stderr, "get", err)
+	}
+	ck, st := *resp.Checkpoint, *resp.Fetch
+	if st.Local {
+		fmt.Fprintf(stderr, "step %d root %s: held locally, nothing fetched\n", ck.Step, ck.Root)
+	} else {
+		secs := max(float64(st.FetchMS)/1000, 0.001)
+		fmt.Fprintf(stderr, "fetched step %d root %s: %s in %.2fs (%s/s) from %d providers; chunks: %d fetched, %d resumed, %d bad providers\n",
+			ck.Step, ck.Root, humanBytes(st.Fetched), secs, humanBytes(int64(float64(st.Fetched)/secs)),
+			len(st.Providers), st.ChunksFetched, st.ChunksResumed, len(st.BadPeers))
+	}
+	if *asJSON {
+		b, _ := json.Marshal(getResult{Checkpoint: ck, Fetch: st})
+		fmt.Fprintln(stdout, string(b))
+	} else {
+		fmt.Fprintf(stdout, "wrote %s (step %d, root %s, %s)\n", ck.Path, ck.Step, ck.Root, humanBytes(ck.Size))
+	}
+	return 0
+}
+
+func randomID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// showProgress polls the node (on a second connection, since the fetch call
+// holds the first) for the fetch tagged id and redraws one stderr line.
+func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
+	c, err := client.Dial(ctx, dataDir)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	drawn := false
+	defer func() {
+		if drawn {
+			fmt.Fprintln(stderr)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+		if err != nil {
+			return
+		}
+		for _, p := range resp.Fetches {
+			if p.FetchID != id {
+				continue
+			}
+			rate := float64(p.Fetched) / max(float64(p.ElapsedMS)/1000, 0.001)
+			pct := 100 * float64(p.Done) / max(float64(p.Size), 1)
+			fmt.Fprintf(stderr, "\rstep %d: %s / %s (%3.0f%%)  %s/s  %d providers   ",
+				p.Step, humanBytes(p.Done), humanBytes(p.Size), pct, humanBytes(int64(rate)), p.Providers)
+			drawn = true
+		}
+	}
+}

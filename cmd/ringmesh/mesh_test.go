@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +159,52 @@ func TestLabMDNSDiscovery(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// BenchmarkKillToDead measures, with the default failure-detection settings
+// (no --fast-detect), the time from SIGKILL of one of 4 node processes to
+// every survivor showing it dead; 10 tries, median and max reported.
+func BenchmarkKillToDead(b *testing.B) {
+	bin := systest.Binary(b)
+	root := b.TempDir()
+	args := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"}
+	ps := make([]*systest.Proc, 4)
+	start := func(i int, join string) {
+		a := args
+		if join != "" {
+			a = append(append([]string{}, args...), "--join", join)
+		}
+		p, err := systest.StartCmd(nil, bin, filepath.Join(root, fmt.Sprint(i)), a...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Stop(10 * time.Second) })
+		ps[i] = p
+	}
+	start(0, "")
+	for i := 1; i < 4; i++ {
+		start(i, ps[0].Addr)
+	}
+	var times []time.Duration
+	for try := range 10 {
+		for _, p := range ps {
+			systest.Eventually(b, time.Minute, func() error { return allSee(ps, p.ID, mesh.Alive) })
+		}
+		i := try % 4
+		others := append(append([]*systest.Proc{}, ps[:i]...), ps[i+1:]...)
+		ps[i].Kill()
+		t0 := time.Now()
+		systest.Eventually(b, time.Minute, func() error { return allSee(others, ps[i].ID, mesh.Dead) })
+		times = append(times, time.Since(t0))
+		p, err := systest.StartCmd(nil, bin, ps[i].Dir, append(append([]string{}, args...), "--join", others[0].Addr)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Stop(10 * time.Second) })
+		ps[i] = p
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(times[len(times)/2].Seconds(), "median_s")
+	b.ReportMetric(times[len(times)-1].Seconds(), "max_s")
+	b.Logf("kill to every survivor showing dead (default settings), sorted: %v", times)
 }

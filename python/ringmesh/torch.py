@@ -1,0 +1,335 @@
+"""PyTorch helpers: data-parallel training over a ringmesh mesh.
+
+Two lines change in a single-process training loop::
+
+    import ringmesh, ringmesh.torch as rt
+    client = ringmesh.Client(data_dir)
+    opt = rt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, client)
+    opt.join()                                   # loads the mesh's newest checkpoint
+    while opt.next_step < steps:
+        idx = opt.shard(global_batch)            # this member's share of the batch
+        opt.zero_grad()
+        loss_fn(model(x[idx]), y[idx]).backward()
+        opt.step(batch_size=len(x[idx]))         # weighted-mean gradients, then step
+
+``step`` averages the gradients of every member with the mean weighted by
+each member's local batch size (so a global batch split unevenly still gives
+the gradient of the global batch), applies the wrapped optimizer, and saves a
+checkpoint when the node asks for one (members join at the next step). When
+this node falls out of the mesh (codes ``waiting``, ``excluded``,
+``not_member``) it joins again, loads the checkpoint of its entry step and
+returns False: the step was not applied.
+
+Gradients live in one shared-memory buffer, laid out parameter after
+parameter in ``model.parameters()`` order; the node all-reduces it in place
+(one all-reduce per step). CPU float32 parameters get their ``.grad`` bound
+to their slice of that buffer, so once ``zero_grad(set_to_none=False)`` (the
+torch 1.x default) is used, ``backward()`` accumulates directly into shared
+memory and nothing is copied. Other gradients (CUDA, other dtypes, grads
+replaced by ``set_to_none``) are copied in and out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from . import protocol as P
+from .client import Client, Response
+from .errors import RingmeshError
+
+log = logging.getLogger("ringmesh.torch")
+
+CHECKPOINT_FORMAT = "ringmesh.torch/1"
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """The slice of a global batch of ``n`` items that member ``rank`` of
+    ``world`` takes: contiguous, sizes differing by at most one."""
+    if world <= 0 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside a world of {world}")
+    q, r = divmod(n, world)
+    start = rank * q + min(rank, r)
+    return slice(start, start + q + (1 if rank < r else 0))
+
+
+@dataclass
+class Membership:
+    """Where this trainer stands: the step the mesh expects next and the
+    members training it (rank = index of this node in ``members``)."""
+    step: int
+    members: List[str]
+    self_id: str
+    checkpoint: Optional[Dict[str, Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def world(self) -> int:
+        return len(self.members)
+
+    @property
+    def rank(self) -> int:
+        try:
+            return self.members.index(self.self_id)
+        except ValueError:
+            raise RuntimeError(f"this node {self.self_id} is not in the member list {self.members}") from None
+
+    def shard(self, n: int) -> slice:
+        """This member's slice of a global batch of ``n`` items."""
+        return shard(n, self.rank, self.world)
+
+
+def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], step: int, client: Client,
+         directory: Optional[str] = None, extra: Optional[Dict[str, Any]] = None, keep: int = 2) -> Response:
+    """Write the state at ``step`` (model and optimizer state dicts, the
+    step, ``extra``) with ``torch.save`` and hand the file to the node, which
+    stores, announces and serves it to joiners. Files go to ``directory``
+    (default DATA_DIR/trainer-checkpoints); the newest ``keep`` stay."""
+    directory = directory or os.path.join(client.data_dir, "trainer-checkpoints")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"step-{step:012d}.pt")
+    state = {"format": CHECKPOINT_FORMAT, "step": int(step), "model": model.state_dict(),
+             "optimizer": optimizer.state_dict() if optimizer is not None else None, "extra": extra or {}}
+    fd, tmp = tempfile.mkstemp(prefix=".step-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    old = sorted(p for p in os.listdir(directory) if p.startswith("step-") and p.endswith(".pt"))
+    for p in old[:-keep] if keep > 0 else []:
+        os.unlink(os.path.join(directory, p))
+    return client.checkpoint_save(path, step)
+
+
+def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, Any]:
+    """Load a checkpoint written by ``save`` into model (and optimizer);
+    return the whole saved dict (``step``, ``extra``)."""
+    state = torch.load(path, map_location="cpu")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    model.load_state_dict(state["model"])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
+         start_step: int = 0, timeout: Optional[float] = None, current_step: Optional[int] = None) -> Membership:
+    """Join the mesh (waiting until the node is a training member) and load
+    the checkpoint of the entry step into model and optimizer when the mesh
+    has one. ``start_step`` is where a newly formed mesh begins;
+    ``current_step`` the step this trainer's state is at, if it trained
+    before (then no checkpoint is needed when the entry step equals it)."""
+    resp = client.join(start_step, timeout=timeout)
+    m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint)
+    ckpt = resp.checkpoint
+    if ckpt and ckpt.get("path"):
+        state = load(ckpt["path"], model, optimizer)
+        m.extra = state.get("extra") or {}
+        if state["step"] != m.step:
+            raise RuntimeError(f"checkpoint {ckpt['path']} holds step {state['step']}, the entry step is {m.step}")
+        log.info("loaded checkpoint step=%d root=%s", m.step, ckpt.get("root", ""))
+    elif m.step != (start_step if current_step is None else current_step):
+        log.warning("joined at step %d without a checkpoint from the mesh: keeping this trainer's own state", m.step)
+    return m
+
+
+class GradientAverager:
+    """Averages a model's gradients across the mesh through one shared
+    buffer (see the module doc for the layout and the zero-copy binding)."""
+
+    def __init__(self, model: torch.nn.Module, client: Client, wire: Optional[str] = None, bind_grads: bool = True):
+        self.client = client
+        self.wire = wire
+        self.bind_grads = bind_grads
+        seen = set()
+        self.params: List[torch.nn.Parameter] = []
+        for p in model.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                self.params.append(p)
+        total = sum(p.numel() for p in self.params)
+        self.buffer = client.shared_buffer(total)
+        flat = self.buffer.tensor()
+        self.views: List[torch.Tensor] = []
+        off = 0
+        for p in self.params:
+            self.views.append(flat[off:off + p.numel()].view(p.shape))
+            off += p.numel()
+
+    def _bindable(self, p: torch.Tensor) -> bool:
+        return self.bind_grads and p.device.type == "cpu" and p.dtype == torch.float32
+
+    def average(self, step: int, weight: float, reduce: str = "wmean") -> Response:
+        """All-reduce the gradients for ``step`` with the mean weighted by
+        ``weight`` (this member's sample count) and leave the result in each
+        ``p.grad``. A parameter without a gradient contributes zeros.
+        Raises RingmeshError (gradients untouched) when the round fails."""
+        with torch.no_grad():
+            for p, v in zip(self.params, self.views):
+                if p.grad is None:
+                    v.zero_()
+                elif p.grad.data_ptr() != v.data_ptr():
+                    v.copy_(p.grad)
+            resp = self.buffer.allreduce(step, reduce=reduce, weight=weight, wire=self.wire)
+            for p, v in zip(self.params, self.views):
+                if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
+                    continue
+                if self._bindable(p):
+                    p.grad = v
+                elif p.grad is None:
+                    p.grad = v.to(device=p.device, dtype=p.dtype, copy=True)
+                else:
+                    p.grad.copy_(v)
+        return resp
+
+    def close(self) -> None:
+        """Unbind the gradients from shared memory and free the buffer."""
+        for p, v in zip(self.params, self.views):
+            if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
+                p.grad = p.grad.clone()
+        self.views = []
+        self.buffer.close()
+
+
+class DistributedOptimizer:
+    """Wraps a torch optimizer, like Horovod's: ``step(batch_size)``
+    averages the gradients across the mesh (weighted by batch size), then
+    steps the wrapped optimizer. Call ``join()`` once before training.
+
+    ``checkpoint_every`` > 0 makes the first member save a checkpoint every
+    that many steps (besides the saves the node asks for when members join),
+    so a mesh that loses every node can restart from it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Client,
+                 start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
+                 checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
+                 bind_grads: bool = True):
+        self.optimizer = optimizer
+        self.model = model
+        self.client = client
+        self.start_step = start_step
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_dir = checkpoint_dir
+        self.join_timeout = join_timeout
+        self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads)
+        self.membership: Optional[Membership] = None
+        self.last: Optional[Response] = None  # the last all-reduce's response
+        self.rejoins = 0
+        self._pending: Optional[Response] = None
+
+    # The wrapped optimizer's surface.
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, sd) -> None:
+        self.optimizer.load_state_dict(sd)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the gradients in place (keeping them in shared memory)."""
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @property
+    def next_step(self) -> int:
+        """The step the mesh expects next (the one ``step`` will apply)."""
+        self._need_join()
+        return self.membership.step
+
+    @property
+    def rank(self) -> int:
+        self._need_join()
+        return self.membership.rank
+
+    @property
+    def world(self) -> int:
+        self._need_join()
+        return self.membership.world
+
+    def shard(self, n: int) -> slice:
+        """This member's slice of a global batch of ``n`` items for the
+        next step."""
+        self._need_join()
+        return self.membership.shard(n)
+
+    def _need_join(self) -> None:
+        if self.membership is None:
+            raise RuntimeError("call join() first")
+
+    def join(self) -> Membership:
+        """Join the mesh and load the checkpoint of the entry step."""
+        current = self.membership.step if self.membership is not None else None
+        self.membership = join(self.model, self.optimizer, self.client, self.start_step,
+                               timeout=self.join_timeout, current_step=current)
+        return self.membership
+
+    def synchronize(self, batch_size: float) -> bool:
+        """Average the gradients across the mesh (weight ``batch_size``, this
+        member's sample count) without stepping; use it to clip or inspect
+        the averaged gradients before ``step()``. Returns False when this
+        node had dropped out of the mesh: it joined again (loading the entry
+        step's checkpoint) and this step's gradients were discarded."""
+        self._need_join()
+        try:
+            self._pending = self.averager.average(self.membership.step, batch_size)
+        except RingmeshError as e:
+            if e.code not in P.REJOIN_CODES:
+                raise
+            log.info("rejoining after %s: %s", e.code, e.message)
+            self.rejoins += 1
+            self._pending = None
+            self.join()
+            return False
+        return True
+
+    def step(self, batch_size: Optional[float] = None, closure=None) -> bool:
+        """Average the gradients (unless ``synchronize`` already did), step
+        the wrapped optimizer and move to the next step. Returns False, with
+        nothing applied, when this node had to join again (see
+        ``synchronize``)."""
+        if self._pending is None:
+            if batch_size is None:
+                raise ValueError("step needs batch_size (or call synchronize(batch_size) first)")
+            if not self.synchronize(batch_size):
+                return False
+        resp, self._pending = self._pending, None
+        if closure is not None:
+            self.optimizer.step(closure)
+        else:
+            self.optimizer.step()
+        self.last = resp
+        members = resp.members
+        if resp.joiners:
+            members = self.client.membership().members or members
+        self.membership = Membership(step=resp.next_step, members=members, self_id=self.client.self_id)
+        if resp.save_checkpoint or (self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
+                                    and resp.members and resp.members[0] == self.client.self_id):
+            self._save_quietly(resp.next_step)
+        return True
+
+    def _save_quietly(self, step: int) -> None:
+        try:
+            save(self.model, self.optimizer, step, self.client, self.checkpoint_dir)
+        except RingmeshError as e:
+            log.warning("checkpoint of step %d not handed to the node: %s", step, e)
+
+    def save(self, extra: Optional[Dict[str, Any]] = None) -> Response:
+        """Save the current state (at ``next_step``) and hand it to the node."""
+        return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir, extra)
+
+    def close(self) -> None:
+        """Free the shared gradient buffer."""
+        self.averager.close()

@@ -1,11 +1,183 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
+const benchHelp = `usage: ringmesh bench <allreduce|recovery> [flags]
+
+  allreduce   all-reduce bandwidth (nccl-tests algbw/busbw), on N local node
+              processes (--local N) or on a live mesh (--data-dir DIR --world N)
+  recovery    time from a node's SIGKILL to the survivors' next applied round
+
+Run 'ringmesh bench <name> --help' for its flags.`
+
 func cmdBench(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "ringmesh bench: not yet")
-	return 1
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, benchHelp)
+		return 2
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "allreduce":
+		return cmdBenchAllReduce(rest, stdout, stderr)
+	case "recovery":
+		return cmdBenchRecovery(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, benchHelp)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ringmesh bench: unknown benchmark %q\n\n%s\n", name, benchHelp)
+	return 2
+}
+
+// benchContext is cancelled on SIGINT/SIGTERM so every local process is
+// stopped before the bench exits.
+func benchContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// sizesFlag is a repeatable, comma-separated list of sizes (64MiB,1GiB).
+type sizesFlag []int64
+
+func (s *sizesFlag) String() string {
+	parts := make([]string, len(*s))
+	for i, v := range *s {
+		parts[i] = formatSize(v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (s *sizesFlag) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n, err := parseSize(part)
+		if err != nil {
+			return err
+		}
+		if n < 4 || n%4 != 0 {
+			return fmt.Errorf("size %q: must be a positive multiple of 4 bytes (float32 buffers)", part)
+		}
+		*s = append(*s, n)
+	}
+	return nil
+}
+
+// localCluster is n `ringmesh node` processes on 127.0.0.1, each with its
+// own data dir under a temp root, stopped by PID.
+type localCluster struct {
+	bin   string
+	root  string
+	args  []string // flags every node gets
+	procs []*systest.Proc
+}
+
+// nodeArgs are the flags of a local bench node: loopback only, no mDNS or
+// DHT, production failure detection unless fast.
+func nodeArgs(n int, fast bool) []string {
+	a := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--log-level", "info",
+		"--min-members", fmt.Sprint(n)}
+	if fast {
+		a = append(a, "--fast-detect")
+	}
+	return a
+}
+
+// startLocal starts n nodes; every node after the first joins the first.
+// profileDir, when set, gets one CPU profile per node (node-I.pprof).
+func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*localCluster, error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary: %w", err)
+	}
+	root, err := os.MkdirTemp("", "ringmesh-bench-")
+	if err != nil {
+		return nil, err
+	}
+	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*systest.Proc, n)}
+	for i := range n {
+		a := append([]string{}, args...)
+		if i > 0 {
+			a = append(a, "--join", c.procs[0].Addr)
+		}
+		if profileDir != "" {
+			a = append(a, "--cpuprofile", filepath.Join(profileDir, fmt.Sprintf("node-%d.pprof", i)))
+		}
+		p, err := systest.StartCmd(nil, bin, c.dir(i), a...)
+		if err != nil {
+			c.stop()
+			return nil, fmt.Errorf("start node %d: %w", i, err)
+		}
+		c.procs[i] = p
+		fmt.Fprintf(stderr, "node %d: pid %d %s\n", i, p.Cmd.Process.Pid, p.ID)
+	}
+	return c, nil
+}
+
+func (c *localCluster) dir(i int) string { return filepath.Join(c.root, fmt.Sprint(i)) }
+
+// restart starts node i again on its data dir (same identity), joining
+// through node via.
+func (c *localCluster) restart(i, via int) error {
+	a := append(append([]string{}, c.args...), "--join", c.procs[via].Addr)
+	p, err := systest.StartCmd(nil, c.bin, c.dir(i), a...)
+	if err != nil {
+		return fmt.Errorf("restart node %d: %w", i, err)
+	}
+	c.procs[i] = p
+	return nil
+}
+
+// stop stops every process (SIGTERM, then SIGKILL) and removes the data.
+func (c *localCluster) stop() {
+	for _, p := range c.procs {
+		if p != nil {
+			p.Stop(10 * time.Second)
+		}
+	}
+	os.RemoveAll(c.root)
+}
+
+// joinMesh joins, retrying the node's "timeout" answers until ctx ends;
+// progress goes to stderr.
+func joinMesh(ctx context.Context, c *client.Client, who string, stderr io.Writer) (localapi.Response, error) {
+	for {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Join(jctx, 0)
+		cancel()
+		if err == nil || !client.IsCode(err, localapi.CodeTimeout) || ctx.Err() != nil {
+			return resp, err
+		}
+		fmt.Fprintf(stderr, "%s: waiting to join: %v\n", who, err)
+	}
+}
+
+// median returns the median of ds (the mean of the middle two for an even
+// count); 0 for none.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+const benchRecoveryHelp = `usage: ringmesh bench recovery --local N [flags]
+
+Starts N local 'ringmesh node' processes (N >= 3) and one trainer loop per
+node that all-reduces a buffer continuously. Each trial SIGKILLs one node,
+chosen at random (seeded), a random delay after a round started, and
+measures the time from the kill to the moment the last survivor got the
+result of the first round whose ring excludes the killed node (the retried
+round, normally). The node is then restarted on its data dir and the trial
+ends when all N members apply a round together again.
+
+Prints: recovery n=N size=S kills=K median_kill_to_next_round_s=... max_s=...
+Nodes use production failure detection unless --fast-detect.`
+
+type recApplied struct {
+	step    uint64
+	members []string
+	at      time.Time
+}
+
+// recBench is one recovery benchmark run. Its mutex guards the records the
+// trainer loops write and the main loop polls.
+type recBench struct {
+	n      int
+	size   int64
+	stderr io.Writer
+
+	mu      sync.Mutex
+	applied [][]recApplied // by node: rounds applied by its current loop
+	started []time.Time    // by node: when its loop last submitted a round
+	expect  []bool         // by node: its loop's end is expected (node killed)
+	err     error          // the first unexpected loop error
+	wg      sync.WaitGroup
+}
+
+// recResult is the figures of a run.
+type recResult struct {
+	N         int       `json:"n"`
+	SizeBytes int64     `json:"size_bytes"`
+	Kills     int       `json:"kills"`
+	Fast      bool      `json:"fast_detect"`
+	MedianS   float64   `json:"median_kill_to_next_round_s"`
+	MaxS      float64   `json:"max_s"`
+	TrialsS   []float64 `json:"trials_s"`
+}
+
+func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench recovery", benchRecoveryHelp, stderr)
+	n := fs.Int("local", 4, "local node processes (at least 3: the survivors must hold a majority)")
+	var sizes sizesFlag
+	fs.Var(&sizes, "size", "buffer size (default 64MiB)")
+	kills := fs.Int("kills", 10, "trials: one SIGKILL and restart each")
+	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
+	fast := fs.Bool("fast-detect", false, "pass --fast-detect to the nodes (default: production failure detection)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if len(sizes) == 0 {
+		sizes = sizesFlag{64 << 20}
+	}
+	if *n < 3 || len(sizes) != 1 || *kills < 1 {
+		fmt.Fprintln(stderr, "ringmesh bench recovery: want --local N >= 3, one --size and --kills >= 1")
+		return 2
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	r := &recBench{n: *n, size: sizes[0], stderr: stderr}
+	trials, err := r.run(ctx, *kills, *seed, *fast)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
+		return 1
+	}
+	res := recResult{N: *n, SizeBytes: sizes[0], Kills: *kills, Fast: *fast,
+		MedianS: median(trials).Seconds(), MaxS: slices.Max(trials).Seconds()}
+	for _, d := range trials {
+		res.TrialsS = append(res.TrialsS, d.Seconds())
+	}
+	if *asJSON {
+		out, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(out))
+	} else {
+		fmt.Fprintf(stdout, "recovery n=%d size=%s kills=%d median_kill_to_next_round_s=%.3f max_s=%.3f\n",
+			res.N, formatSize(res.SizeBytes), res.Kills, res.MedianS, res.MaxS)
+	}
+	return 0
+}
+
+// run starts the nodes and loops and runs the trials; it returns each
+// trial's kill-to-next-round time.
+func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) ([]time.Duration, error) {
+	cl, err := startLocal(r.n, nodeArgs(r.n, fast), "", r.stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.stop()
+	lctx, stopLoops := context.WithCancel(ctx)
+	defer func() {
+		stopLoops()
+		r.wg.Wait()
+	}()
+	r.applied = make([][]recApplied, r.n)
+	r.started = make([]time.Time, r.n)
+	r.expect = make([]bool, r.n)
+	cancels := make([]context.CancelFunc, r.n)
+	for i := range r.n {
+		cancels[i] = r.startLoop(lctx, i, cl.dir(i))
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	since := time.Now()
+	var trials []time.Duration
+	for k := 1; k <= kills; k++ {
+		if err := r.waitFull(ctx, since, 3*time.Minute); err != nil {
+			return nil, fmt.Errorf("trial %d: %w", k, err)
+		}
+		victim := rng.IntN(r.n)
+		roundTime := r.roundTime()
+		inRound, err := r.afterRoundStart(ctx, (victim+1)%r.n, time.Duration(rng.Float64()*float64(roundTime)))
+		if err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.expect[victim] = true
+		r.mu.Unlock()
+		victimID := cl.procs[victim].ID
+		killedAt := time.Now()
+		cl.procs[victim].Kill()
+		cancels[victim]()
+		took, err := r.waitRecovered(ctx, victim, victimID, killedAt, 2*time.Minute)
+		if err != nil {
+			return nil, fmt.Errorf("trial %d (node %d killed): %w", k, victim, err)
+		}
+		trials = append(trials, took)
+		fmt.Fprintf(r.stderr, "kill %d/%d: node %d, %.3fs into a round (rounds take ~%.3fs); survivors' next round after %.3fs\n",
+			k, kills, victim, inRound.Seconds(), roundTime.Seconds(), took.Seconds())
+		since = time.Now()
+		if err := cl.restart(victim, (victim+1)%r.n); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		r.applied[victim], r.expect[victim] = nil, false
+		r.mu.Unlock()
+		cancels[victim] = r.startLoop(lctx, victim, cl.dir(victim))
+	}
+	return trials, nil
+}
+
+// startLoop starts the trainer loop of node i; the returned func stops it.
+func (r *recBench) startLoop(ctx context.Context, i int, dir string) context.CancelFunc {
+	ctx, cancel := context.WithCancel(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.loop(ctx, i, dir)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err != nil && !r.expect[i] && ctx.Err() == nil && r.err == nil {
+			r.err = fmt.Errorf("node %d trainer: %w", i, err)
+		}
+	}()
+	return cancel
+}
+
+// loop is a trainer that all-reduces (mean) its buffer round after round,
+// joining again when the node says so.
+func (r *recBench) loop(ctx context.Context, i int, dir string) error {
+	c, err := client.Dial(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf, err := c.NewBuffer(ctx, int(r.size/4))
+	if err != nil {
+		return err
+	}
+	defer buf.Close()
+	fillConst(buf.Data, float32(i+1))
+	who := fmt.Sprintf("node %d", i)
+	resp, err := joinMesh(ctx, c, who, r.stderr)
+	if err != nil {
+		return err
+	}
+	step := resp.Step
+	for {
+		r.mu.Lock()
+		r.started[i] = time.Now()
+		r.mu.Unlock()
+		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
+		switch {
+		case err == nil:
+			r.mu.Lock()
+			r.applied[i] = append(r.applied[i], recApplied{step: resp.Step, members: resp.Members, at: time.Now()})
+			r.mu.Unlock()
+			step = resp.NextStep
+		case client.IsCode(err, localapi.CodeWaiting), client.IsCode(err, localapi.CodeExcluded), client.IsCode(err, localapi.CodeNotMember):
+			fmt.Fprintf(r.stderr, "%s: %v; joining again\n", who, err)
+			if resp, err = joinMesh(ctx, c, who, r.stderr); err != nil {
+				return err
+			}
+			step = resp.Step
+		default:
+			return err
+		}
+	}
+}
+
+// poll calls cond every 5 ms until it reports done, a loop fails, ctx ends
+// or d passes. Times are measured from the loops' records, not from polls.
+func (r *recBench) poll(ctx context.Context, d time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(d)
+	for {
+		r.mu.Lock()
+		ok, err := cond(), r.err
+		r.mu.Unlock()
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s: not within %s", what, d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// waitFull waits until every node's loop applied a round of all n members
+// after since.
+func (r *recBench) waitFull(ctx context.Context, since time.Time, d time.Duration) error {
+	return r.poll(ctx, d, fmt.Sprintf("all %d members applying a round together", r.n), func() bool {
+		for _, as := range r.applied {
+			if !slices.ContainsFunc(as, func(a recApplied) bool { return a.at.After(since) && len(a.members) == r.n }) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// roundTime estimates a round's duration from node 0's last full rounds.
+func (r *recBench) roundTime() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	as := r.applied[0]
+	var gaps []time.Duration
+	for j := len(as) - 1; j > 0 && len(gaps) < 5; j-- {
+		if len(as[j].members) == r.n && len(as[j-1].members) == r.n {
+			gaps = append(gaps, as[j].at.Sub(as[j-1].at))
+		}
+	}
+	if len(gaps) == 0 {
+		return 100 * time.Millisecond
+	}
+	return median(gaps)
+}
+
+// afterRoundStart waits until node i's loop submits a new round, then
+// sleeps delay; it returns how long after that submission it returned.
+func (r *recBench) afterRoundStart(ctx context.Context, i int, delay time.Duration) (time.Duration, error) {
+	r.mu.Lock()
+	prev := r.started[i]
+	r.mu.Unlock()
+	var at time.Time
+	err := r.poll(ctx, time.Minute, fmt.Sprintf("node %d starting a round", i), func() bool {
+		at = r.started[i]
+		return at.After(prev)
+	})
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(time.Until(at.Add(delay))):
+	}
+	return time.Since(at), nil
+}
+
+// waitRecovered waits until every survivor applied a round whose ring
+// excludes victimID, after killedAt; it returns the time from killedAt to
+// the last survivor's result.
+func (r *recBench) waitRecovered(ctx context.Context, victim int, victimID string, killedAt time.Time, d time.Duration) (time.Duration, error) {
+	var took time.Duration
+	err := r.poll(ctx, d, "survivors applying a round without the killed node", func() bool {
+		took = 0
+		for j, as := range r.applied {
+			if j == victim {
+				continue
+			}
+			k := slices.IndexFunc(as, func(a recApplied) bool {
+				return a.at.After(killedAt) && !slices.Contains(a.members, victimID)
+			})
+			if k < 0 {
+				return false
+			}
+			took = max(took, as[k].at.Sub(killedAt))
+		}
+		return true
+	})
+	return took, err
+}

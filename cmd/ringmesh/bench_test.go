@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ringmesh/ringmesh/internal/systest"
+)
+
+// runBench runs `ringmesh bench args...` as a subprocess with a deadline
+// and returns its stdout; it fails the test when the bench fails.
+func runBench(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, errOut, err := benchCmd(ctx, systest.Binary(t), args...)
+	if err != nil {
+		t.Fatalf("ringmesh bench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+func benchCmd(ctx context.Context, bin string, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"bench"}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	cmd.WaitDelay = 10 * time.Second
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// fields parses "name k=v k=v ..." into its name and fields.
+func fields(t *testing.T, line string) (string, map[string]string) {
+	t.Helper()
+	parts := strings.Fields(line)
+	if len(parts) == 0 {
+		t.Fatalf("empty line")
+	}
+	kv := map[string]string{}
+	for _, p := range parts[1:] {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			t.Fatalf("field %q of %q is not k=v", p, line)
+		}
+		kv[k] = v
+	}
+	return parts[0], kv
+}
+
+func positive(t *testing.T, kv map[string]string, keys ...string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, k := range keys {
+		f, err := strconv.ParseFloat(kv[k], 64)
+		if err != nil || !(f > 0) || math.IsInf(f, 0) {
+			t.Errorf("%s=%q: want a positive number", k, kv[k])
+		}
+		out[k] = f
+	}
+	return out
+}
+
+var allreduceLine = regexp.MustCompile(`^allreduce n=(\d+) size=(\S+) dtype=(\S+) median_s=\d+\.\d{4} algbw_GBps=\d+\.\d{3} busbw_GBps=\d+\.\d{3}$`)
+
+// checkBusBW checks busbw = algbw*2(n-1)/n within the printed rounding.
+func checkBusBW(t *testing.T, n int, algbw, busbw, tol float64) {
+	t.Helper()
+	if want := algbw * 2 * float64(n-1) / float64(n); math.Abs(busbw-want) > tol {
+		t.Errorf("busbw %v, want algbw*2(n-1)/n = %v", busbw, want)
+	}
+}
+
+func TestBenchAllReduceLocal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	out := runBench(t, ctx, "allreduce", "--local", "2", "--size", "1MiB", "--iters", "2")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 || !allreduceLine.MatchString(lines[0]) {
+		t.Fatalf("got output %q, want one line like %q", out, "allreduce n=2 size=1MiB dtype=float32 median_s=0.0123 algbw_GBps=0.085 busbw_GBps=0.085")
+	}
+	name, kv := fields(t, lines[0])
+	if name != "allreduce" || kv["n"] != "2" || kv["size"] != "1MiB" || kv["dtype"] != "float32" {
+		t.Errorf("got %q, want n=2 size=1MiB dtype=float32", lines[0])
+	}
+	v := positive(t, kv, "median_s", "algbw_GBps", "busbw_GBps")
+	checkBusBW(t, 2, v["algbw_GBps"], v["busbw_GBps"], 0.0015)
+
+	out = runBench(t, ctx, "allreduce", "--local", "3", "--size", "256KiB,1MiB", "--iters", "2", "--dtype", "bfloat16", "--json")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d JSON lines, want one per size (2):\n%s", len(lines), out)
+	}
+	for i, wantSize := range []int64{256 << 10, 1 << 20} {
+		var r struct {
+			N         *int     `json:"n"`
+			SizeBytes *int64   `json:"size_bytes"`
+			DType     *string  `json:"dtype"`
+			Iters     *int     `json:"iters"`
+			MedianS   *float64 `json:"median_s"`
+			AlgBW     *float64 `json:"algbw_GBps"`
+			BusBW     *float64 `json:"busbw_GBps"`
+		}
+		if err := json.Unmarshal([]byte(lines[i]), &r); err != nil {
+			t.Fatalf("line %d %q: %v", i, lines[i], err)
+		}
+		if r.N == nil || r.SizeBytes == nil || r.DType == nil || r.Iters == nil || r.MedianS == nil || r.AlgBW == nil || r.BusBW == nil {
+			t.Fatalf("line %d %q: missing fields (want n, size_bytes, dtype, iters, median_s, algbw_GBps, busbw_GBps)", i, lines[i])
+		}
+		if *r.N != 3 || *r.SizeBytes != wantSize || *r.DType != "bfloat16" || *r.Iters != 2 {
+			t.Errorf("line %d: got n=%d size_bytes=%d dtype=%s iters=%d, want 3, %d, bfloat16, 2", i, *r.N, *r.SizeBytes, *r.DType, *r.Iters, wantSize)
+		}
+		if !(*r.MedianS > 0) || !(*r.AlgBW > 0) {
+			t.Errorf("line %d: median_s %v algbw %v, want positive", i, *r.MedianS, *r.AlgBW)
+		}
+		if want := float64(wantSize) / *r.MedianS / 1e9; math.Abs(*r.AlgBW-want) > 1e-9*want {
+			t.Errorf("line %d: algbw %v, want size/median/1e9 = %v", i, *r.AlgBW, want)
+		}
+		checkBusBW(t, 3, *r.AlgBW, *r.BusBW, 1e-9)
+	}
+}
+
+// TestBenchAllReduceLive runs the live-mesh mode: three nodes (two form the
+// mesh, the third joins it while the bench processes keep it stepping) and
+// one bench process per node.
+func TestBenchAllReduceLive(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last, after the nodes stop
+	root := t.TempDir()
+	dumpLogsOnFailure(t, root)
+	ps := systest.Cluster(t, root, 3, "--min-members", "2")
+	bin := systest.Binary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	outs := make([]string, len(ps))
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var stderr string
+			outs[i], stderr, errs[i] = benchCmd(ctx, bin, "allreduce", "--data-dir", p.Dir, "--world", "3", "--size", "1MiB", "--iters", "2")
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%w\nstderr:\n%s", errs[i], stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range ps {
+		if errs[i] != nil {
+			t.Fatalf("bench on node %d: %v", i, errs[i])
+		}
+		line := strings.TrimSpace(outs[i])
+		if !allreduceLine.MatchString(line) {
+			t.Fatalf("node %d printed %q, want one allreduce line", i, outs[i])
+		}
+		_, kv := fields(t, line)
+		if kv["n"] != "3" || kv["size"] != "1MiB" {
+			t.Errorf("node %d: %q, want n=3 size=1MiB", i, line)
+		}
+		positive(t, kv, "median_s", "algbw_GBps", "busbw_GBps")
+	}
+}
+
+var recoveryLine = regexp.MustCompile(`^recovery n=(\d+) size=(\S+) kills=(\d+) median_kill_to_next_round_s=\d+\.\d{3} max_s=\d+\.\d{3}$`)
+
+func TestBenchRecovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out := runBench(t, ctx, "recovery", "--local", "3", "--kills", "1", "--size", "1MiB")
+	line := strings.TrimSpace(out)
+	if !recoveryLine.MatchString(line) {
+		t.Fatalf("got %q, want a line like %q", out, "recovery n=3 size=1MiB kills=1 median_kill_to_next_round_s=0.123 max_s=0.123")
+	}
+	_, kv := fields(t, line)
+	if kv["n"] != "3" || kv["size"] != "1MiB" || kv["kills"] != "1" {
+		t.Errorf("got %q, want n=3 size=1MiB kills=1", line)
+	}
+	v := positive(t, kv, "median_kill_to_next_round_s", "max_s")
+	if v["median_kill_to_next_round_s"] != v["max_s"] {
+		t.Errorf("one kill: median %v != max %v", v["median_kill_to_next_round_s"], v["max_s"])
+	}
+
+	out = runBench(t, ctx, "recovery", "--local", "3", "--kills", "2", "--size", "64KiB", "--fast-detect", "--json")
+	var r struct {
+		N       int       `json:"n"`
+		Size    int64     `json:"size_bytes"`
+		Kills   int       `json:"kills"`
+		Fast    bool      `json:"fast_detect"`
+		MedianS float64   `json:"median_kill_to_next_round_s"`
+		MaxS    float64   `json:"max_s"`
+		TrialsS []float64 `json:"trials_s"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
+		t.Fatalf("%q: %v", out, err)
+	}
+	if r.N != 3 || r.Size != 64<<10 || r.Kills != 2 || !r.Fast || len(r.TrialsS) != 2 {
+		t.Errorf("got %+v, want n=3 size_bytes=65536 kills=2 fast_detect two trials", r)
+	}
+	if !(r.MedianS > 0) || r.MaxS < r.MedianS {
+		t.Errorf("median %v max %v: want 0 < median <= max", r.MedianS, r.MaxS)
+	}
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench"},
+		{"bench", "nope"},
+		{"bench", "allreduce"},
+		{"bench", "allreduce", "--local", "2", "--dtype", "int8"},
+		{"bench", "allreduce", "--local", "2", "--size", "3B"},
+		{"bench", "allreduce", "--data-dir", "/nonexistent"},
+		{"bench", "recovery", "--local", "2"},
+	} {
+		var o, e bytes.Buffer
+		if code := run(args, &o, &e); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, e.String())
+		}
+	}
+}

@@ -191,8 +191,9 @@ class Client:
             except (OSError, EOFError) as e:
                 self._close_sock()
                 raise NodeConnectionLost(
-                    f"ringmesh {op}: connection to the node in {self.data_dir} lost "
-                    f"(node stopped or restarted? {e}); once it runs again call reconnect() and join") from None
+                    f"ringmesh {op}: connection to the node in {self.data_dir} lost ({e}: the node stopped, "
+                    f"crashed or restarted); once `ringmesh node --data-dir {self.data_dir}` runs again, "
+                    "call reconnect() and join again") from None
             except ProtocolError:
                 self._close_sock()
                 raise

@@ -1,0 +1,142 @@
+"""PyTorch equivalence: 3 members splitting a global batch of B (unevenly:
+9/8/8) end with the same parameters as 1 member with batch B, and as plain
+single-process torch, over the same data order for 30 steps."""
+
+import os
+import tempfile
+import unittest
+
+import torch
+import torch.nn.functional as F
+
+import ringmesh
+import ringmesh.torch as rt
+
+from . import nodes
+
+SEED = 7
+STEPS = 30
+B = 25
+torch.set_num_threads(1)
+
+
+def make_data():
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(STEPS * B, 8, generator=g)
+    teacher = torch.randn(8, 4, generator=g)
+    y = (x @ teacher).argmax(1)
+    return x, y
+
+
+X, Y = make_data()
+
+
+def make_model():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    g = torch.Generator().manual_seed(SEED + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def make_optimizer(model):
+    return torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+
+
+def batch(step, sl=slice(None)):
+    lo = step * B
+    return X[lo:lo + B][sl], Y[lo:lo + B][sl]
+
+
+def reference():
+    model = make_model()
+    opt = make_optimizer(model)
+    for step in range(STEPS):
+        x, y = batch(step)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def member(data_dir):
+    model = make_model()
+    client = ringmesh.Client(data_dir, timeout=60)
+    opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=60)
+    try:
+        opt.join()
+        first = opt.next_step
+        sizes, bound = [], []
+        while opt.next_step < STEPS:
+            x, y = batch(opt.next_step, opt.shard(B))
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            if not opt.step(batch_size=len(x)):
+                raise AssertionError(f"step {opt.next_step} not applied: node dropped out")
+            sizes.append(len(x))
+            bound.append(all(opt.averager.buffer.shm.contains(p.grad.data_ptr(), 4 * p.numel())
+                             for p in model.parameters()))
+        return dict(first=first, params=[p.detach().clone() for p in model.parameters()], sizes=sizes,
+                    bound=bound, members=opt.membership.members, rank=opt.rank, self=client.self_id,
+                    rejoins=opt.rejoins)
+    finally:
+        opt.close()
+        client.close()
+
+
+class ShardTest(unittest.TestCase):
+    def test_shard_covers_batch(self):
+        for n in (0, 1, 7, 25, 64):
+            for world in (1, 2, 3, 5):
+                got = [list(range(n))[rt.shard(n, r, world)] for r in range(world)]
+                self.assertEqual(sum(got, []), list(range(n)), (n, world))
+                self.assertLessEqual(max(map(len, got)) - min(map(len, got)), 1)
+        with self.assertRaises(ValueError):
+            rt.shard(10, 3, 3)
+
+
+class EquivalenceTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        self.root = tmp.name
+
+    def start(self, name, n):
+        ns = nodes.cluster(os.path.join(self.root, name), n)
+        for nd in ns:
+            self.addCleanup(nd.stop)
+        return ns
+
+    def test_three_members_equal_one(self):
+        ref = reference()
+        three = self.start("three", 3)
+        one = self.start("one", 1)
+        outs = nodes.run_threads([lambda d=nd.data_dir: member(d) for nd in three + one], timeout=180)
+        mesh3, mesh1 = outs[:3], outs[3]
+
+        for o in outs:
+            self.assertEqual(o["first"], 0)
+            self.assertEqual(o["rejoins"], 0)
+        # Every member of the 3-mesh took its own share: 9/8/8 by rank.
+        self.assertEqual(sorted(o["rank"] for o in mesh3), [0, 1, 2])
+        for o in mesh3:
+            self.assertEqual(o["members"], mesh3[0]["members"])
+            self.assertEqual(o["sizes"], [9 if o["rank"] == 0 else 8] * STEPS)
+        self.assertEqual(mesh1["sizes"], [B] * STEPS)
+        # Gradients stay bound to shared memory from the first step on (zero copy).
+        for o in outs:
+            self.assertTrue(all(o["bound"]), o["bound"])
+
+        # Members of a mesh hold bit-identical parameters.
+        for o in mesh3[1:]:
+            for a, b in zip(o["params"], mesh3[0]["params"]):
+                self.assertTrue(torch.equal(a, b))
+        # 3 members == 1 member == plain torch, within float32 tolerance.
+        for name, got in [("3 members", mesh3[0]["params"]), ("1 member", mesh1["params"])]:
+            for i, (a, r) in enumerate(zip(got, ref)):
+                self.assertTrue(torch.allclose(a, r, rtol=1e-4, atol=1e-5),
+                                f"{name}: parameter {i} differs from the reference by {(a - r).abs().max():.3g}")
+        # The model trained: the parameters moved away from the initial ones.
+        init = [p.detach() for p in make_model().parameters()]
+        self.assertGreater(max((a - b).abs().max().item() for a, b in zip(ref, init)), 0.05)

@@ -1,5 +1,84 @@
-// Package allreduce implements the ring all-reduce: reduce-scatter then
-// all-gather over a ring of peers handed to it, through a small Transport
-// interface. It knows nothing of membership: callers give it the ordered ring
-// and a round id.
+// Package allreduce owns the ring all-reduce: the pure schedule that says
+// which chunk goes where at each step, the reduce kernels and wire-format
+// conversions, the round protocol (header handshake, frames, abort
+// notices), and two Transports: StreamTransport over libp2p streams
+// (protocol /ringmesh/allreduce/1) and MemNetwork, in memory with fault
+// hooks, for tests. It knows nothing of membership: callers hand it the
+// ordered ring and a round id (Round) and get back the reduced buffer or a
+// *PeerError naming the peer the round failed on.
+//
+// # Algorithm
+//
+// The buffer is cut into Config.Lanes contiguous lanes; even lanes go
+// clockwise round the ring, odd lanes counter-clockwise, so both
+// directions of every link carry data. Each lane is a classic ring
+// reduce-scatter then all-gather over n segments (see schedule.go), every
+// segment cut into chunks of Config.ChunkBytes wire bytes. A member
+// forwards each chunk as soon as it has reduced it, so sending, receiving
+// and reducing overlap. Each element is finished once, by one member, and
+// then copied; with a 16-bit wire format the finishing member stores the
+// value as decoded from the wire bytes it sends, so every member ends with
+// bit-identical results. Partial sums are kept in float32 (in dst);
+// payloads are converted to the wire format on send.
+//
+// Sum adds; Mean multiplies the finished sum by 1/n; WeightedMean scales
+// each member's contribution by its weight w_i and the finished sum by
+// 1/sum(w), where every member first learns every weight round lane 0 and
+// sums them in ring order (so the total is bit-identical everywhere).
+//
+// # Wire protocol
+//
+// Every round opens one stream per lane per ring edge, from the lane's
+// sender to its receiver. Integers are big-endian. The sender writes the
+// header:
+//
+//	off  len  field
+//	0    4    magic "RMAR"
+//	4    1    version (1)
+//	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
+//	6    1    op: 1 sum, 2 mean, 3 weighted mean
+//	7    1    lane
+//	8    1    lanes
+//	9    1    mesh name length m (<= 128)
+//	10   8    step
+//	18   4    attempt
+//	22   8    element count of the whole buffer
+//	30   4    chunk bytes
+//	34   32   members hash: SHA-256 over the ring, each peer ID as u16
+//	          length + bytes (Round.MembersHash)
+//	66   m    mesh name
+//
+// The receiver holds an inbound stream until its own AllReduce for that
+// (step, attempt, lane) starts (at most HoldTimeout, at most MaxHeld
+// streams), compares every field with the header it expects and answers
+// with one control message:
+//
+//	ack     [1]
+//	reject  [2][code u8][u16 len][reason]   code: 1 header mismatch (the
+//	        reason names the field), 2 round not started, 3 busy,
+//	        4 closing, 5 stale
+//	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
+//	        cause: 0 peer failure, 1 header mismatch, 2 zero total weight
+//
+// After an ack the sender writes frames, each a u32 length then the
+// payload; the receiver knows every frame's exact length from the schedule
+// and rejects any other length before reading the payload (and never
+// allocates from a length: the cap is MaxChunkBytes). For WeightedMean,
+// lane 0 first carries n-1 weight frames (8 bytes, float64 bits). Then
+// come the chunks in schedule order: elements little-endian, float32 (4
+// bytes) or bfloat16/float16 (2 bytes).
+//
+// On success the sender closes its write side after the last frame and
+// waits for the receiver's EOF; the receiver reads the sender's EOF and
+// then closes its own write side. While the round runs the receiver's
+// write direction is otherwise idle, so a member that aborts sends an
+// abort message up every inbound stream (naming the member where the
+// failure began) and closes them, then resets its outbound streams. Its
+// neighbours abort in turn, so every member returns promptly; settle.go
+// says how a member decides whom to blame. Control message and reject or
+// abort code values are append only.
+//
+// Every read and write has a deadline (FrameTimeout per frame,
+// StartTimeout for the handshake) and every stream is reset when the
+// call's context ends, so no call can hang.
 package allreduce

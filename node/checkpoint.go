@@ -155,30 +155,78 @@ func (c *checkpoints) run(ctx context.Context, m *mesh.Mesh) error {
 	g.Go(func() error { return c.server.Run(ctx) })
 	g.Go(func() error { return c.catalog.Run(ctx) })
 	g.Go(func() error { return c.repl.Run(ctx) })
-	g.Go(func() error { c.forgetGone(m.Watch(ctx)); return nil })
+	g.Go(func() error { c.watchMembers(ctx, m.Watch(ctx)); return nil })
 	return g.Wait()
 }
 
-// forgetGone removes members that the mesh declares dead or gone as
-// providers, so fetches and replication stop counting on them. A member
-// that comes back announces itself again.
-func (c *checkpoints) forgetGone(views <-chan mesh.View) {
-	gone := map[peer.ID]bool{}
-	for v := range views {
-		for _, m := range v.Members {
-			switch {
-			case m.ID == v.Self:
-			case m.State == mesh.Dead || m.State == mesh.Left:
-				if !gone[m.ID] {
-					gone[m.ID] = true
-					c.log.Info("checkpoint provider gone", "peer", m.ID, "state", m.State)
-					c.catalog.RemoveProvider(m.ID)
+// newcomerAnnounces is how many times the newest local checkpoint is
+// announced after a member appears, and newcomerDelay the first wait
+// (doubling): a newcomer's subscription to the checkpoint topic reaches
+// gossipsub shortly after its first heartbeat.
+const (
+	newcomerAnnounces = 2
+	newcomerDelay     = time.Second
+)
+
+// watchMembers follows the mesh view. Members declared dead or gone are
+// removed as providers, so fetches and replication stop counting on them
+// (one that comes back announces itself again). When a member appears, the
+// newest local checkpoint is announced again so the newcomer learns its
+// providers without waiting for the periodic re-announcement.
+func (c *checkpoints) watchMembers(ctx context.Context, views <-chan mesh.View) {
+	gone, alive := map[peer.ID]bool{}, map[peer.ID]bool{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	left, delay := 0, newcomerDelay
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v, ok := <-views:
+			if !ok {
+				return
+			}
+			if c.noteView(v, gone, alive) {
+				left, delay = newcomerAnnounces, newcomerDelay
+				timer.Reset(delay)
+			}
+		case <-timer.C:
+			if info, ok := c.store.Latest(); ok {
+				if err := c.catalog.Announce(ctx, info.Root); err != nil && ctx.Err() == nil {
+					c.log.Debug("announce checkpoint to newcomer", "root", info.Root, "err", err)
 				}
-			case m.State == mesh.Alive:
-				delete(gone, m.ID)
+			}
+			if left--; left > 0 {
+				delay *= 2
+				timer.Reset(delay)
 			}
 		}
 	}
+}
+
+// noteView removes gone members as providers and reports whether a member
+// became alive.
+func (c *checkpoints) noteView(v mesh.View, gone, alive map[peer.ID]bool) (newcomer bool) {
+	for _, m := range v.Members {
+		switch {
+		case m.ID == v.Self:
+		case m.State == mesh.Dead || m.State == mesh.Left:
+			delete(alive, m.ID)
+			if !gone[m.ID] {
+				gone[m.ID] = true
+				c.log.Info("checkpoint provider gone", "peer", m.ID, "state", m.State)
+				c.catalog.RemoveProvider(m.ID)
+			}
+		case m.State == mesh.Alive:
+			delete(gone, m.ID)
+			if !alive[m.ID] {
+				alive[m.ID] = true
+				newcomer = true
+			}
+		}
+	}
+	return newcomer
 }
 
 // close releases the topic and the store. Call after run has returned.

@@ -56,7 +56,7 @@
 //	ack     [1]
 //	reject  [2][code u8][u16 len][reason]   code: 1 header mismatch (the
 //	        reason names the field), 2 round not started, 3 busy,
-//	        4 closing, 5 stale
+//	        4 closing
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
 //	        cause: 0 peer failure, 1 header mismatch, 2 zero total weight
 //

@@ -99,7 +99,6 @@ const (
 	rejectNotStarted = 2 // held too long: the round never started here
 	rejectBusy       = 3 // too many held streams
 	rejectClosed     = 4 // transport closing
-	rejectStale      = 5 // a round older than the one running here
 )
 
 // Abort causes carried by ctrlAbort. Append only.

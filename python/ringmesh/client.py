@@ -21,7 +21,7 @@ _DEFAULTS: Dict[str, Any] = {
     "state": "", "reason": "", "buffer": 0, "step": 0, "next_step": 0,
     "members": [], "member_count": 0, "total_weight": 0.0, "attempts": 0,
     "joiners": [], "save_checkpoint": False, "checkpoint": None,
-    "checkpoints": [], "status": None,
+    "checkpoints": [], "fetches": [], "fetch": None, "status": None,
 }
 
 
@@ -218,20 +218,31 @@ class Client:
 
     # -- membership ---------------------------------------------------------
 
-    def join(self, start_step: int = 0, timeout: Optional[float] = None, poll: float = 30.0) -> Response:
+    def join(self, start_step: int = 0, timeout: Optional[float] = None, want_checkpoint: bool = False,
+             dest: Optional[str] = None, poll: float = 30.0) -> Response:
         """Wait until this node is a training member; return the response
-        with ``step`` (the entry step), ``members`` and, when the mesh has
-        one, ``checkpoint`` (the state at the entry step: load it first).
+        with ``step`` (the entry step) and ``members``.
 
         ``start_step`` is the step to begin from when this node forms a new
-        mesh. ``timeout`` (seconds, None: no limit) bounds the wait; the
+        mesh (a trainer that trained before passes the step its state is
+        at). With ``want_checkpoint``, a node admitted into a running mesh
+        waits (bounded) for the checkpoint of the entry step, fetches it and
+        writes it to ``dest`` (absolute path; default
+        DATA_DIR/join-checkpoint.ckpt); ``checkpoint`` describes it
+        (``path``, ``step``, ``root``): load it before training. When no
+        member saved it in time the node answers code ``unavailable``: join
+        again. ``timeout`` (seconds, None: no limit) bounds the wait; the
         node is asked in ``poll``-second slices so a hung node is noticed.
         Raises RingmeshError with code ``timeout`` when the time is up.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             slice_s = poll if deadline is None else max(min(poll, deadline - time.monotonic()), 0.001)
-            req = {"op": P.OP_JOIN, "start_step": start_step, "timeout_ms": max(int(slice_s * 1000), 1)}
+            req = {"op": P.OP_JOIN, "start_step": int(start_step), "timeout_ms": max(int(slice_s * 1000), 1)}
+            if want_checkpoint:
+                req["want_checkpoint"] = True
+                if dest:
+                    req["dest"] = os.path.abspath(dest)
             try:
                 return self._call(req, timeout=slice_s + max(10.0, slice_s))
             except RingmeshError as e:
@@ -370,19 +381,26 @@ class Client:
         at ``step``; it stores, announces and serves it."""
         return self._call({"op": P.OP_CHECKPOINT_SAVE, "path": os.path.abspath(path), "step": int(step)})
 
-    def checkpoint_list(self) -> List[Dict[str, Any]]:
-        """The checkpoints the node knows: dicts with ``step``, ``root``,
-        ``size``, ``local`` and ``providers``."""
-        return self._call({"op": P.OP_CHECKPOINT_LIST}).checkpoints
+    def checkpoint_list(self, fetches: bool = False):
+        """The checkpoints known in the mesh: dicts with ``step``, ``root``,
+        ``size``, ``local`` and ``providers``. With ``fetches``, return the
+        pair (checkpoints, fetches in progress on this node)."""
+        resp = self._call({"op": P.OP_CHECKPOINT_LIST})
+        return (resp.checkpoints, resp.fetches) if fetches else resp.checkpoints
 
     def checkpoint_fetch(self, dest: str, root: Optional[str] = None, latest: bool = False,
-                         timeout: Optional[float] = None) -> Response:
-        """Fetch the checkpoint ``root`` (or the newest one, ``latest=True``)
-        from the mesh into the file ``dest``; the response's ``checkpoint``
-        describes it."""
+                         fetch_id: Optional[str] = None, timeout: Optional[float] = None) -> Response:
+        """Fetch the checkpoint ``root`` (or the newest complete one,
+        ``latest=True``) from the mesh, verifying every chunk, into the file
+        ``dest``; the response's ``checkpoint`` describes it (``path``,
+        ``step``, ``root``, ``size``) and ``fetch`` says what the fetch did.
+        ``fetch_id`` names the fetch in ``checkpoint_list(fetches=True)``
+        (asked from another Client) while it runs."""
         if bool(root) == bool(latest):
             raise ValueError("checkpoint_fetch: give either root or latest=True")
         req: Dict[str, Any] = {"op": P.OP_CHECKPOINT_FETCH, "dest": os.path.abspath(dest)}
+        if fetch_id:
+            req["fetch_id"] = fetch_id
         if root:
             req["root"] = root
         else:

@@ -47,6 +47,8 @@ CODE_TIMEOUT = "timeout"
 CODE_NOT_FOUND = "not_found"
 CODE_UNAVAILABLE = "unavailable"
 CODE_INTERNAL = "internal"
+CODE_DISK_FULL = "disk_full"
+CODE_HASH_MISMATCH = "hash_mismatch"
 
 # Codes after which a trainer calls join again and goes on from its step.
 REJOIN_CODES = frozenset({CODE_WAITING, CODE_EXCLUDED, CODE_NOT_MEMBER})

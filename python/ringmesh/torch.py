@@ -89,8 +89,8 @@ def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], ste
     """Write the state at ``step`` (model and optimizer state dicts, the
     step, ``extra``) with ``torch.save`` and hand the file to the node, which
     stores, announces and serves it to joiners. Files go to ``directory``
-    (default DATA_DIR/trainer-checkpoints); the newest ``keep`` stay."""
-    directory = directory or os.path.join(client.data_dir, "trainer-checkpoints")
+    (default DATA_DIR/trainer); the newest ``keep`` stay."""
+    directory = directory or default_checkpoint_dir(client)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"step-{step:012d}.pt")
     state = {"format": CHECKPOINT_FORMAT, "step": int(step), "model": model.state_dict(),
@@ -122,24 +122,48 @@ def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Opti
     return state
 
 
+def default_checkpoint_dir(client: Client) -> str:
+    """Where the helpers write checkpoint files: DATA_DIR/trainer."""
+    return os.path.join(client.data_dir, "trainer")
+
+
 def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
-         start_step: int = 0, timeout: Optional[float] = None, current_step: Optional[int] = None) -> Membership:
-    """Join the mesh (waiting until the node is a training member) and load
-    the checkpoint of the entry step into model and optimizer when the mesh
-    has one. ``start_step`` is where a newly formed mesh begins;
-    ``current_step`` the step this trainer's state is at, if it trained
-    before (then no checkpoint is needed when the entry step equals it)."""
-    resp = client.join(start_step, timeout=timeout)
+         start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
+         max_unavailable: int = 3) -> Membership:
+    """Join the mesh, waiting until the node is a training member, and load
+    the mesh's checkpoint of the entry step into model and optimizer when
+    this node was admitted into a running mesh.
+
+    ``start_step`` is the step the model's state is at (0 for a fresh
+    model, the current step when training before): a mesh this node forms
+    begins there and needs no checkpoint. When no member saved the entry
+    step's state in time (code ``unavailable``) the join is retried; after
+    ``max_unavailable`` tries the trainer goes on with its own state (a
+    warning says so)."""
+    dest = os.path.join(checkpoint_dir or default_checkpoint_dir(client), "join-state.pt")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    unavailable = 0
+    while True:
+        want = unavailable < max_unavailable
+        try:
+            resp = client.join(start_step, timeout=timeout, want_checkpoint=want, dest=dest if want else None)
+            break
+        except RingmeshError as e:
+            if e.code != P.CODE_UNAVAILABLE:
+                raise
+            unavailable += 1
+            log.warning("join: %s (try %d)", e.message, unavailable)
     m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint)
-    ckpt = resp.checkpoint
-    if ckpt and ckpt.get("path"):
-        state = load(ckpt["path"], model, optimizer)
+    state_step = start_step
+    ck = resp.checkpoint
+    if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
+        state = load(ck["path"], model, optimizer)
+        state_step = state["step"]
         m.extra = state.get("extra") or {}
-        if state["step"] != m.step:
-            raise RuntimeError(f"checkpoint {ckpt['path']} holds step {state['step']}, the entry step is {m.step}")
-        log.info("loaded checkpoint step=%d root=%s", m.step, ckpt.get("root", ""))
-    elif m.step != (start_step if current_step is None else current_step):
-        log.warning("joined at step %d without a checkpoint from the mesh: keeping this trainer's own state", m.step)
+        log.info("loaded checkpoint step=%d root=%s", state_step, ck.get("root", ""))
+    if state_step != m.step:
+        log.warning("joined at step %d with state of step %d: no checkpoint of the entry step from the mesh",
+                    m.step, state_step)
     return m
 
 
@@ -271,9 +295,9 @@ class DistributedOptimizer:
 
     def join(self) -> Membership:
         """Join the mesh and load the checkpoint of the entry step."""
-        current = self.membership.step if self.membership is not None else None
-        self.membership = join(self.model, self.optimizer, self.client, self.start_step,
-                               timeout=self.join_timeout, current_step=current)
+        start = self.membership.step if self.membership is not None else self.start_step
+        self.membership = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
+                               checkpoint_dir=self.checkpoint_dir)
         return self.membership
 
     def synchronize(self, batch_size: float) -> bool:

@@ -177,3 +177,71 @@ class NodeProtocolTest(unittest.TestCase):
         path = c._buffers[-1].shm.path
         with open(path, "rb") as f:
             self.assertEqual(np.frombuffer(f.read(), dtype=np.float32).tolist(), [0, 1, 2, 3, 4, 5])
+
+    def test_checkpoint_save_list_fetch(self):
+        c = self.client()
+        src = os.path.join(self.tmp.name, "ck-src.bin")
+        data = os.urandom(300_000)
+        with open(src, "wb") as f:
+            f.write(data)
+        r = c.checkpoint_save(src, 12)
+        info = r.checkpoint
+        self.assertEqual(info["step"], 12)
+        self.assertEqual(info["size"], len(data))
+        self.assertTrue(info["local"])
+        listed = {k["root"]: k for k in c.checkpoint_list()}
+        self.assertIn(info["root"], listed)
+        self.assertEqual(listed[info["root"]]["step"], 12)
+        cks, fetches = c.checkpoint_list(fetches=True)
+        self.assertEqual(fetches, [])
+
+        dest = os.path.join(self.tmp.name, "ck-latest.bin")
+        r = c.checkpoint_fetch(dest, latest=True)
+        self.assertEqual(r.checkpoint["path"], dest)
+        self.assertGreaterEqual(r.checkpoint["step"], 12)
+        dest2 = os.path.join(self.tmp.name, "ck-root.bin")
+        r = c.checkpoint_fetch(dest2, root=info["root"])
+        self.assertEqual(r.checkpoint["root"], info["root"])
+        self.assertTrue(r.fetch["local"])
+        with open(dest2, "rb") as f:
+            self.assertEqual(f.read(), data)
+
+        with self.assertRaises(ValueError):
+            c.checkpoint_fetch(dest, root=info["root"], latest=True)
+        with self.assertRaises(ringmesh.RingmeshError) as cm:
+            c.checkpoint_fetch(dest, root="not-a-root")
+        self.assertEqual(cm.exception.code, P.CODE_BAD_REQUEST)
+        with self.assertRaises(ringmesh.RingmeshError) as cm:
+            c.call("checkpoint_save", path="relative.bin", step=1)
+        self.assertEqual(cm.exception.code, P.CODE_BAD_REQUEST)
+        with self.assertRaises(ringmesh.RingmeshError) as cm:
+            c.checkpoint_save(os.path.join(self.tmp.name, "missing.bin"), 1)
+        self.assertNotEqual(cm.exception.code, "")
+
+    def test_torch_save_load_through_node(self):
+        import torch
+        import ringmesh.torch as rt
+
+        c = self.client()
+        torch.manual_seed(3)
+        model = torch.nn.Linear(4, 3)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        ckdir = os.path.join(self.tmp.name, "torch-ck")
+        r = rt.save(model, opt, 1000, c, directory=ckdir, extra={"epoch": 3})
+        self.assertEqual(r.checkpoint["step"], 1000)
+        for step in (1001, 1002):
+            rt.save(model, opt, step, c, directory=ckdir)
+        self.assertEqual(sorted(os.listdir(ckdir)), ["step-000000001001.pt", "step-000000001002.pt"])
+
+        dest = os.path.join(self.tmp.name, "torch-fetched.pt")
+        fetched = c.checkpoint_fetch(dest, root=r.checkpoint["root"])
+        model2 = torch.nn.Linear(4, 3)
+        opt2 = torch.optim.Adam(model2.parameters(), lr=0.01)
+        state = rt.load(fetched.checkpoint["path"], model2, opt2)
+        self.assertEqual(state["step"], 1000)
+        self.assertEqual(state["extra"], {"epoch": 3})
+        for a, b in zip(model.parameters(), model2.parameters()):
+            self.assertTrue(torch.equal(a, b))
+        self.assertEqual(str(opt.state_dict()), str(opt2.state_dict()))

@@ -1,9 +1,13 @@
 """PyTorch equivalence: 3 members splitting a global batch of B (unevenly:
 9/8/8) end with the same parameters as 1 member with batch B, and as plain
-single-process torch, over the same data order for 30 steps."""
+single-process torch, over the same data order for 30 steps; a member that
+joins a running mesh loads the checkpoint a member saved for it and the
+mesh still trains exactly like plain torch."""
 
 import os
 import tempfile
+import threading
+import time
 import unittest
 
 import torch
@@ -20,15 +24,15 @@ B = 25
 torch.set_num_threads(1)
 
 
-def make_data():
-    g = torch.Generator().manual_seed(SEED)
-    x = torch.randn(STEPS * B, 8, generator=g)
-    teacher = torch.randn(8, 4, generator=g)
-    y = (x @ teacher).argmax(1)
-    return x, y
+TEACHER = torch.randn(8, 4, generator=torch.Generator().manual_seed(SEED))
 
 
-X, Y = make_data()
+def batch(step, sl=slice(None)):
+    """The global batch of ``step`` (B samples, the same on every member),
+    or this member's slice of it."""
+    g = torch.Generator().manual_seed(SEED * 100003 + step)
+    x = torch.randn(B, 8, generator=g)
+    return x[sl], (x @ TEACHER).argmax(1)[sl]
 
 
 def make_model():
@@ -44,15 +48,11 @@ def make_optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
 
 
-def batch(step, sl=slice(None)):
-    lo = step * B
-    return X[lo:lo + B][sl], Y[lo:lo + B][sl]
-
-
-def reference():
+def reference(steps=STEPS):
+    """Plain single-process torch over the same global batches."""
     model = make_model()
     opt = make_optimizer(model)
-    for step in range(STEPS):
+    for step in range(steps):
         x, y = batch(step)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -140,3 +140,74 @@ class EquivalenceTest(unittest.TestCase):
         # The model trained: the parameters moved away from the initial ones.
         init = [p.detach() for p in make_model().parameters()]
         self.assertGreater(max((a - b).abs().max().item() for a, b in zip(ref, init)), 0.05)
+
+
+def joining_member(data_dir, stop, started, fresh=False, pause=0.0):
+    """Trains until stop["at"] is set and reached. A fresh member starts
+    from a different initialisation: only the mesh's checkpoint can give it
+    the right state."""
+    model = make_model()
+    if fresh:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.123)
+    client = ringmesh.Client(data_dir, timeout=60)
+    opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=120)
+    try:
+        m = opt.join()
+        entry, loaded = m.step, m.checkpoint
+        if fresh:
+            stop["at"] = entry + 10  # before this member's first all-reduce: the others wait for it
+        worlds = []
+        while stop["at"] is None or opt.next_step < stop["at"]:
+            if opt.next_step >= 5:
+                started.set()
+            if opt.next_step > 3000:
+                raise AssertionError("the joiner never came")
+            x, y = batch(opt.next_step, opt.shard(B))
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            worlds.append(opt.world)
+            if not opt.step(batch_size=len(x)):
+                raise AssertionError(f"step {opt.next_step} not applied: node dropped out")
+            if pause:
+                time.sleep(pause)
+        return dict(entry=entry, loaded=loaded, worlds=worlds, end=opt.next_step,
+                    params=[p.detach().clone() for p in model.parameters()])
+    finally:
+        opt.close()
+        client.close()
+
+
+class JoinTest(unittest.TestCase):
+    def test_joiner_loads_checkpoint(self):
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        ns = nodes.cluster(tmp.name, 2)
+        ns.append(nodes.Node(os.path.join(tmp.name, "2"), "--min-members", "2", "--join", ns[0].addr))
+        for nd in ns:
+            self.addCleanup(nd.stop)
+        stop, started = {"at": None}, threading.Event()
+
+        def joiner():
+            if not started.wait(120):
+                raise AssertionError("the first members did not reach step 5")
+            return joining_member(ns[2].data_dir, stop, started, fresh=True)
+
+        outs = nodes.run_threads([lambda d=nd.data_dir: joining_member(d, stop, started, pause=0.02) for nd in ns[:2]]
+                                 + [joiner], timeout=240)
+        a, b, c = outs
+        end = stop["at"]
+        self.assertEqual([o["end"] for o in outs], [end] * 3)
+        self.assertGreaterEqual(c["entry"], 5)
+        self.assertIsNotNone(c["loaded"], "the joiner got no checkpoint")
+        self.assertEqual(c["loaded"]["step"], c["entry"])
+        self.assertEqual(c["worlds"], [3] * 10)
+        self.assertEqual(a["worlds"], [2] * c["entry"] + [3] * 10)
+        # Every member ends bit-identical, and equal to plain torch.
+        for o in (b, c):
+            for x, y in zip(o["params"], a["params"]):
+                self.assertTrue(torch.equal(x, y))
+        for i, (x, r) in enumerate(zip(a["params"], reference(end))):
+            self.assertTrue(torch.allclose(x, r, rtol=1e-4, atol=1e-5),
+                            f"parameter {i} differs from the reference by {(x - r).abs().max():.3g}")

@@ -1,0 +1,61 @@
+package allreduce
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestInboxBounds checks that streams for rounds not started are held at
+// most MaxHeld at a time and at most HoldTimeout long.
+func TestInboxBounds(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxHeld = 1
+	cfg.HoldTimeout = 300 * time.Millisecond
+	ids := testIDs(t, 2)
+	net, _ := memRing(t, cfg, ids)
+	a := net.Transport(ids[0])
+	h := Header{Version: Version, DType: Float32, Op: Sum, Lanes: 1, Step: 1, ChunkBytes: MinChunkBytes, Mesh: "m"}
+	ctx := testCtx(t)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := a.Dial(ctx, ids[1], h) // held: ids[1] has not started step 1
+		first <- err
+	}()
+	// Wait until the first stream is held, then a second is refused.
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		h2 := h
+		h2.Step = 2
+		_, err = a.Dial(ctx, ids[1], h2)
+		if errors.Is(err, ErrUnexpectedStream) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrUnexpectedStream) {
+		t.Fatalf("second held stream: got %v, want ErrUnexpectedStream (busy)", err)
+	}
+	if err := <-first; !errors.Is(err, ErrRoundNotStarted) {
+		t.Fatalf("held stream after HoldTimeout: got %v, want ErrRoundNotStarted", err)
+	}
+}
+
+// TestAcceptTimesOut checks that a member whose neighbour never starts
+// gives up after StartTimeout with a *PeerError naming it.
+func TestAcceptTimesOut(t *testing.T) {
+	cfg := testConfig()
+	cfg.StartTimeout = 300 * time.Millisecond
+	ids := testIDs(t, 3)
+	_, rs := memRing(t, cfg, ids)
+	src := testInputs(1, 3, 100)
+	// Members 0 and 1 run; member 2 never starts.
+	outs := runRound(testCtx(t), rs[:2], Round{Mesh: "m", Ring: ids}, src[:2], sameOpts(2, Options{Wire: Float32, Op: Sum}))
+	for i, o := range outs {
+		var pe *PeerError
+		if !errors.As(o.err, &pe) {
+			t.Fatalf("member %d: got %v, want a *PeerError", i, o.err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ PYTHON   ?= /usr/bin/python3
 BIN      := bin/ringmesh
 FUZZTIME ?= 20s
 PKGS     := ./...
+GLOO     ?= ../shared/bench/gloo_allreduce.py
 
 .PHONY: help build test test-go test-python lint tidy demo bench fuzz clean
 
@@ -35,10 +36,14 @@ tidy: ## fail if go mod tidy changes go.mod or go.sum
 demo: build ## run the demo: local nodes train, one is killed and rejoins
 	./$(BIN) demo
 
-bench: build ## print the benchmark lines (all-reduce, recovery, checkpoint)
-	./$(BIN) bench allreduce --local 2 --size 64MiB --iters 10
-	./$(BIN) bench allreduce --local 4 --size 64MiB --iters 10
-	./$(BIN) bench allreduce --local 4 --size 64MiB --iters 10 --dtype bfloat16
+bench: build ## print the benchmark lines (gloo baseline, all-reduce, recovery, checkpoint); see BENCHMARKS.md
+	@if [ -f $(GLOO) ] && $(PYTHON) -c 'import torch' 2>/dev/null; then \
+		$(PYTHON) $(GLOO) 2 64 10 2>/dev/null; $(PYTHON) $(GLOO) 4 64 10 2>/dev/null; \
+	else echo "gloo baseline skipped: needs $(GLOO) and python3-torch"; fi
+	@for n in 2 4; do for d in float32 bfloat16; do \
+		./$(BIN) bench allreduce --local $$n --size 64MiB --iters 10 --dtype $$d 2>/dev/null || exit 1; \
+	done; done
+	@./$(BIN) bench recovery --local 4 --size 64MiB --kills 10 2>/dev/null
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@for pkg in $$($(GO) list $(PKGS)); do \

@@ -256,11 +256,17 @@ func (r *recBench) waitFull(ctx context.Context, since time.Time, d time.Duratio
 	})
 }
 
-// roundTime estimates a round's duration from node 0's last full rounds.
+// roundTime estimates a round's duration from the last full rounds of the
+// loop with the longest record.
 func (r *recBench) roundTime() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	as := r.applied[0]
+	var as []recApplied
+	for _, a := range r.applied {
+		if len(a) > len(as) {
+			as = a
+		}
+	}
 	var gaps []time.Duration
 	for j := len(as) - 1; j > 0 && len(gaps) < 5; j-- {
 		if len(as[j].members) == r.n && len(as[j-1].members) == r.n {

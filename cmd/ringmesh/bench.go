@@ -36,6 +36,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		return cmdBenchAllReduce(rest, stdout, stderr)
 	case "recovery":
 		return cmdBenchRecovery(rest, stdout, stderr)
+	case "checkpoint":
+		return benchCheckpoint(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, benchHelp)
 		return 0

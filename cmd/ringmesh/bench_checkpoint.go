@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+const benchCheckpointHelp = `usage: ringmesh bench checkpoint --local N [--size 1GiB] [--json]
+
+Starts N-1 local node processes (127.0.0.1) with --replicas N-1 and no
+replication rate limit; node 0 saves a checkpoint of --size random bytes and
+the bench waits until all N-1 hold it. Then a fresh node N fetches it from the
+N-1 providers at once. Prints
+  checkpoint providers=N-1 size=SIZE fetch_s=... GBps=...
+where fetch_s is the fetch alone (every chunk verified and written to the
+fetcher's store), not the export to a file that follows.`
+
+// ckptBenchResult is one bench checkpoint measurement (--json).
+type ckptBenchResult struct {
+	Providers   int     `json:"providers"`
+	Size        int64   `json:"size"`
+	SaveS       float64 `json:"save_s"`
+	ReplicateS  float64 `json:"replicate_s"`
+	FetchS      float64 `json:"fetch_s"`
+	GBps        float64 `json:"GBps"`
+	ExportS     float64 `json:"export_s"`
+	ServedBy    int     `json:"served_by"` // providers that served chunks
+	ChunksTotal int     `json:"chunks"`
+}
+
+func benchCheckpoint(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench checkpoint", benchCheckpointHelp, stderr)
+	local := fs.Int("local", 4, "nodes in all: N-1 providers and one fresh fetcher")
+	var size sizeFlag = 1 << 30
+	fs.Var(&size, "size", "checkpoint size, e.g. 256MiB, 1GiB")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	wait := fs.Duration("timeout", 20*time.Minute, "give up after this long")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *local < 2 || size <= 0 {
+		fmt.Fprintln(stderr, "ringmesh bench checkpoint: need --local >= 2 and a positive --size")
+		return 2
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	r, err := runCheckpointBench(ctx, *local, int64(size), stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh bench checkpoint: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(stdout, string(b))
+		return 0
+	}
+	fmt.Fprintf(stdout, "checkpoint providers=%d size=%s fetch_s=%.3f GBps=%.3f\n", r.Providers, formatSize(r.Size), r.FetchS, r.GBps)
+	return 0
+}
+
+func runCheckpointBench(ctx context.Context, n int, size int64, stderr io.Writer) (ckptBenchResult, error) {
+	r := ckptBenchResult{Providers: n - 1, Size: size}
+	args := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--log-level", "info",
+		"--replicas", fmt.Sprint(n - 1), "--replication-rate", "0"}
+	cl, err := startLocal(n-1, args, "", stderr)
+	if err != nil {
+		return r, err
+	}
+	defer cl.stop()
+	src := filepath.Join(cl.root, "checkpoint.bin")
+	if err := writeRandom(src, size); err != nil {
+		return r, err
+	}
+	saver, err := client.Dial(ctx, cl.dir(0))
+	if err != nil {
+		return r, err
+	}
+	defer saver.Close()
+	start := time.Now()
+	resp, err := saver.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: src, Step: 1})
+	if err != nil {
+		return r, fmt.Errorf("save: %w", err)
+	}
+	r.SaveS = time.Since(start).Seconds()
+	os.Remove(src)
+	root := resp.Checkpoint.Root
+	fmt.Fprintf(stderr, "saved %s in %.2fs; waiting for %d replicas\n", root, r.SaveS, n-2)
+	start = time.Now()
+	if err := waitProviders(ctx, cl.dir(0), root, n-2); err != nil {
+		return r, fmt.Errorf("replication: %w", err)
+	}
+	r.ReplicateS = time.Since(start).Seconds()
+
+	freshDir := filepath.Join(cl.root, "fresh")
+	p, err := systest.StartCmd(nil, cl.bin, freshDir, append(append([]string{}, args...), "--join", cl.procs[0].Addr)...)
+	if err != nil {
+		return r, fmt.Errorf("start the fetching node: %w", err)
+	}
+	cl.procs = append(cl.procs, p)
+	if err := waitProviders(ctx, freshDir, root, n-1); err != nil {
+		return r, fmt.Errorf("fresh node learning the providers: %w", err)
+	}
+	fetcher, err := client.Dial(ctx, freshDir)
+	if err != nil {
+		return r, err
+	}
+	defer fetcher.Close()
+	dest := filepath.Join(cl.root, "fetched.bin")
+	resp, err = fetcher.Call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: root, Dest: dest})
+	if err != nil {
+		return r, fmt.Errorf("fetch: %w", err)
+	}
+	st := resp.Fetch
+	r.FetchS = float64(st.FetchMS) / 1000
+	r.ExportS = float64(st.ExportMS) / 1000
+	r.GBps = float64(size) / max(r.FetchS, 1e-3) / 1e9
+	r.ServedBy, r.ChunksTotal = len(st.Providers), st.Chunks
+	return r, nil
+}
+
+// waitProviders polls the node of dir until it lists at least want remote
+// providers of root.
+func waitProviders(ctx context.Context, dir, root string, want int) error {
+	c, err := client.Dial(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for {
+		resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+		if err != nil {
+			return err
+		}
+		for _, ck := range resp.Checkpoints {
+			if ck.Root == root && len(ck.Providers) >= want {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: fewer than %d providers of %s: %w", dir, want, root, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// writeRandom writes size pseudo-random bytes (incompressible, fast) to path.
+func writeRandom(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 4<<20)
+	var seed [32]byte
+	s := rand.Uint64()
+	for i := range seed {
+		seed[i] = byte(s >> (8 * (i % 8)))
+	}
+	if _, err := io.CopyN(w, rand.NewChaCha8(seed), size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

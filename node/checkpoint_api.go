@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -26,7 +27,7 @@ func ckptError(err error) localapi.Response {
 		return apiErr(localapi.CodeUnavailable, "%v", err)
 	case errors.Is(err, checkpoint.ErrHashMismatch):
 		return apiErr(localapi.CodeHashMismatch, "%v", err)
-	case errors.Is(err, checkpoint.ErrDiskFull):
+	case errors.Is(err, checkpoint.ErrDiskFull), errors.Is(err, syscall.ENOSPC):
 		return apiErr(localapi.CodeDiskFull, "%v", err)
 	case errors.Is(err, context.Canceled):
 		return apiErr(localapi.CodeShuttingDown, "node shutting down")

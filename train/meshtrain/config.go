@@ -26,8 +26,9 @@ type Config struct {
 	// stores and announces it. Default 50.
 	CheckpointEvery uint64
 	// CheckpointDir is where state files are written before they are
-	// handed to the node; "" means DataDir/trainer. The loop keeps the two
-	// newest files.
+	// handed to the node, and where the node writes the checkpoint a join
+	// hands over (join-state.rmts); "" means DataDir/trainer. The loop
+	// keeps the two newest state files.
 	CheckpointDir string
 	// Train is the model, data and optimizer. Every member of a mesh must
 	// use the same Train config (a checkpoint of another config is

@@ -14,7 +14,9 @@ import (
 type conn interface {
 	// Self is the node's peer ID.
 	Self() string
-	Join(ctx context.Context, startStep uint64) (localapi.Response, error)
+	// Join joins; with dest set it asks for the checkpoint of the entry
+	// step, written to dest.
+	Join(ctx context.Context, startStep uint64, dest string) (localapi.Response, error)
 	// AllReduce reduces data in place for step.
 	AllReduce(ctx context.Context, step uint64, data []float32, opt client.ReduceOptions) (localapi.Response, error)
 	Membership(ctx context.Context) (localapi.Response, error)
@@ -47,14 +49,14 @@ func dial(ctx context.Context, dataDir string, n int) (*clientConn, error) {
 
 func (cc *clientConn) Self() string { return cc.c.Hello.Self }
 
-func (cc *clientConn) Join(ctx context.Context, startStep uint64) (localapi.Response, error) {
-	return cc.c.Call(ctx, joinRequest(ctx, startStep))
+func (cc *clientConn) Join(ctx context.Context, startStep uint64, dest string) (localapi.Response, error) {
+	return cc.c.Call(ctx, joinRequest(ctx, startStep, dest))
 }
 
-// joinRequest is client.Join's request asking for the checkpoint of the
-// entry step.
-func joinRequest(ctx context.Context, startStep uint64) localapi.Request {
-	req := localapi.Request{Op: localapi.OpJoin, StartStep: startStep}
+// joinRequest is client.Join's request, asking for the checkpoint of the
+// entry step when dest is set.
+func joinRequest(ctx context.Context, startStep uint64, dest string) localapi.Request {
+	req := localapi.Request{Op: localapi.OpJoin, StartStep: startStep, WantCheckpoint: dest != "", Dest: dest}
 	if dl, ok := ctx.Deadline(); ok {
 		// Leave the node time to answer "timeout" before ctx ends.
 		req.TimeoutMS = max(time.Until(dl).Milliseconds()*9/10-200, 1)

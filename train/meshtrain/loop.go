@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -61,7 +62,11 @@ func newLoop(cfg Config, tr *train.Trainer, c conn) *loop {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.CheckpointDir == "" {
-		cfg.CheckpointDir = cfg.DataDir + string(os.PathSeparator) + "trainer"
+		cfg.CheckpointDir = filepath.Join(cfg.DataDir, "trainer")
+	}
+	// The node wants absolute paths; Abs fails only without a working dir.
+	if abs, err := filepath.Abs(cfg.CheckpointDir); err == nil {
+		cfg.CheckpointDir = abs
 	}
 	return &loop{cfg: cfg, tr: tr, c: c, self: c.Self(), log: log.With("component", "meshtrain"),
 		buf: make([]float32, tr.Model().NumParams()+1), res: Result{Trainer: tr}}
@@ -98,6 +103,10 @@ func (l *loop) result() Result {
 	return r
 }
 
+// maxUnavailable is how many joins answered "unavailable" (no checkpoint of
+// the entry step in time) the loop makes before it joins without one.
+const maxUnavailable = 3
+
 // rejoinable reports whether err is an answer that joining again fixes.
 func rejoinable(err error) bool {
 	for _, code := range []string{localapi.CodeWaiting, localapi.CodeExcluded, localapi.CodeNotMember, localapi.CodeStepMismatch} {
@@ -113,15 +122,29 @@ func rejoinable(err error) bool {
 // member list of the entry step.
 func (l *loop) join(ctx context.Context, reason string) error {
 	var resp localapi.Response
-	for {
+	if err := os.MkdirAll(l.cfg.CheckpointDir, 0o700); err != nil {
+		return err
+	}
+	dest := filepath.Join(l.cfg.CheckpointDir, "join-state.rmts")
+	for unavailable := 0; ; {
+		if unavailable == maxUnavailable {
+			// Nobody saved the entry step's state: go on without it
+			// (unsynced unless this trainer is at the entry step).
+			dest = ""
+		}
 		jctx, cancel := context.WithTimeout(ctx, l.cfg.JoinTimeout)
-		r, err := l.c.Join(jctx, l.tr.Step())
+		r, err := l.c.Join(jctx, l.tr.Step(), dest)
 		cancel()
 		if err == nil {
 			resp = r
 			break
 		}
-		if ctx.Err() != nil || !client.IsCode(err, localapi.CodeTimeout) {
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("join: %w", err)
+		case client.IsCode(err, localapi.CodeUnavailable):
+			unavailable++
+		case !client.IsCode(err, localapi.CodeTimeout):
 			return fmt.Errorf("join: %w", err)
 		}
 	}

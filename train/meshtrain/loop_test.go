@@ -57,7 +57,7 @@ func (c *fakeConn) Close() error { return nil }
 
 func (c *fakeConn) Leave(context.Context) error { return nil }
 
-func (c *fakeConn) Join(ctx context.Context, start uint64) (localapi.Response, error) {
+func (c *fakeConn) Join(ctx context.Context, start uint64, dest string) (localapi.Response, error) {
 	c.m.mu.Lock()
 	defer c.m.mu.Unlock()
 	step := c.m.step

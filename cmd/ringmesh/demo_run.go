@@ -91,13 +91,13 @@ type demo struct {
 }
 
 type demoKill struct {
-	Node       string  `json:"node"`
-	Peer       string  `json:"peer"`
-	Step       uint64  `json:"step"` // steps applied by the mesh when it was killed
-	AtS        float64 `json:"at_s"`
-	RecoveredAtStep uint64 `json:"recovered_at_step"` // first step applied without it
-	RecoveryMS float64 `json:"recovery_ms"`    // kill to that step's apply
-	at         time.Time
+	Node            string  `json:"node"`
+	Peer            string  `json:"peer"`
+	Step            uint64  `json:"step"` // steps applied by the mesh when it was killed
+	AtS             float64 `json:"at_s"`
+	RecoveredAtStep uint64  `json:"recovered_at_step"` // first step applied without it
+	RecoveryMS      float64 `json:"recovery_ms"`       // kill to that step's apply
+	at              time.Time
 }
 
 type demoRestart struct {

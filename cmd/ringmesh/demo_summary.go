@@ -14,7 +14,7 @@ type demoSummary struct {
 	OK              bool              `json:"ok"`
 	Problems        []string          `json:"problems,omitempty"`
 	Nodes           int               `json:"nodes"`
-	Steps           uint64            `json:"steps"`        // steps asked for
+	Steps           uint64            `json:"steps"`         // steps asked for
 	StepsApplied    uint64            `json:"steps_applied"` // highest step applied + 1
 	GlobalBatch     int               `json:"global_batch"`
 	Params          int               `json:"params"`

@@ -57,6 +57,10 @@ type recResult struct {
 	MedianS   float64   `json:"median_kill_to_next_round_s"`
 	MaxS      float64   `json:"max_s"`
 	TrialsS   []float64 `json:"trials_s"`
+	// SurvivorRoundS is the median duration of the survivors' rounds
+	// (n-1 members) while the killed node was away: the part of a
+	// kill-to-next-round time that is the retried round itself.
+	SurvivorRoundS float64 `json:"survivor_round_median_s"`
 }
 
 func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
@@ -81,13 +85,13 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := benchContext()
 	defer stop()
 	r := &recBench{n: *n, size: sizes[0], stderr: stderr}
-	trials, err := r.run(ctx, *kills, *seed, *fast)
+	trials, smaller, err := r.run(ctx, *kills, *seed, *fast)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
 		return 1
 	}
 	res := recResult{N: *n, SizeBytes: sizes[0], Kills: *kills, Fast: *fast,
-		MedianS: median(trials).Seconds(), MaxS: slices.Max(trials).Seconds()}
+		MedianS: median(trials).Seconds(), MaxS: slices.Max(trials).Seconds(), SurvivorRoundS: median(smaller).Seconds()}
 	for _, d := range trials {
 		res.TrialsS = append(res.TrialsS, d.Seconds())
 	}
@@ -102,11 +106,12 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 }
 
 // run starts the nodes and loops and runs the trials; it returns each
-// trial's kill-to-next-round time.
-func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) ([]time.Duration, error) {
+// trial's kill-to-next-round time, and the durations of the survivors'
+// rounds (n-1 members) while the killed node was away.
+func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) (trials, smaller []time.Duration, err error) {
 	cl, err := startLocal(r.n, nodeArgs(r.n, fast), "", r.stderr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer cl.stop()
 	lctx, stopLoops := context.WithCancel(ctx)
@@ -122,17 +127,17 @@ func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) (
 		cancels[i] = r.startLoop(lctx, i, cl.dir(i))
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	since := time.Now()
-	var trials []time.Duration
-	for k := 1; k <= kills; k++ {
-		if err := r.waitFull(ctx, since, 3*time.Minute); err != nil {
-			return nil, fmt.Errorf("trial %d: %w", k, err)
+	for range 2 { // two full rounds: the first kill's delay needs a round time
+		if err := r.waitFull(ctx, time.Now(), 3*time.Minute); err != nil {
+			return nil, nil, fmt.Errorf("start: %w", err)
 		}
+	}
+	for k := 1; k <= kills; k++ {
 		victim := rng.IntN(r.n)
 		roundTime := r.roundTime()
 		inRound, err := r.afterRoundStart(ctx, (victim+1)%r.n, time.Duration(rng.Float64()*float64(roundTime)))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		r.mu.Lock()
 		r.expect[victim] = true
@@ -143,21 +148,41 @@ func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) (
 		cancels[victim]()
 		took, err := r.waitRecovered(ctx, victim, victimID, killedAt, 2*time.Minute)
 		if err != nil {
-			return nil, fmt.Errorf("trial %d (node %d killed): %w", k, victim, err)
+			return nil, nil, fmt.Errorf("trial %d (node %d killed): %w", k, victim, err)
 		}
 		trials = append(trials, took)
-		fmt.Fprintf(r.stderr, "kill %d/%d: node %d, %.3fs into a round (rounds take ~%.3fs); survivors' next round after %.3fs\n",
-			k, kills, victim, inRound.Seconds(), roundTime.Seconds(), took.Seconds())
-		since = time.Now()
+		since := time.Now()
 		if err := cl.restart(victim, (victim+1)%r.n); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		r.mu.Lock()
 		r.applied[victim], r.expect[victim] = nil, false
 		r.mu.Unlock()
 		cancels[victim] = r.startLoop(lctx, victim, cl.dir(victim))
+		if err := r.waitFull(ctx, since, 3*time.Minute); err != nil {
+			return nil, nil, fmt.Errorf("trial %d: rejoin of node %d: %w", k, victim, err)
+		}
+		gaps := r.gaps((victim+1)%r.n, r.n-1, killedAt)
+		smaller = append(smaller, gaps...)
+		fmt.Fprintf(r.stderr, "kill %d/%d: node %d, %.3fs into a round (%d-member rounds ~%.3fs); survivors' next round after %.3fs (%d-member rounds ~%.3fs); back to %d after %.1fs\n",
+			k, kills, victim, inRound.Seconds(), r.n, roundTime.Seconds(), took.Seconds(), r.n-1, median(gaps).Seconds(), r.n, time.Since(since).Seconds())
 	}
-	return trials, nil
+	return trials, smaller, nil
+}
+
+// gaps returns the times between consecutive rounds of node i's loop that
+// both had members members, after since.
+func (r *recBench) gaps(i, members int, since time.Time) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Duration
+	as := r.applied[i]
+	for j := 1; j < len(as); j++ {
+		if as[j-1].at.After(since) && len(as[j-1].members) == members && len(as[j].members) == members {
+			out = append(out, as[j].at.Sub(as[j-1].at))
+		}
+	}
+	return out
 }
 
 // startLoop starts the trainer loop of node i; the returned func stops it.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,15 +97,28 @@ func benchRound(b *testing.B, n, elems int, dt DType) {
 	}
 	b.SetBytes(int64(elems * 4))
 	b.ResetTimer()
+	cpu0 := cpuTime(b)
 	times := make([]time.Duration, 0, b.N)
 	for range b.N {
 		times = append(times, once())
 	}
 	b.StopTimer()
+	// CPU seconds (user + system, every host in the process) per
+	// all-reduce: the cost that bounds throughput on a shared machine, and
+	// steadier than wall time when other work competes for the cores.
+	b.ReportMetric((cpuTime(b)-cpu0).Seconds()/float64(b.N), "cpu_s/op")
 	slices.Sort(times)
 	med := times[len(times)/2].Seconds()
 	algbw := float64(elems*4) / med / 1e9
 	b.ReportMetric(med, "median_s")
 	b.ReportMetric(algbw, "algbw_GBps")
 	b.ReportMetric(algbw*2*float64(n-1)/float64(n), "busbw_GBps")
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -88,6 +88,8 @@ type localCluster struct {
 	root  string
 	args  []string // flags every node gets
 	procs []*systest.Proc
+	keep  bool // keep the data dirs (and node logs) at stop
+	out   io.Writer
 }
 
 // nodeArgs are the flags of a local bench node: loopback only, no mDNS or
@@ -102,7 +104,8 @@ func nodeArgs(n int, fast bool) []string {
 }
 
 // startLocal starts n nodes; every node after the first joins the first.
-// profileDir, when set, gets one CPU profile per node (node-I.pprof).
+// profileDir, when set, gets one CPU profile per node (node-I.pprof). Set
+// keep on the result to keep the data dirs and node logs after stop.
 func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*localCluster, error) {
 	bin, err := os.Executable()
 	if err != nil {
@@ -112,7 +115,7 @@ func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*loc
 	if err != nil {
 		return nil, err
 	}
-	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*systest.Proc, n)}
+	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*systest.Proc, n), out: stderr}
 	for i := range n {
 		a := append([]string{}, args...)
 		if i > 0 {
@@ -146,12 +149,17 @@ func (c *localCluster) restart(i, via int) error {
 	return nil
 }
 
-// stop stops every process (SIGTERM, then SIGKILL) and removes the data.
+// stop stops every process (SIGTERM, then SIGKILL) and removes the data
+// unless c.keep.
 func (c *localCluster) stop() {
 	for _, p := range c.procs {
 		if p != nil {
 			p.Stop(10 * time.Second)
 		}
+	}
+	if c.keep {
+		fmt.Fprintf(c.out, "node data dirs and logs kept in %s\n", c.root)
+		return
 	}
 	os.RemoveAll(c.root)
 }

@@ -87,6 +87,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&b.json, "json", false, "print one JSON object per size")
 	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
 	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
+	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
 	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -109,7 +110,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch {
 	case *local > 0 && *dataDir == "":
-		err = b.runLocal(ctx, *local, *fast, *profileDir, *wait)
+		err = b.runLocal(ctx, *local, *fast, *profileDir, *keep, *wait)
 	case *local == 0 && *dataDir != "" && *world > 0:
 		err = b.runLive(ctx, *dataDir, *world, *wait)
 	default:
@@ -128,11 +129,12 @@ func (b *arBench) options() client.ReduceOptions {
 }
 
 // runLocal benchmarks n local node processes.
-func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir string, wait time.Duration) error {
+func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir string, keep bool, wait time.Duration) error {
 	cl, err := startLocal(n, nodeArgs(n, fast), profileDir, b.stderr)
 	if err != nil {
 		return err
 	}
+	cl.keep = keep
 	defer cl.stop()
 	clients := make([]*client.Client, n)
 	for i := range n {

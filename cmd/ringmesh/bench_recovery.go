@@ -72,6 +72,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
 	fast := fs.Bool("fast-detect", false, "pass --fast-detect to the nodes (default: production failure detection)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -85,7 +86,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := benchContext()
 	defer stop()
 	r := &recBench{n: *n, size: sizes[0], stderr: stderr}
-	trials, smaller, err := r.run(ctx, *kills, *seed, *fast)
+	trials, smaller, err := r.run(ctx, *kills, *seed, *fast, *keep)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
 		return 1
@@ -108,11 +109,12 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 // run starts the nodes and loops and runs the trials; it returns each
 // trial's kill-to-next-round time, and the durations of the survivors'
 // rounds (n-1 members) while the killed node was away.
-func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) (trials, smaller []time.Duration, err error) {
+func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast, keep bool) (trials, smaller []time.Duration, err error) {
 	cl, err := startLocal(r.n, nodeArgs(r.n, fast), "", r.stderr)
 	if err != nil {
 		return nil, nil, err
 	}
+	cl.keep = keep
 	defer cl.stop()
 	lctx, stopLoops := context.WithCancel(ctx)
 	defer func() {
@@ -164,8 +166,8 @@ func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast bool) (
 		}
 		gaps := r.gaps((victim+1)%r.n, r.n-1, killedAt)
 		smaller = append(smaller, gaps...)
-		fmt.Fprintf(r.stderr, "kill %d/%d: node %d, %.3fs into a round (%d-member rounds ~%.3fs); survivors' next round after %.3fs (%d-member rounds ~%.3fs); back to %d after %.1fs\n",
-			k, kills, victim, inRound.Seconds(), r.n, roundTime.Seconds(), took.Seconds(), r.n-1, median(gaps).Seconds(), r.n, time.Since(since).Seconds())
+		fmt.Fprintf(r.stderr, "kill %d/%d at %s: node %d, %.3fs into a round (%d-member rounds ~%.3fs); survivors' next round after %.3fs (%d-member rounds ~%.3fs); back to %d after %.1fs\n",
+			k, kills, killedAt.UTC().Format("15:04:05.000"), victim, inRound.Seconds(), r.n, roundTime.Seconds(), took.Seconds(), r.n-1, median(gaps).Seconds(), r.n, time.Since(since).Seconds())
 	}
 	return trials, smaller, nil
 }

@@ -77,6 +77,24 @@ def call_in_thread(fn):
     return wait
 
 
+def wait_stopped(pid, timeout=30):
+    """Wait until every thread of pid is stopped (SIGSTOP is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass
+        if states and all(st in ("T", "t") for st in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} not stopped within {timeout}s: thread states {states}")
+        time.sleep(0.02)
+
+
 class NodeGoneTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
@@ -152,6 +170,7 @@ class NodeGoneTest(unittest.TestCase):
         c = self.client(nd, timeout=1.0)
         nd.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(lambda: nd.proc.poll() is None and nd.proc.send_signal(signal.SIGCONT))
+        wait_stopped(nd.proc.pid)
         wait = call_in_thread(c.membership)
         err = wait()
         self.assertIsInstance(err, ringmesh.NodeConnectionLost, repr(err))

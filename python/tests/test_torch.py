@@ -48,12 +48,13 @@ def make_optimizer(model):
     return torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
 
 
-def reference(steps=STEPS):
-    """Plain single-process torch over the same global batches."""
+def reference(steps=STEPS, parts=None):
+    """Plain single-process torch over the same global batches (or, with
+    ``parts``, over the samples parts[step] of each)."""
     model = make_model()
     opt = make_optimizer(model)
     for step in range(steps):
-        x, y = batch(step)
+        x, y = batch(step, slice(None) if parts is None else parts[step])
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -142,10 +143,15 @@ class EquivalenceTest(unittest.TestCase):
         self.assertGreater(max((a - b).abs().max().item() for a, b in zip(ref, init)), 0.05)
 
 
-def joining_member(data_dir, stop, started, fresh=False, pause=0.0):
-    """Trains until stop["at"] is set and reached. A fresh member starts
-    from a different initialisation: only the mesh's checkpoint can give it
-    the right state."""
+def train_until(data_dir, stop, started, fresh=False, pause=0.0, stall_at=None, stall=0.0):
+    """Trains until stop["at"] is set and reached.
+
+    A ``fresh`` member starts from a different initialisation (only the
+    mesh's checkpoint can give it the right state) and sets stop["at"] to
+    10 steps after its entry step. A member with ``stall_at`` sleeps
+    ``stall`` seconds before submitting that step (its node excludes it),
+    and sets stop["at"] to 10 steps after the step it rejoins at. Either is
+    set before the member's next all-reduce, which the others wait for."""
     model = make_model()
     if fresh:
         with torch.no_grad():
@@ -157,26 +163,50 @@ def joining_member(data_dir, stop, started, fresh=False, pause=0.0):
         m = opt.join()
         entry, loaded = m.step, m.checkpoint
         if fresh:
-            stop["at"] = entry + 10  # before this member's first all-reduce: the others wait for it
-        worlds = []
+            stop["at"] = entry + 10
+        worlds, rejoined, used = [], [], []
         while stop["at"] is None or opt.next_step < stop["at"]:
             if opt.next_step >= 5:
                 started.set()
             if opt.next_step > 3000:
-                raise AssertionError("the joiner never came")
-            x, y = batch(opt.next_step, opt.shard(B))
+                raise AssertionError("the other member never came")
+            step, sl = opt.next_step, opt.shard(B)
+            x, y = batch(step, sl)
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
-            worlds.append(opt.world)
+            if stall_at is not None and step == stall_at:
+                time.sleep(stall)
+            world = opt.world
             if not opt.step(batch_size=len(x)):
-                raise AssertionError(f"step {opt.next_step} not applied: node dropped out")
+                rejoined.append((opt.next_step, opt.membership.checkpoint))
+                if stall_at is not None:
+                    stop["at"] = opt.next_step + 10
+                continue
+            worlds.append(world)
+            used.append((step, list(range(B))[sl]))
             if pause:
                 time.sleep(pause)
-        return dict(entry=entry, loaded=loaded, worlds=worlds, end=opt.next_step,
-                    params=[p.detach().clone() for p in model.parameters()])
+        return dict(entry=entry, loaded=loaded, worlds=worlds, end=opt.next_step, rejoined=rejoined, used=used,
+                    rejoins=opt.rejoins, params=[p.detach().clone() for p in model.parameters()])
     finally:
         opt.close()
         client.close()
+
+
+def applied_samples(outs, end):
+    """For each step below end, the sorted sample indices of the global
+    batch that the members applied."""
+    parts = {s: [] for s in range(end)}
+    for o in outs:
+        for s, idx in o["used"]:
+            parts[s].extend(idx)
+    return {s: sorted(p) for s, p in parts.items()}
+
+
+def assert_params_close(t, got, want):
+    for i, (x, r) in enumerate(zip(got, want)):
+        t.assertTrue(torch.allclose(x, r, rtol=1e-4, atol=1e-5),
+                     f"parameter {i} differs from the reference by {(x - r).abs().max():.3g}")
 
 
 class JoinTest(unittest.TestCase):
@@ -192,9 +222,9 @@ class JoinTest(unittest.TestCase):
         def joiner():
             if not started.wait(120):
                 raise AssertionError("the first members did not reach step 5")
-            return joining_member(ns[2].data_dir, stop, started, fresh=True)
+            return train_until(ns[2].data_dir, stop, started, fresh=True)
 
-        outs = nodes.run_threads([lambda d=nd.data_dir: joining_member(d, stop, started, pause=0.02) for nd in ns[:2]]
+        outs = nodes.run_threads([lambda d=nd.data_dir: train_until(d, stop, started, pause=0.02) for nd in ns[:2]]
                                  + [joiner], timeout=240)
         a, b, c = outs
         end = stop["at"]
@@ -204,10 +234,50 @@ class JoinTest(unittest.TestCase):
         self.assertEqual(c["loaded"]["step"], c["entry"])
         self.assertEqual(c["worlds"], [3] * 10)
         self.assertEqual(a["worlds"], [2] * c["entry"] + [3] * 10)
-        # Every member ends bit-identical, and equal to plain torch.
+        # Every member ends bit-identical, and equal to plain torch: every
+        # step's global batch was applied exactly once.
         for o in (b, c):
             for x, y in zip(o["params"], a["params"]):
                 self.assertTrue(torch.equal(x, y))
-        for i, (x, r) in enumerate(zip(a["params"], reference(end))):
-            self.assertTrue(torch.allclose(x, r, rtol=1e-4, atol=1e-5),
-                            f"parameter {i} differs from the reference by {(x - r).abs().max():.3g}")
+        parts = applied_samples(outs, end)
+        for s in range(end):
+            self.assertEqual(parts[s], list(range(B)), f"samples applied at step {s}")
+        assert_params_close(self, a["params"], reference(end))
+
+
+class RejoinTest(unittest.TestCase):
+    def test_excluded_trainer_rejoins(self):
+        # A trainer that stalls past --trainer-timeout is excluded; the other
+        # member goes on alone with the whole batch; the stalled one gets
+        # not_member, joins again and loads the checkpoint of its new entry
+        # step. The stalled step applies only the other member's share; every
+        # other step's batch is averaged exactly once.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        ns = nodes.cluster(tmp.name, 2, "--trainer-timeout", "2s")
+        for nd in ns:
+            self.addCleanup(nd.stop)
+        stop, started = {"at": None}, threading.Event()
+        a, b = nodes.run_threads([
+            lambda: train_until(ns[0].data_dir, stop, started, stall_at=5, stall=4.5),
+            lambda: train_until(ns[1].data_dir, stop, started, pause=0.02),
+        ], timeout=240)
+        end = stop["at"]
+        self.assertEqual((a["end"], b["end"]), (end, end))
+        self.assertGreaterEqual(a["rejoins"], 1)
+        entry, ckpt = a["rejoined"][-1]
+        self.assertGreater(entry, 5)
+        self.assertIsNotNone(ckpt, "the rejoined trainer got no checkpoint")
+        self.assertEqual(ckpt["step"], entry)
+        self.assertIn(1, b["worlds"])  # b trained alone while a was out
+        self.assertEqual(b["worlds"][-10:], [2] * 10)
+        for x, y in zip(a["params"], b["params"]):
+            self.assertTrue(torch.equal(x, y))
+        # b's share of step 5 is all that step applied (a's was dropped with
+        # it); every other step's batch was applied exactly once.
+        parts = applied_samples([a, b], end)
+        b5 = [i for s, idx in b["used"] if s == 5 for i in idx]
+        self.assertIn(len(b5), (12, 13))
+        for s in range(end):
+            self.assertEqual(parts[s], b5 if s == 5 else list(range(B)), f"samples applied at step {s}")
+        assert_params_close(self, a["params"], reference(end, parts))

@@ -133,6 +133,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Mesh.DataDir = cfg.DataDir
+	// Rounds retry a step over an unchanged ring with an identical Round.
+	cfg.AllReduce.RetrySameRound = true
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -28,10 +28,15 @@ type testNode struct {
 
 func startNode(t *testing.T, dir string, minMembers int, join ...string) *testNode {
 	t.Helper()
+	return startNodeTimeout(t, dir, minMembers, time.Minute, join...)
+}
+
+func startNodeTimeout(t *testing.T, dir string, minMembers int, trainerTimeout time.Duration, join ...string) *testNode {
+	t.Helper()
 	cfg := LocalConfig()
 	cfg.DataDir = dir
 	cfg.MinMembers = minMembers
-	cfg.TrainerTimeout = 2 * time.Second
+	cfg.TrainerTimeout = trainerTimeout
 	cfg.Mesh.Join = join
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := Open(ctx, cfg, nil)
@@ -203,9 +208,9 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 // TestHungTrainerExcluded: a trainer that never submits the next step is
 // excluded after the trainer timeout; the others go on and its node says why.
 func TestHungTrainerExcluded(t *testing.T) {
-	ns := []*testNode{startNode(t, t.TempDir(), 3)}
+	ns := []*testNode{startNodeTimeout(t, t.TempDir(), 3, 3*time.Second)}
 	for range 2 {
-		ns = append(ns, startNode(t, t.TempDir(), 3, ns[0].addr()))
+		ns = append(ns, startNodeTimeout(t, t.TempDir(), 3, 3*time.Second, ns[0].addr()))
 	}
 	ctx := ctxT(t, 2*time.Minute)
 	var bufs []*client.Buffer

@@ -83,7 +83,7 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 		if errors.As(err, &re) || ctx.Err() != nil {
 			return roundResult{}, err
 		}
-		n.log.Info("round attempt failed", "step", step, "attempt", attempts, "ring", len(ring), "err", err)
+		n.log.Info("round attempt failed", "step", step, "attempt", attempts, "ring", shortIDs(ring), "list", len(list), "err", err)
 		select {
 		case <-ctx.Done():
 			return roundResult{}, ctx.Err()
@@ -324,4 +324,12 @@ func (n *Node) follow(ctx context.Context, a *attempt, leader peer.ID) ([]member
 		case <-ch:
 		}
 	}
+}
+
+func shortIDs(ms []member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = fmt.Sprintf("%s@%d", short(m.ID), m.Inc)
+	}
+	return out
 }

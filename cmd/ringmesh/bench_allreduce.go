@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -42,6 +47,7 @@ type arBench struct {
 	json   bool
 	stdout io.Writer
 	stderr io.Writer
+	pids   []int // local mode: the node processes, for CPU accounting
 }
 
 // arResult is one size's figures.
@@ -53,6 +59,11 @@ type arResult struct {
 	MedianS   float64 `json:"median_s"`
 	AlgBW     float64 `json:"algbw_GBps"`
 	BusBW     float64 `json:"busbw_GBps"`
+	// NodeCPUS is the CPU time (user+system) all node processes spent per
+	// timed all-reduce (local mode, Linux; 0 when unknown). On a machine
+	// with fewer cores than that many seconds per median_s, the all-reduce
+	// is CPU-bound.
+	NodeCPUS float64 `json:"node_cpu_s,omitempty"`
 }
 
 func newARResult(n int, size int64, dtype string, times []time.Duration) arResult {
@@ -135,6 +146,9 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 		return err
 	}
 	cl.keep = keep
+	for _, p := range cl.procs {
+		b.pids = append(b.pids, p.Cmd.Process.Pid)
+	}
 	defer cl.stop()
 	clients := make([]*client.Client, n)
 	for i := range n {
@@ -170,30 +184,39 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 		}
 	}
 	for _, size := range b.sizes {
-		times, err := b.localSize(ctx, clients, &step, size)
+		times, cpu, err := b.localSize(ctx, clients, &step, size)
 		if err != nil {
 			return fmt.Errorf("size %s: %w", formatSize(size), err)
 		}
-		b.print(newARResult(n, size, b.dtype, times))
+		r := newARResult(n, size, b.dtype, times)
+		r.NodeCPUS = cpu
+		fmt.Fprintf(b.stderr, "size %s: nodes used %.3f CPU-s per all-reduce (median %.4f s wall, %d cores)\n",
+			formatSize(size), cpu, r.MedianS, runtime.NumCPU())
+		b.print(r)
 	}
 	return nil
 }
 
 // localSize runs one warm-up and b.iters timed rounds of size bytes on every
-// client and returns the slowest member's time of each timed round.
-func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step *uint64, size int64) ([]time.Duration, error) {
+// client and returns the slowest member's time of each timed round, and the
+// nodes' CPU seconds per timed round.
+func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step *uint64, size int64) ([]time.Duration, float64, error) {
 	n := len(clients)
 	bufs := make([]*client.Buffer, n)
 	for i, c := range clients {
 		buf, err := c.NewBuffer(ctx, int(size/4))
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		defer buf.Close()
 		bufs[i] = buf
 	}
 	var times []time.Duration
+	var cpu0 float64
 	for it := 0; it <= b.iters; it++ {
+		if it == 1 {
+			cpu0 = procCPU(b.pids)
+		}
 		if it == 0 {
 			fmt.Fprintf(b.stderr, "size %s: warm-up\n", formatSize(size))
 		} else {
@@ -222,20 +245,52 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 		}
 		close(start)
 		if err := g.Wait(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		*step++
-		want := float64(n*(n+1)) / 2
-		for i, buf := range bufs {
-			if err := checkConst(buf.Data, want, b.dtype); err != nil {
-				return nil, fmt.Errorf("node %d: step %d: %w", i, *step-1, err)
-			}
-		}
 		if it > 0 {
 			times = append(times, slices.Max(took))
 		}
+		if it == b.iters && cpu0 > 0 {
+			cpu0 = (procCPU(b.pids) - cpu0) / float64(b.iters)
+		}
+		want := float64(n*(n+1)) / 2
+		for i, buf := range bufs {
+			if err := checkConst(buf.Data, want, b.dtype); err != nil {
+				return nil, 0, fmt.Errorf("node %d: step %d: %w", i, *step-1, err)
+			}
+		}
 	}
-	return times, nil
+	return times, max(cpu0, 0), nil
+}
+
+// procCPU returns the user+system CPU seconds of the processes, from
+// /proc/PID/stat (Linux, USER_HZ 100); 0 when any is unreadable.
+func procCPU(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		// Fields after the parenthesised command name: state is field 3,
+		// utime 14 and stime 15.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			return 0
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			return 0
+		}
+		u, err1 := strconv.ParseInt(f[11], 10, 64)
+		s, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0
+		}
+		ticks += u + s
+	}
+	return float64(ticks) / 100
 }
 
 // runLive benchmarks a live mesh from one host.

@@ -39,6 +39,10 @@ type fakeMesh struct {
 	joinAt *uint64
 	ckpt   *localapi.CheckpointInfo
 	saves  map[string][]uint64 // member -> steps saved
+	// unavailable joins that ask for a checkpoint are answered
+	// "unavailable"; dests records each join's dest.
+	unavailable int
+	dests       []string
 }
 
 func newFakeMesh(members ...string) *fakeMesh {
@@ -60,6 +64,11 @@ func (c *fakeConn) Leave(context.Context) error { return nil }
 func (c *fakeConn) Join(ctx context.Context, start uint64, dest string) (localapi.Response, error) {
 	c.m.mu.Lock()
 	defer c.m.mu.Unlock()
+	c.m.dests = append(c.m.dests, dest)
+	if dest != "" && c.m.unavailable > 0 {
+		c.m.unavailable--
+		return localapi.Response{}, &client.APIError{Op: "join", Code: localapi.CodeUnavailable, Msg: "no checkpoint"}
+	}
 	step := c.m.step
 	if c.m.joinAt != nil {
 		step = *c.m.joinAt
@@ -362,5 +371,28 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate() = nil, want an error", name)
 		}
+	}
+}
+
+// TestLoopJoinWithoutCheckpointAfterUnavailable: joins answered
+// "unavailable" are retried, and after maxUnavailable of them the loop joins
+// without asking for a checkpoint.
+func TestLoopJoinWithoutCheckpointAfterUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := testConfig(t)
+	cfg.Steps = 3
+	m := newFakeMesh("solo")
+	m.unavailable = 100
+	r, err := runLoop(ctx, t, cfg, &fakeConn{m: m, self: "solo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.dests) != maxUnavailable+1 || m.dests[maxUnavailable] != "" || !strings.HasSuffix(m.dests[0], "join-state.rmts") ||
+		!filepath.IsAbs(m.dests[0]) {
+		t.Errorf("join dests %q: want %d absolute .../join-state.rmts, then one without", m.dests, maxUnavailable)
+	}
+	if r.Applied != 3 || !r.Synced {
+		t.Errorf("result %+v, want 3 applied, synced (fresh mesh at step 0)", r)
 	}
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -151,5 +150,3 @@ type roundError struct {
 }
 
 func (e *roundError) Error() string { return e.Msg }
-
-var errShuttingDown = errors.New("node: shutting down")

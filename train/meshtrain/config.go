@@ -23,7 +23,8 @@ type Config struct {
 	// CheckpointEvery saves a checkpoint when the state reaches a multiple
 	// of this many steps; 0 saves only when the node asks (joiners). Each
 	// save writes the whole state (8 bytes per parameter) and the node
-	// stores and announces it. Default 50.
+	// stores and announces it. Every member saves the same bytes, so every
+	// node holds the checkpoint under the same root. Default 50.
 	CheckpointEvery uint64
 	// CheckpointDir is where state files are written before they are
 	// handed to the node, and where the node writes the checkpoint a join

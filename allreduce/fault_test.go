@@ -65,6 +65,7 @@ func TestKillMidRound(t *testing.T) {
 			net.SetHooks(afterBytes(ids[victim], 40<<10, func() { go net.Kill(ids[victim]) }))
 			src := testInputs(9, n, 100_000)
 			outs := runRound(testCtx(t), rs, Round{Mesh: "m", Step: 3, Ring: ids}, src, sameOpts(n, Options{Wire: Float32, Op: Mean}))
+			requireUnchanged(t, src, testInputs(9, n, 100_000)) // the retry needs it
 			// Every survivor fails with a *PeerError; the member named is
 			// the victim unless a neighbour aborted during the handshake
 			// (then best effort, see settle.go).

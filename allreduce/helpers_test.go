@@ -182,3 +182,15 @@ func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
 	t.Cleanup(cancel)
 	return ctx, cancel
 }
+
+// requireUnchanged asserts that AllReduce left its inputs alone.
+func requireUnchanged(t *testing.T, src, orig [][]float32) {
+	t.Helper()
+	for i := range src {
+		for j := range src[i] {
+			if math.Float32bits(src[i][j]) != math.Float32bits(orig[i][j]) {
+				t.Fatalf("member %d: src[%d] changed from %v to %v", i, j, orig[i][j], src[i][j])
+			}
+		}
+	}
+}

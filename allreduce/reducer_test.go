@@ -45,8 +45,10 @@ func TestAllReduceOpsAndWires(t *testing.T) {
 					for i := range opts {
 						opts[i].Weight = float64(i + 1)
 					}
+					orig := testInputs(uint64(n), n, 3001)
 					outs := runRound(testCtx(t), rs, Round{Mesh: "m", Step: 7, Attempt: 2, Ring: ids}, src, opts)
 					checkOutcomes(t, outs, src, opts)
+					requireUnchanged(t, src, orig)
 				})
 			}
 		}

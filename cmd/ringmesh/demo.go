@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/ringmesh/ringmesh/train"
 )
@@ -28,12 +29,13 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs.Uint64Var(&cfg.Steps, "steps", 300, "training steps")
 	fs.Uint64Var(&cfg.KillAt, "kill-at", 100, "SIGKILL a node once the mesh has applied this many steps (0: never)")
 	fs.Uint64Var(&cfg.RestartAt, "restart-at", 170, "restart the killed node once the mesh has applied this many steps (0: never)")
-	fs.IntVar(&cfg.KillNode, "kill-node", -1, "index of the node to kill (default: the last one)")
+	fs.IntVar(&cfg.KillNode, "kill-node", -1, "index of the node to kill; -1: the last one")
 	fs.StringVar(&cfg.Out, "out", "demo-out", "directory for node data, summary.json and loss.png")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
 	fs.IntVar(&cfg.Batch, "batch", 512, "global batch size, split among the members")
 	fs.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", 50, "steps between checkpoints (joiners also get one when they enter)")
 	fs.DurationVar(&cfg.Pace, "pace", 0, "extra time per step, to watch it slowly")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up (stopping every node) after this long")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -56,6 +58,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 	progress := stdout
 	if cfg.JSON {
 		progress = stderr

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,6 +42,7 @@ func startDemoNode(ctx context.Context, bin, dir string, args ...string) (*demoP
 		return nil, err
 	}
 	cmd := exec.Command(bin, full...)
+	cmd.Env = demoNodeEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C reaches the demo, which stops it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -59,6 +61,19 @@ func startDemoNode(ctx context.Context, bin, dir string, args ...string) (*demoP
 		return nil, err
 	}
 	return p, nil
+}
+
+// demoNodeEnv is the demo's environment without RINGMESH_* variables, which
+// would otherwise set flags of the local demo nodes (a data dir, a PSK, a
+// join address meant for the user's own node).
+func demoNodeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RINGMESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func (p *demoProc) waitReady(ctx context.Context, d time.Duration) error {

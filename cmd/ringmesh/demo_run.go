@@ -87,6 +87,7 @@ type demo struct {
 	kill     *demoKill
 	restart  *demoRestart
 	errs     []string
+	held     bool // trainers were slowed to wait for the rejoin
 	progress chan struct{}
 }
 

@@ -11,23 +11,26 @@ import (
 
 // demoSummary is summary.json.
 type demoSummary struct {
-	OK              bool              `json:"ok"`
-	Problems        []string          `json:"problems,omitempty"`
-	Nodes           int               `json:"nodes"`
-	Steps           uint64            `json:"steps"`         // steps asked for
-	StepsApplied    uint64            `json:"steps_applied"` // highest step applied + 1
-	GlobalBatch     int               `json:"global_batch"`
-	Params          int               `json:"params"`
-	DurationS       float64           `json:"duration_s"`
-	StepsPerSec     float64           `json:"steps_per_sec"`
-	FirstLoss       float32           `json:"first_loss"` // global batch loss, mean of the first 10 steps
-	FinalLoss       float32           `json:"final_loss"` // global batch loss, mean of the last 10 steps
-	InitialEvalLoss float32           `json:"initial_eval_loss"`
-	FinalEvalLoss   float32           `json:"final_eval_loss"`
-	FinalAccuracy   float32           `json:"final_accuracy"`
-	LossFell        bool              `json:"loss_fell"`
-	Kill            *demoKill         `json:"kill,omitempty"`
-	Restart         *demoRestart      `json:"restart,omitempty"`
+	OK              bool         `json:"ok"`
+	Problems        []string     `json:"problems,omitempty"`
+	Nodes           int          `json:"nodes"`
+	Steps           uint64       `json:"steps"`         // steps asked for
+	StepsApplied    uint64       `json:"steps_applied"` // highest step applied + 1
+	GlobalBatch     int          `json:"global_batch"`
+	Params          int          `json:"params"`
+	DurationS       float64      `json:"duration_s"`
+	StepsPerSec     float64      `json:"steps_per_sec"`
+	FirstLoss       float32      `json:"first_loss"` // global batch loss, mean of the first 10 steps
+	FinalLoss       float32      `json:"final_loss"` // global batch loss, mean of the last 10 steps
+	InitialEvalLoss float32      `json:"initial_eval_loss"`
+	FinalEvalLoss   float32      `json:"final_eval_loss"`
+	FinalAccuracy   float32      `json:"final_accuracy"`
+	LossFell        bool         `json:"loss_fell"`
+	Kill            *demoKill    `json:"kill,omitempty"`
+	Restart         *demoRestart `json:"restart,omitempty"`
+	// SlowedForRejoin: near the end the trainers were slowed down to let
+	// the restarted node finish joining.
+	SlowedForRejoin bool              `json:"slowed_for_rejoin,omitempty"`
 	Hashes          map[string]string `json:"hashes"` // live node -> SHA-256 of its final parameters
 	HashesEqual     bool              `json:"hashes_equal"`
 	Out             string            `json:"out"`
@@ -40,7 +43,7 @@ func (d *demo) summarize(runErr error) demoSummary {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := demoSummary{Nodes: d.cfg.Nodes, Steps: d.cfg.Steps, StepsApplied: d.maxStep, GlobalBatch: d.cfg.Batch,
-		Params: d.cfg.Train.NumParams(), DurationS: time.Since(d.start).Seconds(), Kill: d.kill, Restart: d.restart,
+		Params: d.cfg.Train.NumParams(), DurationS: time.Since(d.start).Seconds(), Kill: d.kill, Restart: d.restart, SlowedForRejoin: d.held,
 		Hashes: map[string]string{}, Out: d.cfg.Out}
 	if s.DurationS > 0 {
 		s.StepsPerSec = float64(d.maxStep) / s.DurationS

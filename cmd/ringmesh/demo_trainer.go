@@ -29,6 +29,9 @@ func (d *demo) startTrainer(ctx context.Context, wg *sync.WaitGroup, i int) {
 		if d.cfg.Pace > 0 {
 			time.Sleep(d.cfg.Pace)
 		}
+		if d.holding(s.Step) {
+			time.Sleep(holdPace)
+		}
 	}
 	cfg.OnJoin = func(j meshtrain.JoinInfo) { d.onJoin(i, run, j) }
 	wg.Add(1)
@@ -102,6 +105,31 @@ func (d *demo) onStep(i, run int, s meshtrain.StepInfo) {
 		d.lines = append(d.lines, progressLine(n))
 	}
 	d.poke()
+}
+
+// Near the end, while the restarted node is still being admitted, every
+// trainer slows to one step per holdPace (for at most holdMax) so that the
+// run does not end before the rejoin it is there to show. Rounds go on, so
+// the node can be admitted at a step boundary as usual.
+const (
+	holdSteps = 20
+	holdPace  = 100 * time.Millisecond
+	holdMax   = time.Minute
+)
+
+// holding reports whether the trainers should slow down after step.
+func (d *demo) holding(step uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.restart
+	if r == nil || r.Rejoined || step+holdSteps < d.cfg.Steps || time.Since(r.at) > holdMax {
+		return false
+	}
+	if !d.held {
+		d.held = true
+		d.eventLocked("%s not admitted yet: slowing to one step per %v near the end until it rejoins", r.Node, holdPace)
+	}
+	return true
 }
 
 // killNode SIGKILLs the chosen node's process.

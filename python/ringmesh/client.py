@@ -109,7 +109,7 @@ class Client:
 
     def _connect(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(min(self.timeout, 10.0))
+        s.settimeout(10.0 if self.timeout is None else min(self.timeout, 10.0))
         try:
             s.connect(self.socket_path)
         except OSError as e:
@@ -187,17 +187,23 @@ class Client:
                 self._close_sock()
                 raise NodeConnectionLost(
                     f"ringmesh {op}: the node in {self.data_dir} did not answer within "
-                    f"{self._sock_timeout_text(timeout)}; connection closed") from None
+                    f"{self._sock_timeout_text(timeout)} (hung or overloaded?); connection closed: call "
+                    "reconnect() and join again once it answers") from None
             except (OSError, EOFError) as e:
                 self._close_sock()
                 raise NodeConnectionLost(
                     f"ringmesh {op}: connection to the node in {self.data_dir} lost ({e}: the node stopped, "
                     f"crashed or restarted); once `ringmesh node --data-dir {self.data_dir}` runs again, "
                     "call reconnect() and join again") from None
-            except ProtocolError:
+            except BaseException:
+                # ProtocolError, or interrupted (KeyboardInterrupt) mid-frame:
+                # the stream cannot be resumed.
                 self._close_sock()
                 raise
-            if resp.get("id") != rid:
+            if resp.get("id", 0) == 0 and not resp.ok:
+                # The node could not read the request and closes the connection.
+                self._close_sock()
+            elif resp.get("id") != rid:
                 self._close_sock()
                 raise ProtocolError(f"ringmesh {op}: response id {resp.get('id')} for request {rid}")
         if not resp.ok:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -41,7 +42,7 @@ import torch
 
 from . import protocol as P
 from .client import Client, Response
-from .errors import RingmeshError
+from .errors import NodeConnectionLost, RingmeshConnectionError, RingmeshError
 
 log = logging.getLogger("ringmesh.torch")
 
@@ -233,12 +234,18 @@ class DistributedOptimizer:
     ``checkpoint_every`` > 0 makes the first member save a checkpoint every
     that many steps (besides the saves the node asks for when members join),
     so a mesh that loses every node can restart from it.
+
+    ``reconnect_timeout`` > 0: when the local node goes away during an
+    all-reduce (it crashed or restarted), wait up to that many seconds for
+    it to come back on the same data dir, reconnect, join again (loading the
+    entry step's checkpoint) and report the step as not applied; 0 raises
+    ``NodeConnectionLost`` at once.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Client,
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
-                 bind_grads: bool = True):
+                 bind_grads: bool = True, reconnect_timeout: float = 0.0):
         self.optimizer = optimizer
         self.model = model
         self.client = client
@@ -246,6 +253,7 @@ class DistributedOptimizer:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_dir = checkpoint_dir
         self.join_timeout = join_timeout
+        self.reconnect_timeout = reconnect_timeout
         self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads)
         self.membership: Optional[Membership] = None
         self.last: Optional[Response] = None  # the last all-reduce's response
@@ -313,11 +321,28 @@ class DistributedOptimizer:
             if e.code not in P.REJOIN_CODES:
                 raise
             log.info("rejoining after %s: %s", e.code, e.message)
-            self.rejoins += 1
-            self._pending = None
-            self.join()
-            return False
-        return True
+        except NodeConnectionLost as e:
+            if self.reconnect_timeout <= 0:
+                raise
+            log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
+            self._reconnect(e)
+        else:
+            return True
+        self.rejoins += 1
+        self._pending = None
+        self.join()
+        return False
+
+    def _reconnect(self, lost: NodeConnectionLost) -> None:
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                self.client.reconnect()
+                return
+            except RingmeshConnectionError:
+                if time.monotonic() >= deadline:
+                    raise lost from None
+                time.sleep(0.2)
 
     def step(self, batch_size: Optional[float] = None, closure=None) -> bool:
         """Average the gradients (unless ``synchronize`` already did), step

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ringmesh/ringmesh/internal/netlab"
 	"github.com/ringmesh/ringmesh/internal/systest"
 )
 
@@ -227,4 +230,75 @@ func TestBenchFlagErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, e.String())
 		}
 	}
+}
+
+// BenchmarkLabAllReduce is the namespace-lab figure of the all-reduce issue:
+// 4 hosts, each host's egress shaped to 1 Gbit/s, one `ringmesh node` per
+// host namespace, and one live-mode `ringmesh bench allreduce --world 4`
+// per node (the bench talks to its node over the unix socket, so it runs in
+// the root namespace). It reports the median busbw and its fraction of the
+// line rate (the target is 0.95; gloo reaches 0.955 there).
+//
+//	go test -run '^$' -bench LabAllReduce -benchtime 1x ./cmd/ringmesh/
+func BenchmarkLabAllReduce(b *testing.B) {
+	const n, rate = 4, 1_000_000_000
+	lab := netlab.New(b, n, netlab.DefaultConfig()) // skips without root, ip, tc, nft
+	for i := range n {
+		lab.SetRate(i, rate)
+	}
+	bin := systest.Binary(b)
+	root := b.TempDir()
+	ps := make([]*systest.Proc, n)
+	for i := range ps {
+		h := lab.Host(i)
+		args := []string{"--listen", h.TCPMultiaddr(0), "--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n), "--log-level", "info"}
+		if i > 0 {
+			args = append(args, "--join", ps[0].Addr)
+		}
+		p, err := systest.StartCmd([]string{"ip", "netns", "exec", h.Netns}, bin, filepath.Join(root, fmt.Sprint(i)), args...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Stop(10 * time.Second) })
+		ps[i] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	size := os.Getenv("RINGMESH_LAB_SIZE")
+	if size == "" {
+		size = "64MiB"
+	}
+	b.ResetTimer()
+	outs := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var stderr string
+			outs[i], stderr, errs[i] = benchCmd(ctx, bin, "allreduce", "--data-dir", p.Dir, "--world", fmt.Sprint(n), "--size", size, "--iters", "5", "--json")
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%w\nstderr:\n%s", errs[i], stderr)
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	var worst float64 // the slowest host's busbw
+	for i := range ps {
+		if errs[i] != nil {
+			b.Fatalf("bench on host %d: %v", i, errs[i])
+		}
+		var r arResult
+		if err := json.Unmarshal([]byte(strings.TrimSpace(outs[i])), &r); err != nil {
+			b.Fatalf("host %d: %q: %v", i, outs[i], err)
+		}
+		b.Logf("host %d: %s", i, strings.TrimSpace(outs[i]))
+		if i == 0 || r.BusBW < worst {
+			worst = r.BusBW
+		}
+	}
+	b.ReportMetric(worst, "busbw_GBps")
+	b.ReportMetric(worst*1e9*8/rate, "line_fraction")
 }

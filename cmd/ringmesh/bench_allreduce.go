@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 const benchAllReduceHelp = `usage: ringmesh bench allreduce --local N [flags]
@@ -311,7 +312,7 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	step, members, err := b.waitWorld(wctx, tiny, resp.Step, world)
+	step, members, err := b.waitWorld(wctx, c, tiny, resp.Step, world)
 	if err != nil {
 		return err
 	}
@@ -339,11 +340,20 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 // waitWorld keeps the mesh stepping with 1-element rounds (so that joiners
 // are admitted at step boundaries) until a round has at least world
 // members. Every member applies that round, so every host leaves the loop
-// at the same step: it returns the step after it and the ring.
-func (b *arBench) waitWorld(ctx context.Context, tiny *client.Buffer, step uint64, world int) (uint64, []string, error) {
+// at the same step: it returns the step after it and the ring. A node that
+// falls out of the mesh meanwhile joins again.
+func (b *arBench) waitWorld(ctx context.Context, c *client.Client, tiny *client.Buffer, step uint64, world int) (uint64, []string, error) {
 	last := -1
 	for {
 		resp, err := tiny.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
+		if client.IsCode(err, localapi.CodeNotMember) || client.IsCode(err, localapi.CodeWaiting) || client.IsCode(err, localapi.CodeExcluded) {
+			fmt.Fprintf(b.stderr, "step %d: %v; joining again\n", step, err)
+			if resp, err = joinMesh(ctx, c, "join", b.stderr); err != nil {
+				return 0, nil, fmt.Errorf("join again: %w", err)
+			}
+			step = resp.Step
+			continue
+		}
 		if err != nil {
 			return 0, nil, fmt.Errorf("step %d while waiting for %d members: %w", step, world, err)
 		}

@@ -247,6 +247,20 @@ func BenchmarkLabAllReduce(b *testing.B) {
 		lab.SetRate(i, rate)
 	}
 	bin := systest.Binary(b)
+	size := os.Getenv("RINGMESH_LAB_SIZE")
+	if size == "" {
+		size = "64MiB"
+	}
+	for _, dtype := range []string{"float32", "bfloat16"} {
+		b.Run(dtype, func(b *testing.B) {
+			ps := labNodes(b, lab, bin, n)
+			labAllReduce(b, bin, ps, size, dtype, rate)
+		})
+	}
+}
+
+// labNodes starts a fresh node in each lab host (a mesh formed by n).
+func labNodes(b *testing.B, lab *netlab.Lab, bin string, n int) []*systest.Proc {
 	root := b.TempDir()
 	ps := make([]*systest.Proc, n)
 	for i := range ps {
@@ -262,13 +276,15 @@ func BenchmarkLabAllReduce(b *testing.B) {
 		b.Cleanup(func() { p.Stop(10 * time.Second) })
 		ps[i] = p
 	}
+	return ps
+}
+
+// labAllReduce runs one live-mode bench process per node and reports the
+// slowest host's busbw.
+func labAllReduce(b *testing.B, bin string, ps []*systest.Proc, size, dtype string, rate float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	size := os.Getenv("RINGMESH_LAB_SIZE")
-	if size == "" {
-		size = "64MiB"
-	}
-	b.ResetTimer()
+	n := len(ps)
 	outs := make([]string, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -277,14 +293,14 @@ func BenchmarkLabAllReduce(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			var stderr string
-			outs[i], stderr, errs[i] = benchCmd(ctx, bin, "allreduce", "--data-dir", p.Dir, "--world", fmt.Sprint(n), "--size", size, "--iters", "5", "--json")
+			outs[i], stderr, errs[i] = benchCmd(ctx, bin, "allreduce", "--data-dir", p.Dir, "--world", fmt.Sprint(n),
+				"--size", size, "--iters", "5", "--dtype", dtype, "--json")
 			if errs[i] != nil {
 				errs[i] = fmt.Errorf("%w\nstderr:\n%s", errs[i], stderr)
 			}
 		}()
 	}
 	wg.Wait()
-	b.StopTimer()
 	var worst float64 // the slowest host's busbw
 	for i := range ps {
 		if errs[i] != nil {

@@ -24,8 +24,11 @@ takes its share by rank; gradients are averaged with the mean weighted by
 each host's share, so the model trains exactly as one process with the whole
 batch would. A host that starts later, or restarts after a crash, joins at a
 step boundary and first loads the checkpoint a member saves for it; a host
-that dies is dropped and the others go on. Each host prints the hash of its
-parameters at the end: all live hosts print the same one.
+that dies is dropped and the others go on; when a host's node restarts, its
+trainer reconnects and rejoins (--reconnect-timeout). After the whole mesh
+was stopped, --resume starts from the newest checkpoint instead of step 0.
+Each host prints the hash of its parameters at the end: all live hosts print
+the same one.
 
 The Python package installs with `pip install ./python` (numpy; torch is the
 "torch" extra) or is used in place with PYTHONPATH=python.
@@ -56,6 +59,8 @@ def parse_args():
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--seed", type=int, default=1, help="seeds the model, the teacher and the data")
     p.add_argument("--checkpoint-every", type=int, default=100, help="the first member saves every N steps (0: only for joiners)")
+    p.add_argument("--resume", action="store_true", help="start from the newest checkpoint the node knows (restarting a whole mesh)")
+    p.add_argument("--reconnect-timeout", type=float, default=120, help="seconds to wait for a restarted local node (0: exit)")
     p.add_argument("--wire", default=None, choices=["float32", "bfloat16", "float16"], help="all-reduce wire format")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--log-every", type=int, default=20)
@@ -105,13 +110,22 @@ def main() -> int:
 
     try:
         client = ringmesh.Client(args.data_dir)
-    except ringmesh.NodeNotRunning as e:
+        try:
+            return train(args, task, model, client)
+        finally:
+            client.close()
+    except ringmesh.RingmeshConnectionError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 1
+
+
+def train(args, task: Task, model: torch.nn.Module, client: ringmesh.Client) -> int:
     opt = rt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9), model, client,
-                                  wire=args.wire, checkpoint_every=args.checkpoint_every)
+                                  wire=args.wire, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                  reconnect_timeout=args.reconnect_timeout)
     m = opt.join()
-    print(f"joined at step {m.step}: rank {m.rank} of {m.world}" + (f", loaded checkpoint {m.checkpoint['root'][:12]}" if m.checkpoint else ""))
+    print(f"joined at step {m.step}: rank {m.rank} of {m.world}"
+          + (f", loaded checkpoint of step {m.checkpoint['step']}" if m.checkpoint else ""), flush=True)
 
     t0, samples = time.monotonic(), 0
     while opt.next_step < args.steps:
@@ -124,17 +138,16 @@ def main() -> int:
         if loss is not None:
             loss.backward()
         if not opt.step(batch_size=len(x)):
-            print(f"rejoined at step {opt.next_step} ({opt.world} members)")
+            print(f"rejoined at step {opt.next_step} ({opt.world} members)", flush=True)
             continue
         samples += len(x)
         if step % args.log_every == 0 or opt.next_step == args.steps:
             rate = samples / max(time.monotonic() - t0, 1e-9)
             print(f"step {step:5d}  loss {loss.item() if loss is not None else float('nan'):.4f}  "
                   f"members {len(opt.last.members)}  rank {opt.rank}  {rate:8.0f} samples/s"
-                  + (f"  (attempts {opt.last.attempts})" if opt.last.attempts > 1 else ""))
-    print(f"done at step {opt.next_step}: parameter hash {param_hash(model)}")
+                  + (f"  (attempts {opt.last.attempts})" if opt.last.attempts > 1 else ""), flush=True)
+    print(f"done at step {opt.next_step}: parameter hash {param_hash(model)}", flush=True)
     opt.close()
-    client.close()
     return 0
 
 

@@ -130,7 +130,7 @@ def default_checkpoint_dir(client: Client) -> str:
 
 def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
          start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
-         max_unavailable: int = 3) -> Membership:
+         max_unavailable: int = 3, resume: bool = False) -> Membership:
     """Join the mesh, waiting until the node is a training member, and load
     the mesh's checkpoint of the entry step into model and optimizer when
     this node was admitted into a running mesh.
@@ -140,9 +140,20 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     begins there and needs no checkpoint. When no member saved the entry
     step's state in time (code ``unavailable``) the join is retried; after
     ``max_unavailable`` tries the trainer goes on with its own state (a
-    warning says so)."""
-    dest = os.path.join(checkpoint_dir or default_checkpoint_dir(client), "join-state.pt")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    warning says so).
+
+    ``resume``: first load the newest checkpoint the node knows (held
+    locally or announced in the mesh) when it is past ``start_step``, so a
+    mesh restarted as a whole goes on from where it was rather than from
+    step 0."""
+    directory = checkpoint_dir or default_checkpoint_dir(client)
+    dest = os.path.join(directory, "join-state.pt")
+    os.makedirs(directory, exist_ok=True)
+    resumed = None
+    if resume:
+        resumed = _resume(model, optimizer, client, start_step, os.path.join(directory, "resume-state.pt"))
+        if resumed is not None:
+            start_step = resumed["step"]
     unavailable = 0
     while True:
         want = unavailable < max_unavailable
@@ -154,7 +165,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
                 raise
             unavailable += 1
             log.warning("join: %s (try %d)", e.message, unavailable)
-    m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint)
+    m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint or resumed)
     state_step = start_step
     ck = resp.checkpoint
     if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
@@ -166,6 +177,23 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
         log.warning("joined at step %d with state of step %d: no checkpoint of the entry step from the mesh",
                     m.step, state_step)
     return m
+
+
+def _resume(model, optimizer, client: Client, start_step: int, dest: str) -> Optional[Dict[str, Any]]:
+    """Load the newest checkpoint past start_step that can be fetched;
+    return its description, or None."""
+    newer = sorted((k for k in client.checkpoint_list() if k.get("step", 0) > start_step),
+                   key=lambda k: k.get("step", 0), reverse=True)
+    for k in newer[:3]:
+        try:
+            r = client.checkpoint_fetch(dest, root=k["root"])
+        except RingmeshError as e:
+            log.warning("resume: checkpoint of step %d not fetched: %s", k.get("step", 0), e)
+            continue
+        state = load(r.checkpoint["path"], model, optimizer)
+        log.info("resumed from checkpoint step=%d root=%s", state["step"], k["root"])
+        return dict(r.checkpoint, step=state["step"])
+    return None
 
 
 class GradientAverager:
@@ -235,6 +263,9 @@ class DistributedOptimizer:
     that many steps (besides the saves the node asks for when members join),
     so a mesh that loses every node can restart from it.
 
+    ``resume``: the first ``join`` starts from the newest checkpoint the
+    node knows (for restarting a whole mesh).
+
     ``reconnect_timeout`` > 0: when the local node goes away during an
     all-reduce (it crashed or restarted), wait up to that many seconds for
     it to come back on the same data dir, reconnect, join again (loading the
@@ -245,7 +276,7 @@ class DistributedOptimizer:
     def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Client,
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
-                 bind_grads: bool = True, reconnect_timeout: float = 0.0):
+                 bind_grads: bool = True, reconnect_timeout: float = 0.0, resume: bool = False):
         self.optimizer = optimizer
         self.model = model
         self.client = client
@@ -254,6 +285,7 @@ class DistributedOptimizer:
         self.checkpoint_dir = checkpoint_dir
         self.join_timeout = join_timeout
         self.reconnect_timeout = reconnect_timeout
+        self.resume = resume
         self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads)
         self.membership: Optional[Membership] = None
         self.last: Optional[Response] = None  # the last all-reduce's response
@@ -302,18 +334,21 @@ class DistributedOptimizer:
             raise RuntimeError("call join() first")
 
     def join(self) -> Membership:
-        """Join the mesh and load the checkpoint of the entry step."""
-        start = self.membership.step if self.membership is not None else self.start_step
+        """Join the mesh and load the checkpoint of the entry step (the
+        first join with ``resume``: the newest checkpoint, see ``join``)."""
+        first = self.membership is None
+        start = self.start_step if first else self.membership.step
         self.membership = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
-                               checkpoint_dir=self.checkpoint_dir)
+                               checkpoint_dir=self.checkpoint_dir, resume=self.resume and first)
         return self.membership
 
     def synchronize(self, batch_size: float) -> bool:
         """Average the gradients across the mesh (weight ``batch_size``, this
         member's sample count) without stepping; use it to clip or inspect
         the averaged gradients before ``step()``. Returns False when this
-        node had dropped out of the mesh: it joined again (loading the entry
-        step's checkpoint) and this step's gradients were discarded."""
+        node had dropped out of the mesh (or, with ``reconnect_timeout``, its
+        node restarted): it joined again (loading the entry step's
+        checkpoint) and this step's gradients were discarded."""
         self._need_join()
         try:
             self._pending = self.averager.average(self.membership.step, batch_size)

@@ -334,3 +334,40 @@ class RejoinTest(unittest.TestCase):
         partial = [s for s in range(end) if parts[s] != list(range(B))]
         self.assertLessEqual(len(partial), 1, partial)  # at most the round a's node died in
         assert_params_close(self, a["params"], reference(end, parts))
+
+
+class ResumeTest(unittest.TestCase):
+    def test_resume_after_whole_mesh_restart(self):
+        # A 1-node mesh trains 10 steps saving every 5, then node and
+        # trainer stop. Restarted, a trainer with resume=True goes on from
+        # step 10 with the saved state; one without would start at 0.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        d = os.path.join(tmp.name, "0")
+
+        def run(steps, resume):
+            model = make_model()
+            with ringmesh.Client(d, timeout=60) as client:
+                opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=60,
+                                              checkpoint_every=5, resume=resume)
+                m = opt.join()
+                while opt.next_step < steps:
+                    x, y = batch(opt.next_step)
+                    opt.zero_grad()
+                    F.cross_entropy(model(x), y).backward()
+                    self.assertTrue(opt.step(batch_size=len(x)))
+                opt.close()
+            return m, [p.detach().clone() for p in model.parameters()]
+
+        nd = nodes.Node(d, "--min-members", "1")
+        m, _ = run(10, resume=True)  # nothing to resume yet
+        self.assertEqual(m.step, 0)
+        self.assertIsNone(m.checkpoint)
+        nd.stop()
+        self.assertEqual(nd.proc.returncode, 0)
+        nd = nodes.Node(d, "--min-members", "1")
+        self.addCleanup(nd.stop)
+        m, params = run(20, resume=True)
+        self.assertEqual(m.step, 10)
+        self.assertEqual(m.checkpoint["step"], 10)
+        assert_params_close(self, params, reference(20))

@@ -11,7 +11,7 @@ import (
 func TestInboxBounds(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxHeld = 1
-	cfg.HoldTimeout = 300 * time.Millisecond
+	cfg.HoldTimeout = 2 * time.Second
 	ids := testIDs(t, 2)
 	net, _ := memRing(t, cfg, ids)
 	a := net.Transport(ids[0])
@@ -24,17 +24,22 @@ func TestInboxBounds(t *testing.T) {
 		first <- err
 	}()
 	// Wait until the first stream is held, then a second is refused.
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		h2 := h
-		h2.Step = 2
-		_, err = a.Dial(ctx, ids[1], h2)
-		if errors.Is(err, ErrUnexpectedStream) {
+	b := net.Transport(ids[1]).inbox
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		b.mu.Lock()
+		held := len(b.held)
+		b.mu.Unlock()
+		if held == 1 {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("first stream never held")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if !errors.Is(err, ErrUnexpectedStream) {
+	h2 := h
+	h2.Step = 2
+	if _, err := a.Dial(ctx, ids[1], h2); !errors.Is(err, ErrUnexpectedStream) {
 		t.Fatalf("second held stream: got %v, want ErrUnexpectedStream (busy)", err)
 	}
 	if err := <-first; !errors.Is(err, ErrRoundNotStarted) {

@@ -1,8 +1,9 @@
 package allreduce
 
 // Reduce kernels. Each runs one tight loop over a chunk; wire holds the
-// chunk in the round's wire format, local and out are float32 and may be
-// the same slice. scale multiplies this member's contribution (its weight
+// chunk in the round's wire format (and is updated in place where the
+// result is forwarded), local and out are float32 and may be the same
+// slice. scale multiplies this member's contribution (its weight
 // for WeightedMean, else 1); post multiplies a finished element (1/n for
 // Mean, 1/sum(w) for WeightedMean, else 1).
 
@@ -50,74 +51,82 @@ func gather(dt DType, out []float32, wire []byte) {
 	}
 }
 
-// accumulate sets out = decode(wire) + scale*local.
-func accumulate(dt DType, out, local []float32, wire []byte, scale float32) {
-	local = local[:len(out)]
+// accumulate adds scale*local to the chunk in wire, in place: the partial
+// sum, already in wire format for forwarding.
+func accumulate(dt DType, wire []byte, local []float32, scale float32) {
 	switch dt {
 	case Float32:
-		w := bytesF32(wire)[:len(out)]
+		w := bytesF32(wire)[:len(local)]
 		if scale == 1 {
-			addF32(out, w, local)
+			addInPlace(w, local)
 			return
 		}
-		for i := range out {
-			out[i] = w[i] + scale*local[i]
+		for i := range w {
+			w[i] += scale * local[i]
 		}
 	case BFloat16:
-		w := bytesU16(wire)[:len(out)]
-		for i := range out {
-			out[i] = BF16ToF32(w[i]) + scale*local[i]
+		w := bytesU16(wire)[:len(local)]
+		for i := range w {
+			w[i] = F32ToBF16(BF16ToF32(w[i]) + scale*local[i])
 		}
 	case Float16:
-		w := bytesU16(wire)[:len(out)]
+		w := bytesU16(wire)[:len(local)]
 		t := f16Decode()
-		for i := range out {
-			out[i] = t[w[i]] + scale*local[i]
+		for i := range w {
+			w[i] = F32ToF16(t[w[i]] + scale*local[i])
 		}
 	}
 }
 
-// finish sets out = roundTrip((decode(wire) + scale*local) * post): the
-// element's final value, as every other member will decode it.
+// finish computes the final value v = (decode(wire) + scale*local) * post,
+// writes it back into wire (for forwarding) and stores in out the value
+// as decoded from those wire bytes, so out matches every other member.
 func finish(dt DType, out, local []float32, wire []byte, scale, post float32) {
 	local = local[:len(out)]
 	switch dt {
 	case Float32:
 		w := bytesF32(wire)[:len(out)]
 		if scale == 1 && post == 1 {
-			addF32(out, w, local)
+			addInPlace(w, local)
+			copy(out, w)
 			return
 		}
 		for i := range out {
-			out[i] = (w[i] + scale*local[i]) * post
+			v := (w[i] + scale*local[i]) * post
+			w[i] = v
+			out[i] = v
 		}
 	case BFloat16:
 		w := bytesU16(wire)[:len(out)]
 		for i := range out {
-			out[i] = BF16ToF32(F32ToBF16((BF16ToF32(w[i]) + scale*local[i]) * post))
+			h := F32ToBF16((BF16ToF32(w[i]) + scale*local[i]) * post)
+			w[i] = h
+			out[i] = BF16ToF32(h)
 		}
 	case Float16:
 		w := bytesU16(wire)[:len(out)]
 		t := f16Decode()
 		for i := range out {
-			out[i] = t[F32ToF16((t[w[i]]+scale*local[i])*post)]
+			h := F32ToF16((t[w[i]] + scale*local[i]) * post)
+			w[i] = h
+			out[i] = t[h]
 		}
 	}
 }
 
-// addF32 sets out = a + b, unrolled by four (the compiler does not
-// vectorise; this halves the loop overhead and bounds checks).
-func addF32(out, a, b []float32) {
-	a, b = a[:len(out)], b[:len(out)]
+// addInPlace sets a += b, unrolled by four (the compiler does not
+// vectorise; this cuts the loop overhead and bounds checks).
+func addInPlace(a, b []float32) {
+	b = b[:len(a)]
 	i := 0
-	for ; i+4 <= len(out); i += 4 {
-		o, x, y := out[i:i+4:i+4], a[i:i+4:i+4], b[i:i+4:i+4]
-		o[0] = x[0] + y[0]
-		o[1] = x[1] + y[1]
-		o[2] = x[2] + y[2]
-		o[3] = x[3] + y[3]
+	for ; i+4 <= len(a); i += 4 {
+		x, y := a[i:i+4:i+4], b[i:i+4:i+4]
+		x[0] += y[0]
+		x[1] += y[1]
+		x[2] += y[2]
+		x[3] += y[3]
 	}
-	for ; i < len(out); i++ {
-		out[i] = a[i] + b[i]
+	for ; i < len(a); i++ {
+		a[i] += b[i]
 	}
 }

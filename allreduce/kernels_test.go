@@ -21,16 +21,20 @@ func TestKernels(t *testing.T) {
 					t.Fatalf("encode/gather %d: got %v, want %v", i, got[i], 2*v)
 				}
 			}
-			accumulate(dt, got, local, wire, 3) // 2v + 3v
+			accumulate(dt, wire, local, 3) // 2v + 3v, in wire
+			gather(dt, got, wire)
 			for i, v := range local {
 				if got[i] != 5*v {
 					t.Fatalf("accumulate %d: got %v, want %v", i, got[i], 5*v)
 				}
 			}
+			encode(dt, wire, local, 2)
 			finish(dt, got, local, wire, 1, 0.5) // (2v + v) / 2
+			back := make([]float32, len(local))
+			gather(dt, back, wire)
 			for i, v := range local {
-				if want := roundTrip(dt, 1.5*v); got[i] != want {
-					t.Fatalf("finish %d: got %v, want %v", i, got[i], want)
+				if want := roundTrip(dt, 1.5*v); got[i] != want || back[i] != want {
+					t.Fatalf("finish %d: got %v (wire %v), want %v", i, got[i], back[i], want)
 				}
 			}
 		})
@@ -108,7 +112,13 @@ func BenchmarkKernels(b *testing.B) {
 		b.Run(fmt.Sprintf("accumulate/%v", dt), func(b *testing.B) {
 			b.SetBytes(n * 4)
 			for range b.N {
-				accumulate(dt, out, local, wire, 1)
+				accumulate(dt, wire, local, 0)
+			}
+		})
+		b.Run(fmt.Sprintf("gather/%v", dt), func(b *testing.B) {
+			b.SetBytes(n * 4)
+			for range b.N {
+				gather(dt, out, wire)
 			}
 		})
 		b.Run(fmt.Sprintf("encode/%v", dt), func(b *testing.B) {

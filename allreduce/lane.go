@@ -14,8 +14,8 @@ import (
 
 // lane moves one contiguous part of the buffer round the ring in one
 // direction: a sender to the lane's next member and a receiver from its
-// previous member, linked by tokens (one per received chunk, which the
-// sender may then forward).
+// previous member, linked by a queue of received chunks (already in wire
+// format) that the sender forwards.
 type lane struct {
 	x          *run
 	k          int
@@ -24,8 +24,15 @@ type lane struct {
 	next, prev peer.ID
 	hdr        Header
 	weighted   bool          // this lane gathers the weights first
-	tokens     chan struct{} // receiver -> sender: chunk t done
+	fwd        chan forward  // receiver -> sender: chunks to forward, in order
 	wtok       chan struct{} // receiver -> sender: weight h known
+}
+
+// forward is a chunk, in wire format, the sender passes on. buf, when not
+// nil, is the pooled buffer holding it, returned once written.
+type forward struct {
+	b   []byte
+	buf *[]float32
 }
 
 func (x *run) newLane(k int) *lane {
@@ -35,7 +42,7 @@ func (x *run) newLane(k int) *lane {
 		x: x, k: k, off: x.lanes[k].Off, sch: sch, next: next, prev: prev,
 		hdr:      x.header(k),
 		weighted: k == 0 && x.opt.Op == WeightedMean,
-		tokens:   make(chan struct{}, sch.recvItems()),
+		fwd:      make(chan forward, sch.recvItems()),
 		wtok:     make(chan struct{}, x.n),
 	}
 }
@@ -137,29 +144,32 @@ func (l *lane) sendAll(ctx context.Context, s Stream) error {
 	for t := 0; t < l.sch.steps(); t++ {
 		seg := l.sch.sendSeg(t)
 		for c := range l.sch.numChunks(seg) {
-			if t > 0 {
-				if err := wait(ctx, l.tokens); err != nil {
-					return err
+			var f forward
+			if t == 0 {
+				sp := l.sch.chunk(seg, c)
+				vals := x.src[l.off+sp.Off : l.off+sp.Off+sp.Len]
+				if dt == Float32 && x.scale == 1 {
+					f.b = f32Bytes(vals)
+				} else {
+					encode(dt, wire, vals, x.scale)
+					f.b = wire[:sp.Len*ws]
+				}
+			} else {
+				select {
+				case f = <-l.fwd:
+				case <-ctx.Done():
+					return ctx.Err()
 				}
 			}
-			sp := l.sch.chunk(seg, c)
-			from, scale := x.dst, float32(1)
-			if t == 0 {
-				from, scale = x.src, x.scale
-			}
-			vals := from[l.off+sp.Off : l.off+sp.Off+sp.Len]
-			var payload []byte
-			if dt == Float32 && scale == 1 {
-				payload = f32Bytes(vals)
-			} else {
-				encode(dt, wire, vals, scale)
-				payload = wire[:sp.Len*ws]
-			}
 			_ = s.SetWriteDeadline(time.Now().Add(cfg.FrameTimeout))
-			if err := WriteFrame(s, payload); err != nil {
+			err := WriteFrame(s, f.b)
+			if f.buf != nil {
+				x.putBuf(f.buf)
+			}
+			if err != nil {
 				return fmt.Errorf("step %d chunk %d: %w", t, c, err)
 			}
-			x.r.metrics.BytesSent(len(payload))
+			x.r.metrics.BytesSent(len(f.b))
 		}
 	}
 	return nil
@@ -228,11 +238,9 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 			return err
 		}
 	}
-	buf := x.getBuf()
-	defer x.putBuf(buf)
-	wire := f32Bytes(*buf)
 	dt, ws := x.opt.Wire, x.opt.Wire.Size()
-	for t := 0; t < l.sch.steps(); t++ {
+	last := l.sch.steps() - 1
+	for t := 0; t <= last; t++ {
 		seg, kind := l.sch.recvSeg(t), l.sch.kind(t)
 		if kind == stepFinish {
 			if err := waitClosed(ctx, x.postReady); err != nil {
@@ -244,26 +252,37 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 			lo, hi := l.off+sp.Off, l.off+sp.Off+sp.Len
 			out := x.dst[lo:hi]
 			_ = s.SetReadDeadline(time.Now().Add(cfg.FrameTimeout))
+			var f forward
 			if kind == stepGather && dt == Float32 {
-				if err := readExact(s, f32Bytes(out)); err != nil {
+				// Final float32 values: read straight into dst and
+				// forward from there.
+				f.b = f32Bytes(out)
+				if err := readExact(s, f.b); err != nil {
 					return fmt.Errorf("step %d chunk %d: %w", t, c, err)
 				}
 			} else {
-				in := wire[:sp.Len*ws]
-				if err := readExact(s, in); err != nil {
+				f.buf = x.getBuf()
+				f.b = f32Bytes(*f.buf)[:sp.Len*ws]
+				if err := readExact(s, f.b); err != nil {
+					x.putBuf(f.buf)
 					return fmt.Errorf("step %d chunk %d: %w", t, c, err)
 				}
 				switch kind {
 				case stepAccumulate:
-					accumulate(dt, out, x.src[lo:hi], in, x.scale)
+					accumulate(dt, f.b, x.src[lo:hi], x.scale)
 				case stepFinish:
-					finish(dt, out, x.src[lo:hi], in, x.scale, x.post)
+					finish(dt, out, x.src[lo:hi], f.b, x.scale, x.post)
 				default:
-					gather(dt, out, in)
+					gather(dt, out, f.b)
 				}
 			}
 			x.r.metrics.BytesReceived(sp.Len * ws)
-			l.tokens <- struct{}{}
+			switch {
+			case t < last:
+				l.fwd <- f // never blocks: capacity is every chunk
+			case f.buf != nil:
+				x.putBuf(f.buf)
+			}
 		}
 	}
 	return nil

@@ -5,7 +5,7 @@ Two lines change in a single-process training loop::
     import ringmesh, ringmesh.torch as rt
     client = ringmesh.Client(data_dir)
     opt = rt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, client)
-    opt.join()                                   # loads the mesh's newest checkpoint
+    opt.join()                                   # joining a running mesh: loads its checkpoint
     while opt.next_step < steps:
         idx = opt.shard(global_batch)            # this member's share of the batch
         opt.zero_grad()
@@ -18,7 +18,9 @@ the gradient of the global batch), applies the wrapped optimizer, and saves a
 checkpoint when the node asks for one (members join at the next step). When
 this node falls out of the mesh (codes ``waiting``, ``excluded``,
 ``not_member``) it joins again, loads the checkpoint of its entry step and
-returns False: the step was not applied.
+returns False: the step was not applied (with ``reconnect_timeout``, also
+when the local node restarts; ``resume=True`` starts a restarted mesh from
+its newest checkpoint).
 
 Gradients live in one shared-memory buffer, laid out parameter after
 parameter in ``model.parameters()`` order; the node all-reduces it in place

@@ -2,7 +2,6 @@
 trainer thread with its own Client per node: results match a numpy
 reference and are bit-identical on every member."""
 
-import os
 import tempfile
 import unittest
 

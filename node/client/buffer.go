@@ -32,6 +32,9 @@ func (c *Client) NewBuffer(ctx context.Context, n int) (*Buffer, error) {
 		os.Remove(m.Path)
 		return nil, err
 	}
+	// Both sides have the file mapped now: unlink it, so that nothing is
+	// left in /dev/shm however this process ends.
+	os.Remove(m.Path)
 	data, _ := m.Float32s(0, int64(n))
 	return &Buffer{c: c, m: m, id: resp.Buffer, Data: data}, nil
 }
@@ -40,7 +43,6 @@ func (c *Client) NewBuffer(ctx context.Context, n int) (*Buffer, error) {
 func (b *Buffer) Close() error {
 	_, err := b.c.call(context.Background(), localapi.Request{Op: localapi.OpUnregister, Buffer: b.id})
 	b.m.Close()
-	os.Remove(b.m.Path)
 	return err
 }
 

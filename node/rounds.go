@@ -172,7 +172,7 @@ func (n *Node) attempt(ctx context.Context, views <-chan mesh.View, step uint64,
 	res := roundResult{step: step, ring: ring, weight: red.TotalWeight}
 	leader := ring[0].ID
 	if leader == e.self {
-		next, ok := n.lead(actx, a, list)
+		next, ok := n.lead(actx, a)
 		if ok {
 			res.next = next
 			return res, nil
@@ -238,36 +238,28 @@ func sameIDs(a, b []member) bool {
 // lead collects a ready from every ring member, then commits: it records
 // the round as applied and tells the members. It returns false when the
 // attempt must be resolved by recovery.
-func (n *Node) lead(ctx context.Context, a *attempt, list []member) ([]member, bool) {
+func (n *Node) lead(ctx context.Context, a *attempt) ([]member, bool) {
 	e := n.eng
 	e.mu.Lock()
 	a.readies[e.self] = true
 	e.mu.Unlock()
-	deadline := time.NewTimer(n.cfg.CommitTimeout)
-	defer deadline.Stop()
-	for {
-		e.mu.Lock()
+	var next []member
+	e.await(ctx, n.cfg.CommitTimeout, func() bool {
 		if a.queried || a.aborted {
-			e.mu.Unlock()
-			return nil, false
+			return true
 		}
 		if len(a.readies) == len(a.ring) {
-			next := n.nextList(a.ring)
+			next = n.nextList(a.ring)
 			e.last = &commitRecord{step: a.step, key: a.key, ring: a.ring, next: next}
-			e.mu.Unlock()
-			n.broadcast(a.ring, &msg{Type: msgCommit, Step: a.step, Ring: a.key, Peers: next})
-			return next, true
+			return true
 		}
-		ch := e.changed
-		e.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, false
-		case <-deadline.C:
-			return nil, false
-		case <-ch:
-		}
+		return false
+	})
+	if next == nil {
+		return nil, false
 	}
+	n.broadcast(a.ring, &msg{Type: msgCommit, Step: a.step, Ring: a.key, Peers: next})
+	return next, true
 }
 
 // nextList is the agreed list for the step after a round over ring: the ring
@@ -291,36 +283,44 @@ func (n *Node) nextList(ring []member) []member {
 // follow reports ready to the leader and waits for its commit.
 func (n *Node) follow(ctx context.Context, a *attempt, leader peer.ID) ([]member, bool) {
 	e := n.eng
-	sent := make(chan error, 1)
 	n.goRound(func() {
-		sent <- n.send(ctx, leader, &msg{Type: msgReady, Step: a.step, Ring: a.key})
+		if err := n.send(ctx, leader, &msg{Type: msgReady, Step: a.step, Ring: a.key}); err != nil && ctx.Err() == nil {
+			n.mesh.Suspect(leader, err)
+		}
 	})
-	deadline := time.NewTimer(n.cfg.CommitTimeout)
+	var next []member
+	e.await(ctx, n.cfg.CommitTimeout, func() bool {
+		if a.queried || a.aborted {
+			return true
+		}
+		if a.commit != nil {
+			next = a.commit
+			e.last = &commitRecord{step: a.step, key: a.key, ring: a.ring, next: next}
+			return true
+		}
+		return false
+	})
+	return next, next != nil
+}
+
+// await calls check with mu held now and after every change of the engine,
+// until check returns true, ctx ends or d passes.
+func (e *engine) await(ctx context.Context, d time.Duration, check func() bool) {
+	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
 		e.mu.Lock()
-		if a.commit != nil && !a.queried {
-			e.last = &commitRecord{step: a.step, key: a.key, ring: a.ring, next: a.commit}
-			next := a.commit
-			e.mu.Unlock()
-			return next, true
-		}
-		if a.queried || a.aborted {
-			e.mu.Unlock()
-			return nil, false
-		}
+		done := check()
 		ch := e.changed
 		e.mu.Unlock()
+		if done {
+			return
+		}
 		select {
 		case <-ctx.Done():
-			return nil, false
+			return
 		case <-deadline.C:
-			return nil, false
-		case err := <-sent:
-			if err != nil {
-				n.mesh.Suspect(leader, err)
-			}
-			sent = nil
+			return
 		case <-ch:
 		}
 	}

@@ -1,7 +1,12 @@
 package node
 
 import (
+	"context"
+	"encoding/json"
+
 	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // SelfJSON describes the local node in a status report.
@@ -47,4 +52,20 @@ func (n *Node) Status() StatusJSON {
 		st.Rounds.Members = []string{}
 	}
 	return st
+}
+
+// ReadStatus asks the node whose data dir is dataDir for its status over
+// the local socket (what `ringmesh status --json` prints).
+func ReadStatus(ctx context.Context, dataDir string) (StatusJSON, error) {
+	var st StatusJSON
+	c, err := client.Dial(ctx, dataDir)
+	if err != nil {
+		return st, err
+	}
+	defer c.Close()
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpStatus})
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(resp.Status, &st)
 }

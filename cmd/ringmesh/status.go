@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/ringmesh/ringmesh/node"
-	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
@@ -40,19 +38,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func fetchStatus(dataDir string) (node.StatusJSON, error) {
-	var st node.StatusJSON
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, dataDir)
-	if err != nil {
-		return st, err
-	}
-	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpStatus})
-	if err != nil {
-		return st, err
-	}
-	return st, json.Unmarshal(resp.Status, &st)
+	return node.ReadStatus(ctx, dataDir)
 }
 
 func printStatus(w io.Writer, st node.StatusJSON) {

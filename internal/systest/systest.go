@@ -6,7 +6,6 @@ package systest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	"github.com/ringmesh/ringmesh/node"
-	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 var (
@@ -144,19 +141,9 @@ func StartCmd(prefix []string, bin, dir string, args ...string) (*Proc, error) {
 
 // Status asks the node of dir for its status.
 func Status(dir string) (node.StatusJSON, error) {
-	var st node.StatusJSON
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, dir)
-	if err != nil {
-		return st, err
-	}
-	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpStatus})
-	if err != nil {
-		return st, err
-	}
-	return st, json.Unmarshal(resp.Status, &st)
+	return node.ReadStatus(ctx, dir)
 }
 
 // Kill crashes the process with SIGKILL and waits for it to be gone.

@@ -213,10 +213,10 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 		bufs[i] = buf
 	}
 	var times []time.Duration
-	var cpu0 float64
+	var cpuStart, cpuPer float64
 	for it := 0; it <= b.iters; it++ {
 		if it == 1 {
-			cpu0 = procCPU(b.pids)
+			cpuStart = procCPU(b.pids)
 		}
 		if it == 0 {
 			fmt.Fprintf(b.stderr, "size %s: warm-up\n", formatSize(size))
@@ -252,8 +252,8 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 		if it > 0 {
 			times = append(times, slices.Max(took))
 		}
-		if it == b.iters && cpu0 > 0 {
-			cpu0 = (procCPU(b.pids) - cpu0) / float64(b.iters)
+		if it == b.iters && cpuStart > 0 {
+			cpuPer = max(procCPU(b.pids)-cpuStart, 0) / float64(b.iters)
 		}
 		want := float64(n*(n+1)) / 2
 		for i, buf := range bufs {
@@ -262,7 +262,7 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 			}
 		}
 	}
-	return times, max(cpu0, 0), nil
+	return times, cpuPer, nil
 }
 
 // procCPU returns the user+system CPU seconds of the processes, from

@@ -17,11 +17,12 @@ import (
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
-const benchHelp = `usage: ringmesh bench <allreduce|recovery> [flags]
+const benchHelp = `usage: ringmesh bench <allreduce|recovery|checkpoint> [flags]
 
   allreduce   all-reduce bandwidth (nccl-tests algbw/busbw), on N local node
               processes (--local N) or on a live mesh (--data-dir DIR --world N)
   recovery    time from a node's SIGKILL to the survivors' next applied round
+  checkpoint  time for a fresh node to fetch a checkpoint from N-1 providers
 
 Run 'ringmesh bench <name> --help' for its flags.`
 

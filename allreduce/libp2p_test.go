@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/ringmesh/ringmesh/internal/p2pconf"
@@ -24,7 +26,16 @@ func newHosts(t testing.TB, n int) []host.Host {
 	t.Helper()
 	hs := make([]host.Host, n)
 	for i := range hs {
-		opts := append(p2pconf.HostOptions(),
+		opts := p2pconf.HostOptions()
+		if os.Getenv("RINGMESH_BENCH_INSECURE") != "" {
+			// Plaintext, only to measure what encryption costs.
+			rm, err := p2pconf.ResourceManager()
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts = []libp2p.Option{libp2p.NoSecurity, libp2p.Muxer(yamux.ID, p2pconf.Muxer()), libp2p.ResourceManager(rm)}
+		}
+		opts = append(opts,
 			libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 			libp2p.Transport(tcp.NewTCPTransport),
 			libp2p.DisableRelay(),

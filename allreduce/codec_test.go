@@ -99,7 +99,7 @@ func TestControlGolden(t *testing.T) {
 		{control{Type: ctrlAbort, Code: causeHeader, Origin: "ab", Reason: "x"}, "03" + "01" + "0002" + "6162" + "0001" + "78"},
 	}
 	for _, c := range cases {
-		b := AppendControl(nil, c.c)
+		b := appendControl(nil, c.c)
 		if got := hex.EncodeToString(b); got != c.want {
 			t.Errorf("got %s, want %s", got, c.want)
 		}
@@ -235,15 +235,15 @@ func FuzzReadFrame(f *testing.F) {
 }
 
 func FuzzReadControl(f *testing.F) {
-	f.Add(AppendControl(nil, control{Type: ctrlAbort, Origin: "ab", Reason: "x"}))
-	f.Add(AppendControl(nil, control{Type: ctrlReject, Code: 1, Reason: "op"}))
+	f.Add(appendControl(nil, control{Type: ctrlAbort, Origin: "ab", Reason: "x"}))
+	f.Add(appendControl(nil, control{Type: ctrlReject, Code: 1, Reason: "op"}))
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := readControl(bytes.NewReader(b))
 		if err != nil {
 			return
 		}
-		if again := AppendControl(nil, c); !bytes.Equal(again, b[:len(again)]) {
+		if again := appendControl(nil, c); !bytes.Equal(again, b[:len(again)]) {
 			t.Fatalf("re-encoding: got %x, want prefix of %x", again, b)
 		}
 	})

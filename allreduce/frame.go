@@ -119,9 +119,9 @@ type control struct {
 	Reason string
 }
 
-// AppendControl appends c's encoding to b; text fields are truncated to
+// appendControl appends c's encoding to b; text fields are truncated to
 // their caps.
-func AppendControl(b []byte, c control) []byte {
+func appendControl(b []byte, c control) []byte {
 	b = append(b, c.Type)
 	switch c.Type {
 	case ctrlReject:

@@ -124,7 +124,7 @@ func (x *run) abort(cause error) {
 	case errors.Is(cause, ErrHeaderMismatch):
 		code = causeHeader
 	}
-	msg := AppendControl(nil, control{Type: ctrlAbort, Code: code, Origin: string(origin), Reason: reason})
+	msg := appendControl(nil, control{Type: ctrlAbort, Code: code, Origin: string(origin), Reason: reason})
 	x.mu.Lock()
 	x.aborting = true
 	x.abortMsg = msg

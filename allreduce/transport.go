@@ -93,7 +93,7 @@ func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duratio
 
 // reject answers a held stream with a reject and closes it.
 func reject(s Stream, code byte, reason string, timeout time.Duration) {
-	answer(s, AppendControl(nil, control{Type: ctrlReject, Code: code, Reason: reason}), timeout)
+	answer(s, appendControl(nil, control{Type: ctrlReject, Code: code, Reason: reason}), timeout)
 }
 
 // answer writes one control message and closes the stream.

@@ -143,7 +143,7 @@ func appendText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// ReadControl reads one control message.
+// readControl reads one control message.
 func readControl(r io.Reader) (control, error) {
 	var t [1]byte
 	if _, err := io.ReadFull(r, t[:]); err != nil {

@@ -64,3 +64,49 @@ func TestAcceptTimesOut(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxNewerStreamSupersedes checks that a second stream for the same
+// round and lane replaces a held one, which is refused.
+func TestInboxNewerStreamSupersedes(t *testing.T) {
+	cfg := testConfig()
+	ids := testIDs(t, 2)
+	net, _ := memRing(t, cfg, ids)
+	a := net.Transport(ids[0])
+	h := Header{Version: Version, DType: Float32, Op: Sum, Lanes: 1, Step: 1, ChunkBytes: MinChunkBytes, Mesh: "m"}
+	ctx := testCtx(t)
+	first := make(chan error, 1)
+	go func() {
+		_, err := a.Dial(ctx, ids[1], h)
+		first <- err
+	}()
+	b := net.Transport(ids[1]).inbox
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		b.mu.Lock()
+		held := len(b.held)
+		b.mu.Unlock()
+		if held == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("first stream never held")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() {
+		s, err := a.Dial(ctx, ids[1], h)
+		if s != nil {
+			_ = s.Reset()
+		}
+		second <- err
+	}()
+	if err := <-first; !errors.Is(err, ErrUnexpectedStream) {
+		t.Fatalf("superseded stream: got %v, want ErrUnexpectedStream", err)
+	}
+	if _, err := net.Transport(ids[1]).Accept(ctx, ids[0], h); err != nil {
+		t.Fatalf("accepting the newer stream: got %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("newer stream: got %v, want an ack", err)
+	}
+}

@@ -37,8 +37,8 @@ type Stream interface {
 // and waits for the receiver's verdict; Accept waits for the stream from
 // `from` for h's round and lane, checks every header field against h,
 // answers, and returns it (if ctx ends as the stream arrives, Accept may
-// return the stream together with ctx's error; the caller owns it). Safe for concurrent use; both return promptly
-// once ctx is done.
+// return the stream together with ctx's error; the caller owns it). Safe
+// for concurrent use; both return promptly once ctx is done.
 //
 // Abandon is called when a round aborts before Accept returned a stream:
 // the stream from `from` for h's round and lane, held now or arriving

@@ -393,6 +393,3 @@ func (b *inbox) close() {
 		_ = h.s.Reset()
 	}
 }
-
-// isClosedErr reports errors that mean the transport is going away.
-func isClosedErr(err error) bool { return errors.Is(err, ErrClosed) }

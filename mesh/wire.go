@@ -27,8 +27,6 @@ const (
 		1 + maxAddrs*(1+maxAddrLen) +
 		2 + 8 + 1 + maxGPUs*(1+maxGPUNameLen+1+maxGPUUUIDLen+8+1) +
 		4
-	// maxFailureSize is the largest failure notice.
-	maxFailureSize = 2 + (1 + maxMeshNameLen) + 2*(1+maxPeerIDLen) + 1 + 8
 )
 
 // heartbeat is the message a member publishes every HeartbeatInterval.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // preallocate reserves size bytes for f so that a full disk is reported
@@ -18,4 +20,11 @@ func preallocate(f *os.File, size int64) error {
 		return f.Truncate(size)
 	}
 	return err
+}
+
+// startWriteback asks the kernel to start writing [off, off+n) of f to disk
+// now (without waiting), so that dirty pages do not pile up during a fetch
+// and the final fsync before the entry is promoted finds little left to do.
+func startWriteback(f *os.File, off int64, n int) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
 }

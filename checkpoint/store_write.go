@@ -289,6 +289,7 @@ func (s *Store) writeChunk(root Root, i int, data []byte) error {
 	if _, err := s.writeAt(e.f, data, off); err != nil {
 		return fmt.Errorf("write chunk %d: %w", i, diskErr(err))
 	}
+	startWriteback(e.f, off, len(data))
 	s.mu.Lock()
 	if !e.have[i] {
 		e.have[i] = true

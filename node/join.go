@@ -105,16 +105,14 @@ func (n *Node) step(ctx context.Context, v mesh.View) {
 				return
 			}
 		}
-		if ring, quorum := liveRing(e.list, v); hasMajority(ring, quorum) {
+		if ring, quorum := liveRing(e.list, v); hasMajority(ring, quorum) && sameEpoch(ring, v, e.nextStep, e.list) {
 			e.setStateLocked(stateTraining, "")
 		}
 	case stateTraining:
-		for _, p := range training {
-			if p.pl.Step >= e.nextStep+2 && !e.busy {
-				e.list = nil
-				e.setStateLocked(stateJoining, fmt.Sprintf("member %s is at step %d, this node at %d; rejoining", short(p.id), p.pl.Step, e.nextStep))
-				return
-			}
+		if why := staleness(training, e.nextStep); why != "" && !e.busy {
+			e.list = nil
+			e.setStateLocked(stateJoining, why+"; rejoining")
+			return
 		}
 		if !e.busy && n.cfg.TrainerTimeout > 0 && !e.lastApply.IsZero() && time.Since(e.lastApply) > n.cfg.TrainerTimeout {
 			e.list = nil
@@ -140,7 +138,7 @@ type peerInfo struct {
 func trainingPeers(v mesh.View) []peerInfo {
 	var out []peerInfo
 	for _, m := range v.Members {
-		if m.ID == v.Self || m.State != mesh.Alive {
+		if m.ID == v.Self || (m.State != mesh.Alive && m.State != mesh.Suspect) {
 			continue
 		}
 		if p, ok := decodePayload(m.Payload); ok && p.State == stateTraining {
@@ -148,6 +146,37 @@ func trainingPeers(v mesh.View) []peerInfo {
 		}
 	}
 	return out
+}
+
+// staleness says why this node, at step next, must have been left behind:
+// a training peer is two or more steps ahead (a member of its ring would be
+// at most one step behind it). Empty when it is not.
+func staleness(training []peerInfo, next uint64) string {
+	for _, p := range training {
+		if p.pl.Step >= next+2 {
+			return fmt.Sprintf("member %s is at step %d, this node at %d", short(p.id), p.pl.Step, next)
+		}
+	}
+	return ""
+}
+
+// sameEpoch reports whether every member of ring but self advertises the
+// same step and agreed list as this node, so that a waiting node resumes
+// only with members that were left at the same place (not with members
+// that went on while it was cut off and whose new heartbeats have not all
+// arrived).
+func sameEpoch(ring []member, v mesh.View, step uint64, list []member) bool {
+	h := shortHash(listHash(list))
+	for _, m := range ring {
+		if m.ID == v.Self {
+			continue
+		}
+		_, p, ok := peerPayload(v, m.ID)
+		if !ok || p.Step != step || p.List != h || (p.State != stateTraining && p.State != stateWaiting) {
+			return false
+		}
+	}
+	return true
 }
 
 // formLocked forms a new mesh once at least MinMembers forming nodes see the

@@ -127,7 +127,7 @@ func hasMajority(ring []member, quorum int) bool { return 2*len(ring) > quorum }
 // peerPayload returns the decoded payload of a member of the view.
 func peerPayload(v mesh.View, id peer.ID) (mesh.Member, payload, bool) {
 	vm, ok := v.Member(id)
-	if !ok || vm.State != mesh.Alive {
+	if !ok || (vm.State != mesh.Alive && vm.State != mesh.Suspect) {
 		return vm, payload{}, false
 	}
 	p, ok := decodePayload(vm.Payload)

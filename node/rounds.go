@@ -68,6 +68,9 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 	backoff := n.cfg.RetryBackoff
 	for attempts := 1; ; attempts++ {
 		v := n.mesh.View()
+		if why := staleness(trainingPeers(v), step); why != "" {
+			return roundResult{}, n.leftOut(why)
+		}
 		ring, quorum := liveRing(list, v)
 		if !hasMajority(ring, quorum) || !containsID(ring, e.self) {
 			return roundResult{}, n.enterWaiting(ring, quorum)

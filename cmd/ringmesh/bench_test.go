@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -253,30 +252,15 @@ func BenchmarkLabAllReduce(b *testing.B) {
 	}
 	for _, dtype := range []string{"float32", "bfloat16"} {
 		b.Run(dtype, func(b *testing.B) {
-			ps := labNodes(b, lab, bin, n)
+			ps := labNodes(b, lab, n)
 			labAllReduce(b, bin, ps, size, dtype, rate)
 		})
 	}
 }
 
 // labNodes starts a fresh node in each lab host (a mesh formed by n).
-func labNodes(b *testing.B, lab *netlab.Lab, bin string, n int) []*systest.Proc {
-	root := b.TempDir()
-	ps := make([]*systest.Proc, n)
-	for i := range ps {
-		h := lab.Host(i)
-		args := []string{"--listen", h.TCPMultiaddr(0), "--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n), "--log-level", "info"}
-		if i > 0 {
-			args = append(args, "--join", ps[0].Addr)
-		}
-		p, err := systest.StartCmd([]string{"ip", "netns", "exec", h.Netns}, bin, filepath.Join(root, fmt.Sprint(i)), args...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Stop(10 * time.Second) })
-		ps[i] = p
-	}
-	return ps
+func labNodes(b *testing.B, lab *netlab.Lab, n int) []*systest.Proc {
+	return systest.LabCluster(b, lab, b.TempDir(), n, "--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n), "--log-level", "info")
 }
 
 // labAllReduce runs one live-mode bench process per node and reports the

@@ -21,25 +21,12 @@ import (
 func labCheckpointNodes(b *testing.B, n int, rate int64, extra ...string) (*netlab.Lab, []*systest.Proc) {
 	netlab.Require(b)
 	lab := netlab.New(b, n, netlab.DefaultConfig())
-	bin := systest.Binary(b)
-	root := b.TempDir()
-	ps := make([]*systest.Proc, n)
-	for i := range ps {
+	for i := range n {
 		if rate > 0 {
 			lab.SetRate(i, rate)
 		}
-		h := lab.Host(i)
-		args := append([]string{"--listen", h.TCPMultiaddr(4001), "--no-mdns", "--no-dht"}, extra...)
-		if i > 0 {
-			args = append(args, "--join", ps[0].Addr)
-		}
-		p, err := systest.StartCmd([]string{"ip", "netns", "exec", h.Netns}, bin, filepath.Join(root, fmt.Sprint(i)), args...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Stop(10 * time.Second) })
-		ps[i] = p
 	}
+	ps := systest.LabCluster(b, lab, b.TempDir(), n, append([]string{"--no-mdns", "--no-dht"}, extra...)...)
 	return lab, ps
 }
 

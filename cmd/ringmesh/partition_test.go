@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,23 +18,9 @@ import (
 func TestLabPartitionMajorityOnly(t *testing.T) {
 	netlab.Require(t)
 	lab := netlab.New(t, 5, netlab.DefaultConfig())
-	bin := systest.Binary(t)
 	root := t.TempDir()
 	dumpLogsOnFailure(t, root)
-	ps := make([]*systest.Proc, 5)
-	for i := range ps {
-		h := lab.Host(i)
-		args := []string{"--listen", h.TCPMultiaddr(0), "--no-mdns", "--no-dht", "--fast-detect", "--min-members", "5", "--log-level", "debug"}
-		if i > 0 {
-			args = append(args, "--join", ps[0].Addr)
-		}
-		p, err := systest.StartCmd([]string{"ip", "netns", "exec", h.Netns}, bin, filepath.Join(root, fmt.Sprint(i)), args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop(10 * time.Second) })
-		ps[i] = p
-	}
+	ps := systest.LabCluster(t, lab, root, 5, "--no-mdns", "--no-dht", "--fast-detect", "--min-members", "5", "--log-level", "debug")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tctx, stop := context.WithCancel(ctx)

@@ -22,7 +22,7 @@ usage: ringmesh <command> [flags]
 commands:
   node        run a node on this host until SIGINT/SIGTERM
   status      show the local node's members and round state (--json)
-  bench       benchmarks: bench allreduce, bench recovery
+  bench       benchmarks: bench allreduce, bench recovery, bench checkpoint
   demo        local nodes train a model together; one is killed and rejoins
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
 

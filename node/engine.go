@@ -63,7 +63,6 @@ type engine struct {
 	formHash  string   // forming: hash prefix of the forming set this node sees
 	formSet   []member // forming: that set
 	formStart uint64   // forming: the largest start step in it
-	wantJoin  bool     // a trainer asked to join
 	lastAsk   time.Time
 	cur       *attempt
 	last      *commitRecord

@@ -17,7 +17,6 @@ import (
 func (n *Node) join(ctx context.Context, startStep uint64) (uint64, []member, error) {
 	e := n.eng
 	e.mu.Lock()
-	e.wantJoin = true
 	if e.state == stateIdle {
 		e.startStep = startStep
 		e.setStateLocked(stateForming, "")
@@ -47,7 +46,6 @@ func (n *Node) leave(reason string) {
 	e := n.eng
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.wantJoin = false
 	e.list = nil
 	e.setStateLocked(stateIdle, reason)
 }
@@ -116,7 +114,6 @@ func (n *Node) step(ctx context.Context, v mesh.View) {
 		}
 		if !e.busy && n.cfg.TrainerTimeout > 0 && !e.lastApply.IsZero() && time.Since(e.lastApply) > n.cfg.TrainerTimeout {
 			e.list = nil
-			e.wantJoin = false
 			e.setStateLocked(stateIdle, fmt.Sprintf("excluded: the trainer did not submit step %d within %s", e.nextStep, n.cfg.TrainerTimeout))
 			return
 		}

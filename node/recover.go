@@ -85,7 +85,6 @@ func (n *Node) leftOut(why string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.list = nil
-	e.wantJoin = true
 	e.setStateLocked(stateJoining, "the mesh went on without this node: "+why)
 	return &roundError{Code: localapi.CodeExcluded, Msg: "the mesh went on without this node (" + why + "): join again", NextStep: e.nextStep}
 }

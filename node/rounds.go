@@ -11,7 +11,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ringmesh/ringmesh/allreduce"
-	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
@@ -64,7 +63,6 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 	}()
 
 	dst := n.scratch(len(src))
-	views := n.mesh.Watch(ctx)
 	backoff := n.cfg.RetryBackoff
 	for attempts := 1; ; attempts++ {
 		v := n.mesh.View()
@@ -75,7 +73,7 @@ func (n *Node) allReduce(ctx context.Context, step uint64, src []float32, opt al
 		if !hasMajority(ring, quorum) || !containsID(ring, e.self) {
 			return roundResult{}, n.enterWaiting(ring, quorum)
 		}
-		res, err := n.attempt(ctx, views, step, list, ring, src, dst, opt)
+		res, err := n.attempt(ctx, step, list, ring, src, dst, opt)
 		if err == nil {
 			copy(src, dst)
 			res.attempts = attempts
@@ -142,7 +140,7 @@ func (n *Node) applied(res roundResult) {
 
 // attempt tries round step once over ring and returns the committed result.
 // An error means nothing was applied.
-func (n *Node) attempt(ctx context.Context, views <-chan mesh.View, step uint64, list, ring []member, src, dst []float32, opt allreduce.Options) (roundResult, error) {
+func (n *Node) attempt(ctx context.Context, step uint64, list, ring []member, src, dst []float32, opt allreduce.Options) (roundResult, error) {
 	e := n.eng
 	rnd, key := roundKey(n.cfg.Mesh.Mesh, step, list, ring)
 	actx, cancel := context.WithCancel(ctx)

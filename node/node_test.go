@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/node"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
@@ -21,7 +23,7 @@ func TestMain(m *testing.M) {
 
 // testNode runs a node in this process until the test ends.
 type testNode struct {
-	*Node
+	*node.Node
 	dir  string
 	done chan error
 }
@@ -33,13 +35,13 @@ func startNode(t *testing.T, dir string, minMembers int, join ...string) *testNo
 
 func startNodeTimeout(t *testing.T, dir string, minMembers int, trainerTimeout time.Duration, join ...string) *testNode {
 	t.Helper()
-	cfg := LocalConfig()
+	cfg := node.LocalConfig()
 	cfg.DataDir = dir
 	cfg.MinMembers = minMembers
 	cfg.TrainerTimeout = trainerTimeout
 	cfg.Mesh.Join = join
 	ctx, cancel := context.WithCancel(context.Background())
-	n, err := Open(ctx, cfg, nil)
+	n, err := node.Open(ctx, cfg, nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -172,7 +174,7 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	systestEventually(t, 30*time.Second, func() error {
+	systest.Eventually(t, 30*time.Second, func() error {
 		_, err := bufA2.AllReduce(ctx, 0, client.ReduceOptions{})
 		if client.IsCode(err, localapi.CodeBusy) {
 			return nil
@@ -189,7 +191,7 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 	// a's trainer goes away; b's mesh must go on alone (a said it stopped,
 	// so it no longer counts towards the majority).
 	ca.Close()
-	systestEventually(t, 60*time.Second, func() error {
+	systest.Eventually(t, 60*time.Second, func() error {
 		_, err := bb.AllReduce(ctx, 1, client.ReduceOptions{})
 		if err != nil {
 			if client.IsCode(err, localapi.CodeWaiting) {
@@ -200,7 +202,7 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 		return nil
 	})
 	st := a.Status()
-	if st.Rounds.State != stateIdle || st.Rounds.Reason != "trainer disconnected" {
+	if st.Rounds.State != "idle" || st.Rounds.Reason != "trainer disconnected" {
 		t.Errorf("a after its trainer left: %s (%s)", st.Rounds.State, st.Rounds.Reason)
 	}
 }
@@ -250,24 +252,9 @@ func TestHungTrainerExcluded(t *testing.T) {
 		}
 	}
 	st := ns[2].Status()
-	if st.Rounds.State != stateIdle || !strings.Contains(st.Rounds.Reason, "did not submit step 1") {
+	if st.Rounds.State != "idle" || !strings.Contains(st.Rounds.Reason, "did not submit step 1") {
 		t.Errorf("hung trainer's node: %s (%s), want idle, excluded", st.Rounds.State, st.Rounds.Reason)
 	}
 	_, err := bufs[2].AllReduce(ctx, 1, client.ReduceOptions{})
 	wantCode(t, "hung trainer's late call", err, localapi.CodeNotMember)
-}
-
-func systestEventually(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

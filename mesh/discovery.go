@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -57,7 +58,8 @@ func (m *Mesh) dialer(ctx context.Context, g *errgroup.Group, reqs <-chan peer.A
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "mesh member"), dialTimeout)
+			m.clearDialBackoff(ai.ID)
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 			defer cancel()
 			if err := m.host.Connect(dctx, ai); err != nil && ctx.Err() == nil {
 				m.logger.Debug("dial failed", "peer", ai.ID, "err", err)
@@ -103,7 +105,8 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 			continue
 		}
 		// Paced by our backoff, not libp2p's (5s and up after a failure).
-		dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "mesh join"), dialTimeout)
+		m.clearDialBackoff(ai.ID)
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		err := m.host.Connect(dctx, ai)
 		cancel()
 		if err == nil {
@@ -202,4 +205,17 @@ func (m *Mesh) bootstrapPeers() []peer.AddrInfo {
 		out = append(out, m.host.Peerstore().PeerInfo(p))
 	}
 	return out
+}
+
+// clearDialBackoff lets the next dial of p go out at once: the mesh paces
+// its dials and probes with its own timers, and libp2p's dial backoff (5 s
+// and up after a failure) must not turn an earlier failed dial into an
+// instant failure. (network.WithForceDirectDial would skip the backoff too,
+// but go-libp2p v0.51 dereferences a nil transport with it when the
+// peerstore holds an address this host has no transport for, e.g. a QUIC
+// address on a TCP-only private-network host.)
+func (m *Mesh) clearDialBackoff(p peer.ID) {
+	if sw, ok := m.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 }

@@ -182,7 +182,8 @@ func (s *loopState) probe(p probeReq) {
 	s.g.Go(func() error {
 		// Our own timers pace probes; libp2p's dial backoff must not turn
 		// an earlier failed dial into an instant, false death.
-		ctx, cancel := context.WithTimeout(network.WithForceDirectDial(s.ctx, "mesh probe"), m.cfg.ProbeTimeout)
+		m.clearDialBackoff(p.id)
+		ctx, cancel := context.WithTimeout(s.ctx, m.cfg.ProbeTimeout)
 		defer cancel()
 		start := time.Now()
 		ok := false

@@ -116,6 +116,11 @@ func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*loc
 	if err != nil {
 		return nil, err
 	}
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("profile dir: %w", err)
+		}
+	}
 	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*systest.Proc, n), out: stderr}
 	for i := range n {
 		a := append([]string{}, args...)

@@ -327,7 +327,7 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 		if err != nil {
 			return err
 		}
-		times, err := b.liveSize(ctx, buf, &step, rank, n)
+		times, err := b.liveSize(ctx, buf, tiny, &step, rank, n)
 		buf.Close()
 		if err != nil {
 			return fmt.Errorf("size %s: %w", formatSize(size), err)
@@ -374,14 +374,25 @@ func (b *arBench) waitWorld(ctx context.Context, c *client.Client, tiny *client.
 }
 
 // liveSize runs one warm-up and b.iters timed rounds of buf on this host.
-func (b *arBench) liveSize(ctx context.Context, buf *client.Buffer, step *uint64, rank, n int) ([]time.Duration, error) {
+// Before each round a 1-element round on tiny is the barrier (as
+// dist.barrier() in the gloo baseline), so that a host's time does not
+// include waiting for hosts that are still checking the last result.
+func (b *arBench) liveSize(ctx context.Context, buf, tiny *client.Buffer, step *uint64, rank, n int) ([]time.Duration, error) {
 	var times []time.Duration
 	want := float64(n*(n+1)) / 2
 	for it := 0; it <= b.iters; it++ {
 		fmt.Fprintf(b.stderr, "size %s: iter %d/%d\n", formatSize(int64(len(buf.Data))*4), it, b.iters)
 		fillConst(buf.Data, float32(rank+1))
+		resp, err := tiny.AllReduce(ctx, *step, client.ReduceOptions{Reduce: "sum"})
+		if err != nil {
+			return nil, fmt.Errorf("barrier at step %d: %w", *step, err)
+		}
+		if len(resp.Members) != n {
+			return nil, fmt.Errorf("barrier at step %d had %d members, want %d (the mesh changed during the benchmark)", resp.Step, len(resp.Members), n)
+		}
+		*step++
 		t0 := time.Now()
-		resp, err := buf.AllReduce(ctx, *step, b.options())
+		resp, err = buf.AllReduce(ctx, *step, b.options())
 		d := time.Since(t0)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", *step, err)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +130,38 @@ func TestBenchAllReduceLocal(t *testing.T) {
 			t.Errorf("line %d: algbw %v, want size/median/1e9 = %v", i, *r.AlgBW, want)
 		}
 		checkBusBW(t, 3, *r.AlgBW, *r.BusBW, 1e-9)
+	}
+}
+
+// TestBenchClosedStdoutStopsNodes: a bench whose stdout reader has gone
+// (ringmesh bench ... | head -c0) still stops every node it started.
+func TestBenchClosedStdoutStopsNodes(t *testing.T) {
+	bin := systest.Binary(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // every write to stdout fails with EPIPE
+	var stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "allreduce", "--local", "2", "--size", "64KiB", "--iters", "1")
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	runErr := cmd.Run()
+	w.Close()
+	pids := regexp.MustCompile(`(?m)^node \d+: pid (\d+) `).FindAllStringSubmatch(stderr.String(), -1)
+	if len(pids) != 2 {
+		t.Fatalf("bench (%v) started %d nodes, want 2; stderr:\n%s", runErr, len(pids), stderr.String())
+	}
+	if ps, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ps.Signaled() {
+		t.Errorf("bench was killed by %v, want it to stop its nodes and exit", ps.Signal())
+	}
+	for _, m := range pids {
+		pid, _ := strconv.Atoi(m[1])
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("node pid %d still running after the bench exited (kill -0: %v)", pid, err)
+		}
 	}
 }
 
@@ -256,6 +289,56 @@ func BenchmarkLabAllReduce(b *testing.B) {
 			labAllReduce(b, bin, ps, size, dtype, rate)
 		})
 	}
+}
+
+// BenchmarkLabGloo is the peer baseline of BenchmarkLabAllReduce on the
+// same lab: torch.distributed gloo, one rank per host (testdata/gloo_lab.py,
+// the measurement of ../shared/bench/gloo_allreduce.py), 4 hosts with
+// egress shaped to 1 Gbit/s. Skipped without root or python3-torch.
+func BenchmarkLabGloo(b *testing.B) {
+	const n, rate = 4, 1_000_000_000
+	if err := exec.Command("/usr/bin/python3", "-c", "import torch.distributed").Run(); err != nil {
+		b.Skip("gloo baseline needs python3-torch (apt-get install -y python3-torch)")
+	}
+	lab := netlab.New(b, n, netlab.DefaultConfig())
+	for i := range n {
+		lab.SetRate(i, rate)
+	}
+	mib := "64"
+	if s := os.Getenv("RINGMESH_LAB_SIZE"); s != "" {
+		size, err := parseSize(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mib = strconv.FormatFloat(float64(size)/(1<<20), 'f', -1, 64)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	master := lab.Host(0).IP.String()
+	outs := make([]bytes.Buffer, n)
+	cmds := make([]*exec.Cmd, n)
+	for i := range n {
+		cmds[i] = lab.Command(ctx, i, "/usr/bin/python3", "testdata/gloo_lab.py", fmt.Sprint(i), fmt.Sprint(n), master, "29517", mib, "5")
+		cmds[i].Env = append(os.Environ(), "GLOO_SOCKET_IFNAME="+lab.Host(i).Iface)
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+		if err := cmds[i].Start(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			b.Fatalf("gloo rank %d: %v\n%s", i, err, outs[i].String())
+		}
+	}
+	line := strings.TrimSpace(outs[0].String())
+	b.Logf("%s", line)
+	m := regexp.MustCompile(`busbw_GBps=([0-9.]+)`).FindStringSubmatch(line)
+	if m == nil {
+		b.Fatalf("no busbw in gloo output %q", line)
+	}
+	busbw, _ := strconv.ParseFloat(m[1], 64)
+	b.ReportMetric(busbw, "busbw_GBps")
+	b.ReportMetric(busbw*1e9*8/rate, "line_fraction")
 }
 
 // labNodes starts a fresh node in each lab host (a mesh formed by n).

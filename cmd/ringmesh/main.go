@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 const usage = `ringmesh: a peer-to-peer training mesh
@@ -32,6 +34,10 @@ underscores, e.g. RINGMESH_DATA_DIR).
 `
 
 func main() {
+	// A closed stdout or stderr (ringmesh bench ... | head) makes writes
+	// fail instead of killing the process, so bench and demo still stop the
+	// node processes they started and a node keeps running.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -39,6 +39,9 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fast := fs.Bool("fast-detect", false, "detect failures within about 1s (heartbeat 200ms) instead of the 5s defaults")
 	fs.DurationVar(&cfg.TrainerTimeout, "trainer-timeout", cfg.TrainerTimeout, "exclude this node's trainer if it does not submit the next step within this (0: never)")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "bound on waiting for a round's commit")
+	fs.IntVar(&cfg.AllReduce.Lanes, "allreduce-lanes", cfg.AllReduce.Lanes, "parallel streams per all-reduce round, alternating ring directions (every member must use the same value)")
+	chunk := sizeFlag(cfg.AllReduce.ChunkBytes)
+	fs.Var(&chunk, "allreduce-chunk", "wire bytes per all-reduce frame, e.g. 1MiB: smaller starts the pipeline sooner, larger costs less per byte (every member must use the same value)")
 	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
@@ -50,6 +53,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.DataDir = *dataDir
+	cfg.AllReduce.ChunkBytes = int(chunk)
 	if len(listen) > 0 {
 		cfg.Mesh.Listen = listen
 	}

@@ -20,10 +20,7 @@ func encode(dt DType, wire []byte, src []float32, scale float32) {
 			w[i] = v * scale
 		}
 	case BFloat16:
-		w := bytesU16(wire)[:len(src)]
-		for i, v := range src {
-			w[i] = F32ToBF16(v * scale)
-		}
+		encodeBF16(bytesU16(wire)[:len(src)], src, scale)
 	case Float16:
 		w := bytesU16(wire)[:len(src)]
 		for i, v := range src {
@@ -38,10 +35,7 @@ func gather(dt DType, out []float32, wire []byte) {
 	case Float32:
 		copy(out, bytesF32(wire)[:len(out)])
 	case BFloat16:
-		w := bytesU16(wire)[:len(out)]
-		for i, h := range w {
-			out[i] = BF16ToF32(h)
-		}
+		gatherBF16(out, bytesU16(wire)[:len(out)])
 	case Float16:
 		w := bytesU16(wire)[:len(out)]
 		t := f16Decode()
@@ -65,10 +59,7 @@ func accumulate(dt DType, wire []byte, local []float32, scale float32) {
 			w[i] += scale * local[i]
 		}
 	case BFloat16:
-		w := bytesU16(wire)[:len(local)]
-		for i := range w {
-			w[i] = F32ToBF16(BF16ToF32(w[i]) + scale*local[i])
-		}
+		accumulateBF16(bytesU16(wire)[:len(local)], local, scale)
 	case Float16:
 		w := bytesU16(wire)[:len(local)]
 		t := f16Decode()
@@ -97,12 +88,7 @@ func finish(dt DType, out, local []float32, wire []byte, scale, post float32) {
 			out[i] = v
 		}
 	case BFloat16:
-		w := bytesU16(wire)[:len(out)]
-		for i := range out {
-			h := F32ToBF16((BF16ToF32(w[i]) + scale*local[i]) * post)
-			w[i] = h
-			out[i] = BF16ToF32(h)
-		}
+		finishBF16(out, local, bytesU16(wire)[:len(out)], scale, post)
 	case Float16:
 		w := bytesU16(wire)[:len(out)]
 		t := f16Decode()
@@ -128,5 +114,39 @@ func addInPlace(a, b []float32) {
 	}
 	for ; i < len(a); i++ {
 		a[i] += b[i]
+	}
+}
+
+// Scalar bfloat16 kernels: the reference, the tail of the vector kernels
+// (bf16_amd64.s) and the whole job where those do not run. Each slice is
+// as long as the first.
+
+func encodeBF16Generic(w []uint16, src []float32, scale float32) {
+	w = w[:len(src)]
+	for i, v := range src {
+		w[i] = F32ToBF16(v * scale)
+	}
+}
+
+func accumulateBF16Generic(w []uint16, local []float32, scale float32) {
+	local = local[:len(w)]
+	for i, h := range w {
+		w[i] = F32ToBF16(BF16ToF32(h) + scale*local[i])
+	}
+}
+
+func finishBF16Generic(out, local []float32, w []uint16, scale, post float32) {
+	local, w = local[:len(out)], w[:len(out)]
+	for i := range out {
+		h := F32ToBF16((BF16ToF32(w[i]) + scale*local[i]) * post)
+		w[i] = h
+		out[i] = BF16ToF32(h)
+	}
+}
+
+func gatherBF16Generic(out []float32, w []uint16) {
+	w = w[:len(out)]
+	for i, h := range w {
+		out[i] = BF16ToF32(h)
 	}
 }

@@ -121,6 +121,12 @@ func BenchmarkKernels(b *testing.B) {
 				gather(dt, out, wire)
 			}
 		})
+		b.Run(fmt.Sprintf("finish/%v", dt), func(b *testing.B) {
+			b.SetBytes(n * 4)
+			for range b.N {
+				finish(dt, out, local, wire, 1, 0.5)
+			}
+		})
 		b.Run(fmt.Sprintf("encode/%v", dt), func(b *testing.B) {
 			b.SetBytes(n * 4)
 			for range b.N {

@@ -77,14 +77,20 @@ func TestMismatchNamesField(t *testing.T) {
 		"chunk_bytes":  func(h *Header) { h.ChunkBytes *= 2 },
 		"lanes":        func(h *Header) { h.Lanes = 4 },
 	}
+	// Fields a retry can change (the round's identity) are not settings.
+	identity := map[string]bool{"mesh": true, "members_hash": true}
 	for field, f := range cases {
 		got := want
 		f(&got)
-		if m := mismatch(want, got); !strings.HasPrefix(m, field+":") {
+		m, settings := mismatch(want, got)
+		if !strings.HasPrefix(m, field+":") {
 			t.Errorf("got %q, want a mismatch naming %s", m, field)
 		}
+		if settings == identity[field] {
+			t.Errorf("%s: settings = %v, want %v", field, settings, !identity[field])
+		}
 	}
-	if m := mismatch(want, want); m != "" {
+	if m, _ := mismatch(want, want); m != "" {
 		t.Errorf("equal headers: got %q, want no mismatch", m)
 	}
 }

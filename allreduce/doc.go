@@ -56,9 +56,11 @@
 //	ack     [1]
 //	reject  [2][code u8][u16 len][reason]   code: 1 header mismatch (the
 //	        reason names the field), 2 round not started, 3 busy,
-//	        4 closing
+//	        4 closing, 5 settings mismatch (a field no retry changes:
+//	        version, dtype, op, count, chunk bytes, lanes)
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
-//	        cause: 0 peer failure, 1 header mismatch, 2 zero total weight
+//	        cause: 0 peer failure, 1 header mismatch, 2 zero total
+//	        weight, 3 settings mismatch
 //
 // After an ack the sender writes frames, each a u32 length then the
 // payload; the receiver knows every frame's exact length from the schedule

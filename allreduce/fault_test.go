@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,15 +184,59 @@ func TestHeaderMismatchRejected(t *testing.T) {
 			t.Fatalf("member %d: got success, want a header mismatch", i)
 		}
 	}
-	for _, i := range []int{0, 2} { // member 1's receivers see its header
-		if !errors.Is(outs[i].err, ErrHeaderMismatch) {
-			t.Fatalf("member %d: got %v, want ErrHeaderMismatch", i, outs[i].err)
+	// Member 1's receivers see its header and reject it; member 1 hears
+	// the rejection: everyone learns that no retry can help.
+	for i, o := range outs {
+		if !errors.Is(o.err, ErrHeaderMismatch) || !errors.Is(o.err, ErrSettingsMismatch) {
+			t.Fatalf("member %d: got %v, want ErrSettingsMismatch and ErrHeaderMismatch", i, o.err)
 		}
 	}
 	// The next round, with agreeing options, succeeds on the same transports.
 	opts[1].Wire = Float32
 	outs = runRound(testCtx(t), rs, Round{Mesh: "m", Step: 1, Ring: ids}, src, opts)
 	checkOutcomes(t, outs, src, opts)
+}
+
+// Members that run different lane counts or chunk sizes all fail with
+// ErrSettingsMismatch, naming the field, instead of retrying for ever.
+func TestConfigMismatchIsSettingsMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+	}{
+		{"lanes", func(c *Config) { c.Lanes = 1 }},
+		{"chunk_bytes", func(c *Config) { c.ChunkBytes = 2 * MinChunkBytes }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 4
+			ids := testIDs(t, n)
+			cfg := faultConfig()
+			net := NewMemNetwork(cfg, 256<<10, nil)
+			t.Cleanup(net.Close)
+			rs := make([]*Reducer, n)
+			for i, id := range ids {
+				c := cfg
+				if i == 2 {
+					tc.set(&c)
+				}
+				rs[i] = New(c, net.Transport(id), nil, nil)
+			}
+			src := testInputs(16, n, 5000)
+			outs := runRound(testCtx(t), rs, Round{Mesh: "m", Ring: ids}, src, sameOpts(n, Options{Wire: Float32, Op: Sum}))
+			for i, o := range outs {
+				if !errors.Is(o.err, ErrSettingsMismatch) {
+					t.Fatalf("member %d: got %v, want ErrSettingsMismatch", i, o.err)
+				}
+			}
+			found := false
+			for _, o := range outs {
+				found = found || strings.Contains(o.err.Error(), tc.name+": got")
+			}
+			if !found {
+				t.Errorf("no member's error names the field %q: %v", tc.name, outs[0].err)
+			}
+		})
+	}
 }
 
 func TestCancelledCallReturns(t *testing.T) {

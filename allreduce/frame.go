@@ -99,6 +99,7 @@ const (
 	rejectNotStarted = 2 // held too long: the round never started here
 	rejectBusy       = 3 // too many held streams
 	rejectClosed     = 4 // transport closing
+	rejectSettings   = 5 // a header field no retry changes disagrees (count, dtype, op, chunking, lanes, version)
 )
 
 // Abort causes carried by ctrlAbort. Append only.
@@ -106,6 +107,7 @@ const (
 	causeOther      = 0 // a peer failed or misbehaved
 	causeHeader     = 1 // a header mismatch
 	causeZeroWeight = 2 // the total weight is zero
+	causeSettings   = 3 // members disagree on the round's settings
 )
 
 // maxCtrlText caps the text fields of control messages.

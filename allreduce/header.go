@@ -116,29 +116,44 @@ type roundKey struct {
 func (h Header) key() roundKey { return roundKey{h.Step, h.Attempt, h.Lane} }
 
 // mismatch names the first field where got differs from want, with both
-// values, or returns "" when they agree.
-func mismatch(want, got Header) string {
+// values, or returns "" when they agree. settings reports that the field
+// is one no retry changes (ErrSettingsMismatch): the round's identity
+// (mesh, step, attempt, members) agrees and the call or config differs.
+func mismatch(want, got Header) (reason string, settings bool) {
 	type field struct {
 		name      string
 		want, got any
+		settings  bool
 	}
 	fields := []field{
-		{"version", want.Version, got.Version},
-		{"mesh", want.Mesh, got.Mesh},
-		{"step", want.Step, got.Step},
-		{"attempt", want.Attempt, got.Attempt},
-		{"members_hash", fmt.Sprintf("%x", want.MembersHash[:6]), fmt.Sprintf("%x", got.MembersHash[:6])},
-		{"dtype", want.DType, got.DType},
-		{"op", want.Op, got.Op},
-		{"count", want.Count, got.Count},
-		{"chunk_bytes", want.ChunkBytes, got.ChunkBytes},
-		{"lanes", want.Lanes, got.Lanes},
-		{"lane", want.Lane, got.Lane},
+		{"version", want.Version, got.Version, true},
+		{"mesh", want.Mesh, got.Mesh, false},
+		{"step", want.Step, got.Step, false},
+		{"attempt", want.Attempt, got.Attempt, false},
+		{"members_hash", fmt.Sprintf("%x", want.MembersHash[:6]), fmt.Sprintf("%x", got.MembersHash[:6]), false},
+		{"dtype", want.DType, got.DType, true},
+		{"op", want.Op, got.Op, true},
+		{"count", want.Count, got.Count, true},
+		{"chunk_bytes", want.ChunkBytes, got.ChunkBytes, true},
+		{"lanes", want.Lanes, got.Lanes, true},
+		{"lane", want.Lane, got.Lane, false},
 	}
 	for _, f := range fields {
 		if f.want != f.got {
-			return fmt.Sprintf("%s: got %v, want %v", f.name, f.got, f.want)
+			return fmt.Sprintf("%s: got %v, want %v", f.name, f.got, f.want), f.settings
 		}
 	}
-	return ""
+	return "", false
+}
+
+// mismatchErr is the error for a mismatch found here or reported by the
+// other side (prefix says which).
+func mismatchErr(prefix, reason string, settings bool) error {
+	switch {
+	case settings && reason == "":
+		return fmt.Errorf("%w (%w)", ErrSettingsMismatch, ErrHeaderMismatch)
+	case settings:
+		return fmt.Errorf("%w (%w): %s%s", ErrSettingsMismatch, ErrHeaderMismatch, prefix, reason)
+	}
+	return fmt.Errorf("%w: %s%s", ErrHeaderMismatch, prefix, reason)
 }

@@ -121,6 +121,8 @@ func (x *run) abort(cause error) {
 	switch {
 	case errors.Is(cause, ErrZeroTotalWeight):
 		code = causeZeroWeight
+	case errors.Is(cause, ErrSettingsMismatch):
+		code = causeSettings
 	case errors.Is(cause, ErrHeaderMismatch):
 		code = causeHeader
 	}
@@ -173,6 +175,8 @@ func (x *run) abortedBy(from peer.ID, c control) error {
 		return ErrZeroTotalWeight
 	case causeHeader:
 		return x.noticeErr(from, c, ErrHeaderMismatch)
+	case causeSettings:
+		return x.noticeErr(from, c, mismatchErr("", "", true))
 	}
 	return x.noticeErr(from, c, nil)
 }

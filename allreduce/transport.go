@@ -76,8 +76,8 @@ func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duratio
 	switch {
 	case c.Type == ctrlAck:
 		return nil
-	case c.Type == ctrlReject && c.Code == rejectHeader:
-		err = fmt.Errorf("%w: rejected by receiver: %s", ErrHeaderMismatch, c.Reason)
+	case c.Type == ctrlReject && (c.Code == rejectHeader || c.Code == rejectSettings):
+		err = mismatchErr("rejected by receiver: ", c.Reason, c.Code == rejectSettings)
 	case c.Type == ctrlReject && c.Code == rejectNotStarted:
 		err = fmt.Errorf("%w: rejected by receiver: %s", ErrRoundNotStarted, c.Reason)
 	case c.Type == ctrlReject:
@@ -364,9 +364,13 @@ func (b *inbox) accept(ctx context.Context, from peer.ID, want Header) (Stream, 
 
 // verdict compares a stream's header with the expected one and answers.
 func (b *inbox) verdict(hs *held, want Header) (Stream, error) {
-	if m := mismatch(want, hs.h); m != "" {
-		reject(hs.s, rejectHeader, m, b.cfg.FrameTimeout)
-		return nil, fmt.Errorf("%w: %s", ErrHeaderMismatch, m)
+	if m, settings := mismatch(want, hs.h); m != "" {
+		code := byte(rejectHeader)
+		if settings {
+			code = rejectSettings
+		}
+		reject(hs.s, code, m, b.cfg.FrameTimeout)
+		return nil, mismatchErr("", m, settings)
 	}
 	_ = hs.s.SetWriteDeadline(time.Now().Add(b.cfg.FrameTimeout))
 	if _, err := hs.s.Write([]byte{ctrlAck}); err != nil {

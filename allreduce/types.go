@@ -140,6 +140,10 @@ var (
 	ErrBadOptions       = errors.New("allreduce: bad options")
 	ErrBadConfig        = errors.New("allreduce: bad config")
 	ErrHeaderMismatch   = errors.New("allreduce: header mismatch")
+	// ErrSettingsMismatch (always with ErrHeaderMismatch) says members
+	// disagree on what no retry changes: element count, wire type, op,
+	// chunk size, lane count or protocol version.
+	ErrSettingsMismatch = errors.New("allreduce: members disagree on the round's settings")
 	ErrAborted          = errors.New("allreduce: round aborted")
 	ErrProtocol         = errors.New("allreduce: protocol violation")
 	ErrFrameTooLarge    = errors.New("allreduce: frame too large")

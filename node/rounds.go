@@ -168,7 +168,13 @@ func (n *Node) attempt(ctx context.Context, step uint64, list, ring []member, sr
 		// Without the result this node cannot have let anyone commit; but a
 		// member may have committed without us only if we are out of its
 		// ring, which recovery finds out.
-		return n.recover(ctx, a, list, src, dst, red)
+		res, rerr := n.recover(ctx, a, list, src, dst, red)
+		if errors.Is(err, allreduce.ErrSettingsMismatch) {
+			// No retry can agree: tell the trainer instead of retrying.
+			return roundResult{}, &roundError{Code: localapi.CodeSettingsMismatch, NextStep: step,
+				Msg: fmt.Sprintf("the ring's members disagree on step %d's settings (%v): every trainer must pass the same buffer length, wire type and reduce op, and every node run with the same --allreduce-lanes and --allreduce-chunk", step, err)}
+		}
+		return res, rerr
 	}
 	res := roundResult{step: step, ring: ring, weight: red.TotalWeight}
 	leader := ring[0].ID

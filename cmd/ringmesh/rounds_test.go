@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // ledger collects every applied round of every trainer incarnation.
@@ -219,5 +223,173 @@ func TestRoundsSurviveKills(t *testing.T) {
 	t.Logf("%d kills, %d steps applied, %d trainer runs", kills, steps, len(tr.led.runs))
 	if steps < 200 && !testing.Short() {
 		t.Errorf("only %d steps applied, want at least 200", steps)
+	}
+}
+
+// TestRetryAfterKillUsesInputs: a member is SIGKILLed mid-round, about
+// where the all-gather begins; the survivors' retry must reduce their
+// original inputs (not the partial sums of the failed attempt), so each
+// result is exactly the sum of the inputs of the members of the ring that
+// produced it.
+func TestRetryAfterKillUsesInputs(t *testing.T) {
+	const n, elems = 3, 4 << 20 // 16 MiB buffers
+	pattern := func(rank, j int) float32 { return float32((rank + 1) * (1 + j%7)) }
+	for trial := 1; ; trial++ {
+		retried := retryTrial(t, n, elems, pattern)
+		if retried {
+			return
+		}
+		if trial == 3 {
+			t.Fatalf("in %d trials the kill never landed inside a round (no survivor retried): the retry path was not exercised", trial)
+		}
+		t.Logf("trial %d: the kill missed the round; again", trial)
+	}
+}
+
+// retryTrial runs one trial on a fresh cluster and reports whether a
+// survivor retried the round.
+func retryTrial(t *testing.T, n, elems int, pattern func(rank, j int) float32) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ps := systest.Cluster(t, t.TempDir(), n, "--min-members", fmt.Sprint(n))
+	rank := map[string]int{}
+	clients := make([]*client.Client, n)
+	bufs := make([]*client.Buffer, n)
+	for i, p := range ps {
+		rank[p.ID] = i
+		c, err := client.Dial(ctx, p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+		if bufs[i], err = c.NewBuffer(ctx, elems); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = joinMesh(ctx, c, fmt.Sprintf("node %d", i), io.Discard)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: join: %v", i, err)
+		}
+	}
+	round := func(step uint64, kill func()) []localapi.Response {
+		for i, b := range bufs {
+			for j := range b.Data {
+				b.Data[j] = pattern(i, j)
+			}
+		}
+		resps := make([]localapi.Response, n)
+		for i, b := range bufs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resps[i], errs[i] = b.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
+			}()
+		}
+		if kill != nil {
+			kill()
+		}
+		wg.Wait()
+		return resps
+	}
+	// Steps 0 (warm-up) and 1 with everyone measure how long a round takes.
+	var took time.Duration
+	for step := range uint64(2) {
+		t0 := time.Now()
+		round(step, nil)
+		took = time.Since(t0)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("step %d, node %d: %v", step, i, err)
+			}
+		}
+	}
+	victim := n - 1
+	resps := round(2, func() {
+		time.Sleep(took / 2) // about where the all-gather begins
+		ps[victim].Kill()
+	})
+	retried := false
+	for i, r := range resps {
+		if i == victim {
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("step 2, survivor %d: %v", i, errs[i])
+		}
+		var want []int
+		for _, m := range r.Members {
+			want = append(want, rank[m])
+		}
+		for j, v := range bufs[i].Data {
+			sum := float32(0)
+			for _, k := range want {
+				sum += pattern(k, j)
+			}
+			if v != sum {
+				t.Fatalf("step 2, survivor %d (attempts %d, ring of ranks %v): element %d = %v, want %v: the retry did not start from the inputs", i, r.Attempts, want, j, v, sum)
+			}
+		}
+		t.Logf("step 2, survivor %d: %d attempts, ring of %d", i, r.Attempts, len(r.Members))
+		retried = retried || r.Attempts > 1
+	}
+	return retried
+}
+
+// TestSettingsMismatchFailsTheCall: nodes started with different
+// --allreduce-lanes cannot agree on any round; every trainer's all-reduce
+// fails with settings_mismatch naming the field instead of retrying until
+// its deadline, and the nodes keep serving.
+func TestSettingsMismatchFailsTheCall(t *testing.T) {
+	root := t.TempDir()
+	a := systest.Start(t, filepath.Join(root, "a"), "--min-members", "2", "--allreduce-lanes", "2")
+	b := systest.Start(t, filepath.Join(root, "b"), "--min-members", "2", "--allreduce-lanes", "1", "--join", a.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, p := range []*systest.Proc{a, b} {
+		c, err := client.Dial(ctx, p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		buf, err := c.NewBuffer(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := joinMesh(ctx, c, p.Dir, io.Discard)
+			if err == nil {
+				_, err = buf.AllReduce(ctx, resp.Step, client.ReduceOptions{Reduce: "sum"})
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !client.IsCode(err, localapi.CodeSettingsMismatch) || !strings.Contains(err.Error(), "lanes: got") {
+			t.Errorf("trainer %d: got %v, want settings_mismatch naming lanes", i, err)
+		}
+		if testing.Verbose() {
+			t.Logf("trainer %d: %v", i, err)
+		}
+	}
+	for _, p := range []*systest.Proc{a, b} {
+		if _, err := systest.Status(p.Dir); err != nil {
+			t.Errorf("node %s after the mismatch: %v", p.Dir, err)
+		}
 	}
 }

@@ -57,8 +57,9 @@ const (
 	CodeNotFound           = "not_found"
 	CodeUnavailable        = "unavailable" // e.g. no checkpoint provider reachable
 	CodeInternal           = "internal"
-	CodeDiskFull           = "disk_full"     // the node's (or the destination's) file system is full
-	CodeHashMismatch       = "hash_mismatch" // every provider served data that failed verification
+	CodeDiskFull           = "disk_full"         // the node's (or the destination's) file system is full
+	CodeHashMismatch       = "hash_mismatch"     // every provider served data that failed verification
+	CodeSettingsMismatch   = "settings_mismatch" // ring members called with another length, wire or op, or run other lanes/chunking
 )
 
 // ErrFrameTooLarge is returned for a length prefix above MaxFrame.

@@ -49,6 +49,7 @@ CODE_UNAVAILABLE = "unavailable"
 CODE_INTERNAL = "internal"
 CODE_DISK_FULL = "disk_full"
 CODE_HASH_MISMATCH = "hash_mismatch"
+CODE_SETTINGS_MISMATCH = "settings_mismatch"
 
 # Codes after which a trainer calls join again and goes on from its step.
 REJOIN_CODES = frozenset({CODE_WAITING, CODE_EXCLUDED, CODE_NOT_MEMBER})

@@ -19,7 +19,16 @@
 // then copied; with a 16-bit wire format the finishing member stores the
 // value as decoded from the wire bytes it sends, so every member ends with
 // bit-identical results. Partial sums are kept in float32 (in dst);
-// payloads are converted to the wire format on send.
+// payloads are converted to the wire format on send. The bfloat16
+// conversions run 8 elements per instruction on amd64 with AVX2
+// (bf16_amd64.s; the scalar loops in kernels.go are the reference and the
+// fallback, -tags purego forces them).
+//
+// Members must agree on the element count, wire type, op, chunk size and
+// lane count: a disagreement in any of these is ErrSettingsMismatch on
+// every member (no retry can fix it), while a disagreement on the round's
+// identity (step, attempt, members) is a plain ErrHeaderMismatch that the
+// caller may retry.
 //
 // Sum adds; Mean multiplies the finished sum by 1/n; WeightedMean scales
 // each member's contribution by its weight w_i and the finished sum by

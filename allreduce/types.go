@@ -136,10 +136,10 @@ type Result struct {
 
 // Sentinel errors. Callers test with errors.Is.
 var (
-	ErrBadRound         = errors.New("allreduce: bad round")
-	ErrBadOptions       = errors.New("allreduce: bad options")
-	ErrBadConfig        = errors.New("allreduce: bad config")
-	ErrHeaderMismatch   = errors.New("allreduce: header mismatch")
+	ErrBadRound       = errors.New("allreduce: bad round")
+	ErrBadOptions     = errors.New("allreduce: bad options")
+	ErrBadConfig      = errors.New("allreduce: bad config")
+	ErrHeaderMismatch = errors.New("allreduce: header mismatch")
 	// ErrSettingsMismatch (always with ErrHeaderMismatch) says members
 	// disagree on what no retry changes: element count, wire type, op,
 	// chunk size, lane count or protocol version.

@@ -44,7 +44,7 @@ bench: build ## print the benchmark lines (gloo baseline, all-reduce, recovery, 
 		./$(BIN) bench allreduce --local $$n --size 64MiB --iters 10 --dtype $$d 2>/dev/null || exit 1; \
 	done; done
 	@./$(BIN) bench recovery --local 4 --size 64MiB --kills 10 2>/dev/null
-	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench LabAllReduce -benchtime 1x ./cmd/ringmesh/ | grep -E 'Benchmark|SKIP|skip' || true
+	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench 'Lab(Gloo|AllReduce)$$' -benchtime 1x ./cmd/ringmesh/ | grep -E 'Benchmark|gloo n=|SKIP|skip' || true
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@for pkg in $$($(GO) list $(PKGS)); do \

@@ -274,10 +274,7 @@ func TestBenchFlagErrors(t *testing.T) {
 //	go test -run '^$' -bench LabAllReduce -benchtime 1x ./cmd/ringmesh/
 func BenchmarkLabAllReduce(b *testing.B) {
 	const n, rate = 4, 1_000_000_000
-	lab := netlab.New(b, n, netlab.DefaultConfig()) // skips without root, ip, tc, nft
-	for i := range n {
-		lab.SetRate(i, rate)
-	}
+	lab := shapedLab(b, n, rate)
 	bin := systest.Binary(b)
 	size := os.Getenv("RINGMESH_LAB_SIZE")
 	if size == "" {
@@ -300,10 +297,7 @@ func BenchmarkLabGloo(b *testing.B) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import torch.distributed").Run(); err != nil {
 		b.Skip("gloo baseline needs python3-torch (apt-get install -y python3-torch)")
 	}
-	lab := netlab.New(b, n, netlab.DefaultConfig())
-	for i := range n {
-		lab.SetRate(i, rate)
-	}
+	lab := shapedLab(b, n, rate)
 	mib := "64"
 	if s := os.Getenv("RINGMESH_LAB_SIZE"); s != "" {
 		size, err := parseSize(s)
@@ -339,6 +333,18 @@ func BenchmarkLabGloo(b *testing.B) {
 	busbw, _ := strconv.ParseFloat(m[1], 64)
 	b.ReportMetric(busbw, "busbw_GBps")
 	b.ReportMetric(busbw*1e9*8/rate, "line_fraction")
+}
+
+// shapedLab builds a lab of n hosts, each host's egress shaped to rate
+// bits/s (0: unshaped); it skips b without root, ip, tc or nft.
+func shapedLab(b *testing.B, n int, rate int64) *netlab.Lab {
+	lab := netlab.New(b, n, netlab.DefaultConfig())
+	for i := range n {
+		if rate > 0 {
+			lab.SetRate(i, rate)
+		}
+	}
+	return lab
 }
 
 // labNodes starts a fresh node in each lab host (a mesh formed by n).

@@ -19,13 +19,7 @@ import (
 // labCheckpointNodes starts a ringmesh node in each of n lab hosts (egress shaped to
 // rate bits/s), each joined to the first, with extra flags.
 func labCheckpointNodes(b *testing.B, n int, rate int64, extra ...string) (*netlab.Lab, []*systest.Proc) {
-	netlab.Require(b)
-	lab := netlab.New(b, n, netlab.DefaultConfig())
-	for i := range n {
-		if rate > 0 {
-			lab.SetRate(i, rate)
-		}
-	}
+	lab := shapedLab(b, n, rate)
 	ps := systest.LabCluster(b, lab, b.TempDir(), n, append([]string{"--no-mdns", "--no-dht"}, extra...)...)
 	return lab, ps
 }

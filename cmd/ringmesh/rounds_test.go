@@ -254,35 +254,15 @@ func retryTrial(t *testing.T, n, elems int, pattern func(rank, j int) float32) b
 	defer cancel()
 	ps := systest.Cluster(t, t.TempDir(), n, "--min-members", fmt.Sprint(n))
 	rank := map[string]int{}
-	clients := make([]*client.Client, n)
-	bufs := make([]*client.Buffer, n)
 	for i, p := range ps {
 		rank[p.ID] = i
-		c, err := client.Dial(ctx, p.Dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		clients[i] = c
-		if bufs[i], err = c.NewBuffer(ctx, elems); err != nil {
-			t.Fatal(err)
-		}
+	}
+	bufs, first := joinedTrainers(t, ctx, ps, elems)
+	if first != 0 {
+		t.Fatalf("the mesh formed at step %d, want 0", first)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, n)
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = joinMesh(ctx, c, fmt.Sprintf("node %d", i), io.Discard)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("node %d: join: %v", i, err)
-		}
-	}
 	// round submits step on the members in who and returns their answers.
 	round := func(step uint64, who []int) []localapi.Response {
 		resps := make([]localapi.Response, n)
@@ -349,26 +329,14 @@ func TestSettingsMismatchFailsTheCall(t *testing.T) {
 	b := systest.Start(t, filepath.Join(root, "b"), "--min-members", "2", "--allreduce-lanes", "1", "--join", a.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	bufs, step := joinedTrainers(t, ctx, []*systest.Proc{a, b}, 1000)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
-	for i, p := range []*systest.Proc{a, b} {
-		c, err := client.Dial(ctx, p.Dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		buf, err := c.NewBuffer(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, buf := range bufs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := joinMesh(ctx, c, p.Dir, io.Discard)
-			if err == nil {
-				_, err = buf.AllReduce(ctx, resp.Step, client.ReduceOptions{Reduce: "sum"})
-			}
-			errs[i] = err
+			_, errs[i] = buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
 		}()
 	}
 	wg.Wait()
@@ -385,4 +353,42 @@ func TestSettingsMismatchFailsTheCall(t *testing.T) {
 			t.Errorf("node %s after the mismatch: %v", p.Dir, err)
 		}
 	}
+}
+
+// joinedTrainers connects one trainer to each node, gives it a buffer of
+// elems float32s and joins them all at once (a mesh formed by all of them:
+// start the nodes with --min-members len(ps)); it returns the buffers and
+// the first step. The clients close when the test ends.
+func joinedTrainers(t *testing.T, ctx context.Context, ps []*systest.Proc, elems int) ([]*client.Buffer, uint64) {
+	t.Helper()
+	bufs := make([]*client.Buffer, len(ps))
+	steps := make([]uint64, len(ps))
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		c, err := client.Dial(ctx, p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if bufs[i], err = c.NewBuffer(ctx, elems); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := joinMesh(ctx, c, p.Dir, io.Discard)
+			steps[i], errs[i] = resp.Step, err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("trainer %d: join: %v", i, err)
+		}
+		if steps[i] != steps[0] {
+			t.Fatalf("trainer %d joined at step %d, trainer 0 at %d", i, steps[i], steps[0])
+		}
+	}
+	return bufs, steps[0]
 }

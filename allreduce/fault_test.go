@@ -210,17 +210,10 @@ func TestConfigMismatchIsSettingsMismatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := 4
 			ids := testIDs(t, n)
-			cfg := faultConfig()
-			net := NewMemNetwork(cfg, 256<<10, nil)
-			t.Cleanup(net.Close)
-			rs := make([]*Reducer, n)
-			for i, id := range ids {
-				c := cfg
-				if i == 2 {
-					tc.set(&c)
-				}
-				rs[i] = New(c, net.Transport(id), nil, nil)
-			}
+			net, rs := memRing(t, faultConfig(), ids)
+			odd := faultConfig()
+			tc.set(&odd)
+			rs[2] = New(odd, net.Transport(ids[2]), nil, nil) // same transport, other settings
 			src := testInputs(16, n, 5000)
 			outs := runRound(testCtx(t), rs, Round{Mesh: "m", Ring: ids}, src, sameOpts(n, Options{Wire: Float32, Op: Sum}))
 			for i, o := range outs {

@@ -460,6 +460,8 @@ func TestSetDelay(t *testing.T) {
 
 // TestCleanup checks that a finished test leaves no namespace and no process.
 func TestCleanup(t *testing.T) {
+	// The subtest's New would skip only the subtest, and cmd would stay nil.
+	Require(t)
 	var names []string
 	var cmd *exec.Cmd
 	t.Run("lab", func(t *testing.T) {
@@ -473,6 +475,9 @@ func TestCleanup(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	if cmd == nil {
+		t.Fatal("the lab subtest did not start its process")
+	}
 	for _, n := range names {
 		if netnsExists(n) {
 			t.Errorf("namespace %s still exists after cleanup", n)

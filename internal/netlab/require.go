@@ -68,7 +68,7 @@ func Available() error {
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		t.Skipf("netlab: needs root and ip netns (iproute2); skipping: %v", err)
+		t.Skipf("netlab: skipping, a lab needs root, iproute2 (ip, tc) and nftables (nft): %v", err)
 	}
 }
 

@@ -4,7 +4,7 @@ PYTHON   ?= /usr/bin/python3
 BIN      := bin/ringmesh
 FUZZTIME ?= 20s
 PKGS     := ./...
-GLOO     ?= ../shared/bench/gloo_allreduce.py
+GLOO     ?= bench/gloo_allreduce.py
 
 # github.com/NVIDIA/go-nvml's cgo wrappers call functions its nvml.h marks
 # deprecated, so gcc prints a page of -Wdeprecated-declarations warnings on

@@ -290,7 +290,7 @@ func BenchmarkLabAllReduce(b *testing.B) {
 
 // BenchmarkLabGloo is the peer baseline of BenchmarkLabAllReduce on the
 // same lab: torch.distributed gloo, one rank per host (testdata/gloo_lab.py,
-// the measurement of ../shared/bench/gloo_allreduce.py), 4 hosts with
+// the measurement of the repository's bench/gloo_allreduce.py), 4 hosts with
 // egress shaped to 1 Gbit/s. Skipped without root or python3-torch.
 func BenchmarkLabGloo(b *testing.B) {
 	const n, rate = 4, 1_000_000_000

@@ -2,10 +2,10 @@
 """One rank of the gloo all-reduce baseline on the namespace lab.
 
 usage: gloo_lab.py RANK WORLD MASTER_IP PORT SIZE_MIB ITERS
-The same measurement as ../shared/bench/gloo_allreduce.py (fill, barrier,
-timed all_reduce, median), but one process per lab host: every rank runs in
-its own network namespace and they meet at tcp://MASTER_IP:PORT. Rank 0
-prints: gloo n=N size=S MiB median_s=... algbw_GBps=... busbw_GBps=...
+The same measurement as bench/gloo_allreduce.py at the repository root
+(fill, barrier, timed all_reduce, median), but one process per lab host:
+every rank runs in its own network namespace and they meet at
+tcp://MASTER_IP:PORT. Rank 0 prints: gloo n=N size=S MiB median_s=... algbw_GBps=... busbw_GBps=...
 """
 import statistics, sys, time
 import torch, torch.distributed as dist

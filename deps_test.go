@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// TestImportDirection enforces the layout of DESIGN.md: mesh, allreduce and
-// checkpoint never import each other or node; nothing below cmd imports cmd.
+// TestImportDirection enforces the import direction of ARCHITECTURE.md:
+// mesh, allreduce and checkpoint never import each other or node; nothing
+// below cmd imports cmd.
 func TestImportDirection(t *testing.T) {
 	const mod = "github.com/ringmesh/ringmesh/"
 	forbidden := map[string][]string{

@@ -1,5 +1,6 @@
-// Package netlab is the "Lab" test tier of DESIGN.md: a throw-away network of
-// Linux network namespaces that other packages' tests use as separate hosts.
+// Package netlab is the "Lab" test tier of ARCHITECTURE.md: a throw-away
+// network of Linux network namespaces that other packages' tests use as
+// separate hosts.
 //
 // It owns the lab's life cycle and nothing else: a bridge in its own
 // namespace, n host namespaces each joined to the bridge by a veth pair with

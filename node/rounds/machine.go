@@ -1,0 +1,408 @@
+package rounds
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// trainer states, as the machine sees the local trainer.
+const (
+	trainerNone    = iota // no trainer, or it left or was excluded
+	trainerJoining        // it called join and waits to be a member
+	trainerMember         // it trains at d.Step
+)
+
+// attempt is this node's part in one all-reduce of the open step.
+type attempt struct {
+	ballot  Ballot
+	value   Value
+	running bool
+	ok      bool // the all-reduce succeeded: the scratch buffer holds its result
+	sentAt  time.Time
+}
+
+// Machine is the round, join and recovery protocol of one node. It does no
+// I/O, reads no clock and starts no goroutine: node feeds it events with
+// Step and performs the effects it returns. It is not safe for concurrent
+// use.
+type Machine struct {
+	cfg  Config
+	self ID
+	now  time.Time
+	d    Durable
+
+	trainer   int
+	startStep uint64
+	joinAt    time.Time
+	submitted bool
+	// joinPending: the trainer's join is answered once the member is
+	// not waiting.
+	joinPending bool
+	submitAt    time.Time
+	lastApply   time.Time
+	formedAt    time.Time // when this node took its place in a newly formed list
+
+	peers map[ID]Peer
+
+	offers  map[ID]bool
+	offerAt time.Time
+	att     attempt
+	prop    *proposal
+	hint    *Value // a value a ring member accepted and holds the result of
+	maxN    uint64
+	retryAt time.Time
+	fails   int
+
+	joiners  map[ID]time.Time
+	askAt    time.Time
+	asked    map[ID]bool
+	syncAt   map[ID]time.Time
+	formHash string // hash of (formSet, formS, formE): what forming peers must agree on
+	formSet  []ID
+	formS    uint64
+	formE    uint64
+
+	state, reason string
+	published     Info
+	dirty         bool
+	queue         []Message
+	out           []Effect
+
+	// acceptHook, when set (by tests), sees every value this node accepts.
+	acceptHook func(epoch, step uint64, v Value)
+
+	// Dropped counts messages dropped because they did not fit the
+	// sender's role or the node's state, by reason.
+	Dropped map[string]uint64
+}
+
+// New returns the machine of node self, resuming from d (the zero Durable
+// for a node that never was a member).
+func New(cfg Config, self ID, d Durable) *Machine {
+	m := &Machine{cfg: cfg, self: self, d: d, peers: map[ID]Peer{}, joiners: map[ID]time.Time{},
+		asked: map[ID]bool{}, syncAt: map[ID]time.Time{}, Dropped: map[string]uint64{}}
+	m.resetStep()
+	if r := d.Result; r != nil {
+		m.att = attempt{ballot: r.Attempt, value: *r, ok: true}
+	}
+	m.state = StateIdle
+	return m
+}
+
+// Durable returns the state to persist.
+func (m *Machine) Durable() Durable { return m.d }
+
+// State returns the node state and why.
+func (m *Machine) State() (state, reason string) { return m.state, m.reason }
+
+// NextStep returns the step the mesh decides next and its agreed list.
+func (m *Machine) NextStep() (epoch, step uint64, list []ID) { return m.d.Epoch, m.d.Step, m.d.List }
+
+// Step feeds one event at time now and returns the effects to perform, in
+// order.
+func (m *Machine) Step(now time.Time, ev Event) []Effect {
+	m.now, m.out = now, nil
+	switch e := ev.(type) {
+	case Recv:
+		m.recv(e.Msg)
+	case ViewChanged:
+		m.peers = make(map[ID]Peer, len(e.Peers))
+		for _, p := range e.Peers {
+			if p.ID != m.self {
+				m.peers[p.ID] = p
+			}
+		}
+	case TrainerJoin:
+		m.trainerJoin(e.StartStep)
+	case TrainerLeave:
+		m.trainerGone(e.Reason)
+	case Submit:
+		m.submit(e.Step)
+	case ReduceDone:
+		m.reduceDone(e)
+	case Reform:
+		m.reform(e.Step)
+	case Tick:
+	}
+	m.drain()
+	m.tick()
+	m.drain()
+	return m.flush()
+}
+
+// drain delivers the messages this node sent to itself.
+func (m *Machine) drain() {
+	for len(m.queue) > 0 {
+		msg := m.queue[0]
+		m.queue = m.queue[1:]
+		m.recv(msg)
+	}
+}
+
+func (m *Machine) flush() []Effect {
+	m.setState()
+	info := m.info()
+	if info != m.published {
+		m.published = info
+		m.out = append(m.out, Publish{Info: info})
+	}
+	out := m.out
+	if m.dirty {
+		m.dirty = false
+		out = append([]Effect{Persist{State: m.durableCopy()}}, out...)
+	}
+	m.out = nil
+	return out
+}
+
+func (m *Machine) durableCopy() Durable {
+	d := m.d
+	d.List = slices.Clone(d.List)
+	return d
+}
+
+func (m *Machine) emit(e Effect) { m.out = append(m.out, e) }
+
+// send addresses msg to to; a message to self is delivered within Step.
+func (m *Machine) send(to ID, msg Message) {
+	msg.From, msg.To, msg.Epoch = m.self, to, m.d.Epoch
+	if to == m.self {
+		m.queue = append(m.queue, msg)
+		return
+	}
+	m.emit(Send{Msg: msg})
+}
+
+func (m *Machine) sendAll(ids []ID, msg Message) {
+	for _, id := range ids {
+		m.send(id, msg)
+	}
+}
+
+func (m *Machine) drop(why string) { m.Dropped[why]++ }
+
+func (m *Machine) member() bool { return slices.Contains(m.d.List, m.self) }
+
+func (m *Machine) live(id ID) bool {
+	if id == m.self {
+		return true
+	}
+	p, ok := m.peers[id]
+	return ok && p.Live
+}
+
+func majority(n int) int { return n/2 + 1 }
+
+// resetStep clears what belongs to one open step.
+func (m *Machine) resetStep() {
+	m.offers = map[ID]bool{}
+	m.att = attempt{}
+	m.prop = nil
+	m.hint = nil
+	m.fails = 0
+	m.retryAt = time.Time{}
+}
+
+// trainerJoin: a trainer whose state is at start wants to train.
+func (m *Machine) trainerJoin(start uint64) {
+	m.startStep, m.joinAt = start, m.now
+	m.submitted, m.joinPending = false, false
+	if m.member() && start == m.d.Step {
+		// The trainer is where the mesh is: it is a member again as soon
+		// as a majority of the list is reachable.
+		m.trainer, m.lastApply, m.joinPending = trainerMember, m.now, true
+		return
+	}
+	m.trainer = trainerJoining
+	m.askAt = time.Time{}
+}
+
+func (m *Machine) trainerGone(reason string) {
+	m.trainer, m.submitted, m.joinPending = trainerNone, false, false
+	m.reason = reason
+}
+
+func (m *Machine) fail(code, format string, args ...any) {
+	m.emit(Fail{Code: code, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
+}
+
+func (m *Machine) submit(step uint64) {
+	switch {
+	case m.trainer != trainerMember || !m.member() || m.joinPending:
+		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
+	case m.submitted:
+		m.fail(CodeBusy, "an all-reduce for step %d is already in flight", m.d.Step)
+	case step != m.d.Step:
+		m.fail(CodeStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
+	case m.state == StateWaiting:
+		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
+	default:
+		m.submitted, m.submitAt = true, m.now
+		m.offerAt = time.Time{}
+	}
+}
+
+func (m *Machine) reduceDone(e ReduceDone) {
+	a := &m.att
+	if e.Step != m.d.Step || e.Attempt != a.ballot || !a.running {
+		return
+	}
+	a.running, a.ok = false, e.Err == nil && m.submitted
+	if a.ok {
+		v := a.value
+		m.d.Result = &v
+		m.dirty = true
+	}
+	m.sendResult()
+	if e.Settings && m.submitted {
+		m.submitted = false
+		m.fail(CodeSettingsMismatch, "the ring's members disagree on step %d's settings (%v): every trainer must pass the same buffer length, wire type and reduce op, and every node run with the same all-reduce lanes and chunk size", m.d.Step, e.Err)
+	}
+}
+
+// sendResult tells the attempt's proposer how this node's all-reduce ended.
+func (m *Machine) sendResult() {
+	t := MsgFailed
+	if m.att.ok {
+		t = MsgReady
+	}
+	m.att.sentAt = m.now
+	r := m.at(t)
+	r.Ballot = m.att.ballot
+	m.send(m.att.ballot.By, r)
+}
+
+// decide applies the decision of the open step.
+func (m *Machine) decide(v Value) {
+	step := m.d.Step
+	inRing := slices.Contains(v.Ring, m.self)
+	switch {
+	case inRing && m.att.ballot == v.Attempt && m.att.ok && m.submitted && m.trainer == trainerMember:
+		m.emit(Apply{Step: step, Value: v})
+	case m.submitted:
+		m.fail(CodeExcluded, "the mesh decided step %d without this node's result: join again", step)
+	}
+	if m.joinPending {
+		// The trainer's join waited while the step was decided without it.
+		m.joinPending, m.trainer = false, trainerJoining
+	}
+	m.formedAt = time.Time{}
+	m.d.Last = &Decided{Step: step, Value: v}
+	m.d.Step = step + 1
+	m.d.List = slices.Clone(v.Next)
+	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
+	m.dirty = true
+	m.submitted = false
+	m.resetStep()
+	for _, id := range v.Next {
+		delete(m.joiners, id)
+	}
+	if !slices.Contains(v.Next, m.self) {
+		m.d.List = nil
+		if m.trainer == trainerMember {
+			m.trainer = trainerJoining
+			m.joinAt = m.now
+		}
+		m.reason = fmt.Sprintf("left out of the list for step %d", step+1)
+		return
+	}
+	switch {
+	case m.trainer == trainerMember && inRing:
+		m.lastApply = m.now
+	case m.trainer == trainerMember:
+		// A member whose trainer did not take part cannot follow: its
+		// state is behind the mesh's.
+		m.trainer = trainerJoining
+		m.joinAt = m.now
+		m.joiners[m.self] = m.now
+	case m.trainer == trainerJoining:
+		m.trainer, m.lastApply = trainerMember, m.now
+		m.emit(Admitted{Step: step + 1, Epoch: m.d.Epoch, List: slices.Clone(m.d.List)})
+	}
+}
+
+// leftOut: the mesh went past this node's step without it.
+func (m *Machine) leftOut(why string) {
+	if m.submitted {
+		m.fail(CodeExcluded, "the mesh went on without this node (%s): join again", why)
+	}
+	m.submitted = false
+	m.d.List = nil
+	// It was an acceptor of this step and forgets that now: it may only be
+	// admitted at a later step.
+	m.d.Step++
+	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
+	m.dirty = true
+	m.resetStep()
+	if m.trainer == trainerMember {
+		m.trainer = trainerJoining
+		m.joinAt = m.now
+	}
+	m.reason = "the mesh went on without this node: " + why
+}
+
+func (m *Machine) reform(step uint64) {
+	maxE := m.d.Epoch
+	for _, p := range m.peers {
+		maxE = max(maxE, p.Info.Epoch)
+	}
+	m.d.Epoch = maxE + 1
+	m.d.Step = max(m.d.Step, step)
+	m.d.List = nil
+	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Last = Ballot{}, Ballot{}, nil, nil
+	m.dirty = true
+	m.resetStep()
+	m.reason = fmt.Sprintf("re-formed as epoch %d from step %d", m.d.Epoch, m.d.Step)
+}
+
+func (m *Machine) setState() {
+	switch {
+	case m.member() && m.trainer == trainerJoining:
+		m.state = StateJoining
+	case m.member() && m.trainer == trainerMember:
+		if m.waitingReason() != "" {
+			m.state = StateWaiting
+		} else {
+			m.state = StateTraining
+		}
+	case m.member():
+		m.state = StateIdle
+	case m.trainer == trainerJoining && m.trainingPeers() != nil:
+		m.state = StateJoining
+	case m.trainer == trainerJoining:
+		m.state = StateForming
+	default:
+		m.state = StateIdle
+	}
+}
+
+// waitingReason says why a member cannot train now: too few members of
+// its list are reachable.
+func (m *Machine) waitingReason() string {
+	n := 0
+	for _, id := range m.d.List {
+		if m.live(id) {
+			n++
+		}
+	}
+	if n >= majority(len(m.d.List)) {
+		return ""
+	}
+	return fmt.Sprintf("not in the majority: %d of %d members of the last agreed list reachable", n, len(m.d.List))
+}
+
+func (m *Machine) info() Info {
+	i := Info{State: m.state, Epoch: m.d.Epoch, Step: m.d.Step}
+	switch {
+	case m.member():
+		i.List = listHash(m.d.List)
+	case m.state == StateForming:
+		i.Step = m.formS
+		i.List = m.formHash
+	}
+	return i
+}
+
+// at returns a message of type t about the open step.
+func (m *Machine) at(t MsgType) Message { return Message{Type: t, Step: m.d.Step} }

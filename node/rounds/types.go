@@ -1,0 +1,291 @@
+package rounds
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ID names a member: a peer ID, which survives restarts because the
+// identity key lives in the data dir.
+type ID = peer.ID
+
+// Ballot orders proposals for one step (Paxos ballots): N first, then the
+// proposer's ID. The zero ballot is below every proposal.
+type Ballot struct {
+	N  uint64
+	By ID
+}
+
+// Less reports whether b orders before o.
+func (b Ballot) Less(o Ballot) bool {
+	if b.N != o.N {
+		return b.N < o.N
+	}
+	return b.By < o.By
+}
+
+// IsZero reports whether b is the zero ballot.
+func (b Ballot) IsZero() bool { return b.N == 0 && b.By == "" }
+
+// Value is what a step decides: the attempt whose all-reduce ran over Ring
+// (every ring member holds its result), and Next, the agreed list for the
+// step after (the ring plus the joiners it admits). Ring and Next are
+// sorted.
+type Value struct {
+	Attempt Ballot
+	Ring    []ID
+	Next    []ID
+}
+
+// Equal reports whether v and o decide the same thing.
+func (v Value) Equal(o Value) bool {
+	return v.Attempt == o.Attempt && slices.Equal(v.Ring, o.Ring) && slices.Equal(v.Next, o.Next)
+}
+
+// MsgType is the kind of a round message. Values are on the wire: append
+// only.
+type MsgType uint8
+
+// Round messages.
+const (
+	MsgOffer    MsgType = 1  // member -> list: my trainer submitted Step
+	MsgPrepare  MsgType = 2  // proposer -> list: phase 1 of (Step, Ballot)
+	MsgPromise  MsgType = 3  // acceptor -> proposer: Accepted, Value (if any)
+	MsgNack     MsgType = 4  // acceptor -> proposer: Ballot = the higher one promised
+	MsgStart    MsgType = 5  // proposer -> ring: all-reduce (Step, Ballot) over Value.Ring
+	MsgReady    MsgType = 6  // ring member -> proposer: I hold the result of (Step, Ballot)
+	MsgFailed   MsgType = 7  // ring member -> proposer: my all-reduce of (Step, Ballot) failed
+	MsgAccept   MsgType = 8  // proposer -> list: phase 2 of (Step, Ballot, Value)
+	MsgAccepted MsgType = 9  // acceptor -> proposer
+	MsgCommit   MsgType = 10 // -> list and Next: Step decided Value
+	MsgAhead    MsgType = 11 // member -> stale member: I am at Step and no longer hold yours
+	MsgSync     MsgType = 12 // member -> member at a later step: tell me how my Step ended
+	MsgJoin     MsgType = 13 // non-member -> training member: admit me
+	MsgFormed   MsgType = 14 // member -> forming peer it formed with: you are in Value.Next at Step
+	msgTypeEnd  MsgType = 15
+)
+
+var msgNames = [...]string{"", "offer", "prepare", "promise", "nack", "start", "ready", "failed",
+	"accept", "accepted", "commit", "ahead", "sync", "join", "formed"}
+
+func (t MsgType) String() string {
+	if t > 0 && t < msgTypeEnd {
+		return msgNames[t]
+	}
+	return "unknown"
+}
+
+// Message is one round message. From is set by the sender and checked by
+// the transport (it is the authenticated remote peer); To is the receiver.
+type Message struct {
+	Type     MsgType
+	From, To ID
+	Epoch    uint64
+	Step     uint64
+	Ballot   Ballot
+	Accepted Ballot // promise: the ballot of Value, zero when none
+	Value    *Value // promise (accepted value), start, accept, commit
+	Held     *Value // promise, failed: the attempt whose result the sender holds
+}
+
+// Info is what a node advertises in its heartbeat: a hint for liveness and
+// for whom to wait; it never changes the agreed list.
+type Info struct {
+	State string // one of the State* constants
+	Epoch uint64
+	Step  uint64 // next step (member) or start step (forming)
+	List  string // member: hash prefix of the agreed list; forming: of the forming set
+}
+
+// Peer is one entry of the membership view.
+type Peer struct {
+	ID   ID
+	Live bool // alive or suspect: not declared dead, not left
+	Info Info // decoded heartbeat; zero when none or undecodable
+}
+
+// Node states.
+const (
+	StateIdle     = "idle"     // no trainer has joined
+	StateForming  = "forming"  // a trainer joined; no mesh trains: forming one
+	StateJoining  = "joining"  // asking a training mesh to admit this node
+	StateTraining = "training" // a member of the agreed list
+	StateWaiting  = "waiting"  // a member, but a majority of the list is not reachable
+)
+
+// Event is an input of Machine.Step.
+type Event interface{ isEvent() }
+
+// Recv is a message from a peer.
+type Recv struct{ Msg Message }
+
+// ViewChanged is the latest membership view (self excluded).
+type ViewChanged struct{ Peers []Peer }
+
+// TrainerJoin: the local trainer wants to train. Its state is at StartStep
+// (0 for a fresh trainer); a new mesh formed by this node starts there.
+type TrainerJoin struct{ StartStep uint64 }
+
+// TrainerLeave: the trainer left, disconnected or was excluded.
+type TrainerLeave struct{ Reason string }
+
+// Submit: the trainer submitted its buffer for Step.
+type Submit struct{ Step uint64 }
+
+// ReduceDone is the outcome of a StartReduce.
+type ReduceDone struct {
+	Step    uint64
+	Attempt Ballot
+	Err     error
+	// Settings is true when the ring disagreed on what no retry changes
+	// (buffer length, wire type, reduce op): the trainer is told.
+	Settings bool
+}
+
+// Tick carries time forward; node sends one every Config.Tick.
+type Tick struct{}
+
+// Reform: the operator re-forms the mesh as a new epoch from a checkpoint
+// of Step, because a majority of the last list is gone for good.
+type Reform struct{ Step uint64 }
+
+func (Recv) isEvent()         {}
+func (ViewChanged) isEvent()  {}
+func (TrainerJoin) isEvent()  {}
+func (TrainerLeave) isEvent() {}
+func (Submit) isEvent()       {}
+func (ReduceDone) isEvent()   {}
+func (Tick) isEvent()         {}
+func (Reform) isEvent()       {}
+
+// Effect is an output of Machine.Step. Node performs them in order:
+// Persist before any Send that follows it.
+type Effect interface{ isEffect() }
+
+// Send delivers a message (best effort; the machine resends what matters).
+type Send struct{ Msg Message }
+
+// StartReduce runs the all-reduce of the trainer's buffer for Step over
+// Ring under Attempt, into a scratch buffer (the trainer's buffer is not
+// changed). List is the agreed list the ring came from. A StartReduce for
+// a new attempt supersedes a running one: cancel it first.
+type StartReduce struct {
+	Step    uint64
+	Epoch   uint64
+	Attempt Ballot
+	Ring    []ID
+	List    []ID
+}
+
+// Apply: Step is decided with Value and this node holds its result: copy
+// the scratch result into the trainer's buffer and answer its Submit.
+type Apply struct {
+	Step  uint64
+	Value Value
+}
+
+// Admitted answers the trainer's TrainerJoin: it is a member from Step with
+// List. Formed is true when this node formed a new mesh at the trainer's
+// own start step (no checkpoint needed).
+type Admitted struct {
+	Step   uint64
+	Epoch  uint64
+	List   []ID
+	Formed bool
+}
+
+// Fail answers the trainer's pending Submit with an error (Code is a local
+// API code) or, with Join set, its pending TrainerJoin.
+type Fail struct {
+	Code     string
+	Msg      string
+	NextStep uint64
+}
+
+// Persist writes Durable atomically before the effects that follow it.
+type Persist struct{ State Durable }
+
+// Publish sets the heartbeat payload.
+type Publish struct{ Info Info }
+
+func (Send) isEffect()        {}
+func (StartReduce) isEffect() {}
+func (Apply) isEffect()       {}
+func (Admitted) isEffect()    {}
+func (Fail) isEffect()        {}
+func (Persist) isEffect()     {}
+func (Publish) isEffect()     {}
+
+// Local API error codes the machine uses in Fail.
+const (
+	CodeNotMember        = "not_member"
+	CodeWaiting          = "waiting"
+	CodeExcluded         = "excluded"
+	CodeStepMismatch     = "step_mismatch"
+	CodeBusy             = "busy"
+	CodeSettingsMismatch = "settings_mismatch"
+)
+
+// Decided is the decision of one step, kept to answer members that missed
+// it.
+type Decided struct {
+	Step  uint64
+	Value Value
+}
+
+// Durable is what a node must not forget across a restart (raft persists
+// its term, vote and log the same way): its place in the mesh's history
+// and its acceptor state for the open step.
+type Durable struct {
+	Epoch    uint64
+	Step     uint64 // the next step to decide; nothing below it is ever formed or joined
+	List     []ID   // the agreed list for Step; nil when not a member
+	Promised Ballot // acceptor: the highest ballot promised for Step
+	Accepted Ballot // acceptor: the ballot of AcceptedValue
+	Value    *Value // acceptor: the value accepted for Step
+	// Result is the attempt of Step whose all-reduce result this node
+	// holds. Node keeps that result in a file-backed buffer that outlives
+	// the process (not the machine), so a member killed after it reported
+	// ready can still apply the step when it is decided.
+	Result *Value
+	Last   *Decided
+}
+
+// Config holds the machine's timing. Every wait is bounded by one of them.
+type Config struct {
+	// MinMembers forming nodes must agree before a new mesh forms.
+	MinMembers int
+	// FormWait is how long a forming node looks for a training mesh before
+	// it may form one (discovery needs a few heartbeats). Default 2s.
+	FormWait time.Duration
+	// FormTimeout abandons a newly formed list that decides no step this
+	// long (too few of its members took their place). Default 20s.
+	FormTimeout time.Duration
+	// Resend is how often unanswered messages are sent again. Default 100ms.
+	Resend time.Duration
+	// PhaseTimeout bounds each phase of a proposal (promises, all-reduce,
+	// accepts); a phase that runs out is abandoned and retried with a
+	// higher ballot. Default 10s.
+	PhaseTimeout time.Duration
+	// RetryBackoff is the first pause before a new ballot; it doubles up to
+	// 20x. Default 20ms.
+	RetryBackoff time.Duration
+	// JoinPoll is how often a joining node asks again. Default 250ms.
+	JoinPoll time.Duration
+	// JoinTTL is how long a join request counts. Default 3s.
+	JoinTTL time.Duration
+	// TrainerTimeout excludes a trainer that has not submitted the next
+	// step this long after the previous one; 0 disables. Default 5m.
+	TrainerTimeout time.Duration
+	// OfferWait is how long a proposer waits for the members it expects to
+	// offer before it starts without them. Default TrainerTimeout.
+	OfferWait time.Duration
+}
+
+func sortIDs(ids []ID) []ID {
+	slices.SortFunc(ids, func(a, b ID) int { return cmp.Compare(a, b) })
+	return slices.Compact(ids)
+}

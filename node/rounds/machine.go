@@ -43,7 +43,9 @@ type Machine struct {
 	lastApply   time.Time
 	formedAt    time.Time // when this node took its place in a newly formed list
 
-	peers map[ID]Peer
+	peers   map[ID]Peer
+	peerAt  time.Time // when the view last gained a live peer
+	settled bool
 
 	offers  map[ID]bool
 	offerAt time.Time
@@ -107,12 +109,17 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case Recv:
 		m.recv(e.Msg)
 	case ViewChanged:
+		old := m.peers
 		m.peers = make(map[ID]Peer, len(e.Peers))
 		for _, p := range e.Peers {
 			if p.ID != m.self {
 				m.peers[p.ID] = p
+				if o, ok := old[p.ID]; p.Live && (!ok || !o.Live) {
+					m.peerAt = now
+				}
 			}
 		}
+		m.settled = e.Settled
 	case TrainerJoin:
 		m.trainerJoin(e.StartStep)
 	case TrainerLeave:

@@ -357,7 +357,7 @@ func (m *Machine) tickOutside() {
 		m.askJoin(tp)
 		return
 	}
-	if m.now.Sub(m.joinAt) < m.cfg.FormWait {
+	if !m.settled || m.now.Sub(m.joinAt) < m.cfg.FormWait || m.now.Sub(m.peerAt) < m.cfg.FormWait {
 		m.reason = "looking for a training mesh"
 		return
 	}

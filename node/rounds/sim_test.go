@@ -491,7 +491,7 @@ func (s *Sim) viewTick() {
 			}
 			peers = append(peers, p)
 		}
-		s.step(nd, ViewChanged{Peers: peers})
+		s.step(nd, ViewChanged{Peers: peers, Settled: true})
 	}
 	s.at(50*time.Millisecond, s.viewTick)
 }

@@ -122,8 +122,13 @@ type Event interface{ isEvent() }
 // Recv is a message from a peer.
 type Recv struct{ Msg Message }
 
-// ViewChanged is the latest membership view (self excluded).
-type ViewChanged struct{ Peers []Peer }
+// ViewChanged is the latest membership view (self excluded). Settled says
+// discovery has had its chance (the peers this node was told to join
+// answered, or a bound passed): a node never forms a new mesh before.
+type ViewChanged struct {
+	Peers   []Peer
+	Settled bool
+}
 
 // TrainerJoin: the local trainer wants to train. Its state is at StartStep
 // (0 for a fresh trainer); a new mesh formed by this node starts there.
@@ -259,7 +264,8 @@ type Config struct {
 	// MinMembers forming nodes must agree before a new mesh forms.
 	MinMembers int
 	// FormWait is how long a forming node looks for a training mesh before
-	// it may form one (discovery needs a few heartbeats). Default 2s.
+	// it may form one (discovery needs a few heartbeats), counted from its
+	// trainer's join and from the last new peer in its view. Default 2s.
 	FormWait time.Duration
 	// FormTimeout abandons a newly formed list that decides no step this
 	// long (too few of its members took their place). Default 20s.

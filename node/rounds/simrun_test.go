@@ -14,6 +14,7 @@ import (
 
 var (
 	simSchedules = flag.Int("sim.schedules", 2000, "how many seeded schedules TestSimulation runs")
+	simFirst     = flag.Uint64("sim.first", 1, "the first seed TestSimulation runs (seeds first .. first+schedules-1)")
 	simSeed      = flag.Uint64("sim.seed", 0, "replay this one schedule (with -sim.trace to print it)")
 	simTrace     = flag.Bool("sim.trace", false, "print the replayed schedule's events")
 )
@@ -62,7 +63,7 @@ func TestSimulation(t *testing.T) {
 				if i > int64(n) {
 					return
 				}
-				seed := uint64(i)
+				seed := *simFirst + uint64(i) - 1
 				s, err := runSchedule(seed, false)
 				events.Add(int64(s.events))
 				applies.Add(int64(s.applies))
@@ -75,7 +76,7 @@ func TestSimulation(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("sim: schedules=%d violations=%d events=%d applies=%d wall=%s\n", n, len(failures), events.Load(), applies.Load(), time.Since(start).Round(time.Millisecond))
+	fmt.Printf("sim: first=%d schedules=%d violations=%d events=%d applies=%d wall=%s\n", *simFirst, n, len(failures), events.Load(), applies.Load(), time.Since(start).Round(time.Millisecond))
 	for i, f := range failures {
 		if i == 10 {
 			t.Errorf("... and %d more", len(failures)-10)

@@ -27,9 +27,10 @@ func (m *Machine) recv(msg Message) {
 		m.onFormed(msg)
 		return
 	case MsgCommit:
-		// A non-member, or a member of an older epoch whose trainer asks
-		// to join a newer one, is admitted by a commit that names it.
-		if !m.member() || (msg.Epoch > m.d.Epoch && m.trainer == trainerJoining) {
+		// A non-member, or a member of an older epoch or an older step
+		// whose trainer asks to join (the mesh went on without it), is
+		// admitted by a commit that names it.
+		if !m.member() || (m.trainer == trainerJoining && (msg.Epoch > m.d.Epoch || m.laterAdmission(msg))) {
 			m.onAdmit(msg)
 			return
 		}
@@ -256,8 +257,17 @@ func (m *Machine) onJoin(msg Message) {
 	}
 }
 
+// laterAdmission: msg is a commit of a later step of this node's epoch
+// that names this node in its next list.
+func (m *Machine) laterAdmission(msg Message) bool {
+	return msg.Epoch == m.d.Epoch && msg.Step > m.d.Step && msg.Value != nil && slices.Contains(msg.Value.Next, m.self)
+}
+
 // onAdmit: a commit reaching a node outside the list admits it when the
-// commit names it in the next list and this node asked to join.
+// commit names it in the next list and this node asked to join. A member
+// of an older step (its list went on without it, but a training member
+// admitted it) leaves its list for the later one: it never acts as an
+// acceptor of its old step again.
 func (m *Machine) onAdmit(msg Message) {
 	v := msg.Value
 	switch {
@@ -267,7 +277,9 @@ func (m *Machine) onAdmit(msg Message) {
 	case m.trainer != trainerJoining || !m.asked[msg.From]:
 		m.drop("unasked admission")
 		return
-	case msg.Epoch < m.d.Epoch || (msg.Epoch == m.d.Epoch && msg.Step+1 < m.d.Step) || (msg.Epoch == m.d.Epoch && m.member()):
+	case msg.Epoch < m.d.Epoch || (msg.Epoch == m.d.Epoch && msg.Step+1 < m.d.Step) || (msg.Epoch == m.d.Epoch && m.member() && msg.Step <= m.d.Step):
+		// A member is an acceptor of its open step: it may only be
+		// admitted at a later one.
 		m.drop("admission below this node's history")
 		return
 	}

@@ -405,6 +405,11 @@ func (m *Machine) info() Info {
 	case m.member():
 		i.List = listHash(m.d.List)
 	case m.state == StateForming:
+		// Epoch: the one the advertised formation builds on, so that
+		// peers that agree with it compute the same epoch.
+		if m.formE > 0 {
+			i.Epoch = max(i.Epoch, m.formE-1)
+		}
 		i.Step = m.formS
 		i.List = m.formHash
 	}

@@ -375,8 +375,19 @@ func (m *Machine) tickOutside() {
 			forming = append(forming, p)
 		}
 	}
-	m.formSet, m.formS, m.formE = sortIDs(set), s, e+1
+	m.formSet, m.formS, m.formE = sortIDs(set), s, max(e+1, m.d.FormEpoch)
 	m.formHash = formHash(m.formSet, m.formS, m.formE)
+	if m.formE == m.d.FormEpoch && m.formHash != m.d.FormHash {
+		// Another set or start step than the one advertised at this
+		// epoch, which its lowest member may have formed already.
+		m.formE++
+		m.formHash = formHash(m.formSet, m.formS, m.formE)
+	}
+	if m.formHash != m.d.FormHash {
+		// Persisted before the heartbeat that advertises it.
+		m.d.FormEpoch, m.d.FormHash = m.formE, m.formHash
+		m.dirty = true
+	}
 	if len(set) < m.cfg.MinMembers {
 		m.reason = fmt.Sprintf("waiting for %d members to form a mesh, %d present", m.cfg.MinMembers, len(set))
 		return
@@ -407,7 +418,7 @@ func (m *Machine) tickOutside() {
 // form starts a new mesh with the forming set.
 func (m *Machine) form() {
 	start, epoch, set := m.formS, m.formE, m.formSet
-	m.d = Durable{Epoch: epoch, Step: start, List: slices.Clone(set)}
+	m.d = Durable{Epoch: epoch, Step: start, List: slices.Clone(set), FormEpoch: m.d.FormEpoch, FormHash: m.d.FormHash}
 	m.dirty = true
 	m.resetStep()
 	m.formedAt = m.now

@@ -311,7 +311,7 @@ func (m *Machine) onFormed(msg Message) {
 		m.drop("formed notice below this node's history")
 		return
 	}
-	m.d = Durable{Epoch: msg.Epoch, Step: msg.Step, List: slices.Clone(v.Next)}
+	m.d = Durable{Epoch: msg.Epoch, Step: msg.Step, List: slices.Clone(v.Next), FormEpoch: m.d.FormEpoch, FormHash: m.d.FormHash}
 	m.dirty = true
 	m.resetStep()
 	m.formedAt = m.now

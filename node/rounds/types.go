@@ -257,6 +257,13 @@ type Durable struct {
 	// ready can still apply the step when it is decided.
 	Result *Value
 	Last   *Decided
+	// FormEpoch and FormHash are the last formation this node advertised
+	// while forming (FormHash covers its set, start step and epoch). The
+	// lowest member of that set may have formed it from the heartbeat
+	// alone, so this node never advertises another formation at
+	// FormEpoch or below: two lists can never share an epoch and step.
+	FormEpoch uint64
+	FormHash  string
 }
 
 // Config holds the machine's timing. Every wait is bounded by one of them.

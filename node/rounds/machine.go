@@ -39,9 +39,13 @@ type Machine struct {
 	// joinPending: the trainer's join is answered once the member is
 	// not waiting.
 	joinPending bool
-	submitAt    time.Time
-	lastApply   time.Time
-	formedAt    time.Time // when this node took its place in a newly formed list
+	// behind: the trainer is a member whose state is at the decided step
+	// d.Last.Step, whose result this node holds (see heldLast): its next
+	// Submit is of that step and is answered with Apply.
+	behind    bool
+	submitAt  time.Time
+	lastApply time.Time
+	formedAt  time.Time // when this node took its place in a newly formed list
 
 	peers   map[ID]Peer
 	peerAt  time.Time // when the view last gained a live peer
@@ -215,9 +219,11 @@ func (m *Machine) resetStep() {
 func (m *Machine) trainerJoin(start uint64) {
 	m.startStep, m.joinAt = start, m.now
 	m.submitted, m.joinPending = false, false
-	if m.member() && start == m.d.Step {
-		// The trainer is where the mesh is: it is a member again as soon
-		// as a majority of the list is reachable.
+	m.behind = m.member() && start+1 == m.d.Step && m.heldLast()
+	if m.member() && (start == m.d.Step || m.behind) {
+		// The trainer is where the mesh is, or one step behind with the
+		// decided result of that step held here: it is a member again as
+		// soon as a majority of the list is reachable.
 		m.trainer, m.lastApply, m.joinPending = trainerMember, m.now, true
 		return
 	}
@@ -225,8 +231,24 @@ func (m *Machine) trainerJoin(start uint64) {
 	m.askAt = time.Time{}
 }
 
+// heldLast reports whether this node holds the result of the last decided
+// step, which its trainer has not applied, and is a member of the step
+// after it.
+func (m *Machine) heldLast() bool {
+	l := m.d.Last
+	return m.d.LastHeld && l != nil && l.Step+1 == m.d.Step && m.member() && slices.Contains(l.Value.Ring, m.self)
+}
+
+// trainerStep is the step the member trainer's state is at.
+func (m *Machine) trainerStep() uint64 {
+	if m.behind && m.heldLast() {
+		return m.d.Step - 1
+	}
+	return m.d.Step
+}
+
 func (m *Machine) trainerGone(reason string) {
-	m.trainer, m.submitted, m.joinPending = trainerNone, false, false
+	m.trainer, m.submitted, m.joinPending, m.behind = trainerNone, false, false, false
 	m.reason = reason
 }
 
@@ -240,6 +262,15 @@ func (m *Machine) submit(step uint64) {
 		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
 	case m.submitted:
 		m.fail(CodeBusy, "an all-reduce for step %d is already in flight", m.d.Step)
+	case m.behind && m.heldLast():
+		if step != m.d.Step-1 {
+			m.emit(Fail{Code: CodeStepMismatch, Msg: fmt.Sprintf("the trainer is at step %d, got %d", m.d.Step-1, step), NextStep: m.d.Step - 1})
+			return
+		}
+		// Decided already, and this node holds its result.
+		m.behind, m.d.LastHeld, m.dirty = false, false, true
+		m.lastApply = m.now
+		m.emit(Apply{Step: step, Value: m.d.Last.Value})
 	case step != m.d.Step:
 		m.fail(CodeStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
 	case m.state == StateWaiting:
@@ -282,20 +313,36 @@ func (m *Machine) sendResult() {
 
 // decide applies the decision of the open step.
 func (m *Machine) decide(v Value) {
-	step := m.d.Step
+	step, list := m.d.Step, m.d.List
 	inRing := slices.Contains(v.Ring, m.self)
+	held := inRing && m.att.ballot == v.Attempt && m.att.ok && slices.Contains(v.Next, m.self)
+	applied := false
 	switch {
-	case inRing && m.att.ballot == v.Attempt && m.att.ok && m.submitted && m.trainer == trainerMember:
+	case held && m.submitted && m.trainer == trainerMember:
 		m.emit(Apply{Step: step, Value: v})
+		applied = true
 	case m.submitted:
 		m.fail(CodeExcluded, "the mesh decided step %d without this node's result: join again", step)
 	}
+	// A trainer that has not submitted the step (it joined again after a
+	// restart, or left) can still apply it: this node holds its result.
+	m.behind = false
 	if m.joinPending {
-		// The trainer's join waited while the step was decided without it.
-		m.joinPending, m.trainer = false, trainerJoining
+		if held {
+			// The trainer's join waited at this step: it is a member at
+			// it, one step behind the mesh.
+			m.joinPending, m.behind, m.lastApply = false, true, m.now
+			m.emit(Admitted{Step: step, Epoch: m.d.Epoch, List: slices.Clone(list), Formed: true})
+		} else {
+			// The trainer's join waited while the step was decided without it.
+			m.joinPending, m.trainer = false, trainerJoining
+		}
+	} else if held && !applied && m.trainer == trainerMember {
+		m.behind = true
 	}
 	m.formedAt = time.Time{}
 	m.d.Last = &Decided{Step: step, Value: v}
+	m.d.LastHeld = held && !applied
 	m.d.Step = step + 1
 	m.d.List = slices.Clone(v.Next)
 	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
@@ -315,11 +362,12 @@ func (m *Machine) decide(v Value) {
 		return
 	}
 	switch {
-	case m.trainer == trainerMember && inRing:
+	case m.trainer == trainerMember && (applied || m.behind):
 		m.lastApply = m.now
 	case m.trainer == trainerMember:
-		// A member whose trainer did not take part cannot follow: its
-		// state is behind the mesh's.
+		// A member whose trainer did not take part, or whose result was
+		// not the one decided, cannot follow: its state is behind the
+		// mesh's.
 		m.trainer = trainerJoining
 		m.joinAt = m.now
 		m.joiners[m.self] = m.now

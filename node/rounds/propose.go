@@ -221,7 +221,7 @@ func (m *Machine) tick() {
 	waiting := m.waitingReason()
 	if m.joinPending && waiting == "" {
 		m.joinPending, m.lastApply = false, m.now
-		m.emit(Admitted{Step: m.d.Step, Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true})
+		m.emit(Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true})
 	}
 	if waiting != "" && m.submitted && !m.att.ok && !m.att.running {
 		m.submitted = false

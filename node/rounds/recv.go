@@ -229,6 +229,10 @@ func (m *Machine) onStart(msg Message) {
 		return
 	}
 	m.att.running = true
+	if m.d.LastHeld {
+		// The scratch buffer is reused: the last step's result is gone.
+		m.d.LastHeld, m.dirty = false, true
+	}
 	m.emit(StartReduce{Step: m.d.Step, Epoch: m.d.Epoch, Attempt: msg.Ballot, Ring: slices.Clone(v.Ring), List: slices.Clone(m.d.List)})
 }
 
@@ -286,7 +290,7 @@ func (m *Machine) onAdmit(msg Message) {
 	m.d.Epoch, m.d.Step = msg.Epoch, msg.Step+1
 	m.d.List = slices.Clone(v.Next)
 	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
-	m.d.Last = &Decided{Step: msg.Step, Value: *v}
+	m.d.Last, m.d.LastHeld = &Decided{Step: msg.Step, Value: *v}, false
 	m.dirty = true
 	m.resetStep()
 	m.asked = map[ID]bool{}

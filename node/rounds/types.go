@@ -257,6 +257,12 @@ type Durable struct {
 	// ready can still apply the step when it is decided.
 	Result *Value
 	Last   *Decided
+	// LastHeld: this node holds the result of Last (it was in its ring and
+	// its all-reduce succeeded) and its trainer has not applied it yet (it
+	// had not submitted the step, had left, or the node restarted). A
+	// trainer at Last.Step can still apply it: node keeps the result until
+	// the next StartReduce.
+	LastHeld bool
 	// FormEpoch and FormHash are the last formation this node advertised
 	// while forming (FormHash covers its set, start step and epoch). The
 	// lowest member of that set may have formed it from the heartbeat

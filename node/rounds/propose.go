@@ -209,8 +209,10 @@ func (m *Machine) tick() {
 		m.joiners[m.self] = m.now
 		m.askJoin(sortIDs(append(slices.Clone(m.d.List), m.trainingPeers()...)))
 	}
-	if m.d.Last == nil && m.formedAt.IsZero() {
-		m.formedAt = m.now // restarted in a list that has not decided yet
+	if m.d.Last == nil && (m.formedAt.IsZero() || m.listAgrees()) {
+		// Restarted in a list that has not decided yet, or a majority of
+		// the list says it holds the same list: the formation stands.
+		m.formedAt = m.now
 	}
 	if m.d.Last == nil && m.now.Sub(m.formedAt) > m.cfg.FormTimeout {
 		// Formed, but the list never decided a step: too few of its
@@ -440,6 +442,19 @@ func listHash(ids []ID) string {
 		h.Write([]byte(id))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// listAgrees reports whether a majority of the list (self included)
+// advertises this node's epoch and list.
+func (m *Machine) listAgrees() bool {
+	h, n := listHash(m.d.List), 0
+	for _, id := range m.d.List {
+		p, ok := m.peers[id]
+		if id == m.self || (ok && p.Live && p.Info.Epoch == m.d.Epoch && p.Info.List == h) {
+			n++
+		}
+	}
+	return n >= majority(len(m.d.List))
 }
 
 func (m *Machine) abandonFormation() {

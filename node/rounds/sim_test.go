@@ -25,7 +25,7 @@ func simConfig(n int) Config {
 	return Config{
 		MinMembers:     n/2 + 1,
 		FormWait:       300 * time.Millisecond,
-		FormTimeout:    3 * time.Second,
+		FormTimeout:    3 * time.Second, // counted from the last view in which a majority of the list advertised it
 		Resend:         100 * time.Millisecond,
 		PhaseTimeout:   time.Second,
 		RetryBackoff:   20 * time.Millisecond,

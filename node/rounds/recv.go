@@ -243,7 +243,9 @@ func (m *Machine) onJoin(msg Message) {
 		m.drop("join while not a member")
 		return
 	}
-	if l := m.d.Last; l != nil && slices.Contains(l.Value.Next, msg.From) && msg.Step <= l.Step+1 {
+	// A joiner's step counts only within this node's epoch: one from an
+	// older epoch is admitted at any step of this one.
+	if l := m.d.Last; l != nil && slices.Contains(l.Value.Next, msg.From) && (msg.Epoch < m.d.Epoch || msg.Step <= l.Step+1) {
 		v := l.Value
 		m.send(msg.From, Message{Type: MsgCommit, Step: l.Step, Value: &v})
 		return

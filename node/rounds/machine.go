@@ -358,7 +358,10 @@ func (m *Machine) decide(v Value) {
 			m.trainer = trainerJoining
 			m.joinAt = m.now
 		}
-		m.reason = fmt.Sprintf("left out of the list for step %d", step+1)
+		if m.trainer != trainerNone {
+			// A node without a trainer keeps saying why it has none.
+			m.reason = fmt.Sprintf("left out of the list for step %d", step+1)
+		}
 		return
 	}
 	switch {

@@ -306,8 +306,14 @@ func (m *Machine) offersComplete() bool {
 			continue
 		}
 		switch p.Info.State {
-		case StateIdle, StateJoining:
+		case StateIdle:
 			continue
+		case StateJoining:
+			// A joiner the last decision admitted is expected even while
+			// its heartbeat still says joining (it loads the entry state).
+			if l := m.d.Last; l == nil || l.Step+1 != m.d.Step || !slices.Contains(l.Value.Next, id) || slices.Contains(l.Value.Ring, id) {
+				continue
+			}
 		}
 		return false
 	}

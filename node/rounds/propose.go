@@ -292,7 +292,14 @@ func (m *Machine) offering(id ID) bool {
 		return false
 	}
 	p, ok := m.peers[id]
-	return ok && p.Live && p.Info.State != StateIdle && p.Info.State != StateJoining
+	return ok && p.Live && p.Info.State != StateIdle && (p.Info.State != StateJoining || m.freshJoiner(id))
+}
+
+// freshJoiner reports whether the last decision admitted id to the open
+// step as a joiner.
+func (m *Machine) freshJoiner(id ID) bool {
+	l := m.d.Last
+	return l != nil && l.Step+1 == m.d.Step && slices.Contains(l.Value.Next, id) && !slices.Contains(l.Value.Ring, id)
 }
 
 // offersComplete: every live member that trains has offered.
@@ -311,7 +318,7 @@ func (m *Machine) offersComplete() bool {
 		case StateJoining:
 			// A joiner the last decision admitted is expected even while
 			// its heartbeat still says joining (it loads the entry state).
-			if l := m.d.Last; l == nil || l.Step+1 != m.d.Step || !slices.Contains(l.Value.Next, id) || slices.Contains(l.Value.Ring, id) {
+			if !m.freshJoiner(id) {
 				continue
 			}
 		}

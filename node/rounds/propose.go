@@ -292,8 +292,18 @@ func (m *Machine) offering(id ID) bool {
 		return false
 	}
 	p, ok := m.peers[id]
-	return ok && p.Live && p.Info.State != StateIdle && (p.Info.State != StateJoining || m.freshJoiner(id))
+	if !ok || !p.Live {
+		return false
+	}
+	if m.freshJoiner(id) && !m.heardAt(p) {
+		return true // its heartbeat predates its admission
+	}
+	return p.Info.State != StateIdle && p.Info.State != StateJoining
 }
+
+// heardAt reports whether p's heartbeat speaks of the open step (not of
+// what it did before it was admitted to it).
+func (m *Machine) heardAt(p Peer) bool { return p.Info.Epoch == m.d.Epoch && p.Info.Step == m.d.Step }
 
 // freshJoiner reports whether the last decision admitted id to the open
 // step as a joiner.
@@ -312,15 +322,12 @@ func (m *Machine) offersComplete() bool {
 		if !ok || !p.Live {
 			continue
 		}
-		switch p.Info.State {
-		case StateIdle:
+		if m.freshJoiner(id) && !m.heardAt(p) {
+			// Admitted by the last decision; its heartbeat predates that.
+			return false
+		}
+		if p.Info.State == StateIdle || p.Info.State == StateJoining {
 			continue
-		case StateJoining:
-			// A joiner the last decision admitted is expected even while
-			// its heartbeat still says joining (it loads the entry state).
-			if !m.freshJoiner(id) {
-				continue
-			}
 		}
 		return false
 	}

@@ -125,7 +125,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		}
 		m.settled = e.Settled
 	case TrainerJoin:
-		m.trainerJoin(e.StartStep)
+		m.trainerJoin(e.StartStep, e.NeedState)
 	case TrainerLeave:
 		m.trainerGone(e.Reason)
 	case Submit:
@@ -216,14 +216,15 @@ func (m *Machine) resetStep() {
 }
 
 // trainerJoin: a trainer whose state is at start wants to train.
-func (m *Machine) trainerJoin(start uint64) {
+func (m *Machine) trainerJoin(start uint64, needState bool) {
 	m.startStep, m.joinAt = start, m.now
 	m.submitted, m.joinPending = false, false
 	m.behind = m.member() && start+1 == m.d.Step && m.heldLast()
-	if m.member() && (start == m.d.Step || m.behind) {
+	if m.member() && (start == m.d.Step || m.behind || !needState) {
 		// The trainer is where the mesh is, or one step behind with the
-		// decided result of that step held here: it is a member again as
-		// soon as a majority of the list is reachable.
+		// decided result of that step held here, or takes the mesh's step
+		// as it is: it is a member again as soon as a majority of the list
+		// is reachable.
 		m.trainer, m.lastApply, m.joinPending = trainerMember, m.now, true
 		return
 	}

@@ -444,7 +444,7 @@ func (s *Sim) failed(nd *simNode, e Fail) {
 	gen := tr.gen
 	s.at(s.dur(time.Millisecond, 50*time.Millisecond), func() {
 		if nd.up && tr.gen == gen && tr.active {
-			s.step(nd, TrainerJoin{StartStep: tr.step})
+			s.step(nd, TrainerJoin{StartStep: tr.step, NeedState: true})
 		}
 	})
 }
@@ -471,7 +471,7 @@ func (s *Sim) scheduleSubmit(nd *simNode) {
 func (s *Sim) startTrainer(nd *simNode) {
 	nd.tr = simTrainer{active: true, gen: nd.tr.gen + 1, step: nd.tr.step}
 	nd.runOn = false
-	s.step(nd, TrainerJoin{StartStep: nd.tr.step})
+	s.step(nd, TrainerJoin{StartStep: nd.tr.step, NeedState: true})
 }
 
 func (s *Sim) viewTick() {

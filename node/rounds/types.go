@@ -132,7 +132,14 @@ type ViewChanged struct {
 
 // TrainerJoin: the local trainer wants to train. Its state is at StartStep
 // (0 for a fresh trainer); a new mesh formed by this node starts there.
-type TrainerJoin struct{ StartStep uint64 }
+// With NeedState, a member whose list is at another step than StartStep
+// joins at the next step like a joiner, so that a checkpoint of its entry
+// step is saved for it; without it, a member is answered at once with its
+// open step (the trainer takes the mesh's step as it is).
+type TrainerJoin struct {
+	StartStep uint64
+	NeedState bool
+}
 
 // TrainerLeave: the trainer left, disconnected or was excluded.
 type TrainerLeave struct{ Reason string }

@@ -420,10 +420,10 @@ func (m *Machine) setState() {
 	case m.member() && m.trainer == trainerJoining:
 		m.state = StateJoining
 	case m.member() && m.trainer == trainerMember:
-		if m.waitingReason() != "" {
-			m.state = StateWaiting
+		if w := m.waitingReason(); w != "" {
+			m.state, m.reason = StateWaiting, w
 		} else {
-			m.state = StateTraining
+			m.state, m.reason = StateTraining, ""
 		}
 	case m.member():
 		m.state = StateIdle

@@ -136,6 +136,8 @@ type Sim struct {
 	trace     []string
 	traceOn   bool
 	traceMsgs bool
+	onSend    func(Message) // scripted scenarios: sees every message before the network
+	onApply   func(*simNode, uint64)
 }
 
 func simID(i int) ID { return ID(fmt.Sprintf("m%d", i)) }
@@ -270,6 +272,9 @@ func (s *Sim) acceptHook(id ID) func(epoch, step uint64, v Value) {
 }
 
 func (s *Sim) deliver(msg Message) {
+	if s.onSend != nil {
+		s.onSend(msg)
+	}
 	if msg.Type == MsgCommit && s.splitAt && s.faulty {
 		s.splitAt = false
 		s.split(msg.From)
@@ -393,6 +398,9 @@ func (s *Sim) apply(nd *simNode, e Apply) {
 	}
 	nd.runNext = e.Step + 1
 	s.applied[k]++
+	if s.onApply != nil {
+		s.onApply(nd, e.Step)
+	}
 	tr := &nd.tr
 	if !tr.pending || tr.step != e.Step {
 		s.fail("%s applied step %d for a trainer at step %d (pending %v)", nd.id, e.Step, tr.step, tr.pending)

@@ -137,6 +137,13 @@ func (m *Machine) askSync(to ID) {
 	m.send(to, m.at(MsgSync))
 }
 
+// nack tells a proposer that this acceptor promised a higher ballot.
+func (m *Machine) nack(msg Message) {
+	r := m.at(MsgNack)
+	r.Ballot, r.Accepted = m.d.Promised, msg.Ballot
+	m.send(msg.From, r)
+}
+
 // onPrepare is phase 1 at an acceptor.
 func (m *Machine) onPrepare(msg Message) {
 	m.maxN = max(m.maxN, msg.Ballot.N)
@@ -145,9 +152,7 @@ func (m *Machine) onPrepare(msg Message) {
 		return
 	}
 	if msg.Ballot.Less(m.d.Promised) {
-		r := m.at(MsgNack)
-		r.Ballot, r.Accepted = m.d.Promised, msg.Ballot
-		m.send(msg.From, r)
+		m.nack(msg)
 		return
 	}
 	if m.d.Promised != msg.Ballot {
@@ -172,9 +177,7 @@ func (m *Machine) onAccept(msg Message) {
 		return
 	}
 	if msg.Ballot.Less(m.d.Promised) {
-		r := m.at(MsgNack)
-		r.Ballot, r.Accepted = m.d.Promised, msg.Ballot
-		m.send(msg.From, r)
+		m.nack(msg)
 		return
 	}
 	v := *msg.Value

@@ -12,7 +12,9 @@ GLOO     ?= bench/gloo_allreduce.py
 # CGO_CFLAGS in the environment wins.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-go test-python lint tidy demo bench fuzz clean
+SIMS     ?= 100000
+
+.PHONY: help build test test-go test-python lint tidy demo bench fuzz sim clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,8 +24,12 @@ build: ## build bin/ringmesh
 
 test: build test-go test-python ## run every test (Go with -race, then the Python client)
 
+# node/rounds is pure single-goroutine code: its simulation runs without
+# -race (the race detector slows it tenfold and has nothing to find there).
 test-go:
-	RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $$($(GO) list $(PKGS) | grep -v /node/rounds$$)
+	@$(GO) test -count=1 -v ./node/rounds > .rounds-test.log 2>&1; rc=$$?; \
+		grep -E '^(sim:|--- FAIL|FAIL|ok)|seed|replay|_test.go' .rounds-test.log; rm -f .rounds-test.log; exit $$rc
 
 test-python: build
 	@if [ -d python/tests ] && ls python/tests/test_*.py >/dev/null 2>&1; then \
@@ -58,6 +64,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+sim: ## run SIMS (100000) seeded fault schedules of the round protocol
+	@$(GO) test -count=1 -v -timeout 60m -run 'TestSimulation$$' -sim.schedules=$(SIMS) ./node/rounds > .sim.log 2>&1; rc=$$?; \
+		grep -E '^(sim:|--- FAIL|FAIL|ok)|seed|replay' .sim.log; rm -f .sim.log; exit $$rc
 
 clean: ## remove build outputs
 	rm -rf bin demo-out

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -142,9 +143,9 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		if req.Version != localapi.Version {
 			return apiErr(localapi.CodeUnsupportedVersion, "protocol version %d not supported; this node speaks %d", req.Version, localapi.Version)
 		}
-		state, reason, step, list := n.eng.snapshot()
+		sn := n.drv.snap.Load()
 		return localapi.Response{Version: localapi.Version, Mesh: n.cfg.Mesh.Mesh, Self: n.host.ID().String(),
-			State: state, Reason: reason, NextStep: step, MemberCount: len(list)}
+			State: sn.state, Reason: sn.reason, NextStep: sn.step, MemberCount: len(sn.list)}
 	case localapi.OpRegister:
 		m, err := localapi.Map(req.Path, req.Bytes)
 		if err != nil {
@@ -166,9 +167,9 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 	case localapi.OpAllReduce:
 		return s.allReduce(st, req)
 	case localapi.OpMembership:
-		state, reason, step, list := n.eng.snapshot()
-		return localapi.Response{Self: n.host.ID().String(), State: state, Reason: reason, NextStep: step,
-			Members: idStrings(list), MemberCount: len(list)}
+		sn := n.drv.snap.Load()
+		return localapi.Response{Self: n.host.ID().String(), State: sn.state, Reason: sn.reason, NextStep: sn.step,
+			Members: idStrings(sn.list), MemberCount: len(sn.list)}
 	case localapi.OpStatus:
 		b, err := json.Marshal(n.Status())
 		if err != nil {
@@ -196,13 +197,17 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 	}
 	defer cancel()
 	st.joined = true
-	step, list, err := s.n.join(ctx, req.StartStep)
+	a, err := s.n.join(ctx, req.StartStep, req.WantCheckpoint)
 	if err != nil {
 		return fromErr(err)
 	}
-	resp := localapi.Response{Step: step, NextStep: step, Members: idStrings(list), MemberCount: len(list)}
+	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List)}
 	if req.WantCheckpoint {
-		cr := s.n.ckpt.joinState(ctx, step, req.StartStep, req.Dest)
+		start := req.StartStep
+		if a.Formed {
+			start = a.Step // the trainer's own state is the entry step's
+		}
+		cr := s.n.ckpt.joinState(ctx, a.Step, start, req.Dest)
 		if cr.Code != "" {
 			return cr
 		}
@@ -237,17 +242,17 @@ func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Respo
 	if opt.Op == allreduce.WeightedMean && (req.Weight < 0 || req.Weight != req.Weight) {
 		return apiErr(localapi.CodeBadRequest, "weight %v must be a non-negative number", req.Weight)
 	}
-	res, err := s.n.allReduce(s.n.runCtx, req.Step, data, opt)
+	res, err := s.n.allReduce(req.Step, data, opt)
 	if err != nil {
 		return fromErr(err)
 	}
 	resp := localapi.Response{Step: res.step, NextStep: res.step + 1, Members: idStrings(res.ring),
 		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts}
-	for _, m := range res.next {
-		if !containsID(res.ring, m.ID) {
-			resp.Joiners = append(resp.Joiners, m.ID.String())
+	for _, id := range res.next {
+		if !slices.Contains(res.ring, id) {
+			resp.Joiners = append(resp.Joiners, id.String())
 		}
 	}
-	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.ring[0].ID == s.n.host.ID()
+	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.ring[0] == s.n.host.ID()
 	return resp
 }

@@ -1,26 +1,26 @@
 // Package node is the composition root: it builds the mesh (libp2p host,
 // membership), the all-reduce stream transport, the checkpoint store and its
-// protocols, turns the mesh view and the ring all-reduce into training
-// rounds, and serves the local trainer API on DATA_DIR/ringmesh.sock
-// (node/localapi; the Go client is node/client).
+// protocols, drives the round protocol (node/rounds), and serves the local
+// trainer API on DATA_DIR/ringmesh.sock (node/localapi; the Go client is
+// node/client).
 //
-// Rounds (PROTOCOL.md section 2 has the whole protocol and every failure
-// point). A training step k is a round over a ring: the members of the
-// agreed list L_k that the mesh view shows alive, with the same boot
-// incarnation, and not idle. A node trains only while its ring is a strict
-// majority of L_k (less the members seen idle); otherwise it waits. An
-// attempt all-reduces the trainer's buffer into a scratch buffer; every
-// member that holds the result sends ready to the leader (the ring's lowest
-// peer ID); the leader, holding every ready, commits with the next list
-// (the ring plus admitted joiners) and tells everyone; members apply on
-// commit. A member whose commit does not come recovers by asking every live
-// member: an applied round is adopted, a round every member holds is
-// applied, otherwise the round is retried; answering "no result" fences an
-// attempt so that it can never be committed afterwards. Forming a new mesh
-// and joining a running one are in join.go.
+// Rounds (PROTOCOL.md section 2 has the protocol and its invariants). The
+// protocol is the deterministic state machine of node/rounds; node owns one
+// and feeds it from one goroutine (driver.run): round messages from peers
+// (/ringmesh/round/2, one stream per peer and direction, roundnet.go),
+// membership views, the trainer's join, submit and leave, all-reduce
+// outcomes and ticks. It performs the machine's effects in order: it
+// persists the machine's durable state (DATA_DIR/rounds.state, fsynced)
+// before any message that depends on it is sent, sends messages through a
+// bounded queue per peer, runs the all-reduce of the trainer's buffer into
+// a result buffer backed by DATA_DIR/result.f32 (a shared mapping that
+// outlives the process, so a result reported ready survives a crash),
+// applies decided results to the trainer's buffer, answers the trainer and
+// publishes the heartbeat payload.
 //
-// Concurrency: the round state lives in engine under one mutex that guards
-// leaf data and is never held across I/O; waiters sleep on a channel closed
-// at every change. Every goroutine belongs to Run's errgroup or to the
-// node's round wait group, and every network wait has a deadline.
+// Concurrency: the machine has no lock; only the driver goroutine touches
+// it. Trainer calls reach it as closures run on that goroutine. Every
+// goroutine belongs to Run's errgroup, the driver (its all-reduce and
+// senders) or the inbound stream set that shutdown resets, and every
+// network wait has a deadline.
 package node

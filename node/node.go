@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ringmesh/ringmesh/allreduce"
@@ -29,14 +29,29 @@ type Config struct {
 	// MinMembers is how many nodes must be forming before they start a new
 	// mesh when none is training. Default 1: the first node trains alone and
 	// the others join it. Set it to the expected world size to start a job
-	// with everyone at step 0.
+	// with everyone at step 0 (and to more than half the hosts to rule out
+	// two meshes forming on two sides of a partition at start).
 	MinMembers int
-	// CommitTimeout bounds the wait for the commit of a round once the
-	// all-reduce is done, and the recovery that follows. Default 10s.
+	// FormWait is how long a node whose trainer joined looks for a training
+	// mesh (and how long its view must gain no new peer) before it may form
+	// a new one. Default 2s.
+	FormWait time.Duration
+	// FormTimeout gives up a newly formed list that decides no step this
+	// long (too few of its members took their place); its members form
+	// again. Default 20s.
+	FormTimeout time.Duration
+	// CommitTimeout bounds each phase of a round's proposal (promises, the
+	// all-reduce, accepts); a phase that runs out is retried with a higher
+	// ballot. Default 10s.
 	CommitTimeout time.Duration
-	// RPCTimeout bounds one round control message (ready, commit, status,
-	// join). Default 5s.
+	// RPCTimeout bounds opening a round stream and writing one message.
+	// Default 5s.
 	RPCTimeout time.Duration
+	// Resend is how often unanswered round messages are sent again.
+	// Default 100ms.
+	Resend time.Duration
+	// Tick is how often the round machine looks at the clock. Default 20ms.
+	Tick time.Duration
 	// RetryBackoff is the first pause between attempts of a round; it
 	// doubles up to 20x. Default 20ms.
 	RetryBackoff time.Duration
@@ -62,8 +77,12 @@ func DefaultConfig() Config {
 		Mesh:           mesh.DefaultConfig(),
 		AllReduce:      allreduce.DefaultConfig(),
 		MinMembers:     1,
+		FormWait:       2 * time.Second,
+		FormTimeout:    20 * time.Second,
 		CommitTimeout:  10 * time.Second,
 		RPCTimeout:     5 * time.Second,
+		Resend:         100 * time.Millisecond,
+		Tick:           20 * time.Millisecond,
 		RetryBackoff:   20 * time.Millisecond,
 		JoinPoll:       250 * time.Millisecond,
 		JoinRequestTTL: 3 * time.Second,
@@ -89,8 +108,11 @@ func (c Config) Validate() error {
 		return errors.New("node: data dir is required")
 	case c.MinMembers < 1:
 		return fmt.Errorf("node: min members %d < 1", c.MinMembers)
-	case c.CommitTimeout <= 0 || c.RPCTimeout <= 0 || c.RetryBackoff <= 0 || c.JoinPoll <= 0 || c.JoinRequestTTL <= 0:
-		return errors.New("node: commit timeout, rpc timeout, retry backoff, join poll and join request ttl must be positive")
+	case c.CommitTimeout <= 0 || c.RPCTimeout <= 0 || c.RetryBackoff <= 0 || c.JoinPoll <= 0 || c.JoinRequestTTL <= 0 ||
+		c.FormWait <= 0 || c.FormTimeout <= 0 || c.Resend <= 0 || c.Tick <= 0:
+		return errors.New("node: form wait, form timeout, commit timeout, rpc timeout, resend, tick, retry backoff, join poll and join request ttl must be positive")
+	case c.FormTimeout <= c.FormWait:
+		return fmt.Errorf("node: form timeout %s must exceed form wait %s", c.FormTimeout, c.FormWait)
 	case c.TrainerTimeout < 0:
 		return errors.New("node: trainer timeout must not be negative")
 	}
@@ -113,17 +135,15 @@ type Node struct {
 	host    host.Host
 	tr      *allreduce.StreamTransport
 	reducer reducer
-	eng     *engine
+	drv     *driver
+	inbound inbound
+	result  *resultBuf
 	metrics *metrics
 	api     *apiServer
 	ckpt    *checkpoints
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
-	wg        sync.WaitGroup // goroutines of rounds and round messages
-
-	scratchMu sync.Mutex
-	scratchB  []float32
 }
 
 // Open builds the node: the libp2p host (listening), the all-reduce and
@@ -133,22 +153,30 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Mesh.DataDir = cfg.DataDir
-	// Rounds retry a step over an unchanged ring with an identical Round.
-	cfg.AllReduce.RetrySameRound = true
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: &metrics{}}
+	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: &metrics{},
+		inbound: inbound{streams: map[network.Stream]struct{}{}}}
+	saved, err := loadState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	m, err := mesh.Open(ctx, cfg.Mesh, logger, nil)
 	if err != nil {
 		return nil, err
 	}
 	n.mesh, n.host = m, m.Host()
+	if n.result, err = openResult(cfg.DataDir); err != nil {
+		m.Close()
+		return nil, err
+	}
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, nil)
-	n.eng = newEngine(cfg, m, m.Incarnation(), n.log)
+	n.drv = newDriver(n, saved, n.result)
 	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, logger); err != nil {
 		n.tr.Close()
+		n.result.close()
 		m.Close()
 		return nil, err
 	}
@@ -157,13 +185,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		n.ckpt.close()
 		n.tr.Close()
+		n.result.close()
 		m.Close()
 		return nil, err
 	}
 	n.host.SetStreamHandler(RoundProtocol, n.handleRound)
-	n.eng.mu.Lock()
-	n.eng.publishLocked()
-	n.eng.mu.Unlock()
 	return n, nil
 }
 
@@ -176,7 +202,7 @@ func (n *Node) Mesh() *mesh.Mesh { return n.mesh }
 func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.mesh.Run(gctx) })
-	g.Go(func() error { return n.stateLoop(gctx) })
+	g.Go(func() error { return n.drv.run(gctx) })
 	g.Go(func() error { return n.api.serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	err := g.Wait()
@@ -188,32 +214,12 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) shutdown() {
-	n.leave("node shutting down")
 	n.runCancel()
 	n.api.close()
-	n.wg.Wait()
-	n.ckpt.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
+	n.closeInbound()
+	n.ckpt.close()
 	n.tr.Close()
+	n.result.close()
 	n.mesh.Close()
-}
-
-// goRound runs f on a goroutine that shutdown waits for.
-func (n *Node) goRound(f func()) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		f()
-	}()
-}
-
-// scratch returns a reusable result buffer of size elements. One all-reduce
-// runs at a time per node.
-func (n *Node) scratch(size int) []float32 {
-	n.scratchMu.Lock()
-	defer n.scratchMu.Unlock()
-	if cap(n.scratchB) < size {
-		n.scratchB = make([]float32, size)
-	}
-	return n.scratchB[:size]
 }

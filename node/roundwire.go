@@ -7,86 +7,65 @@ import (
 	"io"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
-// RoundProtocol carries the small control messages of training rounds
-// (ready, commit, status, join). Bulk data goes over /ringmesh/allreduce/1.
-const RoundProtocol = "/ringmesh/round/1"
-
-// Round control message types. Append only.
-const (
-	msgReady      uint8 = 1 // member -> leader: I hold the result of (step, ring)
-	msgCommit     uint8 = 2 // leader -> members: apply (step, ring); Peers = next list
-	msgStatusReq  uint8 = 3 // recovering member -> member: what do you know of step?
-	msgStatusResp uint8 = 4 // Flags: applied, hasResult; Peers = next list if applied
-	msgJoinReq    uint8 = 5 // joiner -> member: admit me
-	msgJoinResp   uint8 = 6 // Flags: admitted; Step = entry step; Peers = list at entry
-	msgAck        uint8 = 7 // Flags: ok; Reason when not
-	msgAbort      uint8 = 8 // member -> ring: (step, ring) can never commit; run again
-)
-
-// Status flags.
-const (
-	flagApplied   uint8 = 1 << 0 // status: the step was applied; join: admitted; ack: ok
-	flagHasResult uint8 = 1 << 1 // status: holds the full result of (step, ring)
-)
+// RoundProtocol carries the round protocol's messages (node/rounds): a
+// stream per peer pair and direction, one frame per message, no replies on
+// the same stream. Bulk data goes over /ringmesh/allreduce/1.
+// Version 2 replaced version 1's request/reply messages with the
+// consensus messages of node/rounds.
+const RoundProtocol = "/ringmesh/round/2"
 
 const (
-	wireVersion   = 1
-	maxMsgBytes   = 64 << 10 // one control message
-	maxMsgPeers   = 1024
-	maxReasonLen  = 512
-	msgHeaderSize = 1 + 1 + 8 + 32 + 1 + 2 // version, type, step, ring, flags, npeers
+	wireVersion  = 2
+	maxMsgBytes  = 64 << 10 // one message
+	maxMsgPeers  = 1024     // per list
+	msgFixedSize = 1 + 1 + 8 + 8
 )
 
 var errBadMsg = errors.New("node: malformed round message")
 
-// msg is one round control message. Byte layout (big-endian):
+// Byte layout of a round message (big-endian):
 //
-//	u32 length of the rest (<= maxMsgBytes)
-//	u8 version (1) | u8 type | u64 step | [32]byte ring hash | u8 flags
-//	u16 npeers (<= maxMsgPeers), then per peer: u8 len | ID bytes | u64 incarnation
-//	u16 reason length (<= maxReasonLen) | reason bytes (UTF-8)
-type msg struct {
-	Type   uint8
-	Step   uint64
-	Ring   [32]byte
-	Flags  uint8
-	Peers  []member
-	Reason string
-}
-
-// member is one entry of an agreed member list: a peer at one incarnation (a
-// restarted node has a higher incarnation and is a new member).
-type member struct {
-	ID  peer.ID
-	Inc uint64
-}
-
-func (m *msg) encode() ([]byte, error) {
-	if len(m.Peers) > maxMsgPeers {
-		return nil, fmt.Errorf("%w: %d peers", errBadMsg, len(m.Peers))
-	}
-	reason := m.Reason
-	if len(reason) > maxReasonLen {
-		reason = reason[:maxReasonLen]
-	}
-	b := make([]byte, 4, 4+msgHeaderSize+len(m.Peers)*48+2+len(reason))
-	b = append(b, wireVersion, m.Type)
+//	u32 length of the rest (<= 64 KiB)
+//	u8 version (2) | u8 type | u64 epoch | u64 step
+//	ballot | accepted ballot
+//	u8 flags: bit 0 value follows, bit 1 held follows
+//	[value] [held]
+//
+// ballot: u64 N | id. value: ballot | u16 n, n ids (ring) | u16 n, n ids
+// (next). id: u8 length (0 for none) | peer ID bytes. Trailing bytes are
+// ignored (a later version appends fields).
+func encodeMsg(m rounds.Message) ([]byte, error) {
+	b := make([]byte, 4, 256)
+	b = append(b, wireVersion, byte(m.Type))
+	b = binary.BigEndian.AppendUint64(b, m.Epoch)
 	b = binary.BigEndian.AppendUint64(b, m.Step)
-	b = append(b, m.Ring[:]...)
-	b = append(b, m.Flags)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Peers)))
-	for _, p := range m.Peers {
-		if len(p.ID) == 0 || len(p.ID) > 255 {
-			return nil, fmt.Errorf("%w: peer id of %d bytes", errBadMsg, len(p.ID))
-		}
-		b = append(b, byte(len(p.ID)))
-		b = append(b, p.ID...)
-		b = binary.BigEndian.AppendUint64(b, p.Inc)
+	var err error
+	if b, err = appendBallot(b, m.Ballot); err != nil {
+		return nil, err
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(len(reason)))
-	b = append(b, reason...)
+	if b, err = appendBallot(b, m.Accepted); err != nil {
+		return nil, err
+	}
+	var flags byte
+	if m.Value != nil {
+		flags |= 1
+	}
+	if m.Held != nil {
+		flags |= 2
+	}
+	b = append(b, flags)
+	for _, v := range []*rounds.Value{m.Value, m.Held} {
+		if v == nil {
+			continue
+		}
+		if b, err = appendValue(b, *v); err != nil {
+			return nil, err
+		}
+	}
 	if len(b)-4 > maxMsgBytes {
 		return nil, fmt.Errorf("%w: %d bytes", errBadMsg, len(b)-4)
 	}
@@ -94,68 +73,163 @@ func (m *msg) encode() ([]byte, error) {
 	return b, nil
 }
 
-func writeMsg(w io.Writer, m *msg) error {
-	b, err := m.encode()
-	if err != nil {
-		return err
+func appendID(b []byte, id peer.ID) ([]byte, error) {
+	if len(id) > 255 {
+		return nil, fmt.Errorf("%w: peer id of %d bytes", errBadMsg, len(id))
 	}
-	_, err = w.Write(b)
-	return err
+	return append(append(b, byte(len(id))), id...), nil
 }
 
-func readMsg(r io.Reader) (*msg, error) {
-	var l [4]byte
-	if _, err := io.ReadFull(r, l[:]); err != nil {
+func appendBallot(b []byte, x rounds.Ballot) ([]byte, error) {
+	return appendID(binary.BigEndian.AppendUint64(b, x.N), x.By)
+}
+
+func appendValue(b []byte, v rounds.Value) ([]byte, error) {
+	b, err := appendBallot(b, v.Attempt)
+	if err != nil {
 		return nil, err
 	}
+	for _, ids := range [][]peer.ID{v.Ring, v.Next} {
+		if len(ids) > maxMsgPeers {
+			return nil, fmt.Errorf("%w: %d peers", errBadMsg, len(ids))
+		}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(ids)))
+		for _, id := range ids {
+			if b, err = appendID(b, id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return b, nil
+}
+
+func readMsg(r io.Reader) (rounds.Message, error) {
+	var l [4]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return rounds.Message{}, err
+	}
 	n := binary.BigEndian.Uint32(l[:])
-	if n < msgHeaderSize+2 || n > maxMsgBytes {
-		return nil, fmt.Errorf("%w: length %d", errBadMsg, n)
+	if n < msgFixedSize || n > maxMsgBytes {
+		return rounds.Message{}, fmt.Errorf("%w: length %d", errBadMsg, n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadMsg, err)
+		return rounds.Message{}, fmt.Errorf("%w: %v", errBadMsg, err)
 	}
 	return decodeMsg(b)
 }
 
-// decodeMsg decodes a message body (without its length prefix).
-func decodeMsg(b []byte) (*msg, error) {
-	if len(b) < msgHeaderSize+2 {
-		return nil, fmt.Errorf("%w: %d bytes", errBadMsg, len(b))
+// decoder reads fields off a message body; the first error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{errBadMsg}, args...)...)
 	}
-	if b[0] != wireVersion {
-		return nil, fmt.Errorf("%w: version %d", errBadMsg, b[0])
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil || len(d.b) < n {
+		d.fail("truncated")
+		return nil
 	}
-	m := &msg{Type: b[1], Step: binary.BigEndian.Uint64(b[2:10]), Flags: b[42]}
-	if m.Type < msgReady || m.Type > msgAbort {
-		return nil, fmt.Errorf("%w: type %d", errBadMsg, m.Type)
+	out := d.b[:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) u64() uint64 {
+	if b := d.bytes(8); b != nil {
+		return binary.BigEndian.Uint64(b)
 	}
-	copy(m.Ring[:], b[10:42])
-	np := int(binary.BigEndian.Uint16(b[43:45]))
-	if np > maxMsgPeers {
-		return nil, fmt.Errorf("%w: %d peers", errBadMsg, np)
+	return 0
+}
+
+func (d *decoder) u16() int {
+	if b := d.bytes(2); b != nil {
+		return int(binary.BigEndian.Uint16(b))
 	}
-	rest := b[45:]
-	for i := 0; i < np; i++ {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0])+8 {
-			return nil, fmt.Errorf("%w: truncated peer list", errBadMsg)
+	return 0
+}
+
+func (d *decoder) id() peer.ID {
+	l := d.bytes(1)
+	if l == nil || l[0] == 0 {
+		return ""
+	}
+	raw := d.bytes(int(l[0]))
+	if raw == nil {
+		return ""
+	}
+	id, err := peer.IDFromBytes(raw)
+	if err != nil {
+		d.fail("peer id: %v", err)
+	}
+	return id
+}
+
+func (d *decoder) ballot() rounds.Ballot {
+	n := d.u64()
+	return rounds.Ballot{N: n, By: d.id()}
+}
+
+func (d *decoder) ids() []peer.ID {
+	n := d.u16()
+	if n > maxMsgPeers {
+		d.fail("%d peers", n)
+		return nil
+	}
+	out := make([]peer.ID, 0, n)
+	for range n {
+		id := d.id()
+		if d.err != nil {
+			return nil
 		}
-		l := int(rest[0])
-		id, err := peer.IDFromBytes(rest[1 : 1+l])
-		if err != nil {
-			return nil, fmt.Errorf("%w: peer %d: %v", errBadMsg, i, err)
+		if id == "" {
+			d.fail("empty peer id in a list")
+			return nil
 		}
-		m.Peers = append(m.Peers, member{ID: id, Inc: binary.BigEndian.Uint64(rest[1+l:])})
-		rest = rest[1+l+8:]
+		out = append(out, id)
 	}
-	if len(rest) < 2 {
-		return nil, fmt.Errorf("%w: truncated reason", errBadMsg)
+	return out
+}
+
+func (d *decoder) value() *rounds.Value {
+	v := &rounds.Value{Attempt: d.ballot()}
+	v.Ring = d.ids()
+	v.Next = d.ids()
+	return v
+}
+
+// decodeMsg decodes a message body (without its length prefix). From and
+// To are not on the wire: the receiver sets them from the stream.
+func decodeMsg(b []byte) (rounds.Message, error) {
+	d := &decoder{b: b}
+	head := d.bytes(2)
+	if head == nil {
+		return rounds.Message{}, d.err
 	}
-	rl := int(binary.BigEndian.Uint16(rest))
-	if rl > maxReasonLen || len(rest) != 2+rl {
-		return nil, fmt.Errorf("%w: reason of %d bytes in %d", errBadMsg, rl, len(rest)-2)
+	if head[0] != wireVersion {
+		return rounds.Message{}, fmt.Errorf("%w: version %d", errBadMsg, head[0])
 	}
-	m.Reason = string(rest[2:])
+	m := rounds.Message{Type: rounds.MsgType(head[1])}
+	if m.Type == 0 || m.Type.String() == "unknown" {
+		return rounds.Message{}, fmt.Errorf("%w: type %d", errBadMsg, head[1])
+	}
+	m.Epoch, m.Step = d.u64(), d.u64()
+	m.Ballot, m.Accepted = d.ballot(), d.ballot()
+	flags := d.bytes(1)
+	if d.err == nil && flags[0]&1 != 0 {
+		m.Value = d.value()
+	}
+	if d.err == nil && flags[0]&2 != 0 {
+		m.Held = d.value()
+	}
+	if d.err != nil {
+		return rounds.Message{}, d.err
+	}
 	return m, nil
 }

@@ -3,10 +3,12 @@ package node
 import (
 	"bytes"
 	"encoding/hex"
-	"strings"
+	"reflect"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
 func testPeer(t testing.TB, s string) peer.ID {
@@ -17,20 +19,23 @@ func testPeer(t testing.TB, s string) peer.ID {
 	return id
 }
 
+const testPeerID = "12D3KooWKq4qtZy11TxxSQJRvdPaMQHB4kJr3FmgtcP4oK1Uspbm"
+
 func TestRoundMsgGolden(t *testing.T) {
-	p := testPeer(t, "12D3KooWKq4qtZy11TxxSQJRvdPaMQHB4kJr3FmgtcP4oK1Uspbm")
-	m := &msg{Type: msgCommit, Step: 258, Flags: flagApplied, Peers: []member{{ID: p, Inc: 3}}, Reason: "ok"}
-	m.Ring[0], m.Ring[31] = 0xaa, 0xbb
-	got, err := m.encode()
+	p := testPeer(t, testPeerID)
+	m := rounds.Message{Type: rounds.MsgCommit, Epoch: 1, Step: 258, Ballot: rounds.Ballot{N: 3, By: p},
+		Value: &rounds.Value{Attempt: rounds.Ballot{N: 2, By: p}, Ring: []peer.ID{p}, Next: []peer.ID{p}}}
+	got, err := encodeMsg(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "00000060" + // length 96
-		"01" + "02" + "0000000000000102" + // version, type commit, step 258
-		"aa" + strings.Repeat("00", 30) + "bb" + // ring hash
-		"01" + "0001" + // flags, 1 peer
-		"26" + hex.EncodeToString([]byte(p)) + "0000000000000003" + // id len 38, id, incarnation 3
-		"0002" + "6f6b" // reason "ok"
+	id := "26" + hex.EncodeToString([]byte(p)) // id length 38, id
+	want := "000000cc" +                       // length 204
+		"02" + "0a" + "0000000000000001" + "0000000000000102" + // version 2, commit, epoch 1, step 258
+		"0000000000000003" + id + // ballot 3
+		"0000000000000000" + "00" + // no accepted ballot
+		"01" + // a value follows
+		"0000000000000002" + id + "0001" + id + "0001" + id // attempt 2, ring, next
 	if hex.EncodeToString(got) != want {
 		t.Errorf("encode:\n got %x\nwant %s", got, want)
 	}
@@ -38,22 +43,27 @@ func TestRoundMsgGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Type != m.Type || back.Step != m.Step || back.Ring != m.Ring || back.Flags != m.Flags ||
-		len(back.Peers) != 1 || back.Peers[0] != m.Peers[0] || back.Reason != "ok" {
+	if !reflect.DeepEqual(back, m) {
 		t.Errorf("round trip: got %+v, want %+v", back, m)
 	}
 }
 
 func TestRoundMsgRejects(t *testing.T) {
-	good, _ := (&msg{Type: msgReady, Step: 1}).encode()
+	good, _ := encodeMsg(rounds.Message{Type: rounds.MsgReady, Step: 1})
+	withValue, _ := encodeMsg(rounds.Message{Type: rounds.MsgStart, Value: &rounds.Value{}})
 	cases := map[string][]byte{
-		"empty":          {},
-		"huge length":    {0xff, 0xff, 0xff, 0xff},
-		"short body":     {0, 0, 0, 10, 1, 1, 0, 0},
-		"truncated":      good[:len(good)-1],
-		"bad version":    append(append([]byte{}, good[:4]...), append([]byte{9}, good[5:]...)...),
-		"unknown type":   append(append([]byte{}, good[:5]...), append([]byte{99}, good[6:]...)...),
-		"too many peers": func() []byte { b := append([]byte{}, good...); b[4+43], b[4+44] = 0xff, 0xff; return b }(),
+		"empty":        {},
+		"huge length":  {0xff, 0xff, 0xff, 0xff},
+		"short body":   {0, 0, 0, 10, 2, 1, 0, 0},
+		"truncated":    good[:len(good)-1],
+		"bad version":  append(append([]byte{}, good[:4]...), append([]byte{9}, good[5:]...)...),
+		"unknown type": append(append([]byte{}, good[:5]...), append([]byte{99}, good[6:]...)...),
+		"bad peer id":  func() []byte { b := append([]byte{}, good...); b[4+18+8] = 3; return append(b, 1, 2, 3) }(),
+		"too many peers": func() []byte {
+			b := append([]byte{}, withValue...)
+			b[len(b)-4], b[len(b)-3] = 0xff, 0xff
+			return b
+		}(),
 	}
 	for name, b := range cases {
 		if _, err := readMsg(bytes.NewReader(b)); err == nil {
@@ -63,9 +73,10 @@ func TestRoundMsgRejects(t *testing.T) {
 }
 
 func FuzzDecodeRoundMsg(f *testing.F) {
-	p, _ := peer.Decode("12D3KooWKq4qtZy11TxxSQJRvdPaMQHB4kJr3FmgtcP4oK1Uspbm")
-	for _, m := range []*msg{{Type: msgReady, Step: 3}, {Type: msgJoinResp, Flags: 1, Peers: []member{{ID: p, Inc: 1}}}, {Type: msgAck, Reason: "x"}} {
-		b, _ := m.encode()
+	p, _ := peer.Decode(testPeerID)
+	for _, m := range []rounds.Message{{Type: rounds.MsgReady, Step: 3, Ballot: rounds.Ballot{N: 1, By: p}},
+		{Type: rounds.MsgPromise, Held: &rounds.Value{Ring: []peer.ID{p}}, Value: &rounds.Value{Next: []peer.ID{p, p}}}} {
+		b, _ := encodeMsg(m)
 		f.Add(b[4:])
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -73,12 +84,41 @@ func FuzzDecodeRoundMsg(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := m.encode()
+		again, err := encodeMsg(m)
 		if err != nil {
 			t.Fatalf("decoded message does not encode: %v", err)
 		}
-		if !bytes.Equal(again[4:], b) {
-			t.Fatalf("re-encoding differs:\n in %x\nout %x", b, again[4:])
+		back, err := decodeMsg(again[4:])
+		if err != nil || !reflect.DeepEqual(back, m) {
+			t.Fatalf("re-encoding does not decode to the same message: %v\n in %+v\nout %+v", err, m, back)
 		}
 	})
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	p := testPeer(t, testPeerID)
+	v := rounds.Value{Attempt: rounds.Ballot{N: 4, By: p}, Ring: []peer.ID{p}, Next: []peer.ID{p}}
+	for _, s := range []savedState{
+		{},
+		{Boot: "b", ResultLen: 7, Durable: rounds.Durable{Epoch: 2, Step: 9, List: []peer.ID{p},
+			Promised: rounds.Ballot{N: 5, By: p}, Accepted: v.Attempt, Value: &v, Result: &v,
+			Last: &rounds.Decided{Step: 8, Value: v}}},
+	} {
+		dir := t.TempDir()
+		if err := saveState(dir, s); err != nil {
+			t.Fatal(err)
+		}
+		got, err := loadState(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, s) {
+			t.Errorf("round trip: got %+v, want %+v", got, s)
+		}
+	}
+	b, _ := encodeState(savedState{Boot: "x"})
+	b[len(b)-1] ^= 1
+	if _, err := decodeState(b); err == nil {
+		t.Error("a corrupt state file decoded without error")
+	}
 }

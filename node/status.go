@@ -19,10 +19,12 @@ type SelfJSON struct {
 type RoundsJSON struct {
 	State    string   `json:"state"`
 	Reason   string   `json:"reason,omitempty"`
+	Epoch    uint64   `json:"epoch"`
 	NextStep uint64   `json:"next_step"`
 	Members  []string `json:"members"` // the agreed list for the next step
 	Applied  uint64   `json:"applied"` // rounds applied since start
 	Retries  uint64   `json:"retries"` // extra attempts since start
+	Dropped  uint64   `json:"dropped"` // round messages dropped: malformed, or not fitting the sender's role
 }
 
 // StatusJSON is what `ringmesh status --json` prints.
@@ -45,9 +47,10 @@ func (n *Node) Status() StatusJSON {
 		j.Payload = nil
 		st.Members = append(st.Members, j)
 	}
-	state, reason, step, list := n.eng.snapshot()
-	st.Rounds = RoundsJSON{State: state, Reason: reason, NextStep: step, Members: idStrings(list),
-		Applied: n.metrics.rounds.Load(), Retries: n.metrics.retries.Load()}
+	sn := n.drv.snap.Load()
+	st.Rounds = RoundsJSON{State: sn.state, Reason: sn.reason, Epoch: sn.epoch, NextStep: sn.step, Members: idStrings(sn.list),
+		Applied: n.metrics.rounds.Load(), Retries: n.metrics.retries.Load(),
+		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load()}
 	if st.Rounds.Members == nil {
 		st.Rounds.Members = []string{}
 	}

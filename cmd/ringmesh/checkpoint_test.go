@@ -307,6 +307,7 @@ func stateAt(step uint64) []byte {
 // joiner's node fetches it and hands it over with the join answer.
 func TestJoinWithCheckpoint(t *testing.T) {
 	root := t.TempDir()
+	dumpLogsOnFailure(t, root)
 	ps := systest.Cluster(t, root, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -35,7 +35,23 @@ func (l *ledger) recorder(run string) func(systest.Applied) {
 	}
 }
 
-// lastStep returns the highest step applied by any run whose ring had n members.
+// stepsSince counts the distinct steps applied after t with rings of
+// the given size.
+func (l *ledger) stepsSince(t time.Time, members int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	steps := map[uint64]bool{}
+	for _, as := range l.runs {
+		for i := len(as) - 1; i >= 0 && as[i].At.After(t); i-- {
+			if len(as[i].Members) == members {
+				steps[as[i].Step] = true
+			}
+		}
+	}
+	return len(steps)
+}
+
+// since reports whether a step with a ring of n members was applied after t.
 func (l *ledger) since(t time.Time, members int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -109,10 +125,18 @@ func dumpLogsOnFailure(t *testing.T, root string) {
 		logs, _ := filepath.Glob(filepath.Join(root, "*", "node-*.log"))
 		for _, l := range logs {
 			b, _ := os.ReadFile(l)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
+			// INFO and above: the debug lines drown the story.
+			var keep []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if !strings.Contains(line, "level=DEBUG") {
+					keep = append(keep, line)
+				}
 			}
-			t.Logf("=== %s\n%s", l, b)
+			out := strings.Join(keep, "\n")
+			if len(out) > 16000 {
+				out = out[len(out)-16000:]
+			}
+			t.Logf("=== %s\n%s", l, out)
 		}
 	})
 }
@@ -217,6 +241,15 @@ func TestRoundsSurviveKills(t *testing.T) {
 		ps[i] = systest.Start(t, ps[i].Dir, "--join", join, "--min-members", "4")
 		runs[i] = tr.start(ps[i])
 		waitRounds(fmt.Sprintf("rejoin %d of node %d", k, i), 4)
+		// Train a while with all four before the next kill, so that kills
+		// land in a steady mesh and the run covers at least 200 steps.
+		rejoined := time.Now()
+		systest.Eventually(t, 90*time.Second, func() error {
+			if n := tr.led.stepsSince(rejoined, 4); n < 10 {
+				return fmt.Errorf("after rejoin %d: %d four-member steps, want 10", k, n)
+			}
+			return nil
+		})
 	}
 	stopTrainers()
 	tr.wg.Wait()
@@ -227,20 +260,19 @@ func TestRoundsSurviveKills(t *testing.T) {
 	}
 }
 
-// TestRetryAfterKillUsesInputs: the survivors' first attempt of a step
-// runs with a member whose trainer has not submitted yet (the survivors
-// exchange data, the round waits for it); that member is SIGKILLed. The
-// retry must reduce the survivors' original inputs, not the failed
-// attempt's partial sums: every element must be exactly the sum of the
-// inputs of the members of the ring that produced it.
+// TestRetryAfterKillUsesInputs: every member submits a step and one is
+// SIGKILLed while the all-reduce runs (the survivors have exchanged part
+// of the data). The retry must reduce the survivors' original inputs, not
+// the failed attempt's partial sums: every element must be exactly the sum
+// of the inputs of the members of the ring that produced it.
 func TestRetryAfterKillUsesInputs(t *testing.T) {
-	const n, elems = 3, 1 << 20
+	const n, elems = 3, 8 << 20
 	pattern := func(rank, j int) float32 { return float32((rank + 1) * (1 + j%7)) }
 	for trial := 1; ; trial++ {
 		if retryTrial(t, n, elems, pattern) {
 			return
 		}
-		if trial == 3 {
+		if trial == 5 {
 			t.Fatalf("in %d trials no survivor retried the step: the retry path was not exercised", trial)
 		}
 		t.Logf("trial %d: the survivors' first attempt already excluded the victim; again", trial)
@@ -287,8 +319,11 @@ func retryTrial(t *testing.T, n, elems int, pattern func(rank, j int) float32) b
 		}
 	}
 	victim, survivors := n-1, []int{0, 1}
-	resps := round(1, survivors)
-	time.Sleep(500 * time.Millisecond) // the survivors' attempt waits for the victim
+	resps := round(1, all)
+	// Kill the victim while the step's all-reduce runs (32 MiB take tens of
+	// milliseconds here); a kill that lands before or after it is a trial
+	// without a retry.
+	time.Sleep(time.Duration(20+rand.IntN(40)) * time.Millisecond)
 	ps[victim].Kill()
 	wg.Wait()
 	retried := false
@@ -296,6 +331,10 @@ func retryTrial(t *testing.T, n, elems int, pattern func(rank, j int) float32) b
 		r := resps[i]
 		if errs[i] != nil {
 			t.Fatalf("step 1, survivor %d: %v", i, errs[i])
+		}
+		if slices.Contains(r.Members, ps[victim].ID) {
+			t.Logf("trial: the step was decided before the kill")
+			return false
 		}
 		var ring []int
 		for _, m := range r.Members {

@@ -1,0 +1,438 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ringmesh/ringmesh/allreduce"
+	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/rounds"
+)
+
+// reducer is what rounds need of the all-reduce.
+type reducer interface {
+	AllReduce(ctx context.Context, self peer.ID, r allreduce.Round, src, dst []float32, opt allreduce.Options) (allreduce.Result, error)
+}
+
+// roundResult is what the trainer learns of an applied round.
+type roundResult struct {
+	step     uint64
+	ring     []peer.ID
+	next     []peer.ID
+	weight   float64
+	attempts int
+}
+
+// roundError is returned by round calls that fail; Code is the local API
+// error code.
+type roundError struct {
+	Code     string
+	Msg      string
+	NextStep uint64
+}
+
+func (e *roundError) Error() string { return e.Msg }
+
+// submit is the trainer's pending all-reduce call.
+type submit struct {
+	step     uint64
+	src      []float32
+	opt      allreduce.Options
+	attempts int
+	weight   float64
+	reply    chan submitResult
+}
+
+type submitResult struct {
+	res roundResult
+	err error
+}
+
+// reduceDone is an all-reduce's outcome on its way to the loop.
+type reduceDone struct {
+	ev     rounds.ReduceDone
+	weight float64
+}
+
+// snapshot is what status, hello and membership report; the loop
+// publishes a new one after every event.
+type snapshot struct {
+	state, reason string
+	epoch, step   uint64
+	list          []peer.ID
+	dropped       uint64
+}
+
+// driver owns the rounds machine. One goroutine (run) feeds it every event
+// (messages, views, the trainer's calls, all-reduce outcomes, ticks) and
+// performs its effects; nothing else touches the machine.
+type driver struct {
+	n      *Node
+	cfg    Config
+	log    *slog.Logger
+	m      *rounds.Machine
+	result *resultBuf
+	boot   string
+	start  time.Time
+
+	in     chan rounds.Message
+	calls  chan func()
+	done   chan reduceDone
+	exited chan struct{}
+
+	// Owned by run.
+	ctx       context.Context
+	sub       *submit
+	joins     []chan rounds.Admitted
+	reduce    context.CancelFunc
+	reduceWG  sync.WaitGroup
+	resultLen int
+	send      *senders
+	queue     []rounds.Event
+
+	snap       atomic.Pointer[snapshot]
+	inDropped  atomic.Uint64
+	badMessage atomic.Uint64
+}
+
+func machineConfig(c Config) rounds.Config {
+	return rounds.Config{
+		MinMembers:     c.MinMembers,
+		FormWait:       c.FormWait,
+		FormTimeout:    c.FormTimeout,
+		Resend:         c.Resend,
+		PhaseTimeout:   c.CommitTimeout,
+		RetryBackoff:   c.RetryBackoff,
+		JoinPoll:       c.JoinPoll,
+		JoinTTL:        c.JoinRequestTTL,
+		TrainerTimeout: c.TrainerTimeout,
+		OfferWait:      c.TrainerTimeout,
+	}
+}
+
+func newDriver(n *Node, st savedState, result *resultBuf) *driver {
+	d := &driver{n: n, cfg: n.cfg, log: n.log, result: result, boot: bootID(), start: time.Now(),
+		in: make(chan rounds.Message, 1024), calls: make(chan func()), done: make(chan reduceDone, 4),
+		exited: make(chan struct{})}
+	durable := st.Durable
+	if durable.Result != nil && (st.Boot == "" || st.Boot != d.boot || int(st.ResultLen) != result.len()) {
+		// The result buffer did not survive (a reboot): do not claim it.
+		durable.Result = nil
+	}
+	d.resultLen = result.len()
+	d.m = rounds.New(machineConfig(n.cfg), n.host.ID(), durable)
+	d.publishSnapshot()
+	return d
+}
+
+// run drives the machine until ctx ends. Every pending trainer call is
+// answered before it returns, and no all-reduce is running then.
+func (d *driver) run(ctx context.Context) error {
+	d.ctx = ctx
+	d.send = newSenders(ctx, d)
+	defer close(d.exited)
+	defer d.send.wait()
+	views := d.n.mesh.Watch(ctx)
+	tick := time.NewTicker(d.cfg.Tick)
+	defer tick.Stop()
+	d.step(d.viewEvent(d.n.mesh.View()))
+	for {
+		select {
+		case <-ctx.Done():
+			d.stopReduce()
+			d.answer(nil, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"})
+			return nil
+		case v, ok := <-views:
+			if !ok {
+				views = nil
+				continue
+			}
+			d.step(d.viewEvent(v))
+		case msg := <-d.in:
+			d.step(rounds.Recv{Msg: msg})
+		case f := <-d.calls:
+			f()
+		case r := <-d.done:
+			if d.sub != nil && r.ev.Err == nil {
+				d.sub.weight = r.weight
+			}
+			d.step(r.ev)
+		case <-tick.C:
+			d.step(rounds.Tick{})
+		}
+	}
+}
+
+// settleTimeout bounds how long a node that was told peers to join waits
+// for any of them before it may form a mesh of its own.
+const settleTimeout = 30 * time.Second
+
+func (d *driver) viewEvent(v mesh.View) rounds.ViewChanged {
+	peers := viewPeers(v)
+	settled := len(d.cfg.Mesh.Join) == 0 || time.Since(d.start) > settleTimeout ||
+		slices.ContainsFunc(peers, func(p rounds.Peer) bool { return p.Live })
+	return rounds.ViewChanged{Peers: peers, Settled: settled}
+}
+
+// call runs f on the loop goroutine and returns once it has run; false
+// when the loop has stopped (f did not run).
+func (d *driver) call(f func()) bool {
+	ran := make(chan struct{})
+	select {
+	case d.calls <- func() { f(); close(ran) }:
+		<-ran
+		return true
+	case <-d.exited:
+		return false
+	}
+}
+
+// step feeds ev and performs the effects (and those of the events they
+// queue) in order.
+func (d *driver) step(ev rounds.Event) {
+	d.queue = append(d.queue, ev)
+	for len(d.queue) > 0 {
+		ev := d.queue[0]
+		d.queue = d.queue[1:]
+		skipSends := false
+		for _, e := range d.m.Step(time.Now(), ev) {
+			switch e := e.(type) {
+			case rounds.Persist:
+				if err := saveState(d.cfg.DataDir, savedState{Boot: d.boot, ResultLen: uint64(d.resultLen), Durable: e.State}); err != nil {
+					// What follows depends on the state being on disk.
+					d.log.Error("persist round state", "err", err)
+					skipSends = true
+				}
+			case rounds.Send:
+				if !skipSends {
+					d.send.send(e.Msg)
+				}
+			case rounds.Publish:
+				if err := d.n.mesh.SetPayload(encodePayload(e.Info)); err != nil {
+					d.log.Warn("set payload", "err", err)
+				}
+			case rounds.StartReduce:
+				d.startReduce(e)
+			case rounds.Apply:
+				d.apply(e)
+			case rounds.Admitted:
+				d.admitted(e)
+			case rounds.Fail:
+				d.answer(nil, &roundError{Code: e.Code, Msg: e.Msg, NextStep: e.NextStep})
+			}
+		}
+	}
+	d.publishSnapshot()
+}
+
+func (d *driver) publishSnapshot() {
+	st, why := d.m.State()
+	epoch, step, list := d.m.NextStep()
+	var dropped uint64
+	for _, n := range d.m.Dropped {
+		dropped += n
+	}
+	old := d.snap.Load()
+	if old != nil && old.state == st && old.reason == why && old.epoch == epoch && old.step == step &&
+		slices.Equal(old.list, list) && old.dropped == dropped {
+		return
+	}
+	if old == nil || old.state != st || old.reason != why {
+		d.log.Info("round state", "state", st, "reason", why, "epoch", epoch, "step", step, "members", len(list))
+	}
+	d.snap.Store(&snapshot{state: st, reason: why, epoch: epoch, step: step, list: slices.Clone(list), dropped: dropped})
+}
+
+// answer replies to the pending submit, with res when err is nil.
+func (d *driver) answer(res *roundResult, err error) {
+	sub := d.sub
+	if sub == nil {
+		return
+	}
+	d.sub = nil
+	if err == nil {
+		sub.reply <- submitResult{res: *res}
+		return
+	}
+	sub.reply <- submitResult{err: err}
+}
+
+// roundName identifies an attempt in the all-reduce header: the mesh, the
+// epoch, the agreed list and the ballot (the step and ballot number are
+// header fields of their own), so that members that disagree on any of
+// them fail on the first bytes.
+func roundName(meshName string, e rounds.StartReduce) string {
+	h := sha256.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], e.Epoch)
+	h.Write(b[:])
+	for _, id := range e.List {
+		h.Write([]byte{byte(len(id))})
+		h.Write([]byte(id))
+	}
+	h.Write([]byte(e.Attempt.By))
+	if len(meshName) > 64 {
+		meshName = meshName[:64]
+	}
+	return meshName + "/" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func (d *driver) startReduce(e rounds.StartReduce) {
+	d.stopReduce()
+	sub := d.sub
+	fail := func(err error) {
+		d.queue = append(d.queue, rounds.ReduceDone{Step: e.Step, Attempt: e.Attempt, Err: err})
+	}
+	if sub == nil {
+		fail(errors.New("node: no buffer submitted"))
+		return
+	}
+	dst, err := d.result.floats(len(sub.src))
+	if err != nil {
+		fail(err)
+		return
+	}
+	d.resultLen = len(dst)
+	r := allreduce.Round{Mesh: roundName(d.cfg.Mesh.Mesh, e), Step: e.Step, Attempt: uint32(e.Attempt.N), Ring: e.Ring}
+	ctx, cancel := context.WithCancel(d.ctx)
+	d.reduce = cancel
+	sub.attempts++
+	if sub.attempts > 1 {
+		d.log.Info("round attempt", "step", e.Step, "attempt", sub.attempts, "ring", len(e.Ring))
+	}
+	src, opt, self := sub.src, sub.opt, d.n.host.ID()
+	d.reduceWG.Add(1)
+	go func() {
+		defer d.reduceWG.Done()
+		res, err := d.n.reducer.AllReduce(ctx, self, r, src, dst, opt)
+		if err != nil {
+			d.n.reportPeer(err)
+		}
+		ev := reduceDone{ev: rounds.ReduceDone{Step: e.Step, Attempt: e.Attempt, Err: err,
+			Settings: errors.Is(err, allreduce.ErrSettingsMismatch)}, weight: res.TotalWeight}
+		select {
+		case d.done <- ev:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// stopReduce cancels the running all-reduce and waits for it.
+func (d *driver) stopReduce() {
+	if d.reduce != nil {
+		d.reduce()
+		d.reduce = nil
+	}
+	d.reduceWG.Wait()
+}
+
+func (d *driver) apply(e rounds.Apply) {
+	d.reduce = nil
+	sub := d.sub
+	if sub == nil {
+		return
+	}
+	if d.resultLen != len(sub.src) {
+		d.answer(nil, &roundError{Code: localapi.CodeInternal, NextStep: e.Step + 1,
+			Msg: fmt.Sprintf("step %d was decided with a result of %d elements; the buffer holds %d: join again", e.Step, d.resultLen, len(sub.src))})
+		return
+	}
+	dst, _ := d.result.floats(len(sub.src))
+	copy(sub.src, dst)
+	d.n.metrics.roundApplied(max(sub.attempts, 1))
+	d.answer(&roundResult{step: e.Step, ring: e.Value.Ring, next: e.Value.Next, weight: sub.weight, attempts: max(sub.attempts, 1)}, nil)
+}
+
+func (d *driver) admitted(e rounds.Admitted) {
+	d.log.Info("member", "epoch", e.Epoch, "step", e.Step, "members", len(e.List), "formed", e.Formed)
+	for _, w := range d.joins {
+		w <- e
+	}
+	d.joins = nil
+}
+
+// join waits until this node is a training member.
+// With needState (the trainer asked for the state of its entry step), a
+// member whose trainer is not at the list's step joins at the next step so
+// that a checkpoint is saved for it.
+func (n *Node) join(ctx context.Context, start uint64, needState bool) (rounds.Admitted, error) {
+	d := n.drv
+	w := make(chan rounds.Admitted, 1)
+	if !d.call(func() {
+		d.joins = append(d.joins, w)
+		d.step(rounds.TrainerJoin{StartStep: start, NeedState: needState})
+	}) {
+		return rounds.Admitted{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+	}
+	select {
+	case a := <-w:
+		return a, nil
+	case <-d.exited:
+		return rounds.Admitted{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+	case <-ctx.Done():
+		d.call(func() { d.joins = slices.DeleteFunc(d.joins, func(c chan rounds.Admitted) bool { return c == w }) })
+		s := d.snap.Load()
+		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: fmt.Sprintf("not admitted yet: node is %s %s", s.state, s.reason)}
+	}
+}
+
+// leave stops offering rounds; the mesh goes on without this node.
+func (n *Node) leave(reason string) {
+	d := n.drv
+	d.call(func() {
+		d.stopReduce()
+		d.answer(nil, &roundError{Code: localapi.CodeNotMember, Msg: reason})
+		d.step(rounds.TrainerLeave{Reason: reason})
+	})
+}
+
+// allReduce submits the trainer's buffer src for step and returns once the
+// step is decided: on success src holds the result (bit-identical on every
+// member of the ring).
+func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (roundResult, error) {
+	d := n.drv
+	sub := &submit{step: step, src: src, opt: opt, reply: make(chan submitResult, 1)}
+	var busy error
+	if !d.call(func() {
+		if d.sub != nil {
+			busy = &roundError{Code: localapi.CodeBusy, Msg: fmt.Sprintf("an all-reduce for step %d is already in flight", d.sub.step), NextStep: d.sub.step}
+			return
+		}
+		d.sub = sub
+		d.step(rounds.Submit{Step: step})
+	}) {
+		return roundResult{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+	}
+	if busy != nil {
+		return roundResult{}, busy
+	}
+	r := <-sub.reply // the loop answers every submit, also when it stops
+	return r.res, r.err
+}
+
+// reportPeer tells the mesh about a peer whose stream failed, so failure
+// detection probes it at once.
+func (n *Node) reportPeer(err error) {
+	var pe *allreduce.PeerError
+	if !errors.As(err, &pe) {
+		return
+	}
+	for _, benign := range []error{context.Canceled, allreduce.ErrHeaderMismatch, allreduce.ErrAborted, allreduce.ErrRoundNotStarted, allreduce.ErrUnexpectedStream} {
+		if errors.Is(err, benign) {
+			return
+		}
+	}
+	n.mesh.Suspect(pe.Peer, err)
+}

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ringmesh/ringmesh/node/rounds"
+)
+
+// senders keeps one outbound round stream per peer, written by one
+// goroutine each from a bounded queue. Delivery is best effort: a full
+// queue or a broken stream drops messages, and the machine resends what
+// matters.
+type senders struct {
+	ctx context.Context
+	d   *driver
+	mu  sync.Mutex
+	q   map[peer.ID]chan []byte
+	wg  sync.WaitGroup
+}
+
+const sendQueue = 256
+
+func newSenders(ctx context.Context, d *driver) *senders {
+	return &senders{ctx: ctx, d: d, q: map[peer.ID]chan []byte{}}
+}
+
+func (s *senders) send(m rounds.Message) {
+	b, err := encodeMsg(m)
+	if err != nil {
+		s.d.log.Warn("encode round message", "type", m.Type, "err", err)
+		return
+	}
+	s.mu.Lock()
+	q, ok := s.q[m.To]
+	if !ok {
+		q = make(chan []byte, sendQueue)
+		s.q[m.To] = q
+		s.wg.Add(1)
+		go s.run(m.To, q)
+	}
+	s.mu.Unlock()
+	select {
+	case q <- b:
+	default:
+	}
+}
+
+// run writes q's messages to p until the node stops.
+func (s *senders) run(p peer.ID, q chan []byte) {
+	defer s.wg.Done()
+	var st network.Stream
+	defer func() {
+		if st != nil {
+			st.Close()
+		}
+	}()
+	timeout := s.d.cfg.RPCTimeout
+	for {
+		var b []byte
+		select {
+		case <-s.ctx.Done():
+			return
+		case b = <-q:
+		}
+		if st == nil {
+			ctx, cancel := context.WithTimeout(s.ctx, timeout)
+			var err error
+			st, err = s.d.n.host.NewStream(network.WithAllowLimitedConn(ctx, "round"), p, RoundProtocol)
+			cancel()
+			if err != nil {
+				// Unreachable: drop what is queued (the machine resends
+				// what matters) and pause before the next dial.
+				st = nil
+				s.d.log.Debug("round stream", "peer", p, "err", err)
+				for len(q) > 0 {
+					<-q
+				}
+				select {
+				case <-s.ctx.Done():
+					return
+				case <-time.After(s.d.cfg.Resend):
+				}
+				continue
+			}
+		}
+		st.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := st.Write(b); err != nil {
+			st.Reset()
+			st = nil
+		}
+	}
+}
+
+func (s *senders) wait() { s.wg.Wait() }
+
+// inbound tracks the open inbound round streams so that shutdown can
+// reset them.
+type inbound struct {
+	mu      sync.Mutex
+	streams map[network.Stream]struct{}
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// roundIdle bounds how long an inbound round stream stays open without a
+// message.
+const roundIdle = 2 * time.Minute
+
+// handleRound reads round messages off one inbound stream and hands them
+// to the loop. A malformed message resets the stream and is counted; the
+// node keeps running.
+func (n *Node) handleRound(s network.Stream) {
+	in := &n.inbound
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		s.Reset()
+		return
+	}
+	in.streams[s] = struct{}{}
+	in.wg.Add(1)
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		delete(in.streams, s)
+		in.mu.Unlock()
+		in.wg.Done()
+	}()
+	from, self := s.Conn().RemotePeer(), n.host.ID()
+	for {
+		s.SetReadDeadline(time.Now().Add(roundIdle))
+		m, err := readMsg(s)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				s.Close()
+				return
+			}
+			if errors.Is(err, errBadMsg) {
+				n.log.Warn("bad round message", "peer", from, "err", err)
+				n.drv.badMessage.Add(1)
+			}
+			s.Reset()
+			return
+		}
+		m.From, m.To = from, self
+		select {
+		case n.drv.in <- m:
+		default:
+			n.drv.inDropped.Add(1)
+		}
+	}
+}
+
+// closeInbound resets every inbound round stream and waits for their
+// handlers.
+func (n *Node) closeInbound() {
+	in := &n.inbound
+	in.mu.Lock()
+	in.closed = true
+	for s := range in.streams {
+		s.Reset()
+	}
+	in.mu.Unlock()
+	in.wg.Wait()
+}

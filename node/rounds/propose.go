@@ -222,8 +222,16 @@ func (m *Machine) tick() {
 	}
 	waiting := m.waitingReason()
 	if m.joinPending && waiting == "" {
-		m.joinPending, m.lastApply = false, m.now
-		m.emit(Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true})
+		if ahead := m.aheadPeer(); ahead != "" && m.now.Sub(m.joinAt) < m.cfg.JoinTTL {
+			// A member of the list says it is further on (a restarted
+			// node's list may be long gone): ask it before the trainer is
+			// told this step. The heartbeat only delays the answer; the
+			// sync reply decides, and JoinTTL bounds the wait.
+			m.askSync(ahead)
+		} else {
+			m.joinPending, m.lastApply = false, m.now
+			m.emit(Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true})
+		}
 	}
 	if waiting != "" && m.submitted && !m.att.ok && !m.att.running {
 		m.submitted = false
@@ -280,6 +288,18 @@ func (m *Machine) isLeader() bool {
 		}
 	}
 	return true
+}
+
+// aheadPeer returns a live member of the list whose heartbeat says it is
+// at a later step of this epoch ("" when none).
+func (m *Machine) aheadPeer() ID {
+	for _, id := range m.d.List {
+		if p, ok := m.peers[id]; ok && p.Live && p.Info.Epoch == m.d.Epoch && p.Info.Step > m.d.Step &&
+			(p.Info.State == StateTraining || p.Info.State == StateWaiting) {
+			return id
+		}
+	}
+	return ""
 }
 
 // offering reports whether a member that offered still can take part: it

@@ -315,22 +315,16 @@ func (m *Machine) offering(id ID) bool {
 	if !ok || !p.Live {
 		return false
 	}
-	if m.freshJoiner(id) && !m.heardAt(p) {
-		return true // its heartbeat predates its admission
+	if !m.heardAt(p) {
+		return true // its heartbeat predates the open step
 	}
 	return p.Info.State != StateIdle && p.Info.State != StateJoining
 }
 
-// heardAt reports whether p's heartbeat speaks of the open step (not of
-// what it did before it was admitted to it).
-func (m *Machine) heardAt(p Peer) bool { return p.Info.Epoch == m.d.Epoch && p.Info.Step == m.d.Step }
+// heardAt reports whether p's heartbeat speaks of the open step or a later
+// one (not of what it did before).
+func (m *Machine) heardAt(p Peer) bool { return p.Info.Epoch == m.d.Epoch && p.Info.Step >= m.d.Step }
 
-// freshJoiner reports whether the last decision admitted id to the open
-// step as a joiner.
-func (m *Machine) freshJoiner(id ID) bool {
-	l := m.d.Last
-	return l != nil && l.Step+1 == m.d.Step && slices.Contains(l.Value.Next, id) && !slices.Contains(l.Value.Ring, id)
-}
 
 // offersComplete: every live member that trains has offered.
 func (m *Machine) offersComplete() bool {
@@ -342,8 +336,10 @@ func (m *Machine) offersComplete() bool {
 		if !ok || !p.Live {
 			continue
 		}
-		if m.freshJoiner(id) && !m.heardAt(p) {
-			// Admitted by the last decision; its heartbeat predates that.
+		if !m.heardAt(p) {
+			// Its heartbeat predates the open step (heartbeats are slower
+			// than steps): what it said then, joining or idle, may be
+			// over. Expect it.
 			return false
 		}
 		if p.Info.State == StateIdle || p.Info.State == StateJoining {

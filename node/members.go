@@ -63,11 +63,3 @@ func idStrings(ids []peer.ID) []string {
 	}
 	return out
 }
-
-func short(p peer.ID) string {
-	s := p.String()
-	if len(s) > 12 {
-		return s[len(s)-12:]
-	}
-	return s
-}

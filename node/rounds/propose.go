@@ -325,7 +325,6 @@ func (m *Machine) offering(id ID) bool {
 // one (not of what it did before).
 func (m *Machine) heardAt(p Peer) bool { return p.Info.Epoch == m.d.Epoch && p.Info.Step >= m.d.Step }
 
-
 // offersComplete: every live member that trains has offered.
 func (m *Machine) offersComplete() bool {
 	for _, id := range m.d.List {

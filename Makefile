@@ -66,7 +66,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	done
 
 sim: ## run SIMS (100000) seeded fault schedules of the round protocol
-	@$(GO) test -count=1 -v -timeout 60m -run 'TestSimulation$$' -sim.schedules=$(SIMS) ./node/rounds > .sim.log 2>&1; rc=$$?; \
+	@$(GO) test -count=1 -v -timeout 60m -run 'TestSimulation$$' ./node/rounds -sim.schedules=$(SIMS) > .sim.log 2>&1; rc=$$?; \
 		grep -E '^(sim:|--- FAIL|FAIL|ok)|seed|replay' .sim.log; rm -f .sim.log; exit $$rc
 
 clean: ## remove build outputs

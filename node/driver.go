@@ -93,14 +93,13 @@ type driver struct {
 	exited chan struct{}
 
 	// Owned by run.
-	ctx       context.Context
-	sub       *submit
-	joins     []chan rounds.Admitted
-	reduce    context.CancelFunc
-	reduceWG  sync.WaitGroup
-	resultLen int
-	send      *senders
-	queue     []rounds.Event
+	ctx      context.Context
+	sub      *submit
+	joins    []chan rounds.Admitted
+	reduce   context.CancelFunc
+	reduceWG sync.WaitGroup
+	send     *senders
+	queue    []rounds.Event
 
 	snap       atomic.Pointer[snapshot]
 	inDropped  atomic.Uint64
@@ -131,7 +130,6 @@ func newDriver(n *Node, st savedState, result *resultBuf) *driver {
 		// The result buffer did not survive (a reboot): do not claim it.
 		durable.Result = nil
 	}
-	d.resultLen = result.len()
 	d.m = rounds.New(machineConfig(n.cfg), n.host.ID(), durable)
 	d.publishSnapshot()
 	return d
@@ -210,7 +208,7 @@ func (d *driver) step(ev rounds.Event) {
 		for _, e := range d.m.Step(time.Now(), ev) {
 			switch e := e.(type) {
 			case rounds.Persist:
-				if err := saveState(d.cfg.DataDir, savedState{Boot: d.boot, ResultLen: uint64(d.resultLen), Durable: e.State}); err != nil {
+				if err := saveState(d.cfg.DataDir, savedState{Boot: d.boot, ResultLen: uint64(d.result.len()), Durable: e.State}); err != nil {
 					// What follows depends on the state being on disk.
 					d.log.Error("persist round state", "err", err)
 					skipSends = true
@@ -304,7 +302,6 @@ func (d *driver) startReduce(e rounds.StartReduce) {
 		fail(err)
 		return
 	}
-	d.resultLen = len(dst)
 	r := allreduce.Round{Mesh: roundName(d.cfg.Mesh.Mesh, e), Step: e.Step, Attempt: uint32(e.Attempt.N), Ring: e.Ring}
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.reduce = cancel
@@ -339,14 +336,14 @@ func (d *driver) stopReduce() {
 }
 
 func (d *driver) apply(e rounds.Apply) {
-	d.reduce = nil
+	d.stopReduce() // it has ended; this releases its context
 	sub := d.sub
 	if sub == nil {
 		return
 	}
-	if d.resultLen != len(sub.src) {
+	if d.result.len() != len(sub.src) {
 		d.answer(nil, &roundError{Code: localapi.CodeInternal, NextStep: e.Step + 1,
-			Msg: fmt.Sprintf("step %d was decided with a result of %d elements; the buffer holds %d: join again", e.Step, d.resultLen, len(sub.src))})
+			Msg: fmt.Sprintf("step %d was decided with a result of %d elements; the buffer holds %d: join again", e.Step, d.result.len(), len(sub.src))})
 		return
 	}
 	dst, _ := d.result.floats(len(sub.src))

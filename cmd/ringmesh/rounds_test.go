@@ -78,6 +78,21 @@ func (l *ledger) appliedBetween(run string, from, to time.Time) int {
 	return n
 }
 
+// stepsBetween returns the steps that any of runs applied in (from, to).
+func (l *ledger) stepsBetween(runs []string, from, to time.Time) map[uint64]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[uint64]bool{}
+	for _, run := range runs {
+		for _, a := range l.runs[run] {
+			if a.At.After(from) && a.At.Before(to) {
+				out[a.Step] = true
+			}
+		}
+	}
+	return out
+}
+
 // check asserts agreement: for every step, every run that applied it applied
 // the same bytes from the same ring; each run's steps are contiguous with no
 // duplicate; the steps applied overall are contiguous from the first.
@@ -148,10 +163,24 @@ type trainers struct {
 	led    *ledger
 	size   int
 	steps  uint64
+	exact  bool // systest.Synthetic.Exact: every result checked against the exact sum of its ring
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	killed map[string]bool // runs whose node was killed: their errors are expected
 	n      int
+}
+
+// waitRound waits (at most 2 minutes) until a trainer applies a round with
+// a ring of the given size, after now.
+func (tr *trainers) waitRound(what string, members int) {
+	tr.t.Helper()
+	since := time.Now()
+	systest.Eventually(tr.t, 2*time.Minute, func() error {
+		if tr.led.since(since, members) {
+			return nil
+		}
+		return fmt.Errorf("%s: no round with %d members applied", what, members)
+	})
 }
 
 func (tr *trainers) start(p *systest.Proc) string {
@@ -162,7 +191,7 @@ func (tr *trainers) start(p *systest.Proc) string {
 	tr.wg.Add(1)
 	go func() {
 		defer tr.wg.Done()
-		s := &systest.Synthetic{Dir: p.Dir, Size: tr.size, Steps: tr.steps, Pause: 2 * time.Millisecond, Record: tr.led.recorder(run)}
+		s := &systest.Synthetic{Dir: p.Dir, Size: tr.size, Steps: tr.steps, Pause: 2 * time.Millisecond, Exact: tr.exact, Record: tr.led.recorder(run)}
 		err := s.Run(tr.ctx)
 		tr.mu.Lock()
 		expected := tr.killed[run] || tr.ctx.Err() != nil
@@ -217,16 +246,7 @@ func TestRoundsSurviveKills(t *testing.T) {
 		runs[i] = tr.start(p)
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	waitRounds := func(what string, members int) {
-		since := time.Now()
-		systest.Eventually(t, 90*time.Second, func() error {
-			if tr.led.since(since, members) {
-				return nil
-			}
-			return fmt.Errorf("%s: no round with %d members applied", what, members)
-		})
-	}
-	waitRounds("start", 4)
+	tr.waitRound("start", 4)
 	for k := 0; k < kills; k++ {
 		i := rng.IntN(len(ps))
 		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
@@ -235,12 +255,12 @@ func TestRoundsSurviveKills(t *testing.T) {
 		tr.mu.Unlock()
 		ps[i].Kill()
 		killedAt := time.Now()
-		waitRounds(fmt.Sprintf("kill %d of node %d", k, i), 3)
+		tr.waitRound(fmt.Sprintf("kill %d of node %d", k, i), 3)
 		t.Logf("kill %d: node %d; survivors applied a 3-member round after %s", k, i, time.Since(killedAt).Round(time.Millisecond))
 		join := ps[(i+1)%len(ps)].Addr
 		ps[i] = systest.Start(t, ps[i].Dir, "--join", join, "--min-members", "4")
 		runs[i] = tr.start(ps[i])
-		waitRounds(fmt.Sprintf("rejoin %d of node %d", k, i), 4)
+		tr.waitRound(fmt.Sprintf("rejoin %d of node %d", k, i), 4)
 		// Train a while with all four before the next kill, so that kills
 		// land in a steady mesh and the run covers at least 200 steps.
 		rejoined := time.Now()

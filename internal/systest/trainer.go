@@ -31,6 +31,11 @@ type Synthetic struct {
 	Size  int           // elements
 	Steps uint64        // stop after applying this step (exclusive)
 	Pause time.Duration // compute time between rounds
+	// Exact: contribute small integers with the sum (float32 adds them
+	// without rounding), and check every applied result against the exact
+	// sum of the contributions of its ring: Run fails on the first element
+	// that differs.
+	Exact bool
 	// Record is called for every applied round, in order.
 	Record func(Applied)
 }
@@ -54,11 +59,20 @@ func (s *Synthetic) Run(ctx context.Context) error {
 	}
 	self := c.Hello.Self
 	joins := 1
+	op := "mean"
+	if s.Exact {
+		op = "sum"
+	}
 	for step < s.Steps {
-		fill(buf.Data, step, self)
-		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
+		s.fill(buf.Data, step, self)
+		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: op})
 		switch {
 		case err == nil:
+			if s.Exact {
+				if err := checkSum(buf.Data, resp.Step, resp.Members); err != nil {
+					return fmt.Errorf("trainer %s: %w", s.Dir, err)
+				}
+			}
 			s.Record(Applied{Step: resp.Step, Digest: Digest(buf.Data), Members: resp.Members, At: time.Now(), Joins: joins})
 			step = resp.NextStep
 			if s.Pause > 0 {
@@ -93,15 +107,40 @@ func (s *Synthetic) join(ctx context.Context, c *client.Client) (uint64, error) 
 }
 
 // fill writes node self's synthetic contribution for step.
-func fill(b []float32, step uint64, self string) {
+func (s *Synthetic) fill(b []float32, step uint64, self string) {
+	for i := range b {
+		x := contribution(step, self, i)
+		if s.Exact {
+			b[i] = float32(x%2001) - 1000
+		} else {
+			b[i] = float32(x%2001)/1000 - 1
+		}
+	}
+}
+
+func contribution(step uint64, self string, i int) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(self))
-	seed := h.Sum64() ^ step*0x9e3779b97f4a7c15
-	for i := range b {
-		x := seed + uint64(i)*0xbf58476d1ce4e5b9
-		x ^= x >> 31
-		b[i] = float32(x%2001)/1000 - 1
+	x := h.Sum64() ^ step*0x9e3779b97f4a7c15 + uint64(i)*0xbf58476d1ce4e5b9
+	return x ^ x>>31
+}
+
+// checkSum reports the first element of an Exact step's result that is not
+// the sum of the ring's contributions.
+func checkSum(b []float32, step uint64, ring []string) error {
+	if len(ring) == 0 {
+		return fmt.Errorf("step %d: applied with an empty ring", step)
 	}
+	for i, v := range b {
+		var want float32
+		for _, id := range ring {
+			want += float32(contribution(step, id, i)%2001) - 1000
+		}
+		if v != want {
+			return fmt.Errorf("step %d: element %d = %v, want %v, the exact sum of the ring %v", step, i, v, want, ring)
+		}
+	}
+	return nil
 }
 
 // Digest is a short SHA-256 of a float32 buffer's bytes.

@@ -186,6 +186,8 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		return n.ckpt.list()
 	case localapi.OpCheckpointFetch:
 		return n.ckpt.fetch(n.runCtx, req)
+	case localapi.OpReform:
+		return n.reform()
 	}
 	return apiErr(localapi.CodeBadRequest, "unknown op %q", req.Op)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -102,6 +103,9 @@ type checkpoints struct {
 	mu       sync.Mutex
 	nextID   uint64
 	inflight map[uint64]*localapi.FetchProgress
+
+	// base: set by reform, the state of the re-formed mesh's first step.
+	base atomic.Pointer[reformBase]
 }
 
 // openCheckpoints opens the store and builds the components; nothing runs

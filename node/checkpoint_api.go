@@ -212,6 +212,11 @@ func (c *checkpoints) joinState(ctx context.Context, entry, start uint64, dest s
 		return *bad
 	}
 	k, ok := c.atStep(entry)
+	if b := c.base.Load(); !ok && b != nil && b.step == entry {
+		// The first step of a mesh this node re-formed: its state is the
+		// newest checkpoint the operator's reform found.
+		k, ok = b.known, true
+	}
 	if !ok && entry == start {
 		return localapi.Response{}
 	}

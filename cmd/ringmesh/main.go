@@ -5,6 +5,7 @@
 //	ringmesh bench       measure all-reduce and recovery
 //	ringmesh demo        local nodes train together; one is killed and rejoins
 //	ringmesh checkpoint  save, list and fetch checkpoints through the local node
+//	ringmesh reform      re-form the mesh when a majority of its list is gone for good
 //
 // It only turns flags into package configs; the logic lives in the packages.
 package main
@@ -27,6 +28,7 @@ commands:
   bench       benchmarks: bench allreduce, bench recovery, bench checkpoint
   demo        local nodes train a model together; one is killed and rejoins
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
+  reform      re-form the mesh as a new epoch when a majority of its list is gone for good
 
 Run 'ringmesh <command> --help' for the flags of a command. Every flag of
 'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
@@ -58,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(rest, stdout, stderr)
 	case "checkpoint":
 		return cmdCheckpoint(rest, stdout, stderr)
+	case "reform":
+		return cmdReform(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

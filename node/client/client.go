@@ -125,6 +125,14 @@ func (c *Client) Join(ctx context.Context, startStep uint64) (localapi.Response,
 	return c.call(ctx, req)
 }
 
+// Reform asks the node to re-form the mesh as a new epoch from the newest
+// checkpoint it knows of, because a majority of its agreed list is gone for
+// good (see ringmesh reform --help). Response.Step is the new mesh's first
+// step, Response.Checkpoint its state (nil when none is known).
+func (c *Client) Reform(ctx context.Context) (localapi.Response, error) {
+	return c.call(ctx, localapi.Request{Op: localapi.OpReform})
+}
+
 // Membership returns the node's state and the agreed member list.
 func (c *Client) Membership(ctx context.Context) (localapi.Response, error) {
 	return c.call(ctx, localapi.Request{Op: localapi.OpMembership})

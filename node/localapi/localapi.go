@@ -41,6 +41,9 @@ const (
 	OpCheckpointSave  = "checkpoint_save"
 	OpCheckpointList  = "checkpoint_list"
 	OpCheckpointFetch = "checkpoint_fetch"
+	// OpReform: the operator re-forms the mesh as a new epoch because a
+	// majority of the agreed list is gone for good (ringmesh reform).
+	OpReform = "reform"
 )
 
 // Error codes in Response.Code, append-only.

@@ -403,18 +403,29 @@ func (m *Machine) leftOut(why string) {
 	m.reason = "the mesh went on without this node: " + why
 }
 
+// reform is the operator's answer to a majority of the list that is gone
+// for good: this node leaves its list and forms a new mesh, in an epoch
+// above every epoch it has seen, at a step no lower than any it has
+// applied or seen, with whichever nodes are forming. A step of the old
+// epoch that a majority may still decide is never re-decided: the new
+// epoch's steps are other pairs (epoch, step).
 func (m *Machine) reform(step uint64) {
-	maxE := m.d.Epoch
-	for _, p := range m.peers {
-		maxE = max(maxE, p.Info.Epoch)
+	if m.submitted {
+		m.fail(CodeExcluded, "the mesh is re-formed by the operator: join again")
 	}
-	m.d.Epoch = maxE + 1
-	m.d.Step = max(m.d.Step, step)
-	m.d.List = nil
-	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Last = Ballot{}, Ballot{}, nil, nil
+	maxE, maxS := m.d.Epoch, m.d.Step
+	for _, p := range m.peers {
+		maxE, maxS = max(maxE, p.Info.Epoch), max(maxS, p.Info.Step)
+	}
+	m.d = Durable{Epoch: maxE + 1, Step: max(maxS, step), FormEpoch: m.d.FormEpoch, FormHash: m.d.FormHash}
 	m.dirty = true
+	m.submitted, m.joinPending, m.behind = false, false, false
 	m.resetStep()
-	m.reason = fmt.Sprintf("re-formed as epoch %d from step %d", m.d.Epoch, m.d.Step)
+	m.formedAt = time.Time{}
+	if m.trainer != trainerNone {
+		m.trainer, m.joinAt = trainerJoining, m.now
+	}
+	m.reason = fmt.Sprintf("re-formed by the operator: forming epoch %d from step %d", m.d.Epoch+1, m.d.Step)
 }
 
 func (m *Machine) setState() {
@@ -450,7 +461,8 @@ func (m *Machine) waitingReason() string {
 	if n >= majority(len(m.d.List)) {
 		return ""
 	}
-	return fmt.Sprintf("not in the majority: %d of %d members of the last agreed list reachable", n, len(m.d.List))
+	return fmt.Sprintf("not in the majority: %d of %d members of the last agreed list reachable; "+
+		"if the others are gone for good, `ringmesh reform` re-forms the mesh as a new epoch", n, len(m.d.List))
 }
 
 func (m *Machine) info() Info {

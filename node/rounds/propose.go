@@ -221,6 +221,16 @@ func (m *Machine) tick() {
 		return
 	}
 	waiting := m.waitingReason()
+	if waiting != "" {
+		// A member of the list that went on to a newer epoch (the
+		// operator re-formed the mesh there): ask it; its answer, not its
+		// heartbeat, takes this node out of the list.
+		for _, id := range m.d.List {
+			if p, ok := m.peers[id]; ok && p.Live && p.Info.Epoch > m.d.Epoch {
+				m.askSync(id)
+			}
+		}
+	}
 	if m.joinPending && waiting == "" {
 		if ahead := m.aheadPeer(); ahead != "" && m.now.Sub(m.joinAt) < m.cfg.JoinTTL {
 			// A member of the list says it is further on (a restarted

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"fmt"
+
+	"github.com/ringmesh/ringmesh/checkpoint"
+	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/rounds"
+)
+
+// reformBase is the checkpoint a mesh re-formed by the operator starts
+// from: trainers that join it at its first step load this state.
+type reformBase struct {
+	step  uint64 // the re-formed mesh's first step is at least this
+	known checkpoint.Known
+}
+
+// reform is the operator's answer to a majority of the agreed list that is
+// gone for good (ringmesh reform): this node leaves its list and, with the
+// nodes that are forming, forms a new mesh in a newer epoch, at a step no
+// lower than any it has applied or seen, whose state is the newest
+// checkpoint this node knows of. A node that trains with a majority of its
+// list refuses: nothing is lost there.
+func (n *Node) reform() localapi.Response {
+	d := n.drv
+	if sn := d.snap.Load(); sn.state == rounds.StateTraining {
+		return apiErr(localapi.CodeBadRequest, "this node trains with a majority of its list (epoch %d, step %d): there is nothing to re-form", sn.epoch, sn.step)
+	}
+	k, haveCkpt := n.ckpt.newest()
+	var epoch, step uint64
+	if !d.call(func() {
+		d.stopReduce()
+		d.step(rounds.Reform{Step: k.Step})
+		epoch, step, _ = d.m.NextStep()
+		if haveCkpt {
+			n.ckpt.base.Store(&reformBase{step: step, known: k})
+		} else {
+			n.ckpt.base.Store(nil)
+		}
+	}) {
+		return apiErr(localapi.CodeShuttingDown, "node shutting down")
+	}
+	what := "no checkpoint is known: each trainer keeps the state it has"
+	if haveCkpt {
+		what = fmt.Sprintf("trainers that join at step %d load the checkpoint of step %d (%s)", step, k.Step, k.Root)
+	}
+	n.log.Warn("mesh re-formed by the operator", "after_epoch", epoch, "step", step, "checkpoint_step", k.Step, "have_checkpoint", haveCkpt)
+	sn := d.snap.Load()
+	resp := localapi.Response{Step: step, NextStep: step, State: sn.state,
+		Reason: fmt.Sprintf("re-forming after epoch %d at step %d; %s; the mesh forms with the nodes that are forming (--min-members)", epoch-1, step, what)}
+	if haveCkpt {
+		info := knownInfo(k)
+		resp.Checkpoint = &info
+	}
+	return resp
+}
+
+// newest returns the checkpoint of the highest step that is held complete
+// here or by a live provider.
+func (c *checkpoints) newest() (checkpoint.Known, bool) {
+	var best checkpoint.Known
+	ok := false
+	for _, k := range c.catalog.List() {
+		if (k.Local || len(k.Providers) > 0) && (!ok || k.Step > best.Step) {
+			best, ok = k, true
+		}
+	}
+	return best, ok
+}

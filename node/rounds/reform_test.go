@@ -1,0 +1,75 @@
+package rounds
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReformAfterMajorityGone (defect 8's last requirement): list {0,1,2}
+// trains; 1 and 2 crash for good. Node 0 waits, says so and names the
+// command, and decides nothing. Two new nodes cannot be admitted by it. The
+// operator re-forms on node 0: it and the newcomers form a new epoch at a
+// step no lower than any node 0 applied, and train. (epoch, step) pairs
+// never name two results (the simulation's invariant 1 checks every
+// decision).
+func TestReformAfterMajorityGone(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		s := newSim(seed, 5)
+		for _, nd := range s.nodes {
+			nd.m.cfg.MinMembers = 3
+		}
+		n0 := s.nodes[0]
+		var lostAt, reformAt time.Time
+		var oldEpoch, lastOld uint64
+		newApplies := map[ID]int{}
+		s.onApply = func(nd *simNode, step uint64) {
+			switch {
+			case reformAt.IsZero():
+				if nd == n0 {
+					lastOld = step
+				}
+				if !lostAt.IsZero() && s.now.Sub(lostAt) > 2*time.Second {
+					t.Fatalf("seed %d: %s applied step %d with the majority of its list gone", seed, nd.id, step)
+				}
+			default:
+				if nd.m.d.Epoch <= oldEpoch {
+					t.Fatalf("seed %d: %s applied step %d of epoch %d after the re-form (old epoch %d)", seed, nd.id, step, nd.m.d.Epoch, oldEpoch)
+				}
+				if step <= lastOld {
+					t.Fatalf("seed %d: %s applied step %d in the new epoch; node 0 had applied %d", seed, nd.id, step, lastOld)
+				}
+				newApplies[nd.id]++
+			}
+		}
+		script := func() {
+			s.at(5*time.Second, func() {
+				lostAt = s.now
+				oldEpoch = n0.m.d.Epoch
+				s.crash(s.nodes[1])
+				s.crash(s.nodes[2])
+			})
+			s.at(15*time.Second, func() {
+				if st, why := n0.m.State(); st != StateWaiting || !strings.Contains(why, "ringmesh reform") {
+					t.Errorf("seed %d: node 0 is %s (%s); want waiting, naming ringmesh reform", seed, st, why)
+				}
+				reformAt = s.now
+				s.step(n0, Reform{})
+			})
+		}
+		// The newcomers' trainers start with the loss.
+		runScript(t, s, map[int]time.Duration{3: 5 * time.Second, 4: 5 * time.Second}, script, 40*time.Second)
+		if lastOld == 0 {
+			t.Fatalf("seed %d: node 0 applied nothing before the loss", seed)
+		}
+		for _, i := range []int{0, 3, 4} {
+			if newApplies[simID(i)] == 0 {
+				t.Fatalf("seed %d: node %d applied no step of the re-formed mesh", seed, i)
+			}
+		}
+		if testing.Verbose() {
+			t.Logf("seed %d: node 0 applied up to step %d of epoch %d; re-formed as epoch %d, %d steps applied since, now at step %d",
+				seed, lastOld, oldEpoch, n0.m.d.Epoch, newApplies[n0.id], n0.m.d.Step)
+		}
+	}
+}

@@ -9,9 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/node/localapi"
@@ -24,7 +27,10 @@ type apiServer struct {
 	path  string
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	// trainer is the connection that joined: one trainer per node, so a
+	// second process cannot take over or disturb the first one's rounds.
+	trainer *apiConn
+	wg      sync.WaitGroup
 }
 
 // listenAPI binds the control socket. A socket file left by a node that is
@@ -80,16 +86,80 @@ func (s *apiServer) close() {
 	os.Remove(s.path)
 }
 
-// conn is the state of one trainer connection.
+// conn is the state of one client connection.
 type apiConn struct {
 	bufs   map[uint64]*localapi.Mapping
 	nextID uint64
-	joined bool
+	pid    int32 // the client's process (SO_PEERCRED); 0 when unknown
+}
+
+// peerPID returns the pid of the process at the other end of a unix
+// socket, or 0.
+func peerPID(c net.Conn) int32 {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pid int32
+	raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = cred.Pid
+		}
+	})
+	return pid
+}
+
+// attach makes st the node's trainer; it fails when another connection is.
+func (s *apiServer) attach(st *apiConn) *localapi.Response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.trainer != nil && s.trainer != st {
+		r := apiErr(localapi.CodeBusy, "a trainer (pid %d) is attached to this node: one trainer per node", s.trainer.pid)
+		return &r
+	}
+	s.trainer = st
+	return nil
+}
+
+// isTrainer reports whether st is the attached trainer; otherwise it
+// returns the error to answer.
+func (s *apiServer) isTrainer(st *apiConn) *localapi.Response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.trainer == st:
+		return nil
+	case s.trainer == nil:
+		r := apiErr(localapi.CodeNotMember, "no trainer is attached: call join first")
+		return &r
+	}
+	r := apiErr(localapi.CodeBusy, "a trainer (pid %d) is attached to this node: one trainer per node", s.trainer.pid)
+	return &r
+}
+
+// detach: st is gone or left; it reports whether st was the trainer.
+func (s *apiServer) detach(st *apiConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.trainer != st {
+		return false
+	}
+	s.trainer = nil
+	return true
 }
 
 func (s *apiServer) serveConn(c net.Conn) {
-	st := &apiConn{bufs: map[uint64]*localapi.Mapping{}}
+	st := &apiConn{bufs: map[uint64]*localapi.Mapping{}, pid: peerPID(c)}
 	defer func() {
+		if p := recover(); p != nil {
+			// A request this node failed to handle ends its connection,
+			// not the node.
+			s.n.log.Error("api request panicked; connection closed", "pid", st.pid, "panic", p, "stack", string(debug.Stack()))
+		}
 		c.Close()
 		for _, m := range st.bufs {
 			m.Close()
@@ -97,7 +167,7 @@ func (s *apiServer) serveConn(c net.Conn) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
-		if st.joined {
+		if s.detach(st) {
 			s.n.leave("trainer disconnected")
 		}
 	}()
@@ -120,6 +190,10 @@ func (s *apiServer) serveConn(c net.Conn) {
 		}
 	}
 }
+
+// maxWeight bounds a weighted mean's weight: a sample count, exact in a
+// float64 and summable over many members without overflow.
+const maxWeight float64 = 1 << 53
 
 func apiErr(code, format string, args ...any) localapi.Response {
 	return localapi.Response{Code: code, Error: fmt.Sprintf(format, args...)}
@@ -177,7 +251,10 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		}
 		return localapi.Response{Status: b}
 	case localapi.OpLeave:
-		st.joined = false
+		if bad := s.isTrainer(st); bad != nil {
+			return *bad
+		}
+		s.detach(st)
 		n.leave("trainer left")
 		return localapi.Response{}
 	case localapi.OpCheckpointSave:
@@ -198,7 +275,9 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 		ctx, cancel = context.WithTimeout(s.n.runCtx, time.Duration(req.TimeoutMS)*time.Millisecond)
 	}
 	defer cancel()
-	st.joined = true
+	if bad := s.attach(st); bad != nil {
+		return *bad
+	}
 	a, err := s.n.join(ctx, req.StartStep, req.WantCheckpoint)
 	if err != nil {
 		return fromErr(err)
@@ -219,6 +298,9 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 }
 
 func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Response {
+	if bad := s.isTrainer(st); bad != nil {
+		return *bad
+	}
 	m, ok := st.bufs[req.Buffer]
 	if !ok {
 		return apiErr(localapi.CodeBadRequest, "no buffer %d registered on this connection", req.Buffer)
@@ -241,8 +323,8 @@ func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Respo
 			return apiErr(localapi.CodeBadRequest, "%v", err)
 		}
 	}
-	if opt.Op == allreduce.WeightedMean && (req.Weight < 0 || req.Weight != req.Weight) {
-		return apiErr(localapi.CodeBadRequest, "weight %v must be a non-negative number", req.Weight)
+	if opt.Op == allreduce.WeightedMean && !(req.Weight >= 0 && req.Weight <= maxWeight) {
+		return apiErr(localapi.CodeBadRequest, "weight %v must be a number in [0, %g] (a sample count)", req.Weight, maxWeight)
 	}
 	res, err := s.n.allReduce(req.Step, data, opt)
 	if err != nil {

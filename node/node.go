@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -156,6 +157,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := privateDir(cfg.DataDir, logger); err != nil {
+		return nil, err
+	}
 	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: &metrics{},
 		inbound: inbound{streams: map[network.Stream]struct{}{}}}
 	saved, err := loadState(cfg.DataDir)
@@ -222,4 +226,27 @@ func (n *Node) shutdown() {
 	n.tr.Close()
 	n.result.close()
 	n.mesh.Close()
+}
+
+// privateDir creates the data dir 0700, or takes group and other access
+// away from an existing one: it holds the identity key, the round state and
+// the control socket, which any local process could otherwise use.
+func privateDir(dir string, logger *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("node: data dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("node: data dir %s is not a directory", dir)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, perm&0o700|0o700); err != nil {
+			return fmt.Errorf("node: data dir %s is open to other users (%v) and cannot be made private: %w", dir, perm, err)
+		}
+		logger.Warn("data dir was open to other users; made it private (0700)", "dir", dir, "was", perm.String())
+	}
+	return nil
 }

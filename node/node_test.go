@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,8 +125,14 @@ func TestAPIBadRequests(t *testing.T) {
 	}
 	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 1, Count: 17})
 	wantCode(t, "count beyond the buffer", err, localapi.CodeBadRequest)
+	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 1, Count: 1 << 61})
+	wantCode(t, "count whose byte size overflows", err, localapi.CodeBadRequest)
+	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 1, Count: 1, Offset: math.MaxInt64 - 3})
+	wantCode(t, "offset at the end of int64", err, localapi.CodeBadRequest)
 	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 1, Count: 4, Offset: 2})
 	wantCode(t, "misaligned offset", err, localapi.CodeBadRequest)
+	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 1, Count: 4, Reduce: "wmean", Weight: 1e300})
+	wantCode(t, "absurd weight", err, localapi.CodeBadRequest)
 	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpAllReduce, Step: 7, Buffer: 99, Count: 4})
 	wantCode(t, "unknown buffer", err, localapi.CodeBadRequest)
 	_, err = buf.AllReduce(ctx, 7, client.ReduceOptions{Reduce: "median"})
@@ -172,8 +179,9 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two calls for step 0 on a's node while b's trainer has not called
-	// yet, so the round waits: exactly one of them is refused busy.
+	// A second client on a's node, while a's trainer waits in step 0 for
+	// b's: one trainer per node, so its join and its all-reduce are refused
+	// busy, naming the attached trainer, and change nothing.
 	ca2 := dial(t, a.dir)
 	bufA2, err := ca2.NewBuffer(ctx, 1000)
 	if err != nil {
@@ -183,9 +191,13 @@ func TestAPIBusyAndDisconnect(t *testing.T) {
 	for _, buf := range []*client.Buffer{ba, bufA2} {
 		go func() { _, err := buf.AllReduce(ctx, 0, client.ReduceOptions{}); calls <- err }()
 	}
-	if err := <-calls; !client.IsCode(err, localapi.CodeBusy) {
-		t.Fatalf("one of two concurrent all-reduces: %v, want busy", err)
+	if err := <-calls; !client.IsCode(err, localapi.CodeBusy) || !strings.Contains(err.Error(), "a trainer (pid") {
+		t.Fatalf("one of two concurrent all-reduces: %v, want busy naming the attached trainer", err)
 	}
+	_, err = ca2.Join(ctx, 0)
+	wantCode(t, "a second trainer's join", err, localapi.CodeBusy)
+	wantCode(t, "a second trainer's leave", ca2.Leave(ctx), localapi.CodeBusy)
+	ca2.Close() // its disconnect is not the trainer's: a stays a member
 	if _, err := bb.AllReduce(ctx, 0, client.ReduceOptions{}); err != nil {
 		t.Fatalf("b step 0: %v", err)
 	}

@@ -48,8 +48,10 @@ func (m *Mapping) Bytes() []byte { return m.data }
 // numpy and torch lay them out). It returns an error when the range is out of
 // bounds or misaligned.
 func (m *Mapping) Float32s(off, count int64) ([]float32, error) {
-	if off < 0 || count < 0 || off%4 != 0 || off+4*count > int64(len(m.data)) {
-		return nil, fmt.Errorf("localapi: range [%d, %d) outside buffer of %d bytes or misaligned", off, off+4*count, len(m.data))
+	size := int64(len(m.data))
+	// count > (size-off)/4, not off+4*count > size: that overflows.
+	if off < 0 || count < 0 || off%4 != 0 || off > size || count > (size-off)/4 {
+		return nil, fmt.Errorf("localapi: range of %d float32s at byte %d outside buffer of %d bytes or misaligned", count, off, size)
 	}
 	if count == 0 {
 		return []float32{}, nil

@@ -62,15 +62,6 @@ type Config struct {
 	// waits for an abort notice naming the member where the failure began
 	// before it blames the neighbour. Default 250 ms.
 	NoticeGrace time.Duration
-
-	// RetrySameRound is for callers that retry a failed round with an
-	// identical Round (same step, attempt and ring), as node does when it
-	// retries a step over an unchanged ring. Then a stream that arrives for
-	// a round this member abandoned is not answered with the abort notice
-	// (it may be the sender's next try): it is held for this member's next
-	// try, like a stream for a round not started yet. Default false: late
-	// streams of an abandoned round get its abort notice at once.
-	RetrySameRound bool
 }
 
 // DefaultConfig returns the production settings.

@@ -109,9 +109,6 @@ func answer(s Stream, msg []byte, timeout time.Duration) {
 // abandon answers the stream for k with notice, now if it is held, else
 // when it arrives (within HoldTimeout).
 func (b *inbox) abandon(from peer.ID, h Header, notice []byte) {
-	if b.cfg.RetrySameRound {
-		return // leave it held (or to be held) for the next try
-	}
 	k := inKey{from, h.key()}
 	b.mu.Lock()
 	hs := b.held[k]

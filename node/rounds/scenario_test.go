@@ -2,6 +2,7 @@ package rounds
 
 import (
 	"container/heap"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -226,3 +227,394 @@ func TestRestartedMajorityKeepsHistory(t *testing.T) {
 }
 
 func popEvent(s *Sim) *simEvent { return heap.Pop(&s.q).(*simEvent) }
+
+// runScriptEach is runScript that calls each after every event, for
+// scenarios that watch what an event did (an admission, a state).
+func runScriptEach(t *testing.T, s *Sim, start map[int]time.Duration, script func(), until time.Duration, each func()) {
+	t.Helper()
+	s.faulty = true
+	for i, nd := range s.nodes {
+		s.at(start[i], func() { s.startTrainer(nd) })
+	}
+	s.at(0, s.tick)
+	s.at(0, s.viewTick)
+	script()
+	end := simEpoch.Add(until)
+	for s.q.Len() > 0 && s.err == nil {
+		e := popEvent(s)
+		if e.at.After(end) {
+			break
+		}
+		s.now = e.at
+		e.fn()
+		each()
+	}
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+}
+
+func simIndex(id ID) int { return int(id[1] - '0') }
+
+type readyKey struct {
+	epoch, step uint64
+	ballot      Ballot
+}
+
+// TestReadyHolderAppliesTheDecidedRing (defect 2: recovery asked the live
+// ring, not the attempt's ring, so a member that had sent ready could be
+// fenced by a "no result" answer from outside the ring while the leader
+// committed with its ready, and the others committed another ring for the
+// step). List {0..4}; 3 and 4's trainers leave (acceptors without a
+// trainer, outside every ring) and 1's trainer is late, so the leader runs
+// attempt X over {0,2}; 2 sends ready for X. Right as the leader asks for
+// acceptances it is cut off, alone or with 2, at a seeded moment: before
+// any accept arrives, with some accepted, with X decided and its commit in
+// flight. The side holding a majority (with 1 as a later proposer from
+// outside X's ring, or 2) decides the step again. Every commit and every
+// apply of the step carries one value; a member that sent ready for the
+// decided attempt applies the step; when a ring member holding X's result
+// is on the majority side, the decided value is X (no other ring).
+func TestReadyHolderAppliesTheDecidedRing(t *testing.T) {
+	const leaveAt = 1500 * time.Millisecond
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			s := newSim(seed, 5)
+			for _, nd := range s.nodes {
+				nd.m.cfg.OfferWait = 300 * time.Millisecond // the leader goes on without 1
+			}
+			late := s.dur(400*time.Millisecond, 1200*time.Millisecond)
+			cutAfter := s.dur(0, 40*time.Millisecond)
+			withReady := seed%2 == 0 // cut the ready sender with the leader
+			var (
+				x       *Value
+				epoch   uint64
+				step    uint64
+				cut     []int
+				commit  *Value
+				readies = map[readyKey]map[ID]bool{}
+				applied = map[ID]Value{}
+				bad     string
+			)
+			s.onSend = func(m Message) {
+				if x == nil && m.Type == MsgAccept && m.Value != nil && s.now.Sub(simEpoch) > leaveAt && !slices.Contains(m.Value.Ring, simID(1)) {
+					v := Value{Attempt: m.Value.Attempt, Ring: slices.Clone(m.Value.Ring), Next: slices.Clone(m.Value.Next)}
+					x, epoch, step = &v, m.Epoch, m.Step
+					cut = []int{simIndex(m.From)}
+					if withReady {
+						for _, id := range v.Ring {
+							if id != m.From {
+								cut = append(cut, simIndex(id))
+							}
+						}
+					}
+					var rest []int
+					for i := range 5 {
+						if !slices.Contains(cut, i) {
+							rest = append(rest, i)
+						}
+					}
+					s.at(cutAfter, func() {
+						cutGroups(s, cut, rest)
+						s.at(3*time.Second, s.stopFaults)
+					})
+				}
+				if m.Type == MsgReady {
+					// Readies come before the accept: keep every step's.
+					k := readyKey{m.Epoch, m.Step, m.Ballot}
+					if readies[k] == nil {
+						readies[k] = map[ID]bool{}
+					}
+					readies[k][m.From] = true
+				}
+				if x == nil || m.Type != MsgCommit || m.Value == nil || m.Epoch != epoch || m.Step != step {
+					return
+				}
+				if commit == nil {
+					v := *m.Value
+					commit = &v
+				} else if !commit.Equal(*m.Value) && bad == "" {
+					bad = fmt.Sprintf("%s committed step %d as %v; another commit said %v", m.From, step, *m.Value, *commit)
+				}
+			}
+			s.onApply = func(nd *simNode, k uint64) {
+				if x == nil || nd.m.d.Epoch != epoch || k != step {
+					return
+				}
+				if l := nd.m.d.Last; l == nil || l.Step != k {
+					bad = fmt.Sprintf("%s applied step %d without its decision", nd.id, k)
+				} else {
+					applied[nd.id] = l.Value
+				}
+			}
+			runScript(t, s, nil, func() {
+				s.at(leaveAt, func() {
+					for _, i := range []int{3, 4} {
+						nd := s.nodes[i]
+						nd.tr.active = false
+						nd.tr.gen++
+						nd.runOn = false
+						s.step(nd, TrainerLeave{Reason: "trainer left"})
+					}
+					s.nodes[1].tr.hungTo = s.now.Add(late)
+				})
+			}, 20*time.Second)
+			if x == nil {
+				t.Fatalf("seed %d: no attempt without member 1 reached the accept phase", seed)
+			}
+			if len(readies[readyKey{epoch, step, x.Attempt}]) == 0 {
+				t.Fatalf("seed %d: no ring member but the leader sent ready for %v", seed, *x)
+			}
+			if bad != "" {
+				t.Fatalf("seed %d: %s", seed, bad)
+			}
+			d, ok := s.decisions[[2]uint64{epoch, step}]
+			if !ok {
+				t.Fatalf("seed %d: step %d (attempt %v, cut %v after %v) never decided", seed, step, *x, cut, cutAfter)
+			}
+			for id, v := range applied {
+				if !v.Equal(d.value) {
+					t.Fatalf("seed %d: %s applied step %d as %v; it was decided as %v", seed, id, step, v, d.value)
+				}
+			}
+			for id := range readies[readyKey{epoch, step, d.value.Attempt}] {
+				if _, ok := applied[id]; !ok {
+					st, why := s.byID[id].m.State()
+					t.Fatalf("seed %d: %s sent ready for the decided attempt %v of step %d but never applied it (%s: %s, at step %d)",
+						seed, id, d.value.Attempt, step, st, why, s.byID[id].m.d.Step)
+				}
+			}
+			if !withReady && !d.value.Equal(*x) {
+				t.Fatalf("seed %d: step %d decided as %v while a member of the majority held the result of %v", seed, step, d.value, *x)
+			}
+		})
+	}
+}
+
+// TestBlippedMemberTrainsAgain (defect 3: after a blip, a member that
+// lacked the result of step k while the others applied it without it came
+// back before they reached k+2 and retried k for ever, while they retried
+// k+1 waiting for it). One member is cut off for a moment around a
+// commit: at the start of an attempt of step k it is in (its all-reduce
+// fails, the others decide k without it), or as the commit of a step k it
+// holds the result of is sent (it misses the decision). The network heals
+// within 30 ms of the others' first commit without it (they are at k+1,
+// or at k+2 when it missed the commit), or right after the cut (it is
+// still in the list of k+1). It has learnt nothing during the cut; within
+// 30 s (simulated) of the heal its trainer applies new steps again.
+func TestBlippedMemberTrainsAgain(t *testing.T) {
+	const after = 1500 * time.Millisecond
+	for seed := uint64(1); seed <= 36; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			n := 3 + 2*int(seed%2)
+			s := newSim(seed, n)
+			atCommit, quick := (seed/2)%3 != 0, (seed/2)%3 == 2
+			blip := s.rng.IntN(n)
+			if atCommit {
+				blip = 1 + s.rng.IntN(n-1) // not the leader, which decides the step itself
+			}
+			id := simID(blip)
+			healAfter := s.dur(0, 30*time.Millisecond)
+			var (
+				cutAt, healAt time.Time
+				missed        uint64 // the step the blipped member did not learn
+				others        []int
+				appliedAfter  int
+				othersAt      uint64
+				firstAfter    time.Time
+			)
+			for i := range n {
+				if i != blip {
+					others = append(others, i)
+				}
+			}
+			heal := func() {
+				if !healAt.IsZero() {
+					return
+				}
+				healAt = s.now
+				for _, i := range others {
+					othersAt = max(othersAt, s.nodes[i].m.d.Step)
+				}
+				if k := s.byID[id].m.d.Step; k != missed {
+					s.fail("scenario: %s is at step %d at the heal, not at the step %d it missed", id, k, missed)
+				}
+				s.stopFaults()
+			}
+			s.onSend = func(m Message) {
+				if s.now.Sub(simEpoch) < after || m.Value == nil {
+					return
+				}
+				switch {
+				case cutAt.IsZero() && m.Step == s.byID[id].m.d.Step && slices.Contains(m.Value.Ring, id) &&
+					((!atCommit && m.Type == MsgStart) || (atCommit && m.Type == MsgCommit && m.From != id)):
+					cutAt, missed = s.now, m.Step
+					cutGroups(s, []int{blip}, others)
+					if quick {
+						s.at(healAfter, heal)
+					}
+					s.at(3*time.Second, heal) // should the others never go on without it
+				case !cutAt.IsZero() && healAt.IsZero() && m.Type == MsgCommit && m.From != id && !slices.Contains(m.Value.Ring, id):
+					s.at(healAfter, heal)
+				}
+			}
+			s.onApply = func(nd *simNode, k uint64) {
+				if nd.id != id || healAt.IsZero() {
+					return
+				}
+				if appliedAfter == 0 {
+					firstAfter = s.now
+				}
+				appliedAfter++
+			}
+			runScript(t, s, nil, func() {}, 35*time.Second)
+			if cutAt.IsZero() || healAt.IsZero() {
+				t.Fatalf("seed %d: %s was never cut off and healed (cut %v, heal %v)", seed, id, cutAt, healAt)
+			}
+			nd := s.byID[id]
+			st, why := nd.m.State()
+			switch {
+			case appliedAfter < 3:
+				t.Fatalf("seed %d: %s (cut at %v, healed %v later, missed step %d; the others at step %d) applied %d steps after the heal (%s: %s, at step %d)",
+					seed, id, cutAt.Sub(simEpoch), healAt.Sub(cutAt), missed, othersAt, appliedAfter, st, why, nd.m.d.Step)
+			case firstAfter.Sub(healAt) > 30*time.Second:
+				t.Fatalf("seed %d: %s applied again only %v after the heal", seed, id, firstAfter.Sub(healAt))
+			}
+		})
+	}
+}
+
+// TestJoinerAdmittedAtTheMeshStep (defect 6: a joiner of a running mesh
+// was answered step 0, "join = step 0 checkpoint <nil>; want the
+// checkpoint of the entry step", after the mesh had applied rounds). A
+// mesh trains for a while; then a trainer with no state (TrainerJoin at
+// step 0, NeedState) joins: on a new node whose view settles late (it
+// sees no peer and is not settled for up to 2 s after the join; with
+// MinMembers 1 it would form a mesh of its own at step 0 if it took that
+// view as settled), or on a member whose trainer starts afresh. Messages
+// are delayed, reordered, duplicated and (some seeds) dropped. The first
+// Admitted names the entry step of the mesh's epoch: not 0, above every
+// step decided before the join, not below any step decided by then, the
+// node's own next step, and a step whose list (decided with the step
+// before it) names the joiner. The joiner then applies steps.
+func TestJoinerAdmittedAtTheMeshStep(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			n := 4 + int(seed%2)
+			s := newSim(seed, n)
+			s.dupP = 0.2
+			if seed%3 == 0 {
+				s.dropP = 0.05
+			}
+			fresh := seed%4 != 3 // a new node joins; else a member's trainer starts afresh
+			joinAt := s.dur(1500*time.Millisecond, 2500*time.Millisecond)
+			settle := s.dur(0, 2*time.Second)
+			j := n - 1
+			if !fresh {
+				j = s.rng.IntN(n)
+			}
+			jd := s.byID[simID(j)]
+			maxDecided := func(epoch uint64) (top uint64) {
+				for k := range s.decisions {
+					if k[0] == epoch {
+						top = max(top, k[1])
+					}
+				}
+				return top
+			}
+			var (
+				joined, admitted bool
+				wasOn            bool
+				atJoin           = map[uint64][2]uint64{} // epoch -> {top step, count} decided before the join
+				entry, epoch     uint64
+				appliedAfter     int
+				bad              string
+			)
+			s.onApply = func(nd *simNode, k uint64) {
+				if nd == jd && admitted {
+					appliedAfter++
+				}
+			}
+			each := func() {
+				if !joined || admitted || bad != "" {
+					return
+				}
+				on := jd.runOn
+				if !on || wasOn {
+					wasOn = on
+					return
+				}
+				admitted, entry, epoch = true, jd.runNext, jd.tr.epoch
+				before := atJoin[epoch]
+				top := maxDecided(epoch)
+				e, k, _ := jd.m.NextStep()
+				d, ok := s.decisions[[2]uint64{epoch, entry - 1}]
+				switch {
+				case entry == 0:
+					bad = "admitted at step 0"
+				case before[1] < 3:
+					bad = fmt.Sprintf("the mesh of epoch %d had decided %d steps when the trainer joined, not a running mesh", epoch, before[1])
+				case entry <= before[0]:
+					bad = fmt.Sprintf("admitted at step %d of epoch %d; step %d was decided before the join", entry, epoch, before[0])
+				case entry < top:
+					bad = fmt.Sprintf("admitted at step %d of epoch %d; step %d is decided", entry, epoch, top)
+				case e != epoch || k != entry:
+					bad = fmt.Sprintf("admitted at epoch %d step %d; the node is at epoch %d step %d", epoch, entry, e, k)
+				case !ok || !slices.Contains(d.value.Next, jd.id):
+					bad = fmt.Sprintf("admitted at step %d of epoch %d, whose list (decided with step %d: %v) does not name it", entry, epoch, entry-1, d.value)
+				}
+			}
+			start := map[int]time.Duration{}
+			if fresh {
+				start[j] = 24 * time.Hour // started below
+			}
+			runScriptEach(t, s, start, func() {
+				if fresh {
+					// Until its view settles the joiner sees no peer and no
+					// peer sees it.
+					jd.m.cfg.MinMembers = 1
+					s.nodes = slices.DeleteFunc(s.nodes, func(nd *simNode) bool { return nd == jd })
+					settled := false
+					var tickJ, viewJ func()
+					tickJ = func() {
+						if !settled {
+							s.step(jd, Tick{})
+							s.at(20*time.Millisecond, tickJ)
+						}
+					}
+					viewJ = func() {
+						if !settled {
+							s.step(jd, ViewChanged{Settled: false})
+							s.at(50*time.Millisecond, viewJ)
+						}
+					}
+					s.at(0, tickJ)
+					s.at(0, viewJ)
+					s.at(joinAt+settle, func() {
+						settled = true
+						s.nodes = append(s.nodes, jd)
+					})
+				}
+				s.at(joinAt, func() {
+					for k := range s.decisions {
+						a := atJoin[k[0]]
+						atJoin[k[0]] = [2]uint64{max(a[0], k[1]), a[1] + 1}
+					}
+					joined, wasOn = true, false
+					jd.tr.step = 0 // a trainer without state
+					s.startTrainer(jd)
+				})
+			}, 15*time.Second, each)
+			switch {
+			case bad != "":
+				t.Fatalf("seed %d (%d nodes, fresh %v, join at %v, view settled %v later): %s: %s", seed, n, fresh, joinAt, settle, jd.id, bad)
+			case !admitted:
+				st, why := jd.m.State()
+				t.Fatalf("seed %d: %s never admitted (%s: %s)", seed, jd.id, st, why)
+			case appliedAfter == 0:
+				st, why := jd.m.State()
+				t.Fatalf("seed %d: %s admitted at step %d of epoch %d but applied nothing (%s: %s)", seed, jd.id, entry, epoch, st, why)
+			}
+		})
+	}
+}

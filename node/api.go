@@ -91,6 +91,7 @@ type apiConn struct {
 	bufs   map[uint64]*localapi.Mapping
 	nextID uint64
 	pid    int32 // the client's process (SO_PEERCRED); 0 when unknown
+	fds    *localapi.FDConn
 }
 
 // peerPID returns the pid of the process at the other end of a unix
@@ -152,8 +153,13 @@ func (s *apiServer) detach(st *apiConn) bool {
 	return true
 }
 
-func (s *apiServer) serveConn(c net.Conn) {
-	st := &apiConn{bufs: map[uint64]*localapi.Mapping{}, pid: peerPID(c)}
+func (s *apiServer) serveConn(nc net.Conn) {
+	st := &apiConn{bufs: map[uint64]*localapi.Mapping{}, pid: peerPID(nc)}
+	var c net.Conn = nc
+	if uc, ok := nc.(*net.UnixConn); ok {
+		st.fds = localapi.NewFDConn(uc)
+		c = st.fds
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			// A request this node failed to handle ends its connection,
@@ -181,6 +187,9 @@ func (s *apiServer) serveConn(c net.Conn) {
 			return
 		}
 		resp := s.handle(st, &req)
+		if st.fds != nil {
+			st.fds.DropFDs() // descriptors the request did not use
+		}
 		resp.ID = req.ID
 		if resp.Code == "" {
 			resp.OK = true
@@ -190,6 +199,9 @@ func (s *apiServer) serveConn(c net.Conn) {
 		}
 	}
 }
+
+// maxBuffers bounds the buffers one connection may register.
+const maxBuffers = 64
 
 // maxWeight bounds a weighted mean's weight: a sample count, exact in a
 // float64 and summable over many members without overflow.
@@ -221,9 +233,24 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		return localapi.Response{Version: localapi.Version, Mesh: n.cfg.Mesh.Mesh, Self: n.host.ID().String(),
 			State: sn.state, Reason: sn.reason, NextStep: sn.step, MemberCount: len(sn.list)}
 	case localapi.OpRegister:
-		m, err := localapi.Map(req.Path, req.Bytes)
+		return apiErr(localapi.CodeBadRequest, "register by path is not supported: a file the node maps could be shrunk under it; "+
+			"pass a sealed memfd with register_fd (the ringmesh clients do)")
+	case localapi.OpRegisterFD:
+		fd, ok := -1, false
+		if st.fds != nil {
+			fd, ok = st.fds.TakeFD()
+		}
+		if !ok {
+			return apiErr(localapi.CodeBadRequest, "register_fd: no file descriptor came with the request (send it with the frame, SCM_RIGHTS)")
+		}
+		m, err := localapi.MapFD(fd, req.Bytes)
+		unix.Close(fd)
 		if err != nil {
 			return apiErr(localapi.CodeBadRequest, "%v", err)
+		}
+		if len(st.bufs) >= maxBuffers {
+			m.Close()
+			return apiErr(localapi.CodeBadRequest, "register_fd: %d buffers registered on this connection, the most allowed", maxBuffers)
 		}
 		st.nextID++
 		st.bufs[st.nextID] = m
@@ -298,9 +325,6 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 }
 
 func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Response {
-	if bad := s.isTrainer(st); bad != nil {
-		return *bad
-	}
 	m, ok := st.bufs[req.Buffer]
 	if !ok {
 		return apiErr(localapi.CodeBadRequest, "no buffer %d registered on this connection", req.Buffer)
@@ -325,6 +349,9 @@ func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Respo
 	}
 	if opt.Op == allreduce.WeightedMean && !(req.Weight >= 0 && req.Weight <= maxWeight) {
 		return apiErr(localapi.CodeBadRequest, "weight %v must be a number in [0, %g] (a sample count)", req.Weight, maxWeight)
+	}
+	if bad := s.isTrainer(st); bad != nil {
+		return *bad
 	}
 	res, err := s.n.allReduce(req.Step, data, opt)
 	if err != nil {

@@ -2,7 +2,8 @@ package client
 
 import (
 	"context"
-	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
@@ -22,19 +23,18 @@ func (c *Client) NewBuffer(ctx context.Context, n int) (*Buffer, error) {
 	if size == 0 {
 		size = 4
 	}
-	m, err := localapi.CreateShm("", size)
+	// An anonymous memfd sealed against shrinking: the node can map it
+	// safely, and nothing is left in /dev/shm however this process ends.
+	m, fd, err := localapi.CreateSealed(size)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.call(ctx, localapi.Request{Op: localapi.OpRegister, Path: m.Path, Bytes: size})
+	resp, err := c.callFD(ctx, localapi.Request{Op: localapi.OpRegisterFD, Bytes: size}, fd)
+	unix.Close(fd)
 	if err != nil {
 		m.Close()
-		os.Remove(m.Path)
 		return nil, err
 	}
-	// Both sides have the file mapped now: unlink it, so that nothing is
-	// left in /dev/shm however this process ends.
-	os.Remove(m.Path)
 	data, _ := m.Float32s(0, int64(n))
 	return &Buffer{c: c, m: m, id: resp.Buffer, Data: data}, nil
 }

@@ -83,12 +83,24 @@ func (c *Client) Call(ctx context.Context, req localapi.Request) (localapi.Respo
 }
 
 func (c *Client) call(ctx context.Context, req localapi.Request) (localapi.Response, error) {
+	return c.callFD(ctx, req, -1)
+}
+
+// callFD is call with the file descriptor fd sent along with the request
+// (none when fd < 0).
+func (c *Client) callFD(ctx context.Context, req localapi.Request, fd int) (localapi.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req.ID = c.nextID.Add(1)
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := localapi.WriteFrame(c.conn, req); err != nil {
+	var err error
+	if uc, ok := c.conn.(*net.UnixConn); ok && fd >= 0 {
+		err = localapi.WriteFrameFD(uc, req, fd)
+	} else {
+		err = localapi.WriteFrame(c.conn, req)
+	}
+	if err != nil {
 		return localapi.Response{}, c.connErr(ctx, req.Op, err)
 	}
 	var resp localapi.Response

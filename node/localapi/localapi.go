@@ -30,7 +30,9 @@ const SocketName = "ringmesh.sock"
 
 // Ops, append-only.
 const (
-	OpHello           = "hello"
+	OpHello = "hello"
+	// OpRegister (a path) is refused: the file could shrink under the
+	// node. Use OpRegisterFD.
 	OpRegister        = "register"
 	OpUnregister      = "unregister"
 	OpJoin            = "join"
@@ -44,6 +46,10 @@ const (
 	// OpReform: the operator re-forms the mesh as a new epoch because a
 	// majority of the agreed list is gone for good (ringmesh reform).
 	OpReform = "reform"
+	// OpRegisterFD registers a buffer passed as a file descriptor with the
+	// request frame (SCM_RIGHTS): a memfd sealed with F_SEAL_SHRINK and
+	// F_SEAL_GROW, Bytes long. Response.Buffer is its id.
+	OpRegisterFD = "register_fd"
 )
 
 // Error codes in Response.Code, append-only.
@@ -198,18 +204,26 @@ type FetchStats struct {
 
 // WriteFrame encodes v as JSON and writes it as one frame.
 func WriteFrame(w io.Writer, v any) error {
+	buf, err := encodeFrame(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+func encodeFrame(v any) ([]byte, error) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("localapi: encode: %w", err)
+		return nil, fmt.Errorf("localapi: encode: %w", err)
 	}
 	if len(body) > MaxFrame {
-		return ErrFrameTooLarge
+		return nil, ErrFrameTooLarge
 	}
 	buf := make([]byte, 4+len(body))
 	binary.BigEndian.PutUint32(buf, uint32(len(body)))
 	copy(buf[4:], body)
-	_, err = w.Write(buf)
-	return err
+	return buf, nil
 }
 
 // ReadFrame reads one frame and decodes it into v. The length is checked

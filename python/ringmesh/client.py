@@ -168,7 +168,7 @@ class Client:
         for an error answer."""
         return self._call(dict(op=op, **fields))
 
-    def _call(self, req: Dict[str, Any], timeout: Optional[float] = None) -> Response:
+    def _call(self, req: Dict[str, Any], timeout: Optional[float] = None, fd: Optional[int] = None) -> Response:
         op = req.get("op", "")
         with self._lock:
             if self._sock is None:
@@ -180,7 +180,13 @@ class Client:
             frame = P.encode_frame({"id": rid, **req})
             self._sock.settimeout(self.timeout if timeout is None else timeout)
             try:
-                self._sock.sendall(frame)
+                if fd is None:
+                    self._sock.sendall(frame)
+                else:
+                    # The descriptor travels with the frame's first bytes.
+                    sent = socket.send_fds(self._sock, [frame], [fd])
+                    if sent < len(frame):
+                        self._sock.sendall(frame[sent:])
                 n = P.decode_length(self._recv_exact(4))
                 resp = Response(P.decode_body(self._recv_exact(n)))
             except socket.timeout:
@@ -271,7 +277,7 @@ class Client:
     # -- buffers and all-reduce ---------------------------------------------
 
     def _register(self, shm: SharedMemory) -> int:
-        return self._call({"op": P.OP_REGISTER, "path": shm.path, "bytes": shm.nbytes}).buffer
+        return self._call({"op": P.OP_REGISTER_FD, "bytes": shm.nbytes}, fd=shm.fd).buffer
 
     def _forget(self, b: SharedBuffer) -> None:
         with self._lock:

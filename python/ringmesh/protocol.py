@@ -23,7 +23,8 @@ SOCKET_NAME = "ringmesh.sock"
 
 # Ops (append-only on the Go side).
 OP_HELLO = "hello"
-OP_REGISTER = "register"
+OP_REGISTER = "register"  # by path: refused by the node (the file could shrink under it)
+OP_REGISTER_FD = "register_fd"  # a sealed memfd sent with the frame (SCM_RIGHTS)
 OP_UNREGISTER = "unregister"
 OP_JOIN = "join"
 OP_ALLREDUCE = "allreduce"

@@ -1,45 +1,40 @@
-"""Shared-memory files that the node maps too (node/localapi/shm.go).
+"""Shared-memory buffers that the node maps too (node/localapi/memfd_linux.go).
 
-A buffer is a regular file in /dev/shm (or the temp dir where /dev/shm is
-missing), sized with ftruncate and mapped MAP_SHARED by both the trainer and
-the node, so gradients are reduced in place without crossing the socket. The
-node reads and writes native-endian float32s at the byte offsets a request
-names.
+A buffer is an anonymous memfd, sized with ftruncate, sealed against
+shrinking and growing (so the node's mapping can never lose its pages), and
+mapped MAP_SHARED by the trainer; its descriptor is passed to the node over
+the control socket, which maps it too, so gradients are reduced in place
+without crossing the socket. Nothing is left in /dev/shm however either
+process ends. The node reads and writes native-endian float32s at the byte
+offsets a request names.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
-import tempfile
 from typing import Optional
 
 import numpy as np
 
 
-def shm_dir() -> str:
-    """The directory shared buffers are created in."""
-    if os.path.isdir("/dev/shm"):
-        return "/dev/shm"
-    return tempfile.gettempdir()
-
-
 class SharedMemory:
     """A file of ``nbytes`` bytes mapped read-write into this process."""
 
-    def __init__(self, nbytes: int, directory: Optional[str] = None):
+    def __init__(self, nbytes: int):
         if nbytes <= 0 or nbytes % 4:
             raise ValueError(f"shared buffer size {nbytes} is not a positive multiple of 4")
-        fd, path = tempfile.mkstemp(prefix="ringmesh-", suffix=".buf", dir=directory or shm_dir())
+        fd = os.memfd_create("ringmesh-buffer", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, nbytes)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
             self._mm = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
             raise
-        os.close(fd)
-        self.path = path
+        # Kept open: a reconnect registers the same memory again.
+        self.fd = fd
         self.nbytes = nbytes
         self._bytes = np.frombuffer(self._mm, dtype=np.uint8)
         self.address = self._bytes.ctypes.data  # where the mapping starts
@@ -60,14 +55,11 @@ class SharedMemory:
         return self.address <= address and address + nbytes <= self.address + self.nbytes
 
     def close(self) -> None:
-        """Remove the file and unmap the memory. Views still alive keep the
-        mapping until they are garbage collected."""
-        if self.path:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.path = ""
+        """Close the descriptor and unmap the memory. Views still alive keep
+        the mapping until they are garbage collected."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         self._bytes = None
         try:
             self._mm.close()
@@ -76,7 +68,8 @@ class SharedMemory:
 
     def __del__(self):
         try:
-            if self.path:
-                os.unlink(self.path)
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
         except Exception:
             pass

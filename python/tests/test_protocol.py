@@ -136,11 +136,37 @@ class NodeProtocolTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, P.CODE_BAD_REQUEST)
         self.assertIn("no buffer 99", cm.exception.message)
 
-    def test_register_missing_file(self):
+    def test_register_by_path_refused(self):
+        # A file registered by path could be shrunk under the node (SIGBUS).
         c = self.client()
+        path = os.path.join(self.tmp.name, "plain.buf")
+        with open(path, "wb") as f:
+            f.truncate(64)
         with self.assertRaises(ringmesh.RingmeshError) as cm:
-            c.call("register", path=os.path.join(self.tmp.name, "nope.buf"), bytes=64)
+            c.call("register", path=path, bytes=64)
         self.assertEqual(cm.exception.code, P.CODE_BAD_REQUEST)
+        self.assertIn("register_fd", cm.exception.message)
+
+    def test_buffer_cannot_shrink(self):
+        # The memfd is sealed: neither the trainer nor anything else can
+        # shrink it under the node, which keeps serving.
+        c = self.client()
+        b = c.shared_buffer(16)
+        with self.assertRaises(PermissionError):
+            os.ftruncate(b.shm.fd, 0)
+        self.assertEqual(c.membership().self, self.node.id)
+
+    def test_unsealed_memfd_refused(self):
+        c = self.client()
+        fd = os.memfd_create("unsealed", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, 64)
+            with self.assertRaises(ringmesh.RingmeshError) as cm:
+                c._call({"op": P.OP_REGISTER_FD, "bytes": 64}, fd=fd)
+        finally:
+            os.close(fd)
+        self.assertEqual(cm.exception.code, P.CODE_BAD_REQUEST)
+        self.assertIn("not sealed", cm.exception.message)
 
     def test_allreduce_out_of_range(self):
         c = self.client()
@@ -160,12 +186,16 @@ class NodeProtocolTest(unittest.TestCase):
 
     def test_register_and_unregister(self):
         c = self.client()
+        before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
         b = c.shared_buffer(16)
         self.assertGreater(b.id, 0)
-        path = b.shm.path
-        self.assertTrue(os.path.exists(path))
+        fd = b.shm.fd
+        os.fstat(fd)  # open
+        if os.path.isdir("/dev/shm"):
+            self.assertEqual(set(os.listdir("/dev/shm")), before, "a buffer left a file in /dev/shm")
         b.close()
-        self.assertFalse(os.path.exists(path))
+        with self.assertRaises(OSError):
+            os.fstat(fd)
         with self.assertRaises(ringmesh.RingmeshError) as cm:
             c.call("unregister", buffer=99)
         self.assertEqual(cm.exception.code, P.CODE_NOT_FOUND)
@@ -174,9 +204,8 @@ class NodeProtocolTest(unittest.TestCase):
         c = self.client()
         a = c.shared_array(6, shape=(2, 3))
         a[:] = np.arange(6).reshape(2, 3)
-        path = c._buffers[-1].shm.path
-        with open(path, "rb") as f:
-            self.assertEqual(np.frombuffer(f.read(), dtype=np.float32).tolist(), [0, 1, 2, 3, 4, 5])
+        fd = c._buffers[-1].shm.fd
+        self.assertEqual(np.frombuffer(os.pread(fd, 24, 0), dtype=np.float32).tolist(), [0, 1, 2, 3, 4, 5])
 
     def test_checkpoint_save_list_fetch(self):
         c = self.client()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringmesh/ringmesh/internal/systest"
 	"github.com/ringmesh/ringmesh/node"
@@ -110,7 +112,29 @@ func TestAPIBadRequests(t *testing.T) {
 	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpHello, Version: 99})
 	wantCode(t, "wrong version", err, localapi.CodeUnsupportedVersion)
 	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpRegister, Path: filepath.Join(dir, "missing"), Bytes: 64})
-	wantCode(t, "missing buffer file", err, localapi.CodeBadRequest)
+	wantCode(t, "register by path", err, localapi.CodeBadRequest)
+	_, err = c.Call(ctx, localapi.Request{Op: localapi.OpRegisterFD, Bytes: 64})
+	wantCode(t, "register_fd without a descriptor", err, localapi.CodeBadRequest)
+	// A memfd its client could still shrink is refused: the node would
+	// take SIGBUS reading a page the file no longer has.
+	fd, err := unix.MemfdCreate("unsealed", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.Ftruncate(fd, 64)
+	raw, err := net.Dial("unix", filepath.Join(dir, localapi.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var resp0 localapi.Response
+	if err := localapi.WriteFrameFD(raw.(*net.UnixConn), localapi.Request{ID: 1, Op: localapi.OpRegisterFD, Bytes: 64}, fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := localapi.ReadFrame(raw, &resp0); err != nil || resp0.Code != localapi.CodeBadRequest || !strings.Contains(resp0.Error, "not sealed") {
+		t.Errorf("unsealed memfd: %+v, %v; want bad_request: not sealed", resp0, err)
+	}
 
 	buf, err := c.NewBuffer(ctx, 16)
 	if err != nil {

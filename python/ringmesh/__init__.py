@@ -26,13 +26,13 @@ checkpoint, checkpoint saves) are in ``ringmesh.torch``.
 """
 
 from .client import Client, Response, SharedBuffer
-from .errors import (NodeConnectionLost, NodeNotRunning, ProtocolError, RingmeshConnectionError,
-                     RingmeshError)
+from .errors import (CheckpointError, NodeConnectionLost, NodeNotRunning, ProtocolError,
+                     RingmeshConnectionError, RingmeshError)
 from .protocol import REJOIN_CODES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Client", "Response", "SharedBuffer", "RingmeshError", "RingmeshConnectionError",
-    "NodeNotRunning", "NodeConnectionLost", "ProtocolError", "REJOIN_CODES",
+    "NodeNotRunning", "NodeConnectionLost", "ProtocolError", "CheckpointError", "REJOIN_CODES",
 ]

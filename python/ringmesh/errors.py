@@ -42,3 +42,15 @@ class NodeConnectionLost(RingmeshConnectionError):
     """The node closed the connection (it stopped, crashed or restarted) or
     did not answer within the client's timeout. The client is closed; call
     ``Client.reconnect()`` once the node is back, then ``join`` again."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that ``ringmesh.torch.load`` refuses: not a
+    plain-tensor ``ringmesh.torch`` checkpoint (it would need more than
+    tensors, numbers, strings, lists, tuples and dicts to unpickle, or is
+    not a ``torch.save`` archive at all). Nothing in the file was run.
+    ``path`` names the file."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(message)

@@ -29,16 +29,21 @@ type RoundsJSON struct {
 
 // StatusJSON is what `ringmesh status --json` prints.
 type StatusJSON struct {
-	Mesh    string            `json:"mesh"`
-	Self    SelfJSON          `json:"self"`
-	Members []mesh.MemberJSON `json:"members"`
-	Rounds  RoundsJSON        `json:"rounds"`
+	Mesh string `json:"mesh"`
+	// Private: peers need the mesh secret to connect (SecretFile, or the
+	// --psk file); false only with --insecure-open-mesh.
+	Private    bool              `json:"private"`
+	SecretFile string            `json:"secret_file,omitempty"`
+	Self       SelfJSON          `json:"self"`
+	Members    []mesh.MemberJSON `json:"members"`
+	Rounds     RoundsJSON        `json:"rounds"`
 }
 
 // Status reports the node's view of the mesh and its round state.
 func (n *Node) Status() StatusJSON {
 	v := n.mesh.View()
-	st := StatusJSON{Mesh: n.cfg.Mesh.Mesh, Self: SelfJSON{ID: n.host.ID().String(), Addrs: []string{}}}
+	st := StatusJSON{Mesh: n.cfg.Mesh.Mesh, Self: SelfJSON{ID: n.host.ID().String(), Addrs: []string{}},
+		Private: n.cfg.Mesh.PSKFile != "", SecretFile: n.cfg.Mesh.PSKFile}
 	for _, a := range n.host.Addrs() {
 		st.Self.Addrs = append(st.Self.Addrs, a.String()+"/p2p/"+n.host.ID().String())
 	}

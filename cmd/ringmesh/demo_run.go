@@ -192,10 +192,13 @@ func (d *demo) stopped(ctx context.Context) error {
 
 func (d *demo) startNodes(ctx context.Context) error {
 	minMembers := fmt.Sprint(d.cfg.Nodes)
+	var token string
 	for i, n := range d.nodes {
 		args := []string{"--min-members", minMembers}
 		if i > 0 {
-			args = append(args, "--join", d.nodes[0].proc.addr)
+			// The other hosts join the way a user's would: with the join
+			// token of the first (mesh name, secret, addresses).
+			args = append(args, "--join", token)
 		}
 		p, err := startDemoNode(ctx, d.cfg.Bin, n.dir, args...)
 		if err != nil {
@@ -204,6 +207,14 @@ func (d *demo) startNodes(ctx context.Context) error {
 		d.mu.Lock()
 		n.proc, n.id, n.state = p, p.id, "joining"
 		d.mu.Unlock()
+		if i == 0 {
+			t, err := tokenFor(n.dir)
+			if err != nil {
+				return fmt.Errorf("join token of %s: %w", n.name, err)
+			}
+			token = t.String()
+			d.event("node0 created the mesh's secret; the others join with its token (ringmesh token --data-dir %s)", n.dir)
+		}
 	}
 	d.event("started %d nodes; node0 listens on %s", len(d.nodes), d.nodes[0].proc.addr)
 	return nil

@@ -114,3 +114,21 @@ func formatSize(n int64) string {
 	}
 	return fmt.Sprintf("%dB", n)
 }
+
+// localCommand parses the flags of a command that talks to the node of
+// --data-dir (flags adds the command's own); code >= 0 means return it.
+func localCommand(name, help string, args []string, stderr io.Writer, flags func(*flag.FlagSet)) (dataDir string, code int) {
+	fs := newFlagSet(name, help, stderr)
+	dir := fs.String("data-dir", "", "the node's data directory (required)")
+	if flags != nil {
+		flags(fs)
+	}
+	if code := parseFlags(fs, args); code >= 0 {
+		return "", code
+	}
+	if *dir == "" {
+		fmt.Fprintf(stderr, "ringmesh %s: --data-dir is required\n", name)
+		return "", 2
+	}
+	return *dir, -1
+}

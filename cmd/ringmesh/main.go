@@ -2,6 +2,7 @@
 //
 //	ringmesh node        run a node (until SIGINT/SIGTERM)
 //	ringmesh status      show the local node's view of the mesh
+//	ringmesh token       print a join token for the local node's mesh
 //	ringmesh bench       measure all-reduce and recovery
 //	ringmesh demo        local nodes train together; one is killed and rejoins
 //	ringmesh checkpoint  save, list and fetch checkpoints through the local node
@@ -25,6 +26,7 @@ usage: ringmesh <command> [flags]
 commands:
   node        run a node on this host until SIGINT/SIGTERM
   status      show the local node's members and round state (--json)
+  token       print a join token: 'ringmesh node --join TOKEN' on another host joins the mesh
   bench       benchmarks: bench allreduce, bench recovery, bench checkpoint
   demo        local nodes train a model together; one is killed and rejoins
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdNode(rest, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
+	case "token":
+		return cmdToken(rest, stdout, stderr)
 	case "bench":
 		return cmdBench(rest, stdout, stderr)
 	case "demo":

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,9 +21,21 @@ const nodeHelp = `usage: ringmesh node --data-dir DIR [flags]
 
 Runs a ringmesh node until SIGINT or SIGTERM, then leaves gracefully (the
 mesh hears it leave) and exits 0. Trainers talk to it through the socket
-DIR/ringmesh.sock. The first node of a mesh needs no --join; others join
-through any member's address (printed at start and by 'ringmesh status'), or
-find each other with mDNS on a LAN.`
+DIR/ringmesh.sock.
+
+A mesh is private from the first command: a fresh data dir gets a random
+mesh secret (DIR/mesh.psk), and peers without it cannot connect at all (no
+gossip, rounds, checkpoints or DHT). The first node needs no --join; on it,
+'ringmesh token --data-dir DIR' prints a join token, and on every other host
+
+  ringmesh node --data-dir DIR --join TOKEN
+
+is all it takes (the token carries the mesh name, the secret and member
+addresses; keep it as secret as a password). --join also takes plain member
+addresses (/ip4/A/tcp/P/p2p/ID) once the data dir holds the mesh's secret,
+and --psk FILE uses a secret file you distribute yourself.
+--insecure-open-mesh runs without any secret: anyone who reaches the port
+can join, read the model and add gradients.`
 
 func cmdNode(args []string, stderr io.Writer) int {
 	cfg := node.DefaultConfig()
@@ -28,11 +43,12 @@ func cmdNode(args []string, stderr io.Writer) int {
 	var listen, join multiFlag
 	dataDir := fs.String("data-dir", "", "directory for the identity key, control socket and checkpoints (required)")
 	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001 and its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1)")
-	fs.Var(&join, "join", "member multiaddr to join through, /ip4/A/tcp/P/p2p/ID (repeatable)")
+	fs.Var(&join, "join", "join token from 'ringmesh token', or a member multiaddr /ip4/A/tcp/P/p2p/ID (repeatable)")
 	fs.StringVar(&cfg.Mesh.Mesh, "mesh", cfg.Mesh.Mesh, "mesh name: separates meshes on one network")
 	noMDNS := fs.Bool("no-mdns", false, "disable mDNS discovery on the local network")
 	noDHT := fs.Bool("no-dht", false, "disable DHT discovery")
-	fs.StringVar(&cfg.Mesh.PSKFile, "psk", "", "private network key file (/key/swarm/psk/1.0.0/ format): only peers with the key connect")
+	fs.StringVar(&cfg.Mesh.PSKFile, "psk", "", "mesh secret file (/key/swarm/psk/1.0.0/ format) instead of DIR/mesh.psk: only peers with the same secret connect")
+	open := fs.Bool("insecure-open-mesh", false, "run without a mesh secret: ANY peer that reaches the port can join, read the model and add gradients")
 	fs.StringVar(&cfg.Mesh.AllowFile, "allow", "", "file of allowed peer IDs, one per line: no other peer connects")
 	fs.IntVar(&cfg.MinMembers, "min-members", cfg.MinMembers, "nodes that must be present to start a new mesh (set to the world size to start everyone at step 0)")
 	fs.DurationVar(&cfg.Mesh.HeartbeatInterval, "heartbeat", cfg.Mesh.HeartbeatInterval, "heartbeat interval")
@@ -59,7 +75,13 @@ func cmdNode(args []string, stderr io.Writer) int {
 	if len(listen) > 0 {
 		cfg.Mesh.Listen = listen
 	}
-	cfg.Mesh.Join = join
+	meshSet := false
+	fs.Visit(func(f *flag.Flag) { meshSet = meshSet || f.Name == "mesh" })
+	tok, err := joinTokens(join, &cfg, meshSet)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 2
+	}
 	cfg.Mesh.MDNS = !*noMDNS
 	cfg.Mesh.DHT = !*noDHT
 	if *fast {
@@ -98,13 +120,22 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
+	if err := meshSecret(&cfg, tok, *open, logger); err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 2
+	}
+	if len(listen) == 0 && cfg.Mesh.PSKFile != "" {
+		// Private networks are TCP-only in libp2p: drop the default QUIC
+		// twin here rather than warn about it at every start.
+		cfg.Mesh.Listen = slices.DeleteFunc(slices.Clone(cfg.Mesh.Listen), func(a string) bool { return !strings.Contains(a, "/tcp/") })
+	}
 	n, err := node.Open(ctx, cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
 	st := n.Status()
-	logger.Info("node started", "id", st.Self.ID, "mesh", st.Mesh, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
+	logger.Info("node started", "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1

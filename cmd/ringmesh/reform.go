@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -34,19 +35,17 @@ are given up. The old epoch's steps keep their results; the new epoch's
 steps are new pairs (epoch, step), so none names two results.`
 
 func cmdReform(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("reform", reformHelp, stderr)
-	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
-	yes := fs.Bool("yes", false, "confirm: the majority of the list is gone for good")
-	if code := parseFlags(fs, args); code >= 0 {
+	var yes *bool
+	dataDir, code := localCommand("reform", reformHelp, args, stderr,
+		func(fs *flag.FlagSet) {
+			yes = fs.Bool("yes", false, "confirm: the majority of the list is gone for good")
+		})
+	if code >= 0 {
 		return code
-	}
-	if *dataDir == "" {
-		fmt.Fprintln(stderr, "ringmesh reform: --data-dir is required")
-		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, *dataDir)
+	c, err := client.Dial(ctx, dataDir)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh reform: %v\n", err)
 		return 1

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -13,17 +14,13 @@ import (
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("status", "usage: ringmesh status --data-dir DIR [--json]\n\nShows the members the local node sees and its round state.", stderr)
-	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
-	asJSON := fs.Bool("json", false, "print one JSON object")
-	if code := parseFlags(fs, args); code >= 0 {
+	var asJSON *bool
+	dataDir, code := localCommand("status", "usage: ringmesh status --data-dir DIR [--json]\n\nShows the members the local node sees and its round state.", args, stderr,
+		func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "print one JSON object") })
+	if code >= 0 {
 		return code
 	}
-	if *dataDir == "" {
-		fmt.Fprintln(stderr, "ringmesh status: --data-dir is required")
-		return 2
-	}
-	st, err := fetchStatus(*dataDir)
+	st, err := fetchStatus(dataDir)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh status: %v\n", err)
 		return 1
@@ -44,7 +41,11 @@ func fetchStatus(dataDir string) (node.StatusJSON, error) {
 }
 
 func printStatus(w io.Writer, st node.StatusJSON) {
-	fmt.Fprintf(w, "mesh %s, self %s\n", st.Mesh, st.Self.ID)
+	privacy := "private (peers need the mesh secret; 'ringmesh token' prints a join token)"
+	if !st.Private {
+		privacy = "OPEN (--insecure-open-mesh: any peer that reaches it can join)"
+	}
+	fmt.Fprintf(w, "mesh %s, %s, self %s\n", st.Mesh, privacy, st.Self.ID)
 	for _, a := range st.Self.Addrs {
 		fmt.Fprintf(w, "  %s\n", a)
 	}

@@ -9,13 +9,13 @@ One host:
     bin/ringmesh node --data-dir /tmp/rm0 &
     PYTHONPATH=python /usr/bin/python3 examples/pytorch/train.py --data-dir /tmp/rm0
 
-Several hosts (the same on each; the first node needs no --join, the others
-join through any member's address, printed by `ringmesh status --data-dir D`;
-on one LAN mDNS finds them without --join):
+Several hosts: the first node creates the mesh (and its secret), `ringmesh
+token` prints the join string, and every other node joins with it (a node
+without the mesh's secret cannot connect at all):
 
     host1$ ringmesh node --data-dir /var/lib/ringmesh --min-members 2
-    host2$ ringmesh node --data-dir /var/lib/ringmesh --min-members 2 \\
-               --join /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
+    host1$ ringmesh token --data-dir /var/lib/ringmesh      # prints rm1.eyJ...
+    host2$ ringmesh node --data-dir /var/lib/ringmesh --min-members 2 --join rm1.eyJ...
     hostN$ python3 examples/pytorch/train.py --data-dir /var/lib/ringmesh
 
 `--min-members N` makes the first N nodes start together at step 0. Every

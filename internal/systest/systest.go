@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/credentials"
 )
 
 var (
@@ -92,9 +94,32 @@ func StartNode(bin, dir string, args ...string) (*Proc, error) {
 // StartCmd starts `prefix... bin node --data-dir dir args...` (no LocalArgs;
 // prefix runs it elsewhere, e.g. `ip netns exec NS`) and waits until its
 // control socket answers.
+//
+// Unless args bring their own credentials (--psk, --insecure-open-mesh or
+// a join token), the node gets --psk with the mesh secret of dir's parent
+// directory (created there once): nodes whose data dirs are siblings form
+// one private mesh, as hosts given one token do.
 func StartCmd(prefix []string, bin, dir string, args ...string) (*Proc, error) {
+	return startCmd(prefix, bin, dir, !hasCredentials(args), args...)
+}
+
+// StartOwn is StartCmd without the shared secret: the node's credentials
+// are its own (a fresh data dir creates a secret of its own), as for a
+// user's first command.
+func StartOwn(prefix []string, bin, dir string, args ...string) (*Proc, error) {
+	return startCmd(prefix, bin, dir, false, args...)
+}
+
+func startCmd(prefix []string, bin, dir string, share bool, args ...string) (*Proc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
+	}
+	if share {
+		psk, _, err := credentials.Ensure(filepath.Dir(dir), nil)
+		if err != nil {
+			return nil, err
+		}
+		args = append(append([]string{}, args...), "--psk", psk)
 	}
 	full := append([]string{"node", "--data-dir", dir}, args...)
 	if len(prefix) > 0 {
@@ -202,4 +227,15 @@ func Eventually(t testing.TB, d time.Duration, cond func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// hasCredentials reports whether node args choose how the mesh is kept
+// private (or open).
+func hasCredentials(args []string) bool {
+	for _, a := range args {
+		if a == "--psk" || strings.HasPrefix(a, "--psk=") || a == "--insecure-open-mesh" || credentials.IsToken(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,10 @@ The binary is $RINGMESH_BIN (set by `make test`) or bin/ringmesh (build it
 with `make build`). Every node listens on 127.0.0.1 with mDNS and the DHT
 off; the first node's address comes from `ringmesh status --json`, the
 others --join it. Nodes are stopped by PID (SIGTERM, then SIGKILL).
+
+Nodes whose data dirs are siblings share one mesh secret (the parent
+directory's mesh.psk, passed with --psk), as hosts given one join token do,
+unless their arguments bring credentials of their own.
 """
 
 from __future__ import annotations
@@ -27,6 +31,23 @@ def binary() -> str:
     return path
 
 
+def shared_secret(root: str) -> str:
+    """The mesh secret file shared by the data dirs under ``root``
+    (created once, mode 0600, in the /key/swarm/psk/1.0.0/ format)."""
+    path = os.path.join(root, "mesh.psk")
+    if not os.path.exists(path):
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("/key/swarm/psk/1.0.0/\n/base16/\n" + os.urandom(32).hex() + "\n")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def _has_credentials(args: List[str]) -> bool:
+    return any(a == "--psk" or a.startswith("--psk=") or a == "--insecure-open-mesh" or a.startswith("rm1.")
+               for a in args)
+
+
 def status(data_dir: str) -> Optional[dict]:
     """`ringmesh status --data-dir D --json`, or None while it fails."""
     try:
@@ -46,6 +67,8 @@ class Node:
         self.data_dir = data_dir
         self.args = list(args)
         os.makedirs(data_dir, exist_ok=True)
+        if not _has_credentials(self.args):
+            self.args += ["--psk", shared_secret(os.path.dirname(os.path.abspath(data_dir)))]
         self.log_path = os.path.join(data_dir, f"node-{time.monotonic_ns()}.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([binary(), "node", "--data-dir", data_dir, *LOCAL_ARGS, *self.args],

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/credentials"
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+func startOwn(t *testing.T, dir string, args ...string) *systest.Proc {
+	t.Helper()
+	p, err := systest.StartOwn(nil, systest.Binary(t), dir, append(append([]string{}, systest.LocalArgs...), args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
+	return p
+}
+
+func alivePeers(t *testing.T, p *systest.Proc) []string {
+	t.Helper()
+	st, err := systest.Status(p.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range st.Members {
+		if m.ID != st.Self.ID && m.State.String() == "alive" {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+// TestTokenJoinAndOutsiders is the credentials test of the security issue,
+// on the default path: a fresh data dir creates a private mesh; its token is
+// all another host needs to join; a node with a secret of its own, told
+// the member's address, never connects: it sees no member, no heartbeat and
+// no checkpoint, and the members never see it.
+func TestTokenJoinAndOutsiders(t *testing.T) {
+	a := startOwn(t, filepath.Join(t.TempDir(), "a"))
+	st, err := systest.Status(a.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Private || st.SecretFile != filepath.Join(a.Dir, credentials.SecretFile) {
+		t.Fatalf("a fresh node: private %v, secret %q; want private with %s in its data dir", st.Private, st.SecretFile, credentials.SecretFile)
+	}
+	if fi, err := os.Stat(st.SecretFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v, %v; want mode 0600", fi, err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"token", "--data-dir", a.Dir}, &out, &errb); code != 0 {
+		t.Fatalf("ringmesh token: exit %d: %s", code, errb.String())
+	}
+	token := strings.TrimSpace(out.String())
+	b := startOwn(t, filepath.Join(t.TempDir(), "b"), "--join", token)
+	systest.Eventually(t, time.Minute, func() error {
+		if !slices.Contains(alivePeers(t, a), b.ID) || !slices.Contains(alivePeers(t, b), a.ID) {
+			return fmt.Errorf("a and b do not see each other alive yet")
+		}
+		return nil
+	})
+	sa, _ := credentials.ReadSecret(filepath.Join(a.Dir, credentials.SecretFile))
+	sb, err := credentials.ReadSecret(filepath.Join(b.Dir, credentials.SecretFile))
+	if err != nil || !bytes.Equal(sa, sb) {
+		t.Fatalf("b's secret (%v) is not a's", err)
+	}
+
+	// A checkpoint on a; an outsider must not learn of it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca, err := client.Dial(ctx, a.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	src := filepath.Join(t.TempDir(), "state.ckpt")
+	os.WriteFile(src, bytes.Repeat([]byte("model"), 2000), 0o600)
+	if _, err := ca.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: src, Step: 5}); err != nil {
+		t.Fatal(err)
+	}
+
+	outsider := startOwn(t, filepath.Join(t.TempDir(), "c"), "--join", a.Addr)
+	// Long enough for many dial attempts and heartbeats.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if ids := alivePeers(t, outsider); len(ids) > 0 {
+			t.Fatalf("the outsider sees members %v", ids)
+		}
+		if slices.Contains(alivePeers(t, a), outsider.ID) || slices.Contains(alivePeers(t, b), outsider.ID) {
+			t.Fatalf("a member sees the outsider")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	co, err := client.Dial(ctx, outsider.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	if resp, err := co.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList}); err != nil || len(resp.Checkpoints) != 0 {
+		t.Fatalf("the outsider's checkpoint list: %+v, %v; want empty", resp.Checkpoints, err)
+	}
+	if _, err := co.Call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Latest: true, Dest: filepath.Join(t.TempDir(), "got")}); err == nil {
+		t.Fatal("the outsider fetched the latest checkpoint")
+	}
+	// The member's list still holds the checkpoint (the check above is not
+	// vacuous).
+	if resp, err := ca.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList}); err != nil || len(resp.Checkpoints) == 0 {
+		t.Fatalf("a's checkpoint list: %+v, %v", resp.Checkpoints, err)
+	}
+}
+
+// TestTokenMisuse: a data dir of one mesh refuses another mesh's token,
+// and --insecure-open-mesh does not combine with credentials; each says why
+// and starts nothing.
+func TestTokenMisuse(t *testing.T) {
+	a := startOwn(t, filepath.Join(t.TempDir(), "a"))
+	tokA, err := tokenFor(a.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	os.MkdirAll(other, 0o700)
+	if _, _, err := credentials.Ensure(other, nil); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"node", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{append(base, "--data-dir", other, "--join", tokA.String()), "belongs to another mesh"},
+		{append(base, "--data-dir", other, "--insecure-open-mesh", "--psk", filepath.Join(other, credentials.SecretFile)), "cannot be combined"},
+		{append(base, "--data-dir", other, "--join", "rm1.garbage"), "damaged"},
+		{append(base, "--data-dir", other, "--mesh", "x", "--join", tokA.String()), "join token is for mesh"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 with %q", c.args[5:], code, errb.String(), c.want)
+		}
+	}
+}

@@ -18,22 +18,27 @@ type Announcer interface {
 }
 
 // Announcement says that Provider holds the complete checkpoint Root of
-// Step, Size bytes long.
+// Step, Size bytes long, of the training run RunID ("" for none).
 type Announcement struct {
 	Step     uint64
 	Root     Root
 	Size     int64
 	Provider peer.ID
+	RunID    string
 }
 
 const (
-	announceMagic     = "RMCA"
-	announceVersion   = 1
-	announceHeaderLen = 4 + 1 + 8 + 32 + 8 + 2
+	announceMagic = "RMCA"
+	// announceVersion is the encoding without a run ID, announceVersionRun
+	// the one with a run ID (appended). Encode writes the first when RunID
+	// is empty, so older nodes keep accepting those; both are decoded.
+	announceVersion    = 1
+	announceVersionRun = 2
+	announceHeaderLen  = 4 + 1 + 8 + 32 + 8 + 2
 	// MaxPeerIDLen bounds the provider peer ID in an announcement.
 	MaxPeerIDLen = 128
 	// MaxAnnouncementLen is the largest valid encoded announcement.
-	MaxAnnouncementLen = announceHeaderLen + MaxPeerIDLen
+	MaxAnnouncementLen = announceHeaderLen + MaxPeerIDLen + 1 + MaxRunIDLen
 )
 
 // Encode returns the binary encoding (layout in doc.go).
@@ -42,14 +47,20 @@ func (a Announcement) Encode() ([]byte, error) {
 		return nil, err
 	}
 	id := []byte(a.Provider)
-	b := make([]byte, announceHeaderLen, announceHeaderLen+len(id))
+	b := make([]byte, announceHeaderLen, announceHeaderLen+len(id)+1+len(a.RunID))
 	copy(b, announceMagic)
 	b[4] = announceVersion
 	binary.BigEndian.PutUint64(b[5:], a.Step)
 	copy(b[13:45], a.Root[:])
 	binary.BigEndian.PutUint64(b[45:], uint64(a.Size))
 	binary.BigEndian.PutUint16(b[53:], uint16(len(id)))
-	return append(b, id...), nil
+	b = append(b, id...)
+	if a.RunID != "" {
+		b[4] = announceVersionRun
+		b = append(b, byte(len(a.RunID)))
+		b = append(b, a.RunID...)
+	}
+	return b, nil
 }
 
 func (a Announcement) validate() error {
@@ -64,10 +75,14 @@ func (a Announcement) validate() error {
 	if err := a.Provider.Validate(); err != nil {
 		return fmt.Errorf("%w: provider: %w", ErrBadAnnouncement, err)
 	}
+	if err := ValidateRunID(a.RunID); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadAnnouncement, err)
+	}
 	return nil
 }
 
-// DecodeAnnouncement decodes and validates an encoded announcement.
+// DecodeAnnouncement decodes and validates an encoded announcement of
+// either version.
 func DecodeAnnouncement(b []byte) (Announcement, error) {
 	var a Announcement
 	if len(b) < announceHeaderLen || len(b) > MaxAnnouncementLen {
@@ -76,8 +91,8 @@ func DecodeAnnouncement(b []byte) (Announcement, error) {
 	if string(b[:4]) != announceMagic {
 		return a, fmt.Errorf("%w: bad magic %q", ErrBadAnnouncement, b[:4])
 	}
-	if b[4] != announceVersion {
-		return a, fmt.Errorf("%w: version %d, want %d", ErrBadAnnouncement, b[4], announceVersion)
+	if b[4] != announceVersion && b[4] != announceVersionRun {
+		return a, fmt.Errorf("%w: version %d, want %d or %d", ErrBadAnnouncement, b[4], announceVersion, announceVersionRun)
 	}
 	a.Step = binary.BigEndian.Uint64(b[5:])
 	copy(a.Root[:], b[13:45])
@@ -87,10 +102,23 @@ func DecodeAnnouncement(b []byte) (Announcement, error) {
 	}
 	a.Size = int64(size)
 	idLen := int(binary.BigEndian.Uint16(b[53:]))
-	if len(b) != announceHeaderLen+idLen {
-		return a, fmt.Errorf("%w: %d bytes, want %d", ErrBadAnnouncement, len(b), announceHeaderLen+idLen)
+	idEnd := announceHeaderLen + idLen
+	if idLen > MaxPeerIDLen || len(b) < idEnd {
+		return a, fmt.Errorf("%w: provider id of %d bytes in %d", ErrBadAnnouncement, idLen, len(b))
 	}
-	id, err := peer.IDFromBytes(b[announceHeaderLen:])
+	end := idEnd
+	if b[4] == announceVersionRun {
+		run, err := decodeRunID(b[idEnd:])
+		if err != nil {
+			return a, fmt.Errorf("%w: %w", ErrBadAnnouncement, err)
+		}
+		a.RunID = run
+		end += 1 + len(run)
+	}
+	if len(b) != end {
+		return a, fmt.Errorf("%w: %d bytes, want %d", ErrBadAnnouncement, len(b), end)
+	}
+	id, err := peer.IDFromBytes(b[announceHeaderLen:idEnd])
 	if err != nil {
 		return a, fmt.Errorf("%w: provider: %w", ErrBadAnnouncement, err)
 	}

@@ -57,7 +57,7 @@ func TestAnnouncementRejects(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"bad magic", mut(func(b []byte) []byte { b[0] = 'X'; return b })},
-		{"bad version", mut(func(b []byte) []byte { b[4] = 2; return b })},
+		{"bad version", mut(func(b []byte) []byte { b[4] = 3; return b })},
 		{"absurd size", mut(func(b []byte) []byte { b[45] = 0xff; return b })},
 		{"zero root", mut(func(b []byte) []byte { clear(b[13:45]); return b })},
 		{"id length too long", mut(func(b []byte) []byte { b[53], b[54] = 0xff, 0xff; return b })},
@@ -80,6 +80,8 @@ func FuzzDecodeAnnouncement(f *testing.F) {
 	b, _ := Announcement{Step: 1, Root: Root{1}, Size: 10, Provider: id}.Encode()
 	f.Add(b)
 	f.Add([]byte("RMCA"))
+	b, _ = Announcement{Step: 1, Root: Root{1}, Size: 10, Provider: id, RunID: "r"}.Encode()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := DecodeAnnouncement(b)
 		if err != nil {

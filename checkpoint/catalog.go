@@ -23,19 +23,26 @@ type CatalogConfig struct {
 	// ProviderTTL is how long a provider is believed without a fresh
 	// announcement. Must exceed ReannounceInterval; default 3x it (90 s).
 	ProviderTTL time.Duration
-	// MaxEntries bounds the checkpoints tracked; the lowest steps are
-	// forgotten first. Default 256.
+	// MaxEntries bounds the checkpoints tracked. Beyond it, the oldest
+	// announcement (by arrival, never by step) of the author tracking the
+	// most entries is forgotten first, so a flood costs its authors their
+	// own entries, not others'. Default 256.
 	MaxEntries int
+	// MaxPerAuthor bounds the checkpoints one author (the first peer to
+	// announce a root) has tracked; beyond it that author's oldest
+	// announcement is forgotten. It must cover the checkpoints an honest
+	// node holds (StoreConfig.Keep). Default 32; at most MaxEntries.
+	MaxPerAuthor int
 }
 
 // DefaultCatalogConfig returns the production defaults.
 func DefaultCatalogConfig() CatalogConfig {
-	return CatalogConfig{ReannounceInterval: 30 * time.Second, ProviderTTL: 90 * time.Second, MaxEntries: 256}
+	return CatalogConfig{ReannounceInterval: 30 * time.Second, ProviderTTL: 90 * time.Second, MaxEntries: 256, MaxPerAuthor: 32}
 }
 
 // LocalCatalogConfig is a preset for tests: fast re-announcements.
 func LocalCatalogConfig() CatalogConfig {
-	return CatalogConfig{ReannounceInterval: 200 * time.Millisecond, ProviderTTL: 30 * time.Second, MaxEntries: 64}
+	return CatalogConfig{ReannounceInterval: 200 * time.Millisecond, ProviderTTL: 30 * time.Second, MaxEntries: 64, MaxPerAuthor: 16}
 }
 
 // Validate checks the fields.
@@ -47,15 +54,18 @@ func (c CatalogConfig) Validate() error {
 		return fmt.Errorf("checkpoint: ProviderTTL %v must exceed ReannounceInterval %v", c.ProviderTTL, c.ReannounceInterval)
 	case c.MaxEntries < 1:
 		return fmt.Errorf("checkpoint: MaxEntries %d, want at least 1", c.MaxEntries)
+	case c.MaxPerAuthor < 1 || c.MaxPerAuthor > c.MaxEntries:
+		return fmt.Errorf("checkpoint: MaxPerAuthor %d outside [1, MaxEntries=%d]", c.MaxPerAuthor, c.MaxEntries)
 	}
 	return nil
 }
 
 // Known is a checkpoint the Catalog knows of.
 type Known struct {
-	Step uint64
-	Root Root
-	Size int64
+	Step  uint64
+	Root  Root
+	Size  int64
+	RunID string // "" for none
 	// Providers are the live remote peers announcing it (never self).
 	Providers []peer.ID
 	// Local reports whether the local store holds it complete.
@@ -73,6 +83,9 @@ func (k Known) Holders() int {
 type known struct {
 	step      uint64
 	size      int64
+	runID     string
+	author    peer.ID               // the first to announce it; its quota holds the entry
+	arrival   uint64                // order of the first announcement
 	providers map[peer.ID]time.Time // last announcement
 }
 
@@ -89,8 +102,10 @@ type Catalog struct {
 
 	updates chan struct{}
 
-	mu    sync.Mutex
-	known map[Root]*known
+	mu       sync.Mutex
+	known    map[Root]*known
+	authored map[peer.ID]int // entries per author
+	arrivals uint64
 }
 
 // NewCatalog returns a Catalog for the node self. It does no I/O.
@@ -103,11 +118,12 @@ func NewCatalog(cfg CatalogConfig, self peer.ID, store *Store, ann Announcer, lo
 	}
 	return &Catalog{
 		cfg: cfg, self: self, store: store, ann: ann,
-		log:     orDiscard(logger).With("component", "checkpoint"),
-		metrics: orNop(metrics),
-		now:     time.Now,
-		updates: make(chan struct{}, 1),
-		known:   make(map[Root]*known),
+		log:      orDiscard(logger).With("component", "checkpoint"),
+		metrics:  orNop(metrics),
+		now:      time.Now,
+		updates:  make(chan struct{}, 1),
+		known:    make(map[Root]*known),
+		authored: make(map[peer.ID]int),
 	}, nil
 }
 
@@ -167,7 +183,7 @@ func (c *Catalog) Announce(ctx context.Context, root Root) error {
 	if !ok || !in.Complete {
 		return fmt.Errorf("checkpoint: announce %s: %w", root.Short(), ErrIncomplete)
 	}
-	a := Announcement{Step: in.Step, Root: root, Size: in.Size, Provider: c.self}
+	a := Announcement{Step: in.Step, Root: root, Size: in.Size, Provider: c.self, RunID: in.RunID}
 	b, err := a.Encode()
 	if err != nil {
 		return err
@@ -205,15 +221,18 @@ func (c *Catalog) Handle(data []byte, from peer.ID) error {
 func (c *Catalog) record(a Announcement) error {
 	c.mu.Lock()
 	k, ok := c.known[a.Root]
-	if ok && (k.step != a.Step || k.size != a.Size) {
+	if ok && (k.step != a.Step || k.size != a.Size || k.runID != a.RunID) {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: root %s announced as step %d size %d, known as step %d size %d",
-			ErrBadAnnouncement, a.Root.Short(), a.Step, a.Size, k.step, k.size)
+		return fmt.Errorf("%w: root %s announced as step %d size %d run %q, known as step %d size %d run %q",
+			ErrBadAnnouncement, a.Root.Short(), a.Step, a.Size, a.RunID, k.step, k.size, k.runID)
 	}
 	if !ok {
-		k = &known{step: a.Step, size: a.Size, providers: make(map[peer.ID]time.Time)}
+		c.arrivals++
+		k = &known{step: a.Step, size: a.Size, runID: a.RunID, author: a.Provider, arrival: c.arrivals,
+			providers: make(map[peer.ID]time.Time)}
 		c.known[a.Root] = k
-		c.evictLocked()
+		c.authored[a.Provider]++
+		c.evictLocked(a.Provider)
 	}
 	_, wasProvider := k.providers[a.Provider]
 	k.providers[a.Provider] = c.now()
@@ -224,17 +243,52 @@ func (c *Catalog) record(a Announcement) error {
 	return nil
 }
 
-// evictLocked forgets the lowest steps beyond MaxEntries.
-func (c *Catalog) evictLocked() {
-	for len(c.known) > c.cfg.MaxEntries {
-		var oldest Root
-		first := true
-		for r, k := range c.known {
-			if first || k.step < c.known[oldest].step {
-				oldest, first = r, false
-			}
+// evictLocked enforces the caps after author's new entry: author's
+// oldest announcements beyond MaxPerAuthor, then, beyond MaxEntries, the
+// oldest of whichever author has the most. The newest entry is never the
+// one evicted (an author over a cap of at least 1 has an older one).
+func (c *Catalog) evictLocked(author peer.ID) {
+	for c.authored[author] > c.cfg.MaxPerAuthor {
+		if !c.forgetOldestLocked(func(k *known) bool { return k.author == author }) {
+			break
 		}
-		delete(c.known, oldest)
+	}
+	for len(c.known) > c.cfg.MaxEntries {
+		most := 0
+		for _, n := range c.authored {
+			most = max(most, n)
+		}
+		if !c.forgetOldestLocked(func(k *known) bool { return c.authored[k.author] == most }) {
+			break
+		}
+	}
+}
+
+// forgetOldestLocked forgets the earliest-arrived entry that match
+// selects; false if none does.
+func (c *Catalog) forgetOldestLocked(match func(*known) bool) bool {
+	var oldest Root
+	var first *known
+	for r, k := range c.known {
+		if match(k) && (first == nil || k.arrival < first.arrival) {
+			oldest, first = r, k
+		}
+	}
+	if first == nil {
+		return false
+	}
+	c.forgetLocked(oldest)
+	return true
+}
+
+func (c *Catalog) forgetLocked(root Root) {
+	k, ok := c.known[root]
+	if !ok {
+		return
+	}
+	delete(c.known, root)
+	if c.authored[k.author]--; c.authored[k.author] <= 0 {
+		delete(c.authored, k.author)
 	}
 }
 
@@ -293,7 +347,8 @@ func (c *Catalog) liveLocked(k *known) []peer.ID {
 }
 
 // List returns every known checkpoint (announced or held complete
-// locally), newest step first.
+// locally), newest step first. Step, size and run ID of a checkpoint held
+// locally are the store's (verified), not what was announced.
 func (c *Catalog) List() []Known {
 	local := make(map[Root]Info)
 	for _, in := range c.store.List() {
@@ -304,20 +359,38 @@ func (c *Catalog) List() []Known {
 	c.mu.Lock()
 	out := make([]Known, 0, len(c.known)+len(local))
 	for r, k := range c.known {
-		_, isLocal := local[r]
-		delete(local, r)
-		out = append(out, Known{Step: k.step, Root: r, Size: k.size, Providers: c.liveLocked(k), Local: isLocal})
+		if _, isLocal := local[r]; isLocal {
+			continue // below, with the providers
+		}
+		out = append(out, Known{Step: k.step, Root: r, Size: k.size, RunID: k.runID, Providers: c.liveLocked(k)})
+	}
+	for r, in := range local {
+		var providers []peer.ID
+		if k, ok := c.known[r]; ok {
+			providers = c.liveLocked(k)
+		}
+		out = append(out, Known{Step: in.Step, Root: r, Size: in.Size, RunID: in.RunID, Providers: providers, Local: true})
 	}
 	c.mu.Unlock()
-	for r, in := range local {
-		out = append(out, Known{Step: in.Step, Root: r, Size: in.Size, Local: true})
-	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Step != out[j].Step {
 			return out[i].Step > out[j].Step
 		}
 		return out[i].Root.String() < out[j].Root.String()
 	})
+	return out
+}
+
+// ListRun is List restricted to the checkpoints of the run runID; "" selects
+// those announced or stored without a run ID.
+func (c *Catalog) ListRun(runID string) []Known {
+	all := c.List()
+	out := all[:0]
+	for _, k := range all {
+		if k.RunID == runID {
+			out = append(out, k)
+		}
+	}
 	return out
 }
 

@@ -35,7 +35,31 @@ var (
 	ErrLocked = errors.New("checkpoint: store in use by another process")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("checkpoint: store closed")
+	// ErrDropped: Put stored the checkpoint but retention removed it
+	// before Put returned (newer checkpoints were stored meanwhile), so it
+	// is not held.
+	ErrDropped = errors.New("checkpoint: stored checkpoint removed by retention at once")
 )
+
+// NoSpaceError refuses a checkpoint, before anything is allocated for it,
+// because it does not fit in the free space of the store's file system.
+// errors.Is(err, ErrDiskFull) holds for it.
+type NoSpaceError struct {
+	Root Root
+	Need int64 // bytes the checkpoint needs
+	Free int64 // bytes free when it was refused
+}
+
+func (e *NoSpaceError) Error() string {
+	what := "checkpoint"
+	if !e.Root.IsZero() {
+		what += " " + e.Root.Short()
+	}
+	return fmt.Sprintf("%s refused: needs %d bytes, the store's file system has %d free", what, e.Need, e.Free)
+}
+
+// Unwrap returns ErrDiskFull.
+func (e *NoSpaceError) Unwrap() error { return ErrDiskFull }
 
 // PeerError is a failure attributed to one provider.
 type PeerError struct {

@@ -18,6 +18,14 @@ type FetcherConfig struct {
 	// provider (one stream each). 2 hides a round trip per chunk; more
 	// helps only on long fat links. Default 2.
 	StreamsPerProvider int
+	// MaxStreamsPerPeer bounds the streams this Fetcher holds open to one
+	// provider across all its concurrent fetches, manifest requests
+	// included; a fetch's further workers wait for a slot (or for their
+	// fetch to end). At least StreamsPerProvider. A node runs two Fetchers
+	// (its own and the Replicator's): keep twice this within the
+	// providers' ServerConfig.MaxStreamsPerPeer (default 8), which resets
+	// the excess. Default 4.
+	MaxStreamsPerPeer int
 	// RequestTimeout bounds one request, including opening a stream and
 	// receiving a whole chunk: allow the slowest link (4 MiB at 1 MB/s is
 	// 4 s). Default 60 s.
@@ -33,7 +41,7 @@ type FetcherConfig struct {
 
 // DefaultFetcherConfig returns the production defaults.
 func DefaultFetcherConfig() FetcherConfig {
-	return FetcherConfig{StreamsPerProvider: 2, RequestTimeout: 60 * time.Second, MaxProviderFailures: 3}
+	return FetcherConfig{StreamsPerProvider: 2, MaxStreamsPerPeer: 4, RequestTimeout: 60 * time.Second, MaxProviderFailures: 3}
 }
 
 // LocalFetcherConfig is a preset for tests.
@@ -48,6 +56,8 @@ func (c FetcherConfig) Validate() error {
 	switch {
 	case c.StreamsPerProvider < 1:
 		return fmt.Errorf("checkpoint: StreamsPerProvider %d, want at least 1", c.StreamsPerProvider)
+	case c.MaxStreamsPerPeer < c.StreamsPerProvider:
+		return fmt.Errorf("checkpoint: MaxStreamsPerPeer %d, want at least StreamsPerProvider %d", c.MaxStreamsPerPeer, c.StreamsPerProvider)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("checkpoint: RequestTimeout %v, want > 0", c.RequestTimeout)
 	case c.MaxProviderFailures < 1:
@@ -91,6 +101,7 @@ type Fetcher struct {
 	store   *Store
 	log     *slog.Logger
 	metrics Metrics
+	slots   *peerSlots
 }
 
 // NewFetcher returns a Fetcher. It does no I/O.
@@ -98,7 +109,7 @@ func NewFetcher(cfg FetcherConfig, h host.Host, store *Store, logger *slog.Logge
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Fetcher{cfg: cfg, h: h, store: store,
+	return &Fetcher{cfg: cfg, h: h, store: store, slots: newPeerSlots(cfg.MaxStreamsPerPeer),
 		log: orDiscard(logger).With("component", "checkpoint"), metrics: orNop(metrics)}, nil
 }
 
@@ -108,8 +119,10 @@ func NewFetcher(cfg FetcherConfig, h host.Host, store *Store, logger *slog.Logge
 // A chunk that fails verification is fetched from another provider and
 // its source is listed in Result.BadPeers. Errors: ErrUnknownRoot (no
 // provider knows root), ErrNoProvider, ErrHashMismatch (after every
-// provider was tried), ErrDiskFull, or ctx's error. progress may be nil;
-// it is called from one goroutine at a time and must not block.
+// provider was tried), ErrDiskFull (a *NoSpaceError, counted as
+// CheckpointRefused("no_space"), when the manifest's size exceeds the
+// store's free space: nothing is allocated), or ctx's error. progress may
+// be nil; it is called from one goroutine at a time and must not block.
 func (f *Fetcher) Fetch(ctx context.Context, root Root, providers []peer.ID, progress func(Progress)) (Result, error) {
 	res := Result{Root: root, PerPeer: make(map[peer.ID]int)}
 	if in, ok := f.store.Stat(root); ok && in.Complete {
@@ -180,6 +193,7 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 				return release, bad, nil
 			}
 			if errors.Is(err, ErrDiskFull) {
+				f.noteNoSpace(err)
 				return nil, bad, err
 			}
 			if !errors.Is(err, ErrHashMismatch) && !errors.Is(err, ErrBadManifest) {
@@ -208,6 +222,15 @@ func (f *Fetcher) openPartial(ctx context.Context, root Root, providers []peer.I
 		return nil, bad, fmt.Errorf("%w (last: %w)", ErrNoProvider, lastErr)
 	}
 	return nil, bad, ErrNoProvider
+}
+
+// noteNoSpace counts and logs a checkpoint refused for its size.
+func (f *Fetcher) noteNoSpace(err error) {
+	var ns *NoSpaceError
+	if errors.As(err, &ns) {
+		f.metrics.CheckpointRefused("no_space")
+		f.log.Warn("checkpoint refused: does not fit", "root", ns.Root, "need", ns.Need, "free", ns.Free)
+	}
 }
 
 // newLimiter returns the token bucket for cfg.RateLimit, or nil.

@@ -17,6 +17,7 @@ import (
 type conn struct {
 	f    *Fetcher
 	p    peer.ID
+	slot bool // holds one of the Fetcher's slots for p (until close)
 	s    network.Stream
 	br   *bufio.Reader
 	stop func() bool
@@ -26,6 +27,12 @@ type conn struct {
 func (c *conn) open(ctx context.Context) error {
 	if c.s != nil {
 		return nil
+	}
+	if !c.slot {
+		if err := c.f.slots.acquire(ctx, c.p); err != nil {
+			return err
+		}
+		c.slot = true
 	}
 	octx, cancel := context.WithTimeout(ctx, c.f.cfg.RequestTimeout)
 	defer cancel()
@@ -84,8 +91,10 @@ func (c *conn) chunk(ctx context.Context, root Root, i, want int) ([]byte, error
 	return body[4:], nil
 }
 
-// close ends the stream cleanly: CloseWrite, wait for the provider's EOF.
+// close ends the stream cleanly (CloseWrite, wait for the provider's EOF)
+// and gives back the slot.
 func (c *conn) close() {
+	defer c.releaseSlot()
 	if c.s == nil {
 		return
 	}
@@ -99,7 +108,14 @@ func (c *conn) close() {
 	}
 }
 
-// reset aborts the stream (a no-op after close).
+func (c *conn) releaseSlot() {
+	if c.slot {
+		c.slot = false
+		c.f.slots.release(c.p)
+	}
+}
+
+// reset aborts the stream (a no-op after close); the slot is kept.
 func (c *conn) reset() {
 	if c.s == nil {
 		return

@@ -77,6 +77,9 @@ func (r *fetchRun) worker(ctx context.Context, cancel context.CancelFunc, p peer
 	c := &conn{f: r.f, p: p}
 	defer c.close()
 	for {
+		if !r.slot(ctx, c) {
+			return
+		}
 		i, ok := r.take(ctx, p)
 		if !ok {
 			return
@@ -106,6 +109,34 @@ func (r *fetchRun) worker(ctx context.Context, cancel context.CancelFunc, p peer
 		}
 		c.reset()
 	}
+}
+
+// slot makes sure c holds one of the Fetcher's stream slots for its peer
+// before the worker takes a chunk (so a chunk is never stuck with a worker
+// waiting for a slot), waiting while this fetch may still need the peer.
+// It returns false when the worker should stop.
+func (r *fetchRun) slot(ctx context.Context, c *conn) bool {
+	for !c.slot {
+		r.mu.Lock()
+		stop := r.fatal != nil || r.dead[c.p] || len(r.pending) == 0 && r.inflight == 0
+		wake := r.wake
+		r.mu.Unlock()
+		if stop {
+			return false
+		}
+		ok, freed := r.f.slots.tryAcquire(c.p)
+		if ok {
+			c.slot = true
+			break
+		}
+		select {
+		case <-freed:
+		case <-wake:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // take returns the next missing chunk for p; false when p must stop

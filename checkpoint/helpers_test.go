@@ -124,10 +124,11 @@ type countMetrics struct {
 	mu       sync.Mutex
 	bad      map[peer.ID]int
 	rejected map[string]int
+	refused  map[string]int
 }
 
 func newCountMetrics() *countMetrics {
-	return &countMetrics{bad: make(map[peer.ID]int), rejected: make(map[string]int)}
+	return &countMetrics{bad: make(map[peer.ID]int), rejected: make(map[string]int), refused: make(map[string]int)}
 }
 
 func (m *countMetrics) ChunkServed(int) {
@@ -147,6 +148,16 @@ func (m *countMetrics) AnnouncementRejected(reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rejected[reason]++
+}
+func (m *countMetrics) CheckpointRefused(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refused[reason]++
+}
+func (m *countMetrics) refusedCount(reason string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.refused[reason]
 }
 func (m *countMetrics) rejectedCount(reason string) int {
 	m.mu.Lock()

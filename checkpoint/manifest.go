@@ -11,8 +11,12 @@ import (
 // Manifest caps. A manifest that exceeds any of them is rejected before
 // anything is allocated for it.
 const (
-	// ManifestVersion is the only manifest encoding version understood.
-	ManifestVersion = 1
+	// ManifestVersion is the manifest encoding without a run ID, and
+	// ManifestVersionRun the one with a run ID. Encode writes the first
+	// when Manifest.RunID is empty, so such checkpoints keep the roots they
+	// always had and older nodes still read them; both are decoded.
+	ManifestVersion    = 1
+	ManifestVersionRun = 2
 	// MinChunkSize and MaxChunkSize bound Manifest.ChunkSize.
 	MinChunkSize = 1 << 10
 	MaxChunkSize = 64 << 20
@@ -24,7 +28,7 @@ const (
 	manifestMagic     = "RMCM"
 	manifestHeaderLen = 4 + 1 + 8 + 8 + 4 + 4
 	// MaxManifestLen is the largest valid encoded manifest.
-	MaxManifestLen = manifestHeaderLen + MaxChunks*sha256.Size
+	MaxManifestLen = manifestHeaderLen + 1 + MaxRunIDLen + MaxChunks*sha256.Size
 )
 
 // Hash is a SHA-256 digest.
@@ -57,13 +61,16 @@ func ParseRoot(s string) (Root, error) {
 	return r, nil
 }
 
-// Manifest describes a checkpoint: its step, size and the hash of every
-// chunk. All chunks but the last are ChunkSize bytes long.
+// Manifest describes a checkpoint: its step, size, run and the hash of
+// every chunk. All chunks but the last are ChunkSize bytes long.
 type Manifest struct {
 	Step      uint64
 	Size      int64
 	ChunkSize uint32
-	Chunks    []Hash
+	// RunID names the training run the checkpoint belongs to ("" for
+	// none; see ValidateRunID). It is part of the encoding, so of the root.
+	RunID  string
+	Chunks []Hash
 }
 
 // NumChunks returns how many chunks a checkpoint of size bytes has.
@@ -101,7 +108,26 @@ func (m *Manifest) Validate() error {
 	if len(m.Chunks) != n {
 		return fmt.Errorf("%w: %d chunk hashes for %d chunks", ErrBadManifest, len(m.Chunks), n)
 	}
+	if err := ValidateRunID(m.RunID); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadManifest, err)
+	}
 	return nil
+}
+
+// version returns the encoding version m is written in.
+func (m *Manifest) version() byte {
+	if m.RunID == "" {
+		return ManifestVersion
+	}
+	return ManifestVersionRun
+}
+
+// hashesAt returns the offset of the chunk hashes in an encoding of m.
+func (m *Manifest) hashesAt() int {
+	if m.RunID == "" {
+		return manifestHeaderLen
+	}
+	return manifestHeaderLen + 1 + len(m.RunID)
 }
 
 // Encode returns the binary encoding (layout in doc.go). It fails only if
@@ -110,13 +136,17 @@ func (m *Manifest) Encode() ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	b := make([]byte, manifestHeaderLen, manifestHeaderLen+len(m.Chunks)*sha256.Size)
+	b := make([]byte, manifestHeaderLen, m.hashesAt()+len(m.Chunks)*sha256.Size)
 	copy(b, manifestMagic)
-	b[4] = ManifestVersion
+	b[4] = m.version()
 	binary.BigEndian.PutUint64(b[5:], m.Step)
 	binary.BigEndian.PutUint64(b[13:], uint64(m.Size))
 	binary.BigEndian.PutUint32(b[21:], m.ChunkSize)
 	binary.BigEndian.PutUint32(b[25:], uint32(len(m.Chunks)))
+	if m.RunID != "" {
+		b = append(b, byte(len(m.RunID)))
+		b = append(b, m.RunID...)
+	}
 	for _, h := range m.Chunks {
 		b = append(b, h[:]...)
 	}
@@ -132,8 +162,9 @@ func (m *Manifest) Root() (Root, error) {
 	return Root(sha256.Sum256(b)), nil
 }
 
-// DecodeManifest decodes and validates an encoded manifest. Every length is
-// checked against the caps before anything is allocated.
+// DecodeManifest decodes and validates an encoded manifest of either
+// version. Every length is checked against the caps before anything is
+// allocated.
 func DecodeManifest(b []byte) (Manifest, error) {
 	var m Manifest
 	if len(b) < manifestHeaderLen {
@@ -142,8 +173,8 @@ func DecodeManifest(b []byte) (Manifest, error) {
 	if string(b[:4]) != manifestMagic {
 		return m, fmt.Errorf("%w: bad magic %q", ErrBadManifest, b[:4])
 	}
-	if b[4] != ManifestVersion {
-		return m, fmt.Errorf("%w: version %d, want %d", ErrBadManifest, b[4], ManifestVersion)
+	if b[4] != ManifestVersion && b[4] != ManifestVersionRun {
+		return m, fmt.Errorf("%w: version %d, want %d or %d", ErrBadManifest, b[4], ManifestVersion, ManifestVersionRun)
 	}
 	m.Step = binary.BigEndian.Uint64(b[5:])
 	size := binary.BigEndian.Uint64(b[13:])
@@ -156,7 +187,16 @@ func DecodeManifest(b []byte) (Manifest, error) {
 	if count > MaxChunks {
 		return m, fmt.Errorf("%w: %d chunks exceed %d", ErrBadManifest, count, MaxChunks)
 	}
-	if want := manifestHeaderLen + int(count)*sha256.Size; len(b) != want {
+	hashes := manifestHeaderLen
+	if b[4] == ManifestVersionRun {
+		run, err := decodeRunID(b[manifestHeaderLen:])
+		if err != nil {
+			return m, fmt.Errorf("%w: %w", ErrBadManifest, err)
+		}
+		m.RunID = run
+		hashes += 1 + len(run)
+	}
+	if want := hashes + int(count)*sha256.Size; len(b) != want {
 		return m, fmt.Errorf("%w: %d bytes, want %d for %d chunks", ErrBadManifest, len(b), want, count)
 	}
 	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
@@ -167,7 +207,7 @@ func DecodeManifest(b []byte) (Manifest, error) {
 	}
 	m.Chunks = make([]Hash, count)
 	for i := range m.Chunks {
-		copy(m.Chunks[i][:], b[manifestHeaderLen+i*sha256.Size:])
+		copy(m.Chunks[i][:], b[hashes+i*sha256.Size:])
 	}
 	return m, nil
 }

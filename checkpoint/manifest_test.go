@@ -101,6 +101,9 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(b)
 	f.Add(header(1, 1<<62, 1024, MaxChunks))
 	f.Add([]byte("RMCM"))
+	m.RunID = "run-7"
+	b, _ = m.Encode()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeManifest(b)
 		if err != nil {

@@ -13,10 +13,15 @@ type Metrics interface {
 	// BadChunk counts a chunk from p that failed verification.
 	BadChunk(p peer.ID)
 	// AnnouncementRejected counts a dropped announcement by reason
-	// ("malformed", "forged").
+	// ("malformed", "forged", "conflicting").
 	AnnouncementRejected(reason string)
 	// ReplicationStarted counts background pulls started by the Replicator.
 	ReplicationStarted()
+	// CheckpointRefused counts a checkpoint not fetched or replicated, by
+	// reason: "no_space" (it does not fit in the store's free space;
+	// nothing was allocated), "untrusted" (the Replicator's Trust hook
+	// refused every provider; nothing was requested).
+	CheckpointRefused(reason string)
 }
 
 // NopMetrics discards everything.
@@ -27,6 +32,7 @@ func (NopMetrics) ChunkFetched(peer.ID, int)   {}
 func (NopMetrics) BadChunk(peer.ID)            {}
 func (NopMetrics) AnnouncementRejected(string) {}
 func (NopMetrics) ReplicationStarted()         {}
+func (NopMetrics) CheckpointRefused(string)    {}
 
 var _ Metrics = NopMetrics{}
 

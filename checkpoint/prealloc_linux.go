@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"errors"
+	"math"
 	"os"
 	"syscall"
 
@@ -20,6 +21,26 @@ func preallocate(f *os.File, size int64) error {
 		return f.Truncate(size)
 	}
 	return err
+}
+
+// freeSpace returns the bytes that an unprivileged writer may still
+// allocate on the file system holding dir (statfs f_bavail).
+func freeSpace(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	unit := int64(st.Frsize)
+	if unit <= 0 {
+		unit = int64(st.Bsize)
+	}
+	if unit <= 0 {
+		return 0, errors.New("statfs reports no block size")
+	}
+	if st.Bavail > uint64(math.MaxInt64/unit) {
+		return math.MaxInt64, nil
+	}
+	return int64(st.Bavail) * unit, nil
 }
 
 // startWriteback asks the kernel to start writing [off, off+n) of f to disk

@@ -36,6 +36,15 @@ type ReplicatorConfig struct {
 	Patience time.Duration
 	// Fetch configures the pulls; its RateLimit is replaced by RateLimit.
 	Fetch FetcherConfig
+	// Trust, when set, is asked before anything is requested or allocated
+	// for a checkpoint: whether the provider author (the signed author of
+	// its announcement) may be replicated from, for a checkpoint of step.
+	// Only trusted providers are fetched from; a checkpoint that no
+	// trusted provider announces is not pulled (counted once as
+	// CheckpointRefused("untrusted")) and is asked about again at the next
+	// evaluation. It must be safe for concurrent use and must not block.
+	// nil trusts every provider.
+	Trust func(author peer.ID, step uint64) bool
 }
 
 // DefaultReplicatorConfig returns the production defaults.
@@ -83,6 +92,15 @@ type Replicator struct {
 	now     func() time.Time
 
 	firstSeen map[Root]time.Time // owned by Run
+	refused   map[Root]refusal   // owned by Run: why a checkpoint is not pulled
+}
+
+// refusal is why the Replicator does not pull a checkpoint: counted once
+// when it starts, forgotten when the checkpoint is admitted, held by
+// enough nodes, or no longer listed by the catalog.
+type refusal struct {
+	reason string // "untrusted" or "no_space"
+	need   int64  // no_space: the bytes it needs (manifest size if known)
 }
 
 // NewReplicator returns a Replicator for the node h. members returns the
@@ -100,7 +118,7 @@ func NewReplicator(cfg ReplicatorConfig, h host.Host, store *Store, catalog *Cat
 	}
 	return &Replicator{cfg: cfg, self: h.ID(), store: store, catalog: catalog, fetcher: f, members: members,
 		log: orDiscard(logger).With("component", "checkpoint"), metrics: orNop(metrics),
-		now: time.Now, firstSeen: make(map[Root]time.Time)}, nil
+		now: time.Now, firstSeen: make(map[Root]time.Time), refused: make(map[Root]refusal)}, nil
 }
 
 // Run evaluates replication on every catalog update and every
@@ -125,9 +143,24 @@ func (r *Replicator) Run(ctx context.Context) error {
 	}
 }
 
-// toPull returns the checkpoints in the window that this node should pull.
+// toPull returns the checkpoints in the window that this node should pull,
+// each with its trusted providers only. Checkpoints that no trusted
+// provider announces take no place in the window, so untrusted
+// announcements of high steps cannot crowd out the newest real one.
 func (r *Replicator) toPull() []Known {
-	known := slices.DeleteFunc(r.catalog.List(), func(k Known) bool { return k.Holders() == 0 })
+	listed := make(map[Root]bool)
+	var known []Known
+	for _, k := range r.catalog.List() {
+		if k.Holders() == 0 {
+			continue
+		}
+		listed[k.Root] = true
+		if !k.Local && len(r.trusted(k)) == 0 {
+			r.refuse(k, refusal{reason: "untrusted"})
+			continue
+		}
+		known = append(known, k)
+	}
 	known = known[:min(len(known), r.cfg.Window)]
 	now := r.now()
 	var out []Known
@@ -136,6 +169,7 @@ func (r *Replicator) toPull() []Known {
 		seen[k.Root] = true
 		if k.Local || k.Holders() >= r.cfg.Replicas || len(k.Providers) == 0 {
 			delete(r.firstSeen, k.Root)
+			delete(r.refused, k.Root)
 			continue
 		}
 		first, ok := r.firstSeen[k.Root]
@@ -144,7 +178,10 @@ func (r *Replicator) toPull() []Known {
 			r.firstSeen[k.Root] = now
 		}
 		need := r.cfg.Replicas - k.Holders() + int(now.Sub(first)/r.cfg.Patience)
-		if Chosen(k.Root, r.self, r.members(), k.Providers, need) {
+		if !Chosen(k.Root, r.self, r.members(), k.Providers, need) {
+			continue
+		}
+		if k, ok := r.admit(k); ok {
 			out = append(out, k)
 		}
 	}
@@ -153,7 +190,59 @@ func (r *Replicator) toPull() []Known {
 			delete(r.firstSeen, root)
 		}
 	}
+	for root := range r.refused {
+		if !listed[root] {
+			delete(r.refused, root)
+		}
+	}
 	return out
+}
+
+// trusted returns the providers of k that the Trust hook accepts.
+func (r *Replicator) trusted(k Known) []peer.ID {
+	if r.cfg.Trust == nil {
+		return k.Providers
+	}
+	return slices.DeleteFunc(slices.Clone(k.Providers), func(p peer.ID) bool { return !r.cfg.Trust(p, k.Step) })
+}
+
+// admit checks, before anything is requested or allocated for k, that a
+// trusted provider announces it and that it fits in the store's free
+// space. It returns k with only its trusted providers.
+func (r *Replicator) admit(k Known) (Known, bool) {
+	trusted := r.trusted(k)
+	if len(trusted) == 0 {
+		r.refuse(k, refusal{reason: "untrusted"})
+		return k, false
+	}
+	need := k.Size
+	if prev, ok := r.refused[k.Root]; ok && prev.reason == "no_space" {
+		need = max(need, prev.need) // the manifest said more than the announcement
+	}
+	if err := r.store.checkFree(k.Root, need); err != nil {
+		r.refuse(k, refusal{reason: "no_space", need: need})
+		return k, false
+	}
+	delete(r.refused, k.Root)
+	k.Providers = trusted
+	return k, true
+}
+
+// refuse records why k is not pulled, counting and logging it when the
+// reason is new.
+func (r *Replicator) refuse(k Known, why refusal) {
+	if prev, ok := r.refused[k.Root]; ok && prev.reason == why.reason {
+		r.refused[k.Root] = why
+		return
+	}
+	r.refused[k.Root] = why
+	r.metrics.CheckpointRefused(why.reason)
+	level := slog.LevelWarn
+	if why.reason == "untrusted" {
+		level = slog.LevelDebug // counted; Debug so a flood cannot flood the log
+	}
+	r.log.Log(context.Background(), level, "not replicating checkpoint",
+		"root", k.Root, "step", k.Step, "size", k.Size, "reason", why.reason)
 }
 
 func (r *Replicator) pull(ctx context.Context, k Known) {
@@ -162,6 +251,11 @@ func (r *Replicator) pull(ctx context.Context, k Known) {
 	res, err := r.fetcher.Fetch(ctx, k.Root, k.Providers, nil)
 	for _, p := range res.BadPeers {
 		r.catalog.ReportBad(k.Root, p)
+	}
+	var ns *NoSpaceError
+	if errors.As(err, &ns) {
+		// Counted by the Fetcher; not tried again while it does not fit.
+		r.refused[k.Root] = refusal{reason: "no_space", need: ns.Need}
 	}
 	if err != nil {
 		if ctx.Err() == nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // StoreConfig configures a Store.
@@ -22,9 +23,11 @@ type StoreConfig struct {
 	// spread a fetch over more providers and lose less on a bad chunk.
 	// Default 4 MiB; must be within [MinChunkSize, MaxChunkSize].
 	ChunkSize uint32
-	// Keep is how many of the newest complete checkpoints retention keeps
-	// (--keep-checkpoints). Pinned ones (being served, fetched or exported)
-	// are never deleted. Default 3; at least 1.
+	// Keep is how many of the most recently stored complete checkpoints
+	// retention keeps (--keep-checkpoints): newest by arrival (saved by
+	// Put or completed by a fetch), never by step number, so a mesh that
+	// restarts at a lower step keeps its new saves. Pinned ones (being
+	// served, fetched or exported) are never deleted. Default 3; at least 1.
 	Keep int
 	// VerifyOnOpen rehashes every chunk of every complete checkpoint when
 	// the store is opened (partial ones are always rehashed). Costs one read
@@ -61,8 +64,9 @@ type Info struct {
 	Step       uint64
 	Root       Root
 	Size       int64
-	Chunks     int // chunks in the manifest
-	HaveChunks int // verified chunks held
+	RunID      string // the manifest's run ID; "" for none
+	Chunks     int    // chunks in the manifest
+	HaveChunks int    // verified chunks held
 	Complete   bool
 }
 
@@ -77,10 +81,14 @@ type entry struct {
 	have      []bool
 	nhave     int
 	refs      int
+	// added orders retention: when the entry arrived (stored by Put,
+	// begun or completed by a fetch), kept on disk as its manifest's mtime.
+	added time.Time
 }
 
 func (e *entry) info() Info {
-	return Info{Step: e.m.Step, Root: e.root, Size: e.m.Size, Chunks: len(e.m.Chunks), HaveChunks: e.nhave, Complete: e.complete}
+	return Info{Step: e.m.Step, Root: e.root, Size: e.m.Size, RunID: e.m.RunID, Chunks: len(e.m.Chunks),
+		HaveChunks: e.nhave, Complete: e.complete}
 }
 
 // Store is a content-addressed checkpoint store in one directory
@@ -92,12 +100,18 @@ type Store struct {
 
 	// writeAt writes chunk data; a test seam for disk-full errors.
 	writeAt func(f *os.File, b []byte, off int64) (int, error)
+	// free returns the bytes free on the store's file system; a test seam.
+	free func() (int64, error)
+	// putHook, when set, runs in Put between storing and retention; a test
+	// seam for a save that retention drops at once.
+	putHook func()
 
 	lock *os.File // flock held while open
 
 	mu      sync.Mutex
 	entries map[Root]*entry
 	closed  bool
+	clock   time.Time // the last arrival time handed out
 }
 
 // StoreDir returns the store directory inside a node's data directory.
@@ -111,10 +125,11 @@ const (
 )
 
 // OpenStore opens (creating it if needed) the store in dir (StoreDir of
-// the data directory) and locks it against other processes (ErrLocked). It removes
-// leftover temporary files, verifies what is held, keeps incomplete entries
-// as resumable partials (their verified chunks are kept) and drops entries
-// whose manifest is unreadable.
+// the data directory) and locks it against other processes (ErrLocked)
+// before it reads or writes anything in it. It removes leftover temporary
+// files, verifies what is held, keeps incomplete entries as resumable
+// partials (their verified chunks are kept) and drops entries whose
+// manifest is unreadable.
 func OpenStore(dir string, cfg StoreConfig, logger *slog.Logger) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -124,8 +139,10 @@ func OpenStore(dir string, cfg StoreConfig, logger *slog.Logger) (*Store, error)
 		cfg:     cfg,
 		log:     orDiscard(logger).With("component", "checkpoint"),
 		writeAt: func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) },
+		free:    func() (int64, error) { return freeSpace(dir) },
 		entries: make(map[Root]*entry),
 	}
+	// Only the directory itself is created before the lock (it holds LOCK).
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("checkpoint: open store: %w", err)
 	}
@@ -157,8 +174,69 @@ func OpenStore(dir string, cfg StoreConfig, logger *slog.Logger) (*Store, error)
 			return nil, err
 		}
 	}
+	s.loadArrivals()
 	s.prune()
 	return s, nil
+}
+
+// loadArrivals reads back when each entry arrived (its manifest's mtime,
+// set when it was stored) so retention keeps the same order across
+// restarts.
+func (s *Store) loadArrivals() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.entries {
+		st, err := os.Stat(filepath.Join(e.dir, manifestFile))
+		if err != nil {
+			continue // zero time: the oldest
+		}
+		e.added = st.ModTime()
+		if e.added.After(s.clock) {
+			s.clock = e.added
+		}
+	}
+}
+
+// nextArrivalLocked returns the arrival time for an entry stored now:
+// the wall clock, or just after the last time handed out, so the order is
+// strict even with a coarse clock or one that stepped back.
+func (s *Store) nextArrivalLocked() time.Time {
+	t := time.Now().Round(0)
+	if !t.After(s.clock) {
+		t = s.clock.Add(time.Nanosecond)
+	}
+	s.clock = t
+	return t
+}
+
+// recordArrival stores t as the mtime of the manifest at path, durably.
+func recordArrival(path string, t time.Time) error {
+	if err := os.Chtimes(path, t, t); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// checkFree refuses a checkpoint of size bytes that does not fit in the
+// free space of the store's file system (a *NoSpaceError), before
+// anything is allocated for it.
+func (s *Store) checkFree(root Root, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	free, err := s.free()
+	if err != nil {
+		return fmt.Errorf("checkpoint: free space of %s: %w", s.dir, err)
+	}
+	if size > free {
+		return &NoSpaceError{Root: root, Need: size, Free: free}
+	}
+	return nil
 }
 
 // load adopts one directory of the store.

@@ -10,13 +10,34 @@ import (
 	"sort"
 )
 
-// Put copies the file at path into the store as the checkpoint of step:
-// it cuts it into chunks, hashes each, and writes data and manifest
-// atomically (temporary directory, fsync, rename). Putting the same bytes
-// and step twice yields the same root and stores them once. Retention runs
-// afterwards: a step older than the newest Keep is stored and then pruned
-// at once unless pinned.
+// PutOptions are the optional settings of PutWithOptions.
+type PutOptions struct {
+	// RunID names the training run the checkpoint belongs to (see
+	// ValidateRunID). It is recorded in the manifest, so it is part of the
+	// root, and announced with it. "" records none (the format older nodes
+	// read).
+	RunID string
+}
+
+// Put is PutWithOptions without options: no run ID.
 func (s *Store) Put(ctx context.Context, path string, step uint64) (Manifest, Root, error) {
+	return s.PutWithOptions(ctx, path, step, PutOptions{})
+}
+
+// PutWithOptions copies the file at path into the store as the checkpoint
+// of step: it cuts it into chunks, hashes each, and writes data and
+// manifest atomically (temporary directory, fsync, rename, fsync of the
+// directory). A file larger than the store's free space is refused first
+// (*NoSpaceError, ErrDiskFull). Putting the same bytes, step and run twice
+// yields the same root, stores them once and counts as a new arrival.
+// Retention runs afterwards and keeps the most recent arrivals, so the
+// checkpoint just stored is kept; if a concurrent Put made it one too many
+// and it is gone by the time Put returns, Put fails with ErrDropped rather
+// than answer with a root it does not hold.
+func (s *Store) PutWithOptions(ctx context.Context, path string, step uint64, opts PutOptions) (Manifest, Root, error) {
+	if err := ValidateRunID(opts.RunID); err != nil {
+		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s: %w", path, err)
+	}
 	src, err := os.Open(path)
 	if err != nil {
 		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put: %w", err)
@@ -29,12 +50,15 @@ func (s *Store) Put(ctx context.Context, path string, step uint64) (Manifest, Ro
 	if st.Size() > MaxCheckpointSize {
 		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s: size %d exceeds %d", path, st.Size(), int64(MaxCheckpointSize))
 	}
+	if err := s.checkFree(Root{}, st.Size()); err != nil {
+		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s: %w", path, err)
+	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.dir, tmpDirName), "put-")
 	if err != nil {
 		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put: %w", diskErr(err))
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
-	m, mb, err := s.copyIn(ctx, src, st.Size(), step, tmp)
+	m, mb, err := s.copyIn(ctx, src, st.Size(), step, opts.RunID, tmp)
 	if err != nil {
 		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s: %w", path, err)
 	}
@@ -42,15 +66,22 @@ func (s *Store) Put(ctx context.Context, path string, step uint64) (Manifest, Ro
 	if err := s.adopt(root, m, mb, tmp); err != nil {
 		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s: %w", path, err)
 	}
-	s.log.Info("checkpoint stored", "root", root, "step", step, "size", m.Size)
+	s.log.Info("checkpoint stored", "root", root, "step", step, "size", m.Size, "run", m.RunID)
+	if s.putHook != nil {
+		s.putHook()
+	}
 	s.prune()
+	if in, ok := s.Stat(root); !ok || !in.Complete {
+		return Manifest{}, Root{}, fmt.Errorf("checkpoint: put %s (step %d, root %s): %w: newer checkpoints were stored meanwhile and Keep is %d",
+			path, step, root.Short(), ErrDropped, s.cfg.Keep)
+	}
 	return m, root, nil
 }
 
 // copyIn copies size bytes of src into dir/data, hashing chunks, and writes
 // dir/manifest. Both files are fsynced.
-func (s *Store) copyIn(ctx context.Context, src io.Reader, size int64, step uint64, dir string) (Manifest, []byte, error) {
-	m := Manifest{Step: step, Size: size, ChunkSize: s.cfg.ChunkSize}
+func (s *Store) copyIn(ctx context.Context, src io.Reader, size int64, step uint64, run, dir string) (Manifest, []byte, error) {
+	m := Manifest{Step: step, Size: size, ChunkSize: s.cfg.ChunkSize, RunID: run}
 	if NumChunks(size, m.ChunkSize) > MaxChunks {
 		return m, nil, fmt.Errorf("%w: %d chunks exceed %d", ErrBadManifest, NumChunks(size, m.ChunkSize), MaxChunks)
 	}
@@ -89,27 +120,33 @@ func (s *Store) copyIn(ctx context.Context, src io.Reader, size int64, step uint
 }
 
 // adopt renames a fully written temporary directory into place as a
-// complete entry. An existing complete entry wins; an existing partial is
-// replaced (a concurrent fetch into it then writes to an unlinked file and
-// finds the entry complete).
+// complete entry that arrived now. An existing complete entry wins (and
+// counts as arriving now); an existing partial is replaced (a concurrent
+// fetch into it then writes to an unlinked file and finds the entry
+// complete).
 func (s *Store) adopt(root Root, m Manifest, mb []byte, tmp string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
+	added := s.nextArrivalLocked()
 	old := s.entries[root]
 	if old != nil && old.complete {
+		if err := recordArrival(filepath.Join(old.dir, manifestFile), added); err != nil {
+			return diskErr(err)
+		}
+		old.added = added
 		return nil
+	}
+	if err := recordArrival(filepath.Join(tmp, manifestFile), added); err != nil {
+		return diskErr(err)
 	}
 	final := filepath.Join(s.dir, root.String())
 	if err := os.RemoveAll(final); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	if err := syncDir(s.dir); err != nil {
+	if err := publish(tmp, final, s.dir); err != nil {
 		return err
 	}
 	f, err := os.Open(filepath.Join(final, dataFile))
@@ -117,7 +154,7 @@ func (s *Store) adopt(root Root, m Manifest, mb []byte, tmp string) error {
 		return err
 	}
 	e := &entry{root: root, m: m, mbytes: mb, dir: final, f: f, complete: true,
-		have: allTrue(len(m.Chunks)), nhave: len(m.Chunks)}
+		have: allTrue(len(m.Chunks)), nhave: len(m.Chunks), added: added}
 	if old != nil {
 		e.refs = old.refs
 		old.f.Close()
@@ -125,6 +162,19 @@ func (s *Store) adopt(root Root, m Manifest, mb []byte, tmp string) error {
 	}
 	s.entries[root] = e
 	return nil
+}
+
+// publish renames the fully written directory tmp to final, fsyncing tmp
+// first so its entries are durable and dir (final's parent) after, so the
+// rename is.
+func publish(tmp, final, dir string) error {
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return syncDir(dir)
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -212,6 +262,9 @@ func (s *Store) beginPartial(root Root, mb []byte) (release func(), err error) {
 	if release, err := s.Pin(root); err == nil {
 		return release, nil
 	}
+	if err := s.checkFree(root, m.Size); err != nil {
+		return nil, err
+	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.dir, tmpDirName), "fetch-")
 	if err != nil {
 		return nil, diskErr(err)
@@ -239,16 +292,20 @@ func (s *Store) adoptPartial(root Root, m Manifest, mb []byte, tmp string, f *os
 		return s.Pin(root)
 	}
 	final := filepath.Join(s.dir, root.String()+partialSuffix)
-	err := os.RemoveAll(final)
+	added := s.nextArrivalLocked()
+	err := recordArrival(filepath.Join(tmp, manifestFile), added)
 	if err == nil {
-		err = os.Rename(tmp, final)
+		err = os.RemoveAll(final)
+	}
+	if err == nil {
+		err = publish(tmp, final, s.dir)
 	}
 	if err != nil {
 		s.mu.Unlock()
 		f.Close()
-		return nil, err
+		return nil, diskErr(err)
 	}
-	s.entries[root] = &entry{root: root, m: m, mbytes: mb, dir: final, f: f, have: make([]bool, len(m.Chunks))}
+	s.entries[root] = &entry{root: root, m: m, mbytes: mb, dir: final, f: f, have: make([]bool, len(m.Chunks)), added: added}
 	s.mu.Unlock()
 	return s.Pin(root)
 }
@@ -314,7 +371,8 @@ func (s *Store) finish(root Root) error {
 	return nil
 }
 
-// promote fsyncs a fully verified partial and renames it into place.
+// promote fsyncs a fully verified partial and renames it into place, as
+// an entry that arrived now.
 func (s *Store) promote(e *entry) error {
 	s.mu.Lock()
 	for e.finishing != nil { // another caller is promoting it: wait
@@ -333,15 +391,16 @@ func (s *Store) promote(e *entry) error {
 	}
 	done := make(chan struct{})
 	e.finishing = done
+	added := s.nextArrivalLocked()
 	s.mu.Unlock()
 	defer close(done)
 	err := e.f.Sync()
+	if err == nil {
+		err = recordArrival(filepath.Join(e.dir, manifestFile), added)
+	}
 	final := filepath.Join(s.dir, e.root.String())
 	if err == nil {
-		err = os.Rename(e.dir, final)
-	}
-	if err == nil {
-		err = syncDir(s.dir)
+		err = publish(e.dir, final, s.dir)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -349,13 +408,13 @@ func (s *Store) promote(e *entry) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint: complete %s: %w", e.root.Short(), diskErr(err))
 	}
-	e.dir, e.complete = final, true
+	e.dir, e.complete, e.added = final, true, added
 	return nil
 }
 
-// prune applies retention: it keeps the newest Keep complete checkpoints
-// and deletes older ones, and partials older than all of those, unless
-// they are pinned.
+// prune applies retention: it keeps the Keep complete checkpoints that
+// arrived last and deletes the others, and partials that arrived before
+// all of those, unless they are pinned. Step numbers play no part.
 func (s *Store) prune() {
 	s.mu.Lock()
 	if s.closed {
@@ -376,9 +435,9 @@ func (s *Store) prune() {
 		}
 	}
 	if len(complete) >= s.cfg.Keep {
-		oldestKept := complete[s.cfg.Keep-1].m.Step
+		oldestKept := complete[s.cfg.Keep-1]
 		for _, e := range s.entries {
-			if !e.complete && e.refs == 0 && e.finishing == nil && e.m.Step < oldestKept {
+			if !e.complete && e.refs == 0 && e.finishing == nil && newer(oldestKept, e) {
 				victims = append(victims, e)
 			}
 		}
@@ -397,9 +456,11 @@ func (s *Store) prune() {
 	}
 }
 
+// newer reports whether a arrived after b (ties, which nextArrivalLocked
+// avoids, broken by root).
 func newer(a, b *entry) bool {
-	if a.m.Step != b.m.Step {
-		return a.m.Step > b.m.Step
+	if !a.added.Equal(b.added) {
+		return a.added.After(b.added)
 	}
 	return a.root.String() < b.root.String()
 }

@@ -287,7 +287,7 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 	case localapi.OpCheckpointSave:
 		return n.ckpt.save(n.runCtx, req)
 	case localapi.OpCheckpointList:
-		return n.ckpt.list()
+		return n.ckpt.list(req.All)
 	case localapi.OpCheckpointFetch:
 		return n.ckpt.fetch(n.runCtx, req)
 	case localapi.OpReform:
@@ -315,7 +315,8 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 		if a.Formed {
 			start = a.Step // the trainer's own state is the entry step's
 		}
-		cr := s.n.ckpt.joinState(ctx, a.Step, start, req.Dest)
+		hist := history{list: a.List, step: a.Step, epoch: a.Epoch, run: runID(s.n.cfg.Mesh.Mesh, a.Epoch)}
+		cr := s.n.ckpt.joinState(ctx, a.Step, start, hist, req.Dest)
 		if cr.Code != "" {
 			return cr
 		}

@@ -106,12 +106,14 @@ type checkpoints struct {
 
 	// base: set by reform, the state of the re-formed mesh's first step.
 	base atomic.Pointer[reformBase]
+	// history reads the agreed history: which checkpoints count.
+	history func() history
 }
 
 // openCheckpoints opens the store and builds the components; nothing runs
 // until run.
-func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, logger *slog.Logger) (c *checkpoints, err error) {
-	c = &checkpoints{cfg: cfg, dataDir: dataDir, log: logger.With("component", "node"),
+func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist func() history, logger *slog.Logger) (c *checkpoints, err error) {
+	c = &checkpoints{cfg: cfg, dataDir: dataDir, log: logger.With("component", "node"), history: hist,
 		ps: m.PubSub(), topicID: m.TopicName("checkpoint"), inflight: map[uint64]*localapi.FetchProgress{}}
 	if c.store, err = checkpoint.OpenStore(checkpoint.StoreDir(dataDir), cfg.Store, logger); err != nil {
 		return nil, fmt.Errorf("node: checkpoint store: %w", err)
@@ -147,7 +149,11 @@ func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, logger 
 		return nil, err
 	}
 	members := func() []peer.ID { return m.View().Alive() }
-	if c.repl, err = checkpoint.NewReplicator(cfg.Replicator, h, c.store, c.catalog, members, logger, nil); err != nil {
+	rcfg := cfg.Replicator
+	// Replicate only what members of the agreed list announce at steps the
+	// mesh has reached: nothing is allocated for anyone else's claims.
+	rcfg.Trust = func(author peer.ID, step uint64) bool { return hist().trustAuthor(author, step) }
+	if c.repl, err = checkpoint.NewReplicator(rcfg, h, c.store, c.catalog, members, logger, nil); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -52,7 +52,7 @@ func (c *checkpoints) save(ctx context.Context, req *localapi.Request) localapi.
 	if bad != nil {
 		return *bad
 	}
-	m, root, err := c.store.Put(ctx, path, req.Step)
+	m, root, err := c.store.PutWithOptions(ctx, path, req.Step, checkpoint.PutOptions{RunID: c.history().run})
 	if err != nil {
 		return ckptError(fmt.Errorf("save %s: %w", path, err))
 	}
@@ -66,9 +66,13 @@ func (c *checkpoints) save(ctx context.Context, req *localapi.Request) localapi.
 }
 
 // list reports the checkpoints known in the mesh and the fetches running.
-func (c *checkpoints) list() localapi.Response {
+func (c *checkpoints) list(all bool) localapi.Response {
 	var resp localapi.Response
-	for _, k := range c.catalog.List() {
+	known := c.catalog.List()
+	if !all {
+		known = c.counted(c.history())
+	}
+	for _, k := range known {
 		resp.Checkpoints = append(resp.Checkpoints, knownInfo(k))
 	}
 	c.mu.Lock()
@@ -80,7 +84,7 @@ func (c *checkpoints) list() localapi.Response {
 }
 
 func knownInfo(k checkpoint.Known) localapi.CheckpointInfo {
-	info := localapi.CheckpointInfo{Step: k.Step, Root: k.Root.String(), Size: k.Size, Local: k.Local}
+	info := localapi.CheckpointInfo{Step: k.Step, Root: k.Root.String(), Size: k.Size, Local: k.Local, RunID: k.RunID}
 	for _, p := range k.Providers {
 		info.Providers = append(info.Providers, p.String())
 	}
@@ -99,10 +103,12 @@ func (c *checkpoints) fetch(ctx context.Context, req *localapi.Request) localapi
 	case req.Latest && req.Root != "":
 		return apiErr(localapi.CodeBadRequest, "give root or latest, not both")
 	case req.Latest:
-		var ok bool
-		if k, ok = c.catalog.LatestComplete(); !ok {
-			return apiErr(localapi.CodeNotFound, "no complete checkpoint is known in the mesh")
+		h := c.history()
+		ts := c.trusted(h)
+		if len(ts) == 0 {
+			return apiErr(localapi.CodeNotFound, "no checkpoint of run %s is held here or announced by a member of the agreed list", h.run)
 		}
+		k = ts[0]
 	default:
 		root, err := checkpoint.ParseRoot(req.Root)
 		if err != nil {
@@ -203,7 +209,10 @@ func (c *checkpoints) fetchFrom(ctx context.Context, k checkpoint.Known, provide
 // one exists). Otherwise it waits up to JoinTimeout for the checkpoint of
 // the entry step, which the member told SaveCheckpoint saves, then fetches
 // it.
-func (c *checkpoints) joinState(ctx context.Context, entry, start uint64, dest string) localapi.Response {
+//
+// Only a checkpoint of the run of the joiner's epoch, held here or
+// announced by a member of the list its admission named, counts.
+func (c *checkpoints) joinState(ctx context.Context, entry, start uint64, hist history, dest string) localapi.Response {
 	if dest == "" {
 		dest = filepath.Join(c.dataDir, joinCheckpointName)
 	}
@@ -211,7 +220,7 @@ func (c *checkpoints) joinState(ctx context.Context, entry, start uint64, dest s
 	if bad != nil {
 		return *bad
 	}
-	k, ok := c.atStep(entry)
+	k, ok := c.atStep(entry, hist)
 	if b := c.base.Load(); !ok && b != nil && b.step == entry {
 		// The first step of a mesh this node re-formed: its state is the
 		// newest checkpoint the operator's reform found.
@@ -234,17 +243,16 @@ func (c *checkpoints) joinState(ctx context.Context, entry, start uint64, dest s
 				return apiErr(localapi.CodeUnavailable, "no checkpoint of entry step %d was announced within %s; join again", entry, c.cfg.JoinTimeout)
 			case <-tick.C:
 			}
-			k, ok = c.atStep(entry)
+			k, ok = c.atStep(entry, hist)
 		}
 	}
 	return c.fetchKnown(ctx, k, dest, "")
 }
 
-// atStep returns a checkpoint of step that is held complete here or by a
-// live provider.
-func (c *checkpoints) atStep(step uint64) (checkpoint.Known, bool) {
-	for _, k := range c.catalog.List() {
-		if k.Step == step && (k.Local || len(k.Providers) > 0) {
+// atStep returns a checkpoint of step that the history lets count.
+func (c *checkpoints) atStep(step uint64, h history) (checkpoint.Known, bool) {
+	for _, k := range c.trusted(h) {
+		if k.Step == step {
 			return k, true
 		}
 	}

@@ -178,7 +178,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, nil)
 	n.drv = newDriver(n, saved, n.result)
-	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, logger); err != nil {
+	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger); err != nil {
 		n.tr.Close()
 		n.result.close()
 		m.Close()

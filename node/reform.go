@@ -55,13 +55,13 @@ func (n *Node) reform() localapi.Response {
 	return resp
 }
 
-// newest returns the checkpoint of the highest step that is held complete
-// here or by a live provider.
+// newest returns the checkpoint of the highest step that counts in the
+// current history (held here, or announced by a live member of the list).
 func (c *checkpoints) newest() (checkpoint.Known, bool) {
 	var best checkpoint.Known
 	ok := false
-	for _, k := range c.catalog.List() {
-		if (k.Local || len(k.Providers) > 0) && (!ok || k.Step > best.Step) {
+	for _, k := range c.trusted(c.history()) {
+		if !ok || k.Step > best.Step {
 			best, ok = k, true
 		}
 	}

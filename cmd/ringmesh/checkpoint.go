@@ -28,8 +28,10 @@ DIR/checkpoints is locked by that node and never opened by this command.
                               chunks and hashes it (SHA-256), writes it
                               atomically and announces it to the mesh, which
                               replicates it in the background
-  ls [--json]                 checkpoints known in the mesh: step, root, size,
-                              providers, whether this node holds it
+  ls [--all] [--json]         checkpoints of this run held here or announced by
+                              members of the agreed list: step, root, size,
+                              providers, whether this node holds it (--all:
+                              every run and announcer)
   get (--latest | --root HASH) -o FILE
                               fetch from every provider at once (each chunk
                               verified; an interrupted fetch resumes), then
@@ -165,11 +167,13 @@ func checkpointSave(args []string, stdout, stderr io.Writer) int {
 }
 
 func checkpointList(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("ls", "usage: ringmesh checkpoint ls --data-dir DIR [--json]\n\n"+
-		"Lists the checkpoints the node knows of (its own and those announced in the\n"+
-		"mesh), newest step first: root hash, size, live providers, held locally.", stderr)
+	fs := newFlagSet("ls", "usage: ringmesh checkpoint ls --data-dir DIR [--all] [--json]\n\n"+
+		"Lists the checkpoints that count for this node's run (held here, or announced\n"+
+		"by members of its agreed list), newest step first: root hash, size, run,\n"+
+		"providers, held locally. --all lists every checkpoint known, of any run.", stderr)
 	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
-	asJSON := fs.Bool("json", false, "print one JSON array of {step, root, size, local, providers}")
+	all := fs.Bool("all", false, "every checkpoint known, of any run and announcer")
+	asJSON := fs.Bool("json", false, "print one JSON array of {step, root, size, local, providers, run_id}")
 	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {
 		return code
 	}
@@ -180,7 +184,7 @@ func checkpointList(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList, All: *all})
 	if err != nil {
 		return apiFailure(stderr, "ls", err)
 	}
@@ -194,13 +198,17 @@ func checkpointList(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STEP\tROOT\tSIZE\tLOCAL\tPROVIDERS")
+	fmt.Fprintln(tw, "STEP\tROOT\tSIZE\tRUN\tLOCAL\tPROVIDERS")
 	for _, ck := range resp.Checkpoints {
 		local := "no"
 		if ck.Local {
 			local = "yes"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d %s\n", ck.Step, ck.Root, humanBytes(ck.Size), local,
+		run := ck.RunID
+		if run == "" {
+			run = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d %s\n", ck.Step, ck.Root, humanBytes(ck.Size), run, local,
 			len(ck.Providers), shortIDs(ck.Providers))
 	}
 	tw.Flush()

@@ -108,10 +108,10 @@ func fileSHA(t *testing.T, path string) string {
 }
 
 // saveRoot runs `checkpoint save` and returns the root it prints.
-func saveRoot(t *testing.T, dir string, step int, file string) string {
+func saveRoot(t *testing.T, dir string, step uint64, file string) string {
 	t.Helper()
 	out := mustCLI(t, "save", "--data-dir", dir, "--step", fmt.Sprint(step), file)
-	var gotStep int
+	var gotStep uint64
 	var root, size, unit string
 	if _, err := fmt.Sscanf(out, "saved step %d root %s size %s %s", &gotStep, &root, &size, &unit); err != nil || gotStep != step {
 		t.Fatalf("save output %q: %v", out, err)

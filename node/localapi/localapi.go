@@ -110,6 +110,9 @@ type Request struct {
 	// fetch's progress in checkpoint_list's Fetches (from a second
 	// connection) while the call runs.
 	FetchID string `json:"fetch_id,omitempty"`
+	// checkpoint_list: every checkpoint known, of any run and announcer;
+	// without it only those that count (see PROTOCOL.md).
+	All bool `json:"all,omitempty"`
 
 	// join: the trainer needs the mesh's state at its entry step. When the
 	// node was admitted into a running mesh (rather than forming a new one at
@@ -172,6 +175,9 @@ type CheckpointInfo struct {
 	Local     bool     `json:"local"`
 	Providers []string `json:"providers,omitempty"`
 	Path      string   `json:"path,omitempty"` // checkpoint_fetch, join: the file written
+	// RunID is the run the checkpoint belongs to: "MESH/eEPOCH", one per
+	// formation of the mesh ("" for checkpoints from before run IDs).
+	RunID string `json:"run_id,omitempty"`
 }
 
 // FetchProgress is a checkpoint fetch in progress (checkpoint_list).

@@ -66,7 +66,8 @@ func TestCrashDetectionTime(t *testing.T) {
 
 // TestSilentFailureDetection: a member that stops heartbeating and answers
 // pings never (a hung process: its connections stay open) becomes suspect
-// after SuspectTimeout, fails its probe and is declared dead by all.
+// after SuspectTimeout on every member, fails its probes, direct and
+// indirect, and is declared dead by all once the votes agree.
 func TestSilentFailureDetection(t *testing.T) {
 	a := startNode(t, localConfig(t.TempDir()), nil)
 	cfg := localConfig(t.TempDir())
@@ -97,8 +98,8 @@ func TestSilentFailureDetection(t *testing.T) {
 			return st == Dead, st.String()
 		})
 	}
-	t.Logf("last heartbeat to dead on both: %v (suspect %v + probe %v)",
-		time.Since(last), a.cfg.SuspectTimeout, a.cfg.ProbeTimeout)
+	t.Logf("last heartbeat to dead on both: %v (suspect %v + shortest suspicion %v)",
+		time.Since(last), a.cfg.SuspectTimeout, minSuspicion(a.cfg))
 	for _, n := range []*testNode{a, b} {
 		if x.host.Network().Connectedness(n.Self()) != network.Connected {
 			t.Errorf("hung node not connected to %s; the test means to probe over an open connection", short(n.Self()))

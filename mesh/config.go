@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -74,16 +75,22 @@ type Config struct {
 	// SuspectTimeout is how long a member may go without a heartbeat before
 	// it becomes suspect and is probed. Default 3s (3 heartbeats). Must be
 	// at least 2 HeartbeatIntervals. A closed connection or a Suspect call
-	// makes a member suspect at once, without waiting for this.
+	// probes a member at once, without waiting for this.
 	SuspectTimeout time.Duration
 
-	// ProbeTimeout bounds the direct libp2p ping of a suspect member; a
-	// failed or timed-out probe declares it dead. Default 1.5s.
+	// ProbeTimeout bounds the direct libp2p ping of a member being
+	// checked, and each helper's ping when up to 3 other members are asked
+	// to probe it after the direct ping failed (that indirect phase takes
+	// at most 2 ProbeTimeouts). Only a member that none of them reaches
+	// becomes suspect. Default 1.5s.
 	ProbeTimeout time.Duration
 
-	// DeadTimeout is how long a suspect member may stay suspect without a
+	// DeadTimeout is the longest a member stays suspect without a
 	// heartbeat (even when probes succeed) before it is declared dead.
-	// Default 4s; must be > ProbeTimeout.
+	// Every other member that independently could not reach it shortens
+	// this, down to max(HeartbeatInterval, DeadTimeout/4) (at most
+	// DeadTimeout) once 3 have (fewer in a smaller mesh). Default 4s; must
+	// be > ProbeTimeout.
 	DeadTimeout time.Duration
 
 	// ForgetAfter is how long dead and left members stay in the view (so
@@ -108,6 +115,10 @@ type Config struct {
 	// NVML is the NVML library used to detect GPUs. Nil means the real
 	// library (nvml.New()); tests pass a mock.
 	NVML nvml.Interface
+
+	// connGater, for tests only, also gates every connection (tests cut
+	// links with it). Nil in production.
+	connGater connmgr.ConnectionGater
 }
 
 // DefaultConfig returns the configuration for a production node. DataDir

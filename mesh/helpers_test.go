@@ -154,10 +154,12 @@ func shortAll(ps []peer.ID) string {
 type countingMetrics struct {
 	mu      sync.Mutex
 	invalid map[string]int
+	to      map[State]int // transitions by target state
+	probes  map[bool]int  // direct probes by outcome
 }
 
 func newCountingMetrics() *countingMetrics {
-	return &countingMetrics{invalid: make(map[string]int)}
+	return &countingMetrics{invalid: make(map[string]int), to: make(map[State]int), probes: make(map[bool]int)}
 }
 
 func (c *countingMetrics) InvalidMessage(reason string) {
@@ -172,6 +174,52 @@ func (c *countingMetrics) count(reason string) int {
 	return c.invalid[reason]
 }
 
-func (*countingMetrics) Transition(State, State) {}
+func (c *countingMetrics) Transition(_, to State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.to[to]++
+}
 
-func (*countingMetrics) Probe(bool, time.Duration) {}
+// transitions counts the transitions of any member into state to.
+func (c *countingMetrics) transitions(to State) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.to[to]
+}
+
+func (c *countingMetrics) Probe(ok bool, _ time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probes[ok]++
+}
+
+// probed counts the direct probes with outcome ok.
+func (c *countingMetrics) probed(ok bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.probes[ok]
+}
+
+// startMesh starts n nodes joined through the first, each with its own
+// counting metrics and with mod (if not nil) applied to its config, and
+// waits until every node sees all n alive.
+func startMesh(t *testing.T, n int, mod func(i int, c *Config)) ([]*testNode, []*countingMetrics) {
+	t.Helper()
+	var nodes []*testNode
+	var metrics []*countingMetrics
+	for i := range n {
+		cfg := localConfig(t.TempDir())
+		if i > 0 {
+			cfg.Join = []string{nodes[0].joinAddr()}
+		}
+		if mod != nil {
+			mod(i, &cfg)
+		}
+		metrics = append(metrics, newCountingMetrics())
+		nodes = append(nodes, startNode(t, cfg, metrics[i]))
+	}
+	for _, x := range nodes {
+		waitFor(t, fmt.Sprintf("%d alive", n), func() (bool, string) { return seesAlive(x, nodes...) })
+	}
+	return nodes, metrics
+}

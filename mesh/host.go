@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	gating "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -76,8 +77,19 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 	} else {
 		opts = append(opts, libp2p.Transport(quic.NewTransport))
 	}
+	var gaters bothGaters
 	if allow != nil {
-		opts = append(opts, libp2p.ConnectionGater(&allowGater{allow: allow}))
+		gaters = append(gaters, &allowGater{allow: allow})
+	}
+	if cfg.connGater != nil {
+		gaters = append(gaters, cfg.connGater)
+	}
+	switch len(gaters) {
+	case 0:
+	case 1:
+		opts = append(opts, libp2p.ConnectionGater(gaters[0]))
+	default:
+		opts = append(opts, libp2p.ConnectionGater(gaters))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -213,5 +225,53 @@ func (g *allowGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.
 }
 
 func (g *allowGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
+// bothGaters admits what every one of its gaters admits.
+type bothGaters []gating.ConnectionGater
+
+func (gs bothGaters) InterceptPeerDial(p peer.ID) bool {
+	for _, g := range gs {
+		if !g.InterceptPeerDial(p) {
+			return false
+		}
+	}
+	return true
+}
+
+func (gs bothGaters) InterceptAddrDial(p peer.ID, a multiaddr.Multiaddr) bool {
+	for _, g := range gs {
+		if !g.InterceptAddrDial(p, a) {
+			return false
+		}
+	}
+	return true
+}
+
+func (gs bothGaters) InterceptAccept(c network.ConnMultiaddrs) bool {
+	for _, g := range gs {
+		if !g.InterceptAccept(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func (gs bothGaters) InterceptSecured(d network.Direction, p peer.ID, c network.ConnMultiaddrs) bool {
+	for _, g := range gs {
+		if !g.InterceptSecured(d, p, c) {
+			return false
+		}
+	}
+	return true
+}
+
+func (gs bothGaters) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	for _, g := range gs {
+		if ok, r := g.InterceptUpgraded(c); !ok {
+			return false, r
+		}
+	}
 	return true, 0
 }

@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"math"
 	"slices"
 	"testing"
 
@@ -22,7 +23,9 @@ type hostile struct {
 	topics map[string]*pubsub.Topic
 }
 
-func newHostile(t *testing.T, target *testNode) *hostile {
+// newHostile connects the hostile host to target and to more (so each gets
+// its messages first-hand) and waits until all are its topic peers.
+func newHostile(t *testing.T, target *testNode, more ...*testNode) *hostile {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
@@ -48,13 +51,15 @@ func newHostile(t *testing.T, target *testNode) *hostile {
 	}
 	cctx, ccancel := context.WithTimeout(ctx, testTimeout)
 	defer ccancel()
-	if err := h.Connect(cctx, peer.AddrInfo{ID: target.Self(), Addrs: target.Host().Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	for kind, tp := range x.topics {
-		waitFor(t, "hostile sees target on "+kind, func() (bool, string) {
-			return slices.Contains(tp.ListPeers(), target.Self()), ""
-		})
+	for _, n := range append([]*testNode{target}, more...) {
+		if err := h.Connect(cctx, peer.AddrInfo{ID: n.Self(), Addrs: n.Host().Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		for kind, tp := range x.topics {
+			waitFor(t, "hostile sees target on "+kind, func() (bool, string) {
+				return slices.Contains(tp.ListPeers(), n.Self()), ""
+			})
+		}
 	}
 	return x
 }
@@ -94,6 +99,11 @@ func TestHostileGossip(t *testing.T) {
 	wrongMeshB, _ := encodeHeartbeat(nil, wrongMesh) // mesh "lab"
 	leaveB, _ := encodeFailure(nil, &failureNotice{Mesh: a.cfg.Mesh, Sender: x.id, Kind: Left, Subject: b.Self(), Incarnation: bInc})
 	deadB, _ := encodeFailure(nil, &failureNotice{Mesh: a.cfg.Mesh, Sender: b.Self(), Kind: Dead, Subject: b.Self(), Incarnation: bInc})
+	selfDeadB, _ := encodeFailure(nil, &failureNotice{Mesh: a.cfg.Mesh, Sender: x.id, Kind: Dead, Subject: x.id, Incarnation: 1})
+	lastB, _ := encodeFailure(nil, &failureNotice{Mesh: a.cfg.Mesh, Sender: x.id, Kind: Suspect, Subject: b.Self(), Incarnation: math.MaxUint64})
+	deadHB := sampleHeartbeat(t)
+	deadHB.Mesh, deadHB.Sender, deadHB.State = a.cfg.Mesh, x.id, Dead
+	deadHBB, _ := encodeHeartbeat(nil, deadHB)
 
 	cases := []struct {
 		kind, reason string
@@ -107,6 +117,9 @@ func TestHostileGossip(t *testing.T) {
 		{topicFailure, reasonBadLeave, leaveB},
 		{topicFailure, reasonForgedSender, deadB},
 		{topicFailure, reasonMalformed, []byte{1, 2, 3}},
+		{topicFailure, reasonBadNotice, selfDeadB},
+		{topicFailure, reasonImplausibleIncarnation, lastB},
+		{topicHeartbeat, reasonBadState, deadHBB},
 	}
 	for _, c := range cases {
 		before := metrics.count(c.reason)

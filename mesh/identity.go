@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,6 +78,9 @@ func bumpIncarnation(dir string) (uint64, error) {
 	n, err := readIncarnation(dir)
 	if err != nil {
 		return 0, err
+	}
+	if n == math.MaxUint64 {
+		return 0, fmt.Errorf("incarnation in %s is exhausted: remove the file, and wait ForgetAfter before restarting", dir)
 	}
 	n++
 	if err := writeIncarnation(dir, n); err != nil {

@@ -228,12 +228,15 @@ func (m *Mesh) SetPayload(p []byte) error {
 	return nil
 }
 
-// Suspect makes p suspect at once and probes it; other packages call it on
-// stream errors. reason is logged. It never blocks; it is a no-op when Run is
-// not running or p is not an alive member.
+// Suspect asks failure detection to check p at once; other packages call it
+// on stream errors. p is probed directly and, if that fails, through up to 3
+// other members; it becomes suspect only if none of them reaches it either,
+// so a broken link between this node and p does not make p suspect. reason
+// is logged. It never blocks; it is a no-op when Run is not running or p is
+// not an alive or suspect member.
 func (m *Mesh) Suspect(p peer.ID, reason error) {
 	m.logger.Debug("suspect requested", "peer", p, "err", reason)
-	m.post(func(s *loopState) { s.apply(s.table.suspectNow(p, time.Now())) })
+	m.post(func(s *loopState) { s.apply(s.table.check(p, time.Now())) })
 }
 
 // View returns the current membership, self included as alive.

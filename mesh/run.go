@@ -3,19 +3,21 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/sync/errgroup"
 )
 
 const (
-	// maxProbes bounds concurrent probes; more suspects wait for DeadTimeout.
+	// maxProbes bounds concurrent probe rounds, and separately the indirect
+	// probes this node runs for others; more wait for the timers.
 	maxProbes = 64
 	// capsRefresh is how often capabilities (GPU utilisation) are re-read.
 	capsRefresh = 30 * time.Second
@@ -83,6 +85,8 @@ func (m *Mesh) Run(ctx context.Context) error {
 		dials:   make(chan peer.AddrInfo, 64),
 	}
 	ls := &loopState{m: m, table: newTable(m.self, m.cfg, m.metrics), ctx: gctx, g: g, out: out}
+	m.host.SetStreamHandler(probeProtocol, m.probeHandler(gctx))
+	defer m.host.RemoveStreamHandler(probeProtocol)
 	notifiee := &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
 		m.disconnected(c.RemotePeer())
 	}}
@@ -103,11 +107,11 @@ func (m *Mesh) Run(ctx context.Context) error {
 	return err
 }
 
-// disconnected starts suspicion of p if no connection to it is left.
+// disconnected probes p if no connection to it is left.
 func (m *Mesh) disconnected(p peer.ID) {
 	m.post(func(s *loopState) {
 		if m.host.Network().Connectedness(p) != network.Connected {
-			s.apply(s.table.suspectNow(p, time.Now()))
+			s.apply(s.table.check(p, time.Now()))
 		}
 	})
 }
@@ -152,6 +156,10 @@ func (s *loopState) redialDead() {
 
 // apply carries out the table's effects and refreshes the view.
 func (s *loopState) apply(fx effects) {
+	if f := fx.dropped; f != nil {
+		s.m.logger.Warn("failure notice dropped: implausible incarnation", "author", f.Sender,
+			"peer", f.Subject, "incarnation", f.Incarnation)
+	}
 	for _, n := range fx.notices {
 		s.m.logger.Info("member state", "peer", n.Subject, "state", n.Kind, "incarnation", n.Incarnation)
 		select {
@@ -161,7 +169,9 @@ func (s *loopState) apply(fx effects) {
 		}
 	}
 	for _, p := range fx.probes {
-		s.probe(p)
+		if !s.probe(p) {
+			s.table.probeDropped(p.id)
+		}
 	}
 	if fx.refute > 0 {
 		select {
@@ -172,39 +182,33 @@ func (s *loopState) apply(fx effects) {
 	s.m.setMembers(s.table.list(), fx.changed)
 }
 
-// probe pings a suspect member directly and feeds the result back.
-func (s *loopState) probe(p probeReq) {
+// probe runs one probe round of p (direct, then through up to
+// indirectChecks random helpers) and feeds the result back. It reports false
+// when too many rounds are in flight (the timers then decide).
+func (s *loopState) probe(p probeReq) bool {
 	if s.probes >= maxProbes {
-		return // DeadTimeout decides
+		return false
 	}
 	s.probes++
+	helpers := slices.Clone(p.helpers)
+	rand.Shuffle(len(helpers), func(i, j int) { helpers[i], helpers[j] = helpers[j], helpers[i] })
+	helpers = helpers[:min(len(helpers), indirectChecks)]
 	m := s.m
 	s.g.Go(func() error {
-		// Our own timers pace probes; libp2p's dial backoff must not turn
-		// an earlier failed dial into an instant, false death.
-		m.clearDialBackoff(p.id)
-		ctx, cancel := context.WithTimeout(s.ctx, m.cfg.ProbeTimeout)
-		defer cancel()
-		start := time.Now()
-		ok := false
-		select {
-		case r := <-ping.Ping(ctx, m.host, p.id):
-			ok = r.Error == nil
-		case <-ctx.Done():
-		}
-		m.metrics.Probe(ok, time.Since(start))
+		r := m.probeRound(s.ctx, p.id, helpers)
 		if s.ctx.Err() != nil {
 			return nil
 		}
 		select { // blocking: a probe result must not be lost
 		case m.events <- func(s *loopState) {
 			s.probes--
-			s.apply(s.table.probed(p, ok, time.Now()))
+			s.apply(s.table.probed(p, r, time.Now()))
 		}:
 		case <-s.ctx.Done():
 		}
 		return nil
 	})
+	return true
 }
 
 // readHeartbeats feeds accepted heartbeats to the loop and asks the dialer
@@ -285,17 +289,24 @@ func (m *Mesh) sender(ctx context.Context, out *outbox) error {
 	}
 }
 
-// refute raises the incarnation above inc (in memory and on disk) after a
-// notice declared this node suspect, dead or left at inc. It reports whether
-// it did (a notice about an older incarnation needs no refutation).
+// refute raises the incarnation to max(current, inc)+1 (in memory and on
+// disk) after a notice declared this node suspect or dead at inc. It reports
+// whether it did: a notice about an older incarnation needs no refutation,
+// and one implausibly far above ours (see plausibleIncarnation) is dropped
+// and counted, so the increment can never wrap.
 func (m *Mesh) refute(inc uint64) bool {
 	m.incMu.Lock()
 	defer m.incMu.Unlock()
 	cur := m.incarnation.Load()
+	if !plausibleIncarnation(cur, inc) {
+		m.metrics.InvalidMessage(reasonImplausibleIncarnation)
+		m.logger.Warn("failure notice about self dropped: implausible incarnation", "incarnation", inc, "current", cur)
+		return false
+	}
 	if inc < cur {
 		return false
 	}
-	next := inc + 1
+	next := inc + 1 // inc >= cur, and inc < MaxUint64 (plausible)
 	if err := writeIncarnation(m.cfg.DataDir, next); err != nil {
 		// Still refute in memory: being alive matters more now; the next
 		// start reads the older value and bumps past it only if no notice

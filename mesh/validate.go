@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"math"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,6 +17,16 @@ const (
 	reasonPayloadTooLarge = "payload_too_large"
 	reasonNotAllowed      = "not_allowed"
 	reasonBadLeave        = "bad_leave"
+	// A suspect or dead notice about its own sender (a member leaves; it
+	// never declares itself failed).
+	reasonBadNotice = "bad_notice"
+	// A heartbeat in a state other than alive or left.
+	reasonBadState = "bad_state"
+	// A failure notice at the last incarnation, or one more than
+	// maxIncarnationSkew above the subject's known incarnation.
+	reasonImplausibleIncarnation = "implausible_incarnation"
+	// A probe request about the requester itself or about the helper.
+	reasonBadProbe = "bad_probe"
 )
 
 // validateHeartbeat is the heartbeat topic validator. An accepted message
@@ -34,6 +45,8 @@ func (m *Mesh) validateHeartbeat(_ context.Context, from peer.ID, msg *pubsub.Me
 		return m.reject(reasonForgedSender, from, msg)
 	case len(h.Payload) > m.cfg.MaxPayload:
 		return m.reject(reasonPayloadTooLarge, from, msg)
+	case h.State != Alive && h.State != Left:
+		return m.reject(reasonBadState, from, msg)
 	}
 	msg.ValidatorData = h
 	return pubsub.ValidationAccept
@@ -55,6 +68,13 @@ func (m *Mesh) validateFailure(_ context.Context, from peer.ID, msg *pubsub.Mess
 		return m.reject(reasonForgedSender, from, msg)
 	case f.Kind == Left && f.Subject != f.Sender:
 		return m.reject(reasonBadLeave, from, msg)
+	case f.Kind != Left && f.Subject == f.Sender:
+		return m.reject(reasonBadNotice, from, msg)
+	case f.Incarnation == math.MaxUint64:
+		// No member could refute it; the bound against the subject's
+		// known incarnation is checked where that is known (table,
+		// refute).
+		return m.reject(reasonImplausibleIncarnation, from, msg)
 	}
 	msg.ValidatorData = f
 	return pubsub.ValidationAccept

@@ -13,14 +13,25 @@ import (
 const (
 	wireVersion = 1
 
-	typeHeartbeat = 1
-	typeFailure   = 2
+	typeHeartbeat    = 1
+	typeFailure      = 2
+	typeProbeRequest = 3
+	typeProbeReply   = 4
 
 	maxPeerIDLen  = 64
 	maxAddrs      = 16
 	maxAddrLen    = 128
 	maxGPUNameLen = 96
 	maxGPUUUIDLen = 96
+
+	// maxProbeRequestLen and maxProbeReplyLen are the largest probe
+	// messages.
+	maxProbeRequestLen = 2 + (1 + maxMeshNameLen) + (1 + maxPeerIDLen)
+	maxProbeReplyLen   = 3
+
+	// Probe reply results.
+	probeReached    = 1
+	probeNotReached = 2
 
 	// maxHeartbeatOverhead is the largest heartbeat without its payload.
 	maxHeartbeatOverhead = 2 + (1 + maxMeshNameLen) + (1 + maxPeerIDLen) + 8 + 1 +
@@ -48,6 +59,13 @@ type failureNotice struct {
 	Kind        State
 	Subject     peer.ID
 	Incarnation uint64
+}
+
+// probeRequest asks a helper to probe Target for the requester (the
+// stream's authenticated remote peer).
+type probeRequest struct {
+	Mesh   string
+	Target peer.ID
 }
 
 // encodeHeartbeat appends the wire form of h to b. Fields over the wire
@@ -172,6 +190,56 @@ func decodeFailure(b []byte) (*failureNotice, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// encodeProbeRequest appends the wire form of q to b.
+func encodeProbeRequest(b []byte, q *probeRequest) ([]byte, error) {
+	b = append(b, wireVersion, typeProbeRequest)
+	var err error
+	if b, err = putString8(b, q.Mesh, maxMeshNameLen); err != nil {
+		return nil, fmt.Errorf("encode probe request mesh: %w", err)
+	}
+	if b, err = putString8(b, string(q.Target), maxPeerIDLen); err != nil {
+		return nil, fmt.Errorf("encode probe request target: %w", err)
+	}
+	return b, nil
+}
+
+// decodeProbeRequest parses a probe request.
+func decodeProbeRequest(b []byte) (*probeRequest, error) {
+	r := reader{b: b}
+	r.header(typeProbeRequest)
+	q := &probeRequest{}
+	q.Mesh = r.string8(maxMeshNameLen, "mesh")
+	q.Target = r.peerID("target")
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// encodeProbeReply appends the wire form of a probe reply to b.
+func encodeProbeReply(b []byte, reached bool) []byte {
+	res := byte(probeNotReached)
+	if reached {
+		res = probeReached
+	}
+	return append(b, wireVersion, typeProbeReply, res)
+}
+
+// decodeProbeReply parses a probe reply: whether the helper reached the
+// target.
+func decodeProbeReply(b []byte) (bool, error) {
+	r := reader{b: b}
+	r.header(typeProbeReply)
+	res := r.u8()
+	if r.err == nil && res != probeReached && res != probeNotReached {
+		r.fail("probe result %d", res)
+	}
+	if err := r.done(); err != nil {
+		return false, err
+	}
+	return res == probeReached, nil
 }
 
 func putString8(b []byte, s string, limit int) ([]byte, error) {

@@ -157,6 +157,72 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+func TestProbeMessages(t *testing.T) {
+	target := fixedID(t, 2)
+	b, err := encodeProbeRequest(nil, &probeRequest{Mesh: "lab", Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := concat("0103", "036c6162", "26", hex.EncodeToString([]byte(target)))
+	if got := hex.EncodeToString(b); got != want {
+		t.Errorf("request: got  %s\nwant %s", got, want)
+	}
+	if len(b) > maxProbeRequestLen {
+		t.Errorf("request of %d bytes, over maxProbeRequestLen %d", len(b), maxProbeRequestLen)
+	}
+	q, err := decodeProbeRequest(b)
+	if err != nil || q.Mesh != "lab" || q.Target != target {
+		t.Errorf("request round trip: %+v, %v", q, err)
+	}
+	for _, reached := range []bool{true, false} {
+		r := encodeProbeReply(nil, reached)
+		if len(r) != maxProbeReplyLen {
+			t.Errorf("reply of %d bytes, want %d", len(r), maxProbeReplyLen)
+		}
+		if got, err := decodeProbeReply(r); err != nil || got != reached {
+			t.Errorf("reply round trip %v: %v, %v", reached, got, err)
+		}
+	}
+	for name, in := range map[string][]byte{
+		"trailing byte": append(bytes.Clone(b), 0),
+		"truncated":     b[:len(b)-1],
+		"reply":         encodeProbeReply(nil, true),
+	} {
+		if _, err := decodeProbeRequest(in); !errors.Is(err, ErrDecode) {
+			t.Errorf("request, %s: got %v, want ErrDecode", name, err)
+		}
+	}
+	for name, in := range map[string][]byte{
+		"bad result":    {1, typeProbeReply, 0},
+		"trailing byte": {1, typeProbeReply, probeReached, 0},
+		"request":       b,
+	} {
+		if _, err := decodeProbeReply(in); !errors.Is(err, ErrDecode) {
+			t.Errorf("reply, %s: got %v, want ErrDecode", name, err)
+		}
+	}
+}
+
+// FuzzDecodeProbeRequest: as FuzzDecodeHeartbeat, for probe requests.
+func FuzzDecodeProbeRequest(f *testing.F) {
+	b, _ := encodeProbeRequest(nil, &probeRequest{Mesh: "lab", Target: fixedID(f, 2)})
+	f.Add(b)
+	f.Add([]byte{1, 3})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		q, err := decodeProbeRequest(in)
+		if err != nil {
+			return
+		}
+		out, err := encodeProbeRequest(nil, q)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if !bytes.Equal(in, out) {
+			t.Fatalf("re-encoding differs:\n in  %x\n out %x", in, out)
+		}
+	})
+}
+
 func decHB(b []byte) error { _, err := decodeHeartbeat(b); return err }
 func decF(b []byte) error  { _, err := decodeFailure(b); return err }
 

@@ -39,15 +39,20 @@ func encodePayload(i rounds.Info) []byte {
 	return b
 }
 
-// viewPeers turns the mesh view into the machine's view: alive or suspect
-// peers are live; their payload is their Info.
+// viewPeers turns the mesh view into the machine's view: alive peers are
+// live; their payload is their Info. A suspect peer is not: the mesh
+// declares a member dead only once others corroborate, which takes a
+// suspicion timeout, but a member this node cannot reach (its connection
+// closed, its probes and the indirect ones failed) cannot take part in a
+// ring now. The machine's safety never depends on the view, only how soon
+// it stops waiting for a peer.
 func viewPeers(v mesh.View) []rounds.Peer {
 	out := make([]rounds.Peer, 0, len(v.Members))
 	for _, m := range v.Members {
 		if m.ID == v.Self {
 			continue
 		}
-		p := rounds.Peer{ID: m.ID, Live: m.State == mesh.Alive || m.State == mesh.Suspect}
+		p := rounds.Peer{ID: m.ID, Live: m.State == mesh.Alive}
 		if pl, ok := decodePayload(m.Payload); ok {
 			p.Info = rounds.Info{State: pl.State, Epoch: pl.Epoch, Step: pl.Step, List: pl.List}
 		}

@@ -94,12 +94,16 @@ type localCluster struct {
 }
 
 // nodeArgs are the flags of a local bench node: loopback only, no mDNS or
-// DHT, production failure detection unless fast.
-func nodeArgs(n int, fast bool) []string {
+// DHT, production failure detection unless fast, a private mesh (one
+// secret for all) unless open.
+func nodeArgs(n int, fast, open bool) []string {
 	a := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--log-level", "info",
 		"--min-members", fmt.Sprint(n)}
 	if fast {
 		a = append(a, "--fast-detect")
+	}
+	if open {
+		a = append(a, "--insecure-open-mesh")
 	}
 	return a
 }

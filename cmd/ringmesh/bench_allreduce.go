@@ -46,6 +46,7 @@ type arBench struct {
 	iters  int
 	dtype  string
 	json   bool
+	open   bool // local nodes run an open mesh
 	stdout io.Writer
 	stderr io.Writer
 	pids   []int // local mode: the node processes, for CPU accounting
@@ -98,6 +99,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&b.dtype, "dtype", "float32", "wire type: float32, bfloat16, float16 (buffers are float32)")
 	fs.BoolVar(&b.json, "json", false, "print one JSON object per size")
 	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
+	fs.BoolVar(&b.open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
 	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
 	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
 	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
@@ -142,7 +144,7 @@ func (b *arBench) options() client.ReduceOptions {
 
 // runLocal benchmarks n local node processes.
 func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir string, keep bool, wait time.Duration) error {
-	cl, err := startLocal(n, nodeArgs(n, fast), profileDir, b.stderr)
+	cl, err := startLocal(n, nodeArgs(n, fast, b.open), profileDir, b.stderr)
 	if err != nil {
 		return err
 	}

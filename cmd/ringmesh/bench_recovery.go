@@ -38,6 +38,7 @@ type recApplied struct {
 type recBench struct {
 	n      int
 	size   int64
+	open   bool // an open mesh (no secret)
 	stderr io.Writer
 
 	mu      sync.Mutex
@@ -71,6 +72,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	kills := fs.Int("kills", 10, "trials: one SIGKILL and restart each")
 	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
 	fast := fs.Bool("fast-detect", false, "pass --fast-detect to the nodes (default: production failure detection)")
+	open := fs.Bool("open", false, "run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
 	if code := parseFlags(fs, args); code >= 0 {
@@ -85,7 +87,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := benchContext()
 	defer stop()
-	r := &recBench{n: *n, size: sizes[0], stderr: stderr}
+	r := &recBench{n: *n, size: sizes[0], open: *open, stderr: stderr}
 	trials, smaller, err := r.run(ctx, *kills, *seed, *fast, *keep)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
@@ -110,7 +112,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 // trial's kill-to-next-round time, and the durations of the survivors'
 // rounds (n-1 members) while the killed node was away.
 func (r *recBench) run(ctx context.Context, kills int, seed uint64, fast, keep bool) (trials, smaller []time.Duration, err error) {
-	cl, err := startLocal(r.n, nodeArgs(r.n, fast), "", r.stderr)
+	cl, err := startLocal(r.n, nodeArgs(r.n, fast, r.open), "", r.stderr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -67,7 +67,10 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 		libp2p.Muxer(yamux.ID, &mux),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: a second node on a busy port must fail to
+		// listen, not share the port with the first (and half its
+		// connections).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.Ping(true),

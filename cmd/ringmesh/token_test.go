@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -150,4 +151,28 @@ func TestTokenMisuse(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want 2 with %q", c.args[5:], code, errb.String(), c.want)
 		}
 	}
+}
+
+// TestBusyPortIsAnError: a second node told to listen on a port the first
+// holds exits 1 naming the address, instead of sharing the port
+// (SO_REUSEPORT) and half the first one's connections.
+func TestBusyPortIsAnError(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+	startOwn(t, filepath.Join(t.TempDir(), "a"), "--listen", listen)
+	var out, errb bytes.Buffer
+	code := run([]string{"node", "--data-dir", filepath.Join(t.TempDir(), "b"), "--listen", listen, "--no-mdns", "--no-dht"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "address already in use") {
+		t.Fatalf("second node on a busy port: exit %d, %q; want 1, address already in use", code, lastLine(errb.String()))
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

@@ -207,6 +207,11 @@ func (m *Mesh) Self() peer.ID { return m.self }
 // topics (use TopicName).
 func (m *Mesh) PubSub() *pubsub.PubSub { return m.ps }
 
+// Allowed reports whether p may take part: there is no allow list, or p is
+// on it. Topics that other packages join check their messages' authors
+// with it (a listed peer can forward an unlisted author's message).
+func (m *Mesh) Allowed(p peer.ID) bool { return m.allow == nil || p == m.self || m.allow[p] }
+
 // TopicName returns the mesh-scoped topic name for kind:
 // "ringmesh/<mesh>/<kind>/1".
 func (m *Mesh) TopicName(kind string) string {

@@ -124,6 +124,9 @@ func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist fu
 		}
 	}()
 	validate := func(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		if !m.Allowed(msg.GetFrom()) {
+			return pubsub.ValidationReject // the allow list holds on every topic
+		}
 		if _, err := checkpoint.ValidateAnnouncement(msg.Data, msg.GetFrom()); err != nil {
 			return pubsub.ValidationReject
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // StreamTransport is the libp2p Transport: one stream per lane per ring
@@ -77,6 +78,15 @@ func (t *StreamTransport) forget(ts *trackedStream) {
 func (t *StreamTransport) Dial(ctx context.Context, to peer.ID, h Header) (Stream, error) {
 	dctx, cancel := context.WithTimeout(ctx, t.cfg.StartTimeout)
 	defer cancel()
+	if t.h.Network().Connectedness(to) != network.Connected {
+		// The rounds pace their attempts; libp2p's dial backoff (5 s and
+		// up after a failed dial, e.g. during a partition) must not turn
+		// every attempt after a heal into an instant "dial backoff"
+		// failure while the peer is reachable again.
+		if sw, ok := t.h.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(to)
+		}
+	}
 	s, err := t.h.NewStream(dctx, to, protocol.ID(ProtocolID))
 	if err != nil {
 		if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/x/rate"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -151,7 +153,7 @@ func resourceManager(peerMemory int64) (network.ResourceManager, error) {
 		Stream:      rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(64 << 20)},
 		Conn:        rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)},
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(part.Build(scaled)))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(part.Build(scaled)), rcmgr.WithConnRateLimiters(connRateLimiter()))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
@@ -277,4 +279,26 @@ func (gs bothGaters) InterceptUpgraded(c network.Conn) (bool, control.Disconnect
 		}
 	}
 	return true, 0
+}
+
+// connRateLimiter bounds new connections per peer IP, in both directions.
+// libp2p's default (0.2 per second after a burst of 16, meant for public
+// DHT servers) starves a cluster: the same few hosts reconnect after every
+// partition and every restart, and once the burst is spent every dial to a
+// member's IP fails with "rate limit exceeded" for minutes. Members are
+// credentialed and few; this allows 10 per second per IP after a burst of
+// 64, and does not limit loopback.
+func connRateLimiter() *rate.Limiter {
+	unlimited := rate.Limit{}
+	return &rate.Limiter{
+		NetworkPrefixLimits: []rate.PrefixLimit{
+			{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Limit: unlimited},
+			{Prefix: netip.MustParsePrefix("::1/128"), Limit: unlimited},
+		},
+		SubnetRateLimiter: rate.SubnetLimiter{
+			IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: rate.Limit{RPS: 10, Burst: 64}}},
+			IPv6SubnetLimits: []rate.SubnetLimit{{PrefixLength: 64, Limit: rate.Limit{RPS: 10, Burst: 64}}},
+			GracePeriod:      time.Minute,
+		},
+	}
 }

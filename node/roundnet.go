@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
@@ -72,6 +73,11 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 		if st == nil {
 			ctx, cancel := context.WithTimeout(s.ctx, timeout)
 			var err error
+			if sw, ok := s.d.n.host.Network().(*swarm.Swarm); ok && s.d.n.host.Network().Connectedness(p) != network.Connected {
+				// This loop paces its own dials (Resend); libp2p's dial
+				// backoff from a partition must not outlast the heal.
+				sw.Backoff().Clear(p)
+			}
 			st, err = s.d.n.host.NewStream(network.WithAllowLimitedConn(ctx, "round"), p, RoundProtocol)
 			cancel()
 			if err != nil {

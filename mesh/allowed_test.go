@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,5 +17,23 @@ func TestAllowed(t *testing.T) {
 	}
 	if open := (&Mesh{self: self}); !open.Allowed(other) {
 		t.Fatal("without an allow list a peer is refused")
+	}
+}
+
+// TestConnRateLimiter: a cluster member's IP may reconnect in bursts (after
+// a partition or a restart) without being refused; loopback is not limited.
+func TestConnRateLimiter(t *testing.T) {
+	l := connRateLimiter()
+	member := netip.MustParseAddr("10.213.0.5")
+	for i := range 64 {
+		if !l.Allow(member) {
+			t.Fatalf("connection %d from one member's IP refused; libp2p's default allows 16", i+1)
+		}
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	for i := range 1000 {
+		if !l.Allow(lo) {
+			t.Fatalf("loopback connection %d refused", i+1)
+		}
 	}
 }

@@ -20,8 +20,13 @@ CHAOS    ?= 10m
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The VCS revision for ringmesh --version, where go build records none
+# (GOFLAGS=-buildvcs=false, or a tarball without .git).
+REV      := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+REVISION := $(REV)$(if $(REV),$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty))
+
 build: ## build bin/ringmesh
-	$(GO) build -o $(BIN) ./cmd/ringmesh
+	$(GO) build -ldflags "-X main.buildRevision=$(REVISION)" -o $(BIN) ./cmd/ringmesh
 
 test: build test-go test-python ## run every test (Go with -race, then the Python client)
 

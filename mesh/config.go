@@ -57,6 +57,10 @@ type Config struct {
 	// larger than a LAN at the cost of some background traffic.
 	DHT bool
 
+	// UserAgent is the libp2p agent string peers see (identify). Default
+	// "ringmesh".
+	UserAgent string
+
 	// PSKFile is a libp2p private network key in the /key/swarm/psk/1.0.0/
 	// format. Peers without the same key cannot complete a connection.
 	// Empty: no private network.
@@ -126,6 +130,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Mesh:              "default",
+		UserAgent:         "ringmesh",
 		Listen:            []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 		MDNS:              true,
 		DHT:               true,

@@ -77,6 +77,9 @@ func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *s
 		libp2p.DisableMetrics(),
 		libp2p.Ping(true),
 	}
+	if cfg.UserAgent != "" {
+		opts = append(opts, libp2p.UserAgent(cfg.UserAgent))
+	}
 	if psk != nil {
 		opts = append(opts, libp2p.PrivateNetwork(psk))
 	} else {

@@ -32,7 +32,8 @@ commands:
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
   reform      re-form the mesh as a new epoch when a majority of its list is gone for good
 
-Run 'ringmesh <command> --help' for the flags of a command. Every flag of
+Run 'ringmesh <command> --help' for the flags of a command, and
+'ringmesh --version' for the version and VCS revision of this build. Every flag of
 'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
 underscores, e.g. RINGMESH_DATA_DIR).
 `
@@ -66,6 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckpoint(rest, stdout, stderr)
 	case "reform":
 		return cmdReform(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version())
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

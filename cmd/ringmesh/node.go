@@ -62,6 +62,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs.Var(&chunk, "allreduce-chunk", "wire bytes per all-reduce frame, e.g. 1MiB: smaller starts the pipeline sooner, larger costs less per byte (every member must use the same value)")
 	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text (key=value lines) or json (one object per line, for log collectors)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -71,6 +72,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.DataDir = *dataDir
+	cfg.Mesh.UserAgent = agent()
 	cfg.AllReduce.ChunkBytes = int(chunk)
 	if len(listen) > 0 {
 		cfg.Mesh.Listen = listen
@@ -95,7 +97,17 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: --log-level: %v\n", err)
 		return 2
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler
+	switch *logFormat {
+	case "text":
+		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		fmt.Fprintf(stderr, "ringmesh node: --log-format %q: want text or json\n", *logFormat)
+		return 2
+	}
+	logger := slog.New(handler)
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -135,7 +147,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 1
 	}
 	st := n.Status()
-	logger.Info("node started", "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
+	logger.Info("node started", "version", version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestVersion: ringmesh --version and ringmesh version print one line
+// naming the build's version and revision, and the agent string peers see
+// starts with ringmesh/.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"--version", "version"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{arg}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "ringmesh ") || !strings.Contains(out.String(), "revision ") {
+			t.Errorf("ringmesh %s: exit %d, %q", arg, code, out.String())
+		}
+	}
+	old := buildRevision
+	defer func() { buildRevision = old }()
+	buildRevision = "0123456789ab"
+	if v, a := version(), agent(); !strings.Contains(v, "revision 0123456789ab") || !strings.HasPrefix(a, "ringmesh/") || !strings.HasSuffix(a, "+0123456789ab") {
+		t.Errorf("with a stamped revision: version %q, agent %q", v, a)
+	}
+}
+
+// TestLogFormatJSON: --log-format json makes every line the node writes a
+// JSON object (the first ones say where it listens and its version); a
+// bad format is refused.
+func TestLogFormatJSON(t *testing.T) {
+	dir := t.TempDir()
+	p := startOwn(t, dir+"/n", "--log-format", "json")
+	p.Stop(10 * time.Second)
+	b, err := os.ReadFile(p.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a JSON line: %q", line)
+		}
+		if m["msg"] == "node started" && m["version"] != nil && m["addrs"] != nil {
+			started = true
+		}
+	}
+	if !started {
+		t.Fatal("no node started line with version and addrs")
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"node", "--data-dir", dir + "/m", "--log-format", "xml"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "text or json") {
+		t.Fatalf("--log-format xml: exit %d, %q", code, errb.String())
+	}
+}

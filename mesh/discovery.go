@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,6 +25,9 @@ const (
 	// joinBackoffMin/Max bound the retry delay of a join address.
 	joinBackoffMin = 100 * time.Millisecond
 	joinBackoffMax = 10 * time.Second
+	// joinWarnEvery is how often a join address that keeps failing is
+	// warned about again.
+	joinWarnEvery = time.Minute
 	// dhtInterval is how often the DHT is used to advertise and find peers.
 	dhtInterval = 30 * time.Second
 )
@@ -86,13 +90,18 @@ func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan
 	}
 }
 
-// join keeps a connection to one join address: it dials with exponential
-// backoff until connected, then checks again every joinBackoffMax.
+// join keeps a connection to one join address: it dials with jittered
+// exponential backoff (cenkalti/backoff) until connected, then checks again
+// every joinBackoffMax. An address that does not answer is a warning, at
+// the first failure and every joinWarnEvery after, naming the address: a
+// node whose --join is wrong must not sit alone in silence.
 func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 	m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
-	backoff := joinBackoffMin
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = joinBackoffMin, joinBackoffMax, 0
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var failingSince, warned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -100,7 +109,7 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 		case <-t.C:
 		}
 		if m.host.Network().Connectedness(ai.ID) == network.Connected {
-			backoff = joinBackoffMin
+			bo.Reset()
 			t.Reset(joinBackoffMax)
 			continue
 		}
@@ -111,15 +120,27 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 		cancel()
 		if err == nil {
 			m.logger.Info("joined", "peer", ai.ID)
-			backoff = joinBackoffMin
+			bo.Reset()
+			failingSince, warned = time.Time{}, time.Time{}
 			t.Reset(joinBackoffMax)
 			continue
 		}
-		if ctx.Err() == nil {
-			m.logger.Debug("join dial failed", "peer", ai.ID, "err", err, "retry", backoff)
+		if ctx.Err() != nil {
+			return nil
 		}
-		t.Reset(backoff)
-		backoff = min(2*backoff, joinBackoffMax)
+		next := bo.NextBackOff()
+		now := time.Now()
+		if failingSince.IsZero() {
+			failingSince = now
+		}
+		if warned.IsZero() || now.Sub(warned) >= joinWarnEvery {
+			warned = now
+			m.logger.Warn("join address does not answer; retrying", "addrs", ai.Addrs, "peer", ai.ID,
+				"failing_for", now.Sub(failingSince).Round(time.Second), "retry_in", next.Round(time.Millisecond), "err", err)
+		} else {
+			m.logger.Debug("join dial failed", "peer", ai.ID, "err", err, "retry", next)
+		}
+		t.Reset(next)
 	}
 }
 

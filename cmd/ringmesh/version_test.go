@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringmesh/ringmesh/internal/systest"
 )
 
 // TestVersion: ringmesh --version and ringmesh version print one line
@@ -54,5 +57,27 @@ func TestLogFormatJSON(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"node", "--data-dir", dir + "/m", "--log-format", "xml"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "text or json") {
 		t.Fatalf("--log-format xml: exit %d, %q", code, errb.String())
+	}
+}
+
+// TestBadJoinWarns: a --join address nobody answers on is a warning at the
+// default log level, naming the address, and the node keeps retrying.
+func TestBadJoinWarns(t *testing.T) {
+	const bad = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWHQofZyJqdVdrZZnP4kpmhZ4brPx1Sjtjgp5Ld3GGSs2D"
+	p := startOwn(t, t.TempDir()+"/n", "--join", bad, "--log-level", "info")
+	systest.Eventually(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "join address does not answer") && strings.Contains(line, "/ip4/127.0.0.1/tcp/9") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no warning naming the join address yet")
+	})
+	if _, err := systest.Status(p.Dir); err != nil {
+		t.Fatalf("the node stopped serving: %v", err)
 	}
 }

@@ -28,15 +28,17 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// applyEnv sets every flag not given on the command line from
-// RINGMESH_<NAME> (upper case, dashes as underscores). Repeatable flags take
-// a comma-separated list.
+// applyEnv sets flags not given on the command line from RINGMESH_<NAME>
+// (upper case, dashes as underscores): every flag of the node command, and
+// only --data-dir of the others, so that a variable meant for the node
+// (RINGMESH_JOIN, RINGMESH_TIMEOUT, ...) never changes what status, bench or
+// checkpoint do. Repeatable flags take a comma-separated list.
 func applyEnv(fs *flag.FlagSet) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] || err != nil || (fs.Name() != "node" && f.Name != "data-dir") {
 			return
 		}
 		env := "RINGMESH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

@@ -35,7 +35,8 @@ commands:
 Run 'ringmesh <command> --help' for the flags of a command, and
 'ringmesh --version' for the version and VCS revision of this build. Every flag of
 'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
-underscores, e.g. RINGMESH_DATA_DIR).
+underscores, e.g. RINGMESH_JOIN); the other commands read only
+RINGMESH_DATA_DIR.
 `
 
 func main() {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -79,5 +81,23 @@ func TestBadJoinWarns(t *testing.T) {
 	})
 	if _, err := systest.Status(p.Dir); err != nil {
 		t.Fatalf("the node stopped serving: %v", err)
+	}
+}
+
+// TestEnvTwinsStayWithNode: RINGMESH_<FLAG> sets the node's flags, but of
+// the other commands only --data-dir: a RINGMESH_JSON meant for nothing in
+// particular must not turn status output into JSON.
+func TestEnvTwinsStayWithNode(t *testing.T) {
+	t.Setenv("RINGMESH_JSON", "true")
+	t.Setenv("RINGMESH_DATA_DIR", t.TempDir())
+	var asJSON *bool
+	dir, code := localCommand("status", "", nil, io.Discard, func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "") })
+	if code >= 0 || dir == "" || *asJSON {
+		t.Fatalf("status: data dir %q (want it from RINGMESH_DATA_DIR), json %v (want RINGMESH_JSON ignored), code %d", dir, *asJSON, code)
+	}
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	j := fs.Bool("json", false, "")
+	if code := parseFlags(fs, nil); code >= 0 || !*j {
+		t.Fatalf("node: RINGMESH_JSON not applied (code %d)", code)
 	}
 }

@@ -17,25 +17,7 @@ import (
 // stopFaults); trainers start at the times in start (absent: at 0).
 func runScript(t *testing.T, s *Sim, start map[int]time.Duration, script func(), until time.Duration) {
 	t.Helper()
-	s.faulty = true
-	for i, nd := range s.nodes {
-		s.at(start[i], func() { s.startTrainer(nd) })
-	}
-	s.at(0, s.tick)
-	s.at(0, s.viewTick)
-	script()
-	end := simEpoch.Add(until)
-	for s.q.Len() > 0 && s.err == nil {
-		e := popEvent(s)
-		if e.at.After(end) {
-			break
-		}
-		s.now = e.at
-		e.fn()
-	}
-	if s.err != nil {
-		t.Fatal(s.err)
-	}
+	runScriptEach(t, s, start, script, until, func() {})
 }
 
 func cutGroups(s *Sim, a, b []int) {

@@ -118,3 +118,32 @@ func TestReformAfterMajorityLost(t *testing.T) {
 	steps := tr.led.check(t)
 	t.Logf("epoch %d -> %d; survivor was at step %d; %d steps applied; newcomers %s, %s", before.epoch, st.Rounds.Epoch, before.step, steps, newcomers[0].ID, newcomers[1].ID)
 }
+
+// TestStatusWatch: status --watch redraws the table until it is stopped,
+// marks the members of the agreed list, and keeps going (saying so) while
+// the node does not answer.
+func TestStatusWatch(t *testing.T) {
+	ps := systest.Cluster(t, t.TempDir(), 2, "--min-members", "2")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	joinedTrainers(t, ctx, ps, 16)
+	wctx, stop := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer stop()
+	var out bytes.Buffer
+	watchStatus(wctx, ps[0].Dir, 200*time.Millisecond, &out)
+	s := out.String()
+	if n := strings.Count(s, "ringmesh status --watch"); n < 3 {
+		t.Fatalf("%d redraws in 1.5s at 200ms", n)
+	}
+	last := s[strings.LastIndex(s, "ringmesh status --watch"):]
+	if !strings.Contains(last, "LIST") || strings.Count(last, " yes ") < 1 {
+		t.Fatalf("the last redraw marks no member of the agreed list:\n%s", last)
+	}
+	out.Reset()
+	gone, stop2 := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer stop2()
+	watchStatus(gone, t.TempDir(), 100*time.Millisecond, &out)
+	if !strings.Contains(out.String(), "no ringmesh node") {
+		t.Fatalf("watching a data dir without a node: %q", out.String())
+	}
+}

@@ -6,7 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -15,10 +19,23 @@ import (
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var asJSON *bool
-	dataDir, code := localCommand("status", "usage: ringmesh status --data-dir DIR [--json]\n\nShows the members the local node sees and its round state.", args, stderr,
-		func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "print one JSON object") })
+	var watch *time.Duration
+	dataDir, code := localCommand("status", "usage: ringmesh status --data-dir DIR [--json] [--watch [INTERVAL]]\n\n"+
+		"Shows the members the local node sees (and which of them are in the agreed\n"+
+		"list), and its round state. --watch redraws it every INTERVAL (1s) until\n"+
+		"interrupted.", args, stderr,
+		func(fs *flag.FlagSet) {
+			asJSON = fs.Bool("json", false, "print one JSON object")
+			watch = fs.Duration("watch", 0, "redraw every this long (e.g. 1s) until interrupted")
+		})
 	if code >= 0 {
 		return code
+	}
+	if *watch > 0 {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		watchStatus(ctx, dataDir, *watch, stdout)
+		return 0
 	}
 	st, err := fetchStatus(dataDir)
 	if err != nil {
@@ -40,6 +57,29 @@ func fetchStatus(dataDir string) (node.StatusJSON, error) {
 	return node.ReadStatus(ctx, dataDir)
 }
 
+// watchStatus redraws the status every interval until ctx ends; a node
+// that does not answer is shown as such and asked again.
+func watchStatus(ctx context.Context, dataDir string, interval time.Duration, stdout io.Writer) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		var b strings.Builder
+		if st, err := fetchStatus(dataDir); err != nil {
+			fmt.Fprintf(&b, "ringmesh status: %v\n", err)
+		} else {
+			printStatus(&b, st)
+		}
+		// Clear the screen and draw from the top.
+		fmt.Fprintf(stdout, "\033[H\033[2J%s%s\n", time.Now().Format(time.TimeOnly), "  (ringmesh status --watch; Ctrl-C ends)")
+		io.WriteString(stdout, b.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func printStatus(w io.Writer, st node.StatusJSON) {
 	privacy := "private (peers need the mesh secret; 'ringmesh token' prints a join token)"
 	if !st.Private {
@@ -56,8 +96,12 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
+	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
 	for _, m := range st.Members {
+		inList := "-"
+		if slices.Contains(r.Members, m.ID) {
+			inList = "yes"
+		}
 		id := m.ID
 		if len(id) > 12 {
 			id = "…" + id[len(id)-10:]
@@ -74,7 +118,7 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		if !m.LastSeen.IsZero() {
 			seen = time.Since(m.LastSeen).Truncate(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
 	}
 	tw.Flush()
 }

@@ -36,6 +36,7 @@ The Python package installs with `pip install ./python` (numpy; torch is the
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -105,6 +106,9 @@ def param_hash(model: torch.nn.Module) -> str:
 
 def main() -> int:
     args = parse_args()
+    # ringmesh.torch says when it joins, loads a checkpoint, rejoins after a
+    # peer died or waits for its node: show it.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     task = Task(args.seed, args.batch)
     model = make_model(args.seed, args.hidden).to(args.device)
 

@@ -32,3 +32,17 @@ func TestImportDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryLinksNoTestHarness: the shipped binary does not link the
+// system-test harness or the namespace lab (they are for tests only).
+func TestBinaryLinksNoTestHarness(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/ringmesh").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "github.com/ringmesh/ringmesh/internal/systest" || dep == "github.com/ringmesh/ringmesh/internal/netlab" {
+			t.Errorf("cmd/ringmesh links %s", dep)
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/internal/nodeproc"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
@@ -88,7 +88,7 @@ type localCluster struct {
 	bin   string
 	root  string
 	args  []string // flags every node gets
-	procs []*systest.Proc
+	procs []*nodeproc.Proc
 	keep  bool // keep the data dirs (and node logs) at stop
 	out   io.Writer
 }
@@ -125,7 +125,7 @@ func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*loc
 			return nil, fmt.Errorf("profile dir: %w", err)
 		}
 	}
-	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*systest.Proc, n), out: stderr}
+	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*nodeproc.Proc, n), out: stderr}
 	for i := range n {
 		a := append([]string{}, args...)
 		if i > 0 {
@@ -134,7 +134,7 @@ func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*loc
 		if profileDir != "" {
 			a = append(a, "--cpuprofile", filepath.Join(profileDir, fmt.Sprintf("node-%d.pprof", i)))
 		}
-		p, err := systest.StartCmd(nil, bin, c.dir(i), a...)
+		p, err := nodeproc.StartCmd(nil, bin, c.dir(i), a...)
 		if err != nil {
 			c.stop()
 			return nil, fmt.Errorf("start node %d: %w", i, err)
@@ -151,7 +151,7 @@ func (c *localCluster) dir(i int) string { return filepath.Join(c.root, fmt.Spri
 // through node via.
 func (c *localCluster) restart(i, via int) error {
 	a := append(append([]string{}, c.args...), "--join", c.procs[via].Addr)
-	p, err := systest.StartCmd(nil, c.bin, c.dir(i), a...)
+	p, err := nodeproc.StartCmd(nil, c.bin, c.dir(i), a...)
 	if err != nil {
 		return fmt.Errorf("restart node %d: %w", i, err)
 	}

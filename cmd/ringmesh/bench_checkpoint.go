@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/internal/nodeproc"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
@@ -105,7 +105,7 @@ func runCheckpointBench(ctx context.Context, n int, size int64, stderr io.Writer
 	r.ReplicateS = time.Since(start).Seconds()
 
 	freshDir := filepath.Join(cl.root, "fresh")
-	p, err := systest.StartCmd(nil, cl.bin, freshDir, append(append([]string{}, args...), "--join", cl.procs[0].Addr)...)
+	p, err := nodeproc.StartCmd(nil, cl.bin, freshDir, append(append([]string{}, args...), "--join", cl.procs[0].Addr)...)
 	if err != nil {
 		return r, fmt.Errorf("start the fetching node: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/ringmesh/ringmesh/internal/atomicfile"
 )
 
 const (
@@ -41,7 +43,7 @@ func loadOrCreateIdentity(dir string) (crypto.PrivKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode key: %w", ErrIdentity, err)
 	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
 	return k, nil
@@ -66,7 +68,7 @@ func readIncarnation(dir string) (uint64, error) {
 // writeIncarnation stores n in dir, atomically and durably.
 func writeIncarnation(dir string, n uint64) error {
 	b := []byte(strconv.FormatUint(n, 10) + "\n")
-	if err := writeFileAtomic(filepath.Join(dir, incarnationFile), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, incarnationFile), b, 0o600); err != nil {
 		return fmt.Errorf("write incarnation: %w", err)
 	}
 	return nil
@@ -87,29 +89,4 @@ func bumpIncarnation(dir string) (uint64, error) {
 		return 0, err
 	}
 	return n, nil
-}
-
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

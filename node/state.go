@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ringmesh/ringmesh/internal/atomicfile"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -137,28 +138,8 @@ func saveState(dataDir string, s savedState) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dataDir, stateFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(dataDir, stateFile), b, 0o600); err != nil {
 		return fmt.Errorf("node: round state: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("node: round state: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("node: round state: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("node: round state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dataDir, stateFile)); err != nil {
-		return fmt.Errorf("node: round state: %w", err)
-	}
-	if dir, err := os.Open(dataDir); err == nil {
-		dir.Sync()
-		dir.Close()
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
+
+	"github.com/ringmesh/ringmesh/internal/atomicfile"
 )
 
 // SecretFile is the mesh secret's file name in a data dir.
@@ -145,41 +147,10 @@ func Ensure(dataDir string, from []byte) (path string, created bool, err error) 
 	if s == nil {
 		s = NewSecret()
 	}
-	if err := writeFile(path, encodeSecret(s)); err != nil {
-		return "", false, err
+	if err := atomicfile.Write(path, encodeSecret(s), 0o600); err != nil {
+		return "", false, fmt.Errorf("credentials: write %s: %w", path, err)
 	}
 	return path, true, nil
-}
-
-func writeFile(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("credentials: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("credentials: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("credentials: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("credentials: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("credentials: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("credentials: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // Addrs picks up to max addresses for a token from a node's own addresses

@@ -10,7 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+
+	"github.com/ringmesh/ringmesh/internal/p2pconf"
 )
 
 // StreamTransport is the libp2p Transport: one stream per lane per ring
@@ -79,13 +80,8 @@ func (t *StreamTransport) Dial(ctx context.Context, to peer.ID, h Header) (Strea
 	dctx, cancel := context.WithTimeout(ctx, t.cfg.StartTimeout)
 	defer cancel()
 	if t.h.Network().Connectedness(to) != network.Connected {
-		// The rounds pace their attempts; libp2p's dial backoff (5 s and
-		// up after a failed dial, e.g. during a partition) must not turn
-		// every attempt after a heal into an instant "dial backoff"
-		// failure while the peer is reachable again.
-		if sw, ok := t.h.Network().(*swarm.Swarm); ok {
-			sw.Backoff().Clear(to)
-		}
+		// The rounds pace their attempts.
+		p2pconf.ClearDialBackoff(t.h.Network(), to)
 	}
 	s, err := t.h.NewStream(dctx, to, protocol.ID(ProtocolID))
 	if err != nil {

@@ -11,8 +11,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ringmesh/ringmesh/internal/p2pconf"
 )
 
 const (
@@ -228,15 +229,6 @@ func (m *Mesh) bootstrapPeers() []peer.AddrInfo {
 	return out
 }
 
-// clearDialBackoff lets the next dial of p go out at once: the mesh paces
-// its dials and probes with its own timers, and libp2p's dial backoff (5 s
-// and up after a failure) must not turn an earlier failed dial into an
-// instant failure. (network.WithForceDirectDial would skip the backoff too,
-// but go-libp2p v0.51 dereferences a nil transport with it when the
-// peerstore holds an address this host has no transport for, e.g. a QUIC
-// address on a TCP-only private-network host.)
-func (m *Mesh) clearDialBackoff(p peer.ID) {
-	if sw, ok := m.host.Network().(*swarm.Swarm); ok {
-		sw.Backoff().Clear(p)
-	}
-}
+// clearDialBackoff: the mesh paces its dials and probes with its own
+// timers (see p2pconf.ClearDialBackoff).
+func (m *Mesh) clearDialBackoff(p peer.ID) { p2pconf.ClearDialBackoff(m.host.Network(), p) }

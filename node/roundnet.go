@@ -9,8 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
+	"github.com/ringmesh/ringmesh/internal/p2pconf"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -73,10 +73,9 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 		if st == nil {
 			ctx, cancel := context.WithTimeout(s.ctx, timeout)
 			var err error
-			if sw, ok := s.d.n.host.Network().(*swarm.Swarm); ok && s.d.n.host.Network().Connectedness(p) != network.Connected {
-				// This loop paces its own dials (Resend); libp2p's dial
-				// backoff from a partition must not outlast the heal.
-				sw.Backoff().Clear(p)
+			if s.d.n.host.Network().Connectedness(p) != network.Connected {
+				// This loop paces its own dials (Resend).
+				p2pconf.ClearDialBackoff(s.d.n.host.Network(), p)
 			}
 			st, err = s.d.n.host.NewStream(network.WithAllowLimitedConn(ctx, "round"), p, RoundProtocol)
 			cancel()

@@ -10,9 +10,11 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 )
@@ -89,4 +91,19 @@ func ResourceManager() (network.ResourceManager, error) {
 		return nil, fmt.Errorf("p2pconf: resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// ClearDialBackoff lets the next dial of p on n go out at once. Callers
+// that pace their own dials (the mesh's joins and probes, the round
+// senders, the all-reduce lanes) use it so that libp2p's dial backoff (5 s
+// and up after a failure, e.g. during a partition) does not turn a dial
+// after a heal into an instant "dial backoff" failure.
+// (network.WithForceDirectDial would skip the backoff too, but go-libp2p
+// v0.51 dereferences a nil transport with it when the peerstore holds an
+// address this host has no transport for, e.g. a QUIC address on a
+// TCP-only private-network host.)
+func ClearDialBackoff(n network.Network, p peer.ID) {
+	if sw, ok := n.(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 }

@@ -41,7 +41,9 @@ type Config struct {
 	// work over QUIC); the others are dropped with a warning.
 	Listen []string
 
-	// Join are the multiaddrs (with /p2p/<id>) of members to join through.
+	// Join are the multiaddrs of members to join through: full ones ending in
+	// /p2p/<id>, or plain TCP ones (/ip4/A/tcp/P, /dns4/H/tcp/P) whose peer ID
+	// is learned by handshake.
 	// Dialled with exponential backoff until connected; one live member is
 	// enough, the rest are learned from heartbeats. Empty for the first node.
 	Join []string

@@ -26,7 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty mesh name", func(c *Config) { c.Mesh = "" }, "mesh name"},
 		{"no listen", func(c *Config) { c.Listen = nil }, "no listen"},
 		{"bad listen", func(c *Config) { c.Listen = []string{"tcp/1"} }, "listen address"},
-		{"join without id", func(c *Config) { c.Join = []string{"/ip4/127.0.0.1/tcp/1"} }, "join address"},
+		{"join over udp without id", func(c *Config) { c.Join = []string{"/ip4/127.0.0.1/udp/1/quic-v1"} }, "join address"},
 		{"suspect below 2 heartbeats", func(c *Config) { c.SuspectTimeout = c.HeartbeatInterval }, "suspect timeout"},
 		{"dead not above probe", func(c *Config) { c.DeadTimeout = c.ProbeTimeout }, "dead timeout"},
 		{"payload over cap", func(c *Config) { c.MaxPayload = maxPayloadCap + 1 }, "max payload"},
@@ -161,5 +161,21 @@ func TestAdvertiseAddrs(t *testing.T) {
 	}
 	if got := advertiseAddrs([]multiaddr.Multiaddr{lo}); len(got) != 1 || !got[0].Equal(lo) {
 		t.Errorf("loopback only: got %v, want %v", got, lo)
+	}
+}
+
+// TestParseJoinPlain: plain TCP addresses (IP or DNS) parse with no peer ID;
+// other transports and extra components need one.
+func TestParseJoinPlain(t *testing.T) {
+	for _, s := range []string{"/ip4/10.0.0.1/tcp/4001", "/ip6/::1/tcp/4001", "/dns4/gpu1.lab/tcp/4001", "/dns/gpu1.lab/tcp/4001"} {
+		ai, err := parseJoin(s)
+		if err != nil || ai.ID != "" || len(ai.Addrs) != 1 || ai.Addrs[0].String() != s {
+			t.Errorf("parseJoin(%s): %+v, %v; want a plain address with no ID", s, ai, err)
+		}
+	}
+	for _, s := range []string{"/ip4/10.0.0.1/udp/4001/quic-v1", "/ip4/10.0.0.1/tcp/4001/ws", "/ip4/10.0.0.1"} {
+		if _, err := parseJoin(s); err == nil {
+			t.Errorf("parseJoin(%s): no error", s)
+		}
 	}
 }

@@ -96,8 +96,14 @@ func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan
 // every joinBackoffMax. An address that does not answer is a warning, at
 // the first failure and every joinWarnEvery after, naming the address: a
 // node whose --join is wrong must not sit alone in silence.
+//
+// A plain address (no /p2p/ID) first has its peer ID learned by handshake
+// (learnPeerID), retried the same way; from then on it is dialled like a
+// full one.
 func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
-	m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	if ai.ID != "" {
+		m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+	}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = joinBackoffMin, joinBackoffMax, 0
 	t := time.NewTimer(0)
@@ -109,15 +115,31 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 			return nil
 		case <-t.C:
 		}
-		if m.host.Network().Connectedness(ai.ID) == network.Connected {
+		if ai.ID != "" && m.host.Network().Connectedness(ai.ID) == network.Connected {
 			bo.Reset()
 			t.Reset(joinBackoffMax)
 			continue
 		}
-		// Paced by our backoff, not libp2p's (5s and up after a failure).
-		m.clearDialBackoff(ai.ID)
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		err := m.host.Connect(dctx, ai)
+		var err error
+		if ai.ID == "" {
+			var id peer.ID
+			if id, err = m.learnPeerID(dctx, ai.Addrs[0]); err == nil {
+				if id == m.self {
+					cancel()
+					m.logger.Info("join address is this node; ignoring it", "addr", ai.Addrs[0])
+					return nil
+				}
+				ai.ID = id
+				m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
+				m.logger.Info("join address answers as", "addr", ai.Addrs[0], "peer", id)
+			}
+		}
+		if err == nil {
+			// Paced by our backoff, not libp2p's (5s and up after a failure).
+			m.clearDialBackoff(ai.ID)
+			err = m.host.Connect(dctx, ai)
+		}
 		cancel()
 		if err == nil {
 			m.logger.Info("joined", "peer", ai.ID)
@@ -219,7 +241,7 @@ func (m *Mesh) runDHT(ctx context.Context, dials chan<- peer.AddrInfo) error {
 func (m *Mesh) bootstrapPeers() []peer.AddrInfo {
 	var out []peer.AddrInfo
 	for _, s := range m.cfg.Join {
-		if ai, err := parseJoin(s); err == nil {
+		if ai, err := parseJoin(s); err == nil && ai.ID != "" { // plain ones are joined by m.join
 			out = append(out, *ai)
 		}
 	}

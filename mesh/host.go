@@ -36,14 +36,7 @@ const streamWindow = 16 << 20
 // buildHost makes the libp2p host: identity, listen addresses, TLS then
 // Noise, yamux, bounded resource manager, optional private network and
 // allow-list gater.
-func buildHost(cfg Config, key crypto.PrivKey, allow map[peer.ID]bool, logger *slog.Logger) (host.Host, error) {
-	var psk pnet.PSK
-	if cfg.PSKFile != "" {
-		var err error
-		if psk, err = readPSK(cfg.PSKFile); err != nil {
-			return nil, err
-		}
-	}
+func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]bool, logger *slog.Logger) (host.Host, error) {
 	listen, err := listenAddrs(cfg.Listen, psk != nil, logger)
 	if err != nil {
 		return nil, err
@@ -203,11 +196,26 @@ func readAllow(path string) (map[peer.ID]bool, error) {
 	return allow, nil
 }
 
-// parseJoin parses a join multiaddr, which must end in /p2p/<id>.
+// CheckJoinAddr says whether s is a join address parseJoin accepts.
+func CheckJoinAddr(s string) error {
+	_, err := parseJoin(s)
+	return err
+}
+
+// parseJoin parses a join multiaddr: either a full member address ending
+// in /p2p/<id>, or a plain TCP address (/ip4/A/tcp/P, /dns4/H/tcp/P) whose
+// peer ID the join loop learns by handshake (see learnPeerID); then the
+// AddrInfo's ID is empty.
 func parseJoin(s string) (*peer.AddrInfo, error) {
 	a, err := multiaddr.NewMultiaddr(s)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := a.ValueForProtocol(multiaddr.P_P2P); err != nil {
+		if !plainTCP(a) {
+			return nil, fmt.Errorf("want /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT, or any address ending in /p2p/<peer id>")
+		}
+		return &peer.AddrInfo{Addrs: []multiaddr.Multiaddr{a}}, nil
 	}
 	ai, err := peer.AddrInfoFromP2pAddr(a)
 	if err != nil {

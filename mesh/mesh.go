@@ -12,8 +12,10 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 )
 
 // Topic kinds used by the mesh itself.
@@ -32,6 +34,8 @@ type Mesh struct {
 	host    host.Host
 	self    peer.ID
 	allow   map[peer.ID]bool // nil: any peer; read-only
+	key     crypto.PrivKey   // the host's identity, for learnPeerID
+	psk     pnet.PSK         // nil: open mesh
 	ps      *pubsub.PubSub
 	psStop  context.CancelFunc
 	hbTopic *pubsub.Topic
@@ -83,13 +87,20 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger, metrics Metrics)
 			return nil, err
 		}
 	}
+	var psk pnet.PSK
+	if cfg.PSKFile != "" {
+		if psk, err = readPSK(cfg.PSKFile); err != nil {
+			return nil, err
+		}
+	}
 	logger = logger.With("component", "mesh")
-	h, err := buildHost(cfg, key, allow, logger)
+	h, err := buildHost(cfg, key, psk, allow, logger)
 	if err != nil {
 		return nil, err
 	}
 	m := &Mesh{
 		cfg: cfg, logger: logger, metrics: metrics, host: h, self: h.ID(), allow: allow,
+		key: key, psk: psk,
 		caps:     DetectCapabilities(cfg.NVML),
 		watchers: make(map[*watcher]struct{}),
 		events:   make(chan func(*loopState), 256),

@@ -208,7 +208,7 @@ func (d *demo) startNodes(ctx context.Context) error {
 		n.proc, n.id, n.state = p, p.id, "joining"
 		d.mu.Unlock()
 		if i == 0 {
-			t, err := tokenFor(n.dir)
+			t, err := tokenFor(n.dir, nil)
 			if err != nil {
 				return fmt.Errorf("join token of %s: %w", n.name, err)
 			}

@@ -31,9 +31,11 @@ gossip, rounds, checkpoints or DHT). The first node needs no --join; on it,
   ringmesh node --data-dir DIR --join TOKEN
 
 is all it takes (the token carries the mesh name, the secret and member
-addresses; keep it as secret as a password). --join also takes plain member
-addresses (/ip4/A/tcp/P/p2p/ID) once the data dir holds the mesh's secret,
-and --psk FILE uses a secret file you distribute yourself.
+addresses; keep it as secret as a password). Once the data dir holds the
+mesh's secret, --join also takes member addresses: /ip4/A/tcp/P/p2p/ID, or
+plain /ip4/A/tcp/P and /dns4/HOST/tcp/P (the peer ID is learned by
+handshake, which only a holder of the secret completes). --psk FILE uses a
+secret file you distribute yourself.
 --insecure-open-mesh runs without any secret: anyone who reaches the port
 can join, read the model and add gradients.`
 
@@ -43,7 +45,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	var listen, join multiFlag
 	dataDir := fs.String("data-dir", "", "directory for the identity key, control socket and checkpoints (required)")
 	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001 and its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1)")
-	fs.Var(&join, "join", "join token from 'ringmesh token', or a member multiaddr /ip4/A/tcp/P/p2p/ID (repeatable)")
+	fs.Var(&join, "join", "join token from 'ringmesh token', or a member address: /ip4/A/tcp/P[/p2p/ID], /dns4/HOST/tcp/P (repeatable)")
 	fs.StringVar(&cfg.Mesh.Mesh, "mesh", cfg.Mesh.Mesh, "mesh name: separates meshes on one network")
 	noMDNS := fs.Bool("no-mdns", false, "disable mDNS discovery on the local network")
 	noDHT := fs.Bool("no-dht", false, "disable DHT discovery")

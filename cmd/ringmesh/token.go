@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,21 +11,33 @@ import (
 	"github.com/ringmesh/ringmesh/node/credentials"
 )
 
-const tokenHelp = `usage: ringmesh token --data-dir DIR
+const tokenHelp = `usage: ringmesh token --data-dir DIR [--addr ADDR ...]
 
 Prints a join token for the mesh of the node running on DIR: the mesh name,
 its secret and a few member addresses. On another host,
 
   ringmesh node --data-dir DIR2 --join TOKEN
 
-joins the mesh. Anyone holding the token can join: share it like a password.`
+joins the mesh. Anyone holding the token can join: share it like a password.
+--addr puts an address of your choosing first, for example the DNS name or
+the address other hosts reach this node by: /dns4/gpu1.lab/tcp/4001 (plain
+TCP addresses need no /p2p/ID; the joiner learns it by handshake).`
 
 func cmdToken(args []string, stdout, stderr io.Writer) int {
-	dataDir, code := localCommand("token", tokenHelp, args, stderr, nil)
+	var addrs multiFlag
+	dataDir, code := localCommand("token", tokenHelp, args, stderr, func(fs *flag.FlagSet) {
+		fs.Var(&addrs, "addr", "address to put first in the token: /dns4/HOST/tcp/PORT, /ip4/A/tcp/P, or a full one ending in /p2p/ID (repeatable)")
+	})
 	if code >= 0 {
 		return code
 	}
-	t, err := tokenFor(dataDir)
+	for _, a := range addrs {
+		if err := mesh.CheckJoinAddr(a); err != nil {
+			fmt.Fprintf(stderr, "ringmesh token: --addr %q: %v\n", a, err)
+			return 2
+		}
+	}
+	t, err := tokenFor(dataDir, addrs)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh token: %v\n", err)
 		return 1
@@ -34,7 +47,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 }
 
 // tokenFor builds the join token of the node running on dataDir.
-func tokenFor(dataDir string) (credentials.Token, error) {
+func tokenFor(dataDir string, explicit []string) (credentials.Token, error) {
 	st, err := fetchStatus(dataDir)
 	if err != nil {
 		return credentials.Token{}, err
@@ -55,7 +68,7 @@ func tokenFor(dataDir string) (credentials.Token, error) {
 			cands = append(cands, a+"/p2p/"+m.ID)
 		}
 	}
-	t := credentials.Token{Mesh: st.Mesh, Secret: secret, Addrs: credentials.Addrs(cands, 4)}
+	t := credentials.Token{Mesh: st.Mesh, Secret: secret, Addrs: credentials.Addrs(explicit, cands, 4)}
 	if len(t.Addrs) == 0 {
 		return credentials.Token{}, fmt.Errorf("the node has no address to put in the token")
 	}

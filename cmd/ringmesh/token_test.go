@@ -127,7 +127,7 @@ func TestTokenJoinAndOutsiders(t *testing.T) {
 // and starts nothing.
 func TestTokenMisuse(t *testing.T) {
 	a := startOwn(t, filepath.Join(t.TempDir(), "a"))
-	tokA, err := tokenFor(a.Dir)
+	tokA, err := tokenFor(a.Dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +175,67 @@ func TestBusyPortIsAnError(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestPlainAddressJoin: a token whose only address is a plain TCP one (no
+// peer ID, as `ringmesh token --addr` puts a DNS name in), and a plain
+// --join next to a data dir that holds the secret, both join: the joiner
+// learns the member's peer ID by handshake. A node with another secret,
+// given the same plain address, learns nothing and says so.
+func TestPlainAddressJoin(t *testing.T) {
+	a := startOwn(t, filepath.Join(t.TempDir(), "a"))
+	plain, _, ok := strings.Cut(a.Addr, "/p2p/")
+	if !ok {
+		t.Fatalf("a's address %q has no /p2p/", a.Addr)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"token", "--data-dir", a.Dir, "--addr", plain}, &out, &errb); code != 0 {
+		t.Fatalf("ringmesh token --addr: exit %d: %s", code, errb.String())
+	}
+	tok, err := credentials.ParseToken(strings.TrimSpace(out.String()))
+	if err != nil || tok.Addrs[0] != plain {
+		t.Fatalf("token addresses %v (%v); want %s first", tok.Addrs, err, plain)
+	}
+	tok.Addrs = tok.Addrs[:1] // only the plain one
+	b := startOwn(t, filepath.Join(t.TempDir(), "b"), "--join", tok.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			l, _ := os.ReadFile(b.Log)
+			t.Logf("b log:\n%s", l)
+		}
+	})
+
+	// c: the secret in its data dir already (as after a first token join),
+	// and a plain --join.
+	cdir := filepath.Join(t.TempDir(), "c")
+	os.MkdirAll(cdir, 0o700)
+	if _, _, err := credentials.Ensure(cdir, tok.Secret); err != nil {
+		t.Fatal(err)
+	}
+	c := startOwn(t, cdir, "--join", plain)
+	systest.Eventually(t, time.Minute, func() error {
+		for _, p := range []*systest.Proc{b, c} {
+			if !slices.Contains(alivePeers(t, a), p.ID) || !slices.Contains(alivePeers(t, p), a.ID) {
+				return fmt.Errorf("a and %s do not see each other alive yet", filepath.Base(p.Dir))
+			}
+		}
+		return nil
+	})
+
+	outsider := startOwn(t, filepath.Join(t.TempDir(), "d"), "--join", plain)
+	systest.Eventually(t, time.Minute, func() error {
+		log, _ := os.ReadFile(outsider.Log)
+		i := bytes.Index(log, []byte("join address does not answer"))
+		if i < 0 {
+			return fmt.Errorf("the outsider has not warned about its join address yet")
+		}
+		t.Logf("the outsider: %s", lastLine(string(log[i:])))
+		return nil
+	})
+	if ids := alivePeers(t, outsider); len(ids) > 0 {
+		t.Fatalf("the outsider sees members %v", ids)
+	}
+	if slices.Contains(alivePeers(t, a), outsider.ID) {
+		t.Fatal("a sees the outsider")
+	}
 }

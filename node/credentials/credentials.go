@@ -25,6 +25,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/ringmesh/ringmesh/internal/atomicfile"
+	"github.com/ringmesh/ringmesh/mesh"
 )
 
 // SecretFile is the mesh secret's file name in a data dir.
@@ -90,7 +91,7 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("credentials: join token holds %d member addresses, want 1 to %d", len(t.Addrs), maxAddrs)
 	}
 	for _, a := range t.Addrs {
-		if _, err := peer.AddrInfoFromString(a); err != nil {
+		if err := mesh.CheckJoinAddr(a); err != nil {
 			return Token{}, fmt.Errorf("credentials: join token address %q: %w", a, err)
 		}
 	}
@@ -153,11 +154,19 @@ func Ensure(dataDir string, from []byte) (path string, created bool, err error) 
 	return path, true, nil
 }
 
-// Addrs picks up to max addresses for a token from a node's own addresses
-// and its members': non-loopback first, then loopback, in order, each once.
-func Addrs(candidates []string, max int) []string {
+// Addrs picks up to max addresses for a token: first the explicit ones (as
+// given, plain TCP addresses included), then from a node's own addresses and
+// its members' (full /p2p ones only), non-loopback before loopback, in
+// order, each once.
+func Addrs(explicit, candidates []string, max int) []string {
 	var out, lo []string
 	seen := map[string]bool{}
+	for _, a := range explicit {
+		if !seen[a] && mesh.CheckJoinAddr(a) == nil {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
 	for _, a := range candidates {
 		if seen[a] {
 			continue

@@ -32,7 +32,7 @@ func TestParseTokenRejects(t *testing.T) {
 		{Token{Mesh: "lab", Secret: []byte{1, 2}, Addrs: []string{addr}}.String(), "no valid mesh secret"},
 		{Token{Secret: NewSecret(), Addrs: []string{addr}}.String(), "names no mesh"},
 		{Token{Mesh: "lab", Secret: NewSecret()}.String(), "0 member addresses"},
-		{Token{Mesh: "lab", Secret: NewSecret(), Addrs: []string{"/ip4/1.2.3.4/tcp/1"}}.String(), "address"},
+		{Token{Mesh: "lab", Secret: NewSecret(), Addrs: []string{"/ip4/1.2.3.4/udp/1/quic-v1"}}.String(), "address"},
 		{TokenPrefix + strings.Repeat("A", maxToken), "at most"},
 	} {
 		if _, err := ParseToken(c.tok); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -81,8 +81,21 @@ func TestEnsure(t *testing.T) {
 
 func TestAddrsPrefersNonLoopback(t *testing.T) {
 	lo := "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWHQofZyJqdVdrZZnP4kpmhZ4brPx1Sjtjgp5Ld3GGSs2D"
-	got := Addrs([]string{lo, "garbage", addr, addr, "/ip4/10.0.0.1/tcp/4001"}, 4)
+	got := Addrs(nil, []string{lo, "garbage", addr, addr, "/ip4/10.0.0.1/tcp/4001"}, 4)
 	if len(got) != 2 || got[0] != addr || got[1] != lo {
 		t.Fatalf("Addrs: %v", got)
+	}
+}
+
+func TestAddrsPutsExplicitFirstPlainIncluded(t *testing.T) {
+	dns := "/dns4/gpu1.lab.example/tcp/4001"
+	got := Addrs([]string{dns, "/ip4/10.0.0.1/udp/4001/quic-v1", dns}, []string{addr}, 4)
+	if len(got) != 2 || got[0] != dns || got[1] != addr {
+		t.Fatalf("Addrs: %v", got)
+	}
+	tok := Token{Mesh: "m", Secret: NewSecret(), Addrs: got}
+	back, err := ParseToken(tok.String())
+	if err != nil || len(back.Addrs) != 2 || back.Addrs[0] != dns {
+		t.Fatalf("a token with a plain address does not round-trip: %v %v", back.Addrs, err)
 	}
 }

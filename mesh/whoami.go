@@ -1,0 +1,99 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/pnet"
+	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/multiformats/go-multiaddr"
+	madns "github.com/multiformats/go-multiaddr-dns"
+	manet "github.com/multiformats/go-multiaddr/net"
+	mss "github.com/multiformats/go-multistream"
+)
+
+// plainTCP reports whether a is HOST/tcp/PORT and nothing else, with HOST
+// an IP or a DNS name: the join addresses that may come without a peer ID.
+func plainTCP(a multiaddr.Multiaddr) bool {
+	ps := a.Protocols()
+	if len(ps) != 2 || ps[1].Code != multiaddr.P_TCP {
+		return false
+	}
+	switch ps[0].Code {
+	case multiaddr.P_IP4, multiaddr.P_IP6, multiaddr.P_DNS, multiaddr.P_DNS4, multiaddr.P_DNS6:
+		return true
+	}
+	return false
+}
+
+// learnPeerID finds the peer ID behind a plain TCP join address, so that
+// `--join /dns4/gpu1/tcp/4001` works without copying a peer ID. It runs the
+// first half of a libp2p dial by hand: TCP, the private-network handshake
+// (when the mesh has a secret: a host without it cannot get further), the
+// multistream choice of Noise, and a Noise handshake as initiator that
+// accepts any remote key. Noise proves the remote holds the key of the ID it
+// reports; the secret proves it is a member (on an open mesh nothing does:
+// the address is trusted on first use, like a member multiaddr someone
+// typed). Then the connection is closed and the caller dials the ID the
+// normal way, through the gaters.
+func (m *Mesh) learnPeerID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID, error) {
+	addrs, err := madns.DefaultResolver.Resolve(ctx, a)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", a, err)
+	}
+	var errs []error
+	for _, ra := range addrs {
+		id, err := m.handshakeID(ctx, ra)
+		if err == nil {
+			return id, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return "", fmt.Errorf("resolve %s: no addresses", a)
+	}
+	return "", errors.Join(errs...)
+}
+
+func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID, error) {
+	var d manet.Dialer
+	c, err := d.DialContext(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(dialTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		return "", err
+	}
+	var conn net.Conn = c
+	if m.psk != nil {
+		if conn, err = pnet.NewProtectedConn(m.psk, c); err != nil {
+			return "", fmt.Errorf("%s: private network: %w", a, err)
+		}
+	}
+	if err := mss.SelectProtoOrFail(noise.ID, conn); err != nil {
+		return "", fmt.Errorf("%s: no libp2p Noise handshake there (a different mesh secret, or not a ringmesh node): %w", a, err)
+	}
+	tpt, err := noise.New(noise.ID, m.key, nil)
+	if err != nil {
+		return "", err
+	}
+	st, err := tpt.WithSessionOptions(noise.DisablePeerIDCheck())
+	if err != nil {
+		return "", err
+	}
+	sc, err := st.SecureOutbound(ctx, conn, "")
+	if err != nil {
+		return "", fmt.Errorf("%s: handshake (a different mesh secret, or not a ringmesh node): %w", a, err)
+	}
+	defer sc.Close()
+	return sc.RemotePeer(), nil
+}

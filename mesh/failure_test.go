@@ -63,13 +63,23 @@ func TestForgedDeadNotice(t *testing.T) {
 	inc0 := b.Incarnation()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	until := time.Now().Add(2 * a.cfg.DeadTimeout)
+	start := time.Now()
+	until := start.Add(2 * a.cfg.DeadTimeout)
+	sent := 0
 	for time.Now().Before(until) {
+		// Ten accusations per heartbeat interval, each at b's newest
+		// incarnation.
 		a.publishFailure(ctx, &failureNotice{Mesh: a.cfg.Mesh, Sender: a.Self(), Kind: Dead, Subject: b.Self(), Incarnation: b.Incarnation()})
-		time.Sleep(a.cfg.HeartbeatInterval / 2)
+		sent++
+		time.Sleep(a.cfg.HeartbeatInterval / 10)
 	}
 	waitFor(t, "b refutes", func() (bool, string) { return b.Incarnation() > inc0, "" })
 	final := b.Incarnation()
+	// Refutations are paced: at most one per heartbeat interval (plus the
+	// first, and one answering the last window), however many notices.
+	if bumps, most := final-inc0, uint64(time.Since(start)/a.cfg.HeartbeatInterval)+2; bumps > most {
+		t.Errorf("b refuted %d times for %d notices in %v; want at most %d (one per heartbeat interval)", bumps, sent, time.Since(start).Round(time.Millisecond), most)
+	}
 	for _, n := range nodes {
 		waitFor(t, "b alive at its latest incarnation", func() (bool, string) {
 			st, inc := stateOf(n, b.Self())

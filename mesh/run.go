@@ -262,11 +262,30 @@ func (m *Mesh) readFailures(ctx context.Context, sub *pubsub.Subscription) error
 
 // sender alone publishes: heartbeats every HeartbeatInterval, failure
 // notices, and refutations (incarnation bump, then an immediate heartbeat).
+//
+// Refutations are paced: at most one per HeartbeatInterval, the notices in
+// between answered together by the next one (past the highest incarnation
+// they named). A member that keeps accusing us at each new incarnation
+// then costs one bump, one fsync and one heartbeat per interval, not one
+// per notice; and it is one vote, which the others' probes outweigh.
 func (m *Mesh) sender(ctx context.Context, out *outbox) error {
 	hb := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer hb.Stop()
 	caps := time.NewTicker(capsRefresh)
 	defer caps.Stop()
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	<-pace.C
+	var pending uint64 // highest incarnation named by unanswered notices; 0: none
+	var paced bool     // pace is armed
+	var last time.Time // of the last refutation
+	refute := func() {
+		if m.refute(pending) {
+			last = time.Now()
+			m.publishHeartbeat(ctx, Alive)
+		}
+		pending = 0
+	}
 	m.publishHeartbeat(ctx, Alive)
 	for {
 		select {
@@ -277,9 +296,21 @@ func (m *Mesh) sender(ctx context.Context, out *outbox) error {
 		case n := <-out.notices:
 			m.publishFailure(ctx, &n)
 		case inc := <-out.refute:
-			if m.refute(inc) {
-				m.publishHeartbeat(ctx, Alive)
+			if !m.plausibleSelf(inc) {
+				continue // one implausible notice must not mask the others
 			}
+			pending = max(pending, inc)
+			if wait := m.cfg.HeartbeatInterval - time.Since(last); wait > 0 {
+				if !paced {
+					paced = true
+					pace.Reset(wait)
+				}
+				continue
+			}
+			refute()
+		case <-pace.C:
+			paced = false
+			refute()
 		case <-caps.C:
 			c := DetectCapabilities(m.cfg.NVML)
 			m.mu.Lock()
@@ -298,9 +329,7 @@ func (m *Mesh) refute(inc uint64) bool {
 	m.incMu.Lock()
 	defer m.incMu.Unlock()
 	cur := m.incarnation.Load()
-	if !plausibleIncarnation(cur, inc) {
-		m.metrics.InvalidMessage(reasonImplausibleIncarnation)
-		m.logger.Warn("failure notice about self dropped: implausible incarnation", "incarnation", inc, "current", cur)
+	if !m.plausibleSelf(inc) {
 		return false
 	}
 	if inc < cur {
@@ -316,6 +345,18 @@ func (m *Mesh) refute(inc uint64) bool {
 	m.incarnation.Store(next)
 	m.logger.Info("refuted failure notice", "incarnation", next)
 	return true
+}
+
+// plausibleSelf reports whether a notice about this node at inc is
+// plausible (see plausibleIncarnation); it drops and counts one that is not.
+func (m *Mesh) plausibleSelf(inc uint64) bool {
+	cur := m.incarnation.Load()
+	if plausibleIncarnation(cur, inc) {
+		return true
+	}
+	m.metrics.InvalidMessage(reasonImplausibleIncarnation)
+	m.logger.Warn("failure notice about self dropped: implausible incarnation", "incarnation", inc, "current", cur)
+	return false
 }
 
 func (m *Mesh) publishHeartbeat(ctx context.Context, state State) {

@@ -66,6 +66,9 @@ type Known struct {
 	Root  Root
 	Size  int64
 	RunID string // "" for none
+	// Author is the first peer heard announcing it (self for a local one
+	// never announced by another).
+	Author peer.ID
 	// Providers are the live remote peers announcing it (never self).
 	Providers []peer.ID
 	// Local reports whether the local store holds it complete.
@@ -362,14 +365,15 @@ func (c *Catalog) List() []Known {
 		if _, isLocal := local[r]; isLocal {
 			continue // below, with the providers
 		}
-		out = append(out, Known{Step: k.step, Root: r, Size: k.size, RunID: k.runID, Providers: c.liveLocked(k)})
+		out = append(out, Known{Step: k.step, Root: r, Size: k.size, RunID: k.runID, Author: k.author, Providers: c.liveLocked(k)})
 	}
 	for r, in := range local {
 		var providers []peer.ID
+		author := c.self
 		if k, ok := c.known[r]; ok {
-			providers = c.liveLocked(k)
+			providers, author = c.liveLocked(k), k.author
 		}
-		out = append(out, Known{Step: in.Step, Root: r, Size: in.Size, RunID: in.RunID, Providers: providers, Local: true})
+		out = append(out, Known{Step: in.Step, Root: r, Size: in.Size, RunID: in.RunID, Author: author, Providers: providers, Local: true})
 	}
 	c.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {

@@ -20,7 +20,6 @@ import (
 
 	"github.com/ringmesh/ringmesh/internal/systest"
 	"github.com/ringmesh/ringmesh/mesh"
-	"github.com/ringmesh/ringmesh/node/credentials"
 )
 
 // TestLiarMemberAgainstProcesses is the forged-notice test of the security
@@ -84,31 +83,7 @@ func TestLiarMemberAgainstProcesses(t *testing.T) {
 
 	// The liar: a member with the secret, as fast as the nodes
 	// (--fast-detect).
-	psk, _, err := credentials.Ensure(root, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := mesh.LocalConfig()
-	cfg.DataDir = filepath.Join(root, "liar")
-	cfg.PSKFile = psk
-	cfg.Join = []string{ps[0].Addr}
-	cfg.HeartbeatInterval, cfg.SuspectTimeout, cfg.ProbeTimeout, cfg.DeadTimeout = 200*time.Millisecond, 600*time.Millisecond, 400*time.Millisecond, time.Second
-	liar, err := mesh.Open(ctx, cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer liar.Close()
-	lctx, cancelLiar := context.WithCancel(ctx)
-	liarDone := make(chan struct{})
-	go func() {
-		defer close(liarDone)
-		liar.Run(lctx)
-	}()
-	stopLiar := func() {
-		cancelLiar()
-		<-liarDone
-	}
-	defer stopLiar()
+	liar, cfg, stopLiar := systest.Member(t, ctx, root, "", ps[0].Addr)
 	victimInc := func(v mesh.View) (mesh.State, uint64, bool) {
 		for _, m := range v.Members {
 			if m.ID.String() == victim.ID {
@@ -155,7 +130,7 @@ func TestLiarMemberAgainstProcesses(t *testing.T) {
 	// The liar's own validator refuses to publish implausible notices, so
 	// those go out from a raw gossipsub host of the test process that
 	// holds the secret too.
-	raw := rawPublisher(t, ctx, psk, liar.TopicName("failure"), ps)
+	raw := rawPublisher(t, ctx, cfg.PSKFile, liar.TopicName("failure"), ps)
 	forgeRaw := func(kind mesh.State, inc uint64) {
 		b, err := mesh.EncodeFailureNotice(cfg.Mesh, raw.ID(), kind, victimID, inc)
 		if err != nil {

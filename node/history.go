@@ -57,7 +57,8 @@ func (h history) trustAuthor(author peer.ID, step uint64) bool {
 }
 
 // filter returns k with only the providers the history trusts, and
-// whether it fits the history at all (its run, a step the mesh reached).
+// whether it fits the history at all: its run, a step the mesh reached,
+// and announced first by a member of the list or provided by one now.
 func (h history) filter(k checkpoint.Known) (checkpoint.Known, bool) {
 	switch {
 	case h.open || k.Local:
@@ -66,7 +67,7 @@ func (h history) filter(k checkpoint.Known) (checkpoint.Known, bool) {
 		return k, false
 	}
 	k.Providers = slices.DeleteFunc(slices.Clone(k.Providers), func(p peer.ID) bool { return !slices.Contains(h.list, p) })
-	return k, true
+	return k, len(k.Providers) > 0 || slices.Contains(h.list, k.Author)
 }
 
 // counted lists the checkpoints that fit the history, newest step first

@@ -23,7 +23,9 @@ func TestHistoryFilter(t *testing.T) {
 		providers []peer.ID
 	}{
 		{"a member's, at the entry step", checkpoint.Known{Step: 40, RunID: "lab/e3", Providers: []peer.ID{member, outsider}}, true, []peer.ID{member}},
-		{"only an outsider provides it", checkpoint.Known{Step: 40, RunID: "lab/e3", Providers: []peer.ID{outsider}}, true, nil},
+		{"only an outsider provides a member's", checkpoint.Known{Step: 40, RunID: "lab/e3", Author: member, Providers: []peer.ID{outsider}}, true, nil},
+		{"an outsider's, only it provides", checkpoint.Known{Step: 40, RunID: "lab/e3", Author: outsider, Providers: []peer.ID{outsider}}, false, nil},
+		{"an outsider's, a member replicated it", checkpoint.Known{Step: 40, RunID: "lab/e3", Author: outsider, Providers: []peer.ID{member}}, true, []peer.ID{member}},
 		{"beyond the mesh's step", checkpoint.Known{Step: 1<<64 - 1, RunID: "lab/e3", Providers: []peer.ID{member}}, false, nil},
 		{"another run", checkpoint.Known{Step: 40, RunID: "lab/e2", Providers: []peer.ID{member}}, false, nil},
 		{"no run (older nodes)", checkpoint.Known{Step: 40, Providers: []peer.ID{member}}, false, nil},

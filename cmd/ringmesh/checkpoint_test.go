@@ -312,16 +312,7 @@ func TestJoinWithCheckpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	trainerCtx, stopTrainer := context.WithCancel(ctx)
-	saved := make(chan uint64, 16)
-	done := make(chan error, 1)
-	go func() { done <- saveOnJoin(trainerCtx, ps[0].Dir, saved) }()
-	defer func() {
-		stopTrainer()
-		if err := <-done; err != nil && trainerCtx.Err() == nil {
-			t.Errorf("member trainer: %v", err)
-		}
-	}()
+	saved := startSaving(t, ctx, ps[0].Dir)
 
 	// Join a running mesh, not a formation at step 0.
 	systest.Eventually(t, 60*time.Second, func() error {
@@ -336,27 +327,8 @@ func TestJoinWithCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var resp localapi.Response
-	for {
-		resp, err = c.Call(ctx, localapi.Request{Op: localapi.OpJoin, WantCheckpoint: true, TimeoutMS: 20000})
-		if err == nil || !client.IsCode(err, localapi.CodeTimeout) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("join: %v", err)
-	}
+	resp, _ := joinWithState(t, ctx, c)
 	ck := resp.Checkpoint
-	if ck == nil || ck.Step != resp.Step || resp.Step == 0 {
-		t.Fatalf("join = step %d checkpoint %+v; want the checkpoint of the entry step", resp.Step, ck)
-	}
-	got, err := os.ReadFile(ck.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, stateAt(ck.Step)) {
-		t.Fatalf("join checkpoint %s holds %.40q..., want the state at step %d", ck.Path, got, ck.Step)
-	}
 	select {
 	case s := <-saved:
 		if s != ck.Step {
@@ -374,6 +346,22 @@ func TestJoinWithCheckpoint(t *testing.T) {
 	if err != nil || ar.Step != resp.Step || ar.MemberCount != 2 {
 		t.Fatalf("first all-reduce after joining: %+v, %v; want step %d with 2 members", ar, err, resp.Step)
 	}
+}
+
+// startSaving runs saveOnJoin on dir until the test ends; it returns the
+// channel of the steps saved.
+func startSaving(t *testing.T, ctx context.Context, dir string) <-chan uint64 {
+	trainerCtx, stopTrainer := context.WithCancel(ctx)
+	saved := make(chan uint64, 16)
+	done := make(chan error, 1)
+	go func() { done <- saveOnJoin(trainerCtx, dir, saved) }()
+	t.Cleanup(func() {
+		stopTrainer()
+		if err := <-done; err != nil && trainerCtx.Err() == nil {
+			t.Errorf("member trainer: %v", err)
+		}
+	})
+	return saved
 }
 
 // saveOnJoin is a member trainer: it all-reduces step after step and saves
@@ -416,4 +404,33 @@ func saveOnJoin(ctx context.Context, dir string, saved chan<- uint64) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// joinWithState joins c's trainer asking for state and checks what it
+// gets: the checkpoint of the entry step, holding stateAt that step.
+func joinWithState(t *testing.T, ctx context.Context, c *client.Client) (localapi.Response, []byte) {
+	t.Helper()
+	var resp localapi.Response
+	var err error
+	for {
+		resp, err = c.Call(ctx, localapi.Request{Op: localapi.OpJoin, WantCheckpoint: true, TimeoutMS: 20000})
+		if err == nil || !client.IsCode(err, localapi.CodeTimeout) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	ck := resp.Checkpoint
+	if ck == nil || ck.Step != resp.Step || resp.Step == 0 {
+		t.Fatalf("join = step %d checkpoint %+v; want the checkpoint of the entry step", resp.Step, ck)
+	}
+	got, err := os.ReadFile(ck.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, stateAt(ck.Step)) {
+		t.Fatalf("join checkpoint %s holds %.40q..., want the state at step %d", ck.Path, got, ck.Step)
+	}
+	return resp, got
 }

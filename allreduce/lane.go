@@ -169,7 +169,7 @@ func (l *lane) sendAll(ctx context.Context, s Stream) error {
 			if err != nil {
 				return fmt.Errorf("step %d chunk %d: %w", t, c, err)
 			}
-			x.r.metrics.BytesSent(len(f.b))
+			x.r.metrics.BytesSent(l.k, len(f.b))
 		}
 	}
 	return nil
@@ -276,7 +276,7 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 					gather(dt, out, f.b)
 				}
 			}
-			x.r.metrics.BytesReceived(sp.Len * ws)
+			x.r.metrics.BytesReceived(l.k, sp.Len*ws)
 			switch {
 			case t < last:
 				l.fwd <- f // never blocks: capacity is every chunk

@@ -13,9 +13,9 @@ type countMetrics struct {
 	rounds         []error
 }
 
-func (m *countMetrics) BytesSent(n int)     { m.sent.Add(int64(n)) }
-func (m *countMetrics) BytesReceived(n int) { m.received.Add(int64(n)) }
-func (m *countMetrics) RoundDone(_ time.Duration, _ int, err error) {
+func (m *countMetrics) BytesSent(_, n int)     { m.sent.Add(int64(n)) }
+func (m *countMetrics) BytesReceived(_, n int) { m.received.Add(int64(n)) }
+func (m *countMetrics) RoundDone(_ time.Duration, _, _ int, err error) {
 	m.mu.Lock()
 	m.rounds = append(m.rounds, err)
 	m.mu.Unlock()

@@ -49,7 +49,7 @@ func New(cfg Config, tr Transport, logger *slog.Logger, metrics Metrics) *Reduce
 // new ring. Errors caused by a peer are *PeerError.
 func (r *Reducer) AllReduce(ctx context.Context, self peer.ID, round Round, src, dst []float32, opt Options) (res Result, err error) {
 	start := time.Now()
-	defer func() { r.metrics.RoundDone(time.Since(start), len(src), err) }()
+	defer func() { r.metrics.RoundDone(time.Since(start), len(src), len(round.Ring), err) }()
 	if err := r.cfg.Validate(); err != nil {
 		return Result{}, err
 	}

@@ -175,19 +175,20 @@ func (e *PeerError) Unwrap() error { return e.Err }
 // Metrics receives counters from a Reducer. Implementations must be safe
 // for concurrent use and must not block.
 type Metrics interface {
-	// BytesSent counts payload bytes written to a neighbour.
-	BytesSent(n int)
-	// BytesReceived counts payload bytes read from a neighbour.
-	BytesReceived(n int)
-	// RoundDone records one AllReduce call; err is nil on success.
-	RoundDone(d time.Duration, elems int, err error)
+	// BytesSent counts payload bytes written to a neighbour on lane.
+	BytesSent(lane, n int)
+	// BytesReceived counts payload bytes read from a neighbour on lane.
+	BytesReceived(lane, n int)
+	// RoundDone records one AllReduce call of elems elements over a ring
+	// of members; err is nil on success.
+	RoundDone(d time.Duration, elems, members int, err error)
 }
 
 type nopMetrics struct{}
 
-func (nopMetrics) BytesSent(int)                       {}
-func (nopMetrics) BytesReceived(int)                   {}
-func (nopMetrics) RoundDone(time.Duration, int, error) {}
+func (nopMetrics) BytesSent(int, int)                       {}
+func (nopMetrics) BytesReceived(int, int)                   {}
+func (nopMetrics) RoundDone(time.Duration, int, int, error) {}
 
 // NopMetrics returns a Metrics that does nothing.
 func NopMetrics() Metrics { return nopMetrics{} }

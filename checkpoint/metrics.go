@@ -24,6 +24,13 @@ type Metrics interface {
 	CheckpointRefused(reason string)
 }
 
+// AnnouncementRejections and Refusals list the reasons given to
+// Metrics.AnnouncementRejected and Metrics.CheckpointRefused.
+var (
+	AnnouncementRejections = []string{"malformed", "forged", "conflicting"}
+	Refusals               = []string{"no_space", "untrusted"}
+)
+
 // NopMetrics discards everything.
 type NopMetrics struct{}
 

@@ -9,6 +9,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Hard limits of the wire format (see doc.go). Config values may be lower,
@@ -117,6 +118,10 @@ type Config struct {
 	// several bulk streams with 16 MiB yamux windows, yet one peer cannot
 	// exhaust the host.
 	PeerMemory int64
+
+	// Registerer, when set, gets libp2p's own Prometheus metrics (swarm,
+	// identify, event bus). Nil disables them.
+	Registerer prometheus.Registerer
 
 	// NVML is the NVML library used to detect GPUs. Nil means the real
 	// library (nvml.New()); tests pass a mock.

@@ -67,8 +67,12 @@ func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]b
 		// connections).
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableRelay(),
-		libp2p.DisableMetrics(),
 		libp2p.Ping(true),
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if cfg.UserAgent != "" {
 		opts = append(opts, libp2p.UserAgent(cfg.UserAgent))

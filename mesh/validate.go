@@ -29,6 +29,11 @@ const (
 	reasonBadProbe = "bad_probe"
 )
 
+// InvalidReasons lists every reason Metrics.InvalidMessage is given.
+var InvalidReasons = []string{reasonOversized, reasonMalformed, reasonWrongMesh, reasonForgedSender,
+	reasonPayloadTooLarge, reasonNotAllowed, reasonBadLeave, reasonBadNotice, reasonBadState,
+	reasonImplausibleIncarnation, reasonBadProbe}
+
 // validateHeartbeat is the heartbeat topic validator. An accepted message
 // carries its decoded *heartbeat in ValidatorData.
 func (m *Mesh) validateHeartbeat(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {

@@ -112,7 +112,7 @@ type checkpoints struct {
 
 // openCheckpoints opens the store and builds the components; nothing runs
 // until run.
-func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist func() history, logger *slog.Logger) (c *checkpoints, err error) {
+func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist func() history, logger *slog.Logger, met checkpoint.Metrics) (c *checkpoints, err error) {
 	c = &checkpoints{cfg: cfg, dataDir: dataDir, log: logger.With("component", "node"), history: hist,
 		ps: m.PubSub(), topicID: m.TopicName("checkpoint"), inflight: map[uint64]*localapi.FetchProgress{}}
 	if c.store, err = checkpoint.OpenStore(checkpoint.StoreDir(dataDir), cfg.Store, logger); err != nil {
@@ -142,13 +142,13 @@ func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist fu
 		return nil, fmt.Errorf("node: subscribe checkpoint topic: %w", err)
 	}
 	h := m.Host()
-	if c.server, err = checkpoint.NewServer(cfg.Server, h, c.store, logger, nil); err != nil {
+	if c.server, err = checkpoint.NewServer(cfg.Server, h, c.store, logger, met); err != nil {
 		return nil, err
 	}
-	if c.catalog, err = checkpoint.NewCatalog(cfg.Catalog, h.ID(), c.store, &gossip{c.topic, c.sub}, logger, nil); err != nil {
+	if c.catalog, err = checkpoint.NewCatalog(cfg.Catalog, h.ID(), c.store, &gossip{c.topic, c.sub}, logger, met); err != nil {
 		return nil, err
 	}
-	if c.fetcher, err = checkpoint.NewFetcher(cfg.Fetch, h, c.store, logger, nil); err != nil {
+	if c.fetcher, err = checkpoint.NewFetcher(cfg.Fetch, h, c.store, logger, met); err != nil {
 		return nil, err
 	}
 	members := func() []peer.ID { return m.View().Alive() }
@@ -156,7 +156,7 @@ func openCheckpoints(cfg CheckpointConfig, dataDir string, m *mesh.Mesh, hist fu
 	// Replicate only what members of the agreed list announce at steps the
 	// mesh has reached: nothing is allocated for anyone else's claims.
 	rcfg.Trust = func(author peer.ID, step uint64) bool { return hist().trustAuthor(author, step) }
-	if c.repl, err = checkpoint.NewReplicator(rcfg, h, c.store, c.catalog, members, logger, nil); err != nil {
+	if c.repl, err = checkpoint.NewReplicator(rcfg, h, c.store, c.catalog, members, logger, met); err != nil {
 		return nil, err
 	}
 	return c, nil

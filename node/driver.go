@@ -52,6 +52,7 @@ type submit struct {
 	opt      allreduce.Options
 	attempts int
 	weight   float64
+	start    time.Time // the trainer's call
 	reply    chan submitResult
 }
 
@@ -348,7 +349,7 @@ func (d *driver) apply(e rounds.Apply) {
 	}
 	dst, _ := d.result.floats(len(sub.src))
 	copy(sub.src, dst)
-	d.n.metrics.roundApplied(max(sub.attempts, 1))
+	d.n.metrics.roundApplied(max(sub.attempts, 1), sub.start, sub.weight)
 	d.answer(&roundResult{step: e.Step, ring: e.Value.Ring, next: e.Value.Next, weight: sub.weight, attempts: max(sub.attempts, 1)}, nil)
 }
 
@@ -400,7 +401,7 @@ func (n *Node) leave(reason string) {
 // member of the ring).
 func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (roundResult, error) {
 	d := n.drv
-	sub := &submit{step: step, src: src, opt: opt, reply: make(chan submitResult, 1)}
+	sub := &submit{step: step, src: src, opt: opt, start: time.Now(), reply: make(chan submitResult, 1)}
 	var busy error
 	if !d.call(func() {
 		if d.sub != nil {

@@ -70,6 +70,10 @@ type Config struct {
 	// Checkpoint configures the checkpoint store (retention Keep, default 3),
 	// gossip, fetches and replication (Replicas, default 2).
 	Checkpoint CheckpointConfig
+	// MetricsAddr, when set, is the TCP address (host:port; port 0 picks
+	// one) where the node serves Prometheus metrics at /metrics: ringmesh_*
+	// and libp2p's series. Empty: no metrics endpoint.
+	MetricsAddr string
 }
 
 // DefaultConfig returns the production defaults.
@@ -141,7 +145,9 @@ type Node struct {
 	result  *resultBuf
 	metrics *metrics
 	api     *apiServer
-	ckpt    *checkpoints
+	// metricsSrv serves /metrics (nil without MetricsAddr).
+	metricsSrv *metricsServer
+	ckpt       *checkpoints
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -160,13 +166,14 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err := privateDir(cfg.DataDir, logger); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: &metrics{},
+	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(),
 		inbound: inbound{streams: map[network.Stream]struct{}{}}}
+	cfg.Mesh.Registerer = n.metrics.reg
 	saved, err := loadState(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	m, err := mesh.Open(ctx, cfg.Mesh, logger, nil)
+	m, err := mesh.Open(ctx, cfg.Mesh, logger, n.metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -176,17 +183,26 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
-	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, nil)
+	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
 	n.drv = newDriver(n, saved, n.result)
-	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger); err != nil {
+	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger, n.metrics); err != nil {
 		n.tr.Close()
 		n.result.close()
 		m.Close()
 		return nil, err
 	}
+	n.metrics.reg.MustRegister(newStateCollector(n))
 	n.runCtx, n.runCancel = context.WithCancel(context.Background())
+	if n.metricsSrv, err = listenMetrics(cfg.MetricsAddr, n.metrics.reg, logger); err != nil {
+		n.ckpt.close()
+		n.tr.Close()
+		n.result.close()
+		m.Close()
+		return nil, err
+	}
 	n.api, err = listenAPI(n, cfg.DataDir)
 	if err != nil {
+		n.metricsSrv.close()
 		n.ckpt.close()
 		n.tr.Close()
 		n.result.close()
@@ -209,6 +225,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.drv.run(gctx) })
 	g.Go(func() error { return n.api.serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
+	g.Go(func() error { return n.metricsSrv.serve(gctx) })
 	err := g.Wait()
 	n.shutdown()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
@@ -220,6 +237,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) shutdown() {
 	n.runCancel()
 	n.api.close()
+	n.metricsSrv.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
 	n.closeInbound()
 	n.ckpt.close()

@@ -32,18 +32,20 @@ type StatusJSON struct {
 	Mesh string `json:"mesh"`
 	// Private: peers need the mesh secret to connect (SecretFile, or the
 	// --psk file); false only with --insecure-open-mesh.
-	Private    bool              `json:"private"`
-	SecretFile string            `json:"secret_file,omitempty"`
-	Self       SelfJSON          `json:"self"`
-	Members    []mesh.MemberJSON `json:"members"`
-	Rounds     RoundsJSON        `json:"rounds"`
+	Private    bool   `json:"private"`
+	SecretFile string `json:"secret_file,omitempty"`
+	// MetricsAddr is where /metrics is served (--metrics-addr), if at all.
+	MetricsAddr string            `json:"metrics_addr,omitempty"`
+	Self        SelfJSON          `json:"self"`
+	Members     []mesh.MemberJSON `json:"members"`
+	Rounds      RoundsJSON        `json:"rounds"`
 }
 
 // Status reports the node's view of the mesh and its round state.
 func (n *Node) Status() StatusJSON {
 	v := n.mesh.View()
 	st := StatusJSON{Mesh: n.cfg.Mesh.Mesh, Self: SelfJSON{ID: n.host.ID().String(), Addrs: []string{}},
-		Private: n.cfg.Mesh.PSKFile != "", SecretFile: n.cfg.Mesh.PSKFile}
+		Private: n.cfg.Mesh.PSKFile != "", SecretFile: n.cfg.Mesh.PSKFile, MetricsAddr: n.metricsSrv.Addr()}
 	for _, a := range n.host.Addrs() {
 		st.Self.Addrs = append(st.Self.Addrs, a.String()+"/p2p/"+n.host.ID().String())
 	}

@@ -65,6 +65,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text (key=value lines) or json (one object per line, for log collectors)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (ringmesh_* and libp2p's) at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 picks one; status shows it)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -149,11 +150,20 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 1
 	}
 	st := n.Status()
-	logger.Info("node started", "version", version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs, "socket", cfg.DataDir+"/ringmesh.sock")
+	logger.Info("node started", "version", version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs,
+		"socket", cfg.DataDir+"/ringmesh.sock", "metrics", metricsURL(st.MetricsAddr))
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
 	logger.Info("node stopped")
 	return 0
+}
+
+// metricsURL is where a scraper finds the node's metrics ("off" for none).
+func metricsURL(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return "http://" + addr + "/metrics"
 }

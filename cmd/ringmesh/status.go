@@ -89,6 +89,9 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 	for _, a := range st.Self.Addrs {
 		fmt.Fprintf(w, "  %s\n", a)
 	}
+	if st.MetricsAddr != "" {
+		fmt.Fprintf(w, "metrics: %s\n", metricsURL(st.MetricsAddr))
+	}
 	r := st.Rounds
 	fmt.Fprintf(w, "rounds: %s, next step %d, %d agreed members, %d applied, %d retries", r.State, r.NextStep, len(r.Members), r.Applied, r.Retries)
 	if r.Reason != "" {

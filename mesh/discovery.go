@@ -99,9 +99,10 @@ func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan
 //
 // A plain address (no /p2p/ID) first has its peer ID learned by handshake
 // (learnPeerID), retried the same way; from then on it is dialled like a
-// full one.
+// full one, and learned again after a failed dial.
 func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
-	if ai.ID != "" {
+	plain := ai.ID == ""
+	if !plain {
 		m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	}
 	bo := backoff.NewExponentialBackOff()
@@ -122,12 +123,12 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 		}
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		var err error
-		if ai.ID == "" {
+		if plain && ai.ID == "" {
 			var id peer.ID
 			if id, err = m.learnPeerID(dctx, ai.Addrs[0]); err == nil {
 				if id == m.self {
 					cancel()
-					m.logger.Info("join address is this node; ignoring it", "addr", ai.Addrs[0])
+					m.logger.Info("join address is this node alone; ignoring it", "addr", ai.Addrs[0])
 					return nil
 				}
 				ai.ID = id
@@ -138,7 +139,11 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 		if err == nil {
 			// Paced by our backoff, not libp2p's (5s and up after a failure).
 			m.clearDialBackoff(ai.ID)
-			err = m.host.Connect(dctx, ai)
+			if err = m.host.Connect(dctx, ai); err != nil && plain {
+				// The name may now reach another member (a restarted pod
+				// at a new IP, another pod behind a Service): learn again.
+				ai.ID = ""
+			}
 		}
 		cancel()
 		if err == nil {

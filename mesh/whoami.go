@@ -30,7 +30,8 @@ func plainTCP(a multiaddr.Multiaddr) bool {
 	return false
 }
 
-// learnPeerID finds the peer ID behind a plain TCP join address, so that
+// learnPeerID finds the peer ID behind a plain TCP join address (another
+// member's if the address also reaches this node), so that
 // `--join /dns4/gpu1/tcp/4001` works without copying a peer ID. It runs the
 // first half of a libp2p dial by hand: TCP, the private-network handshake
 // (when the mesh has a secret: a host without it cannot get further), the
@@ -45,18 +46,28 @@ func (m *Mesh) learnPeerID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", a, err)
 	}
+	// A name may resolve to many members (a Kubernetes headless Service)
+	// and to this node: the first other member that answers wins.
 	var errs []error
+	self := false
 	for _, ra := range addrs {
 		id, err := m.handshakeID(ctx, ra)
-		if err == nil {
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case id == m.self:
+			self = true
+		default:
 			return id, nil
 		}
-		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
-		return "", fmt.Errorf("resolve %s: no addresses", a)
+	switch {
+	case len(errs) > 0:
+		return "", errors.Join(errs...)
+	case self:
+		return m.self, nil
 	}
-	return "", errors.Join(errs...)
+	return "", fmt.Errorf("resolve %s: no addresses", a)
 }
 
 func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID, error) {

@@ -299,3 +299,22 @@ func TestHungTrainerExcluded(t *testing.T) {
 	_, err := bufs[2].AllReduce(ctx, 1, client.ReduceOptions{})
 	wantCode(t, "hung trainer's late call", err, localapi.CodeNotMember)
 }
+
+// TestDataDirAndSocketPrivate: a data dir open to other users is made 0700
+// before anything is written in it (so the socket, bound before its chmod,
+// is never reachable by them), and the socket ends up 0600.
+func TestDataDirAndSocketPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	startNode(t, dir, 1)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data dir: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, localapi.SocketName))
+	if err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("socket: %v, %v; want no group or other access", fi.Mode(), err)
+	}
+}

@@ -56,6 +56,8 @@ func benchContext() (context.Context, context.CancelFunc) {
 // sizesFlag is a repeatable, comma-separated list of sizes (64MiB,1GiB).
 type sizesFlag []int64
 
+func (s *sizesFlag) Type() string { return "sizes" }
+
 func (s *sizesFlag) String() string {
 	parts := make([]string, len(*s))
 	for i, v := range *s {

@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"path/filepath"
 	"strings"
@@ -72,6 +72,7 @@ func checkpointFlags(fs *flag.FlagSet, c *node.CheckpointConfig) {
 type sizeFlag int64
 
 func (s *sizeFlag) String() string { return formatSize(int64(*s)) }
+func (s *sizeFlag) Type() string   { return "size" }
 func (s *sizeFlag) Set(v string) error {
 	n, err := parseSize(v)
 	*s = sizeFlag(n)
@@ -257,7 +258,7 @@ func checkpointGet(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
 	latest := fs.Bool("latest", false, "the newest complete checkpoint in the mesh")
 	root := fs.String("root", "", "the checkpoint's root hash (64 hex digits, from 'checkpoint ls')")
-	out := fs.String("o", "", "output file (required)")
+	out := fs.StringP("output", "o", "", "output file (required)")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up after this long")
 	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {

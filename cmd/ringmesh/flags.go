@@ -1,8 +1,9 @@
 package main
 
 import (
-	"flag"
+	"errors"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 	"strings"
@@ -12,14 +13,17 @@ import (
 type multiFlag []string
 
 func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+func (m *multiFlag) Type() string   { return "strings" }
 func (m *multiFlag) Set(s string) error {
 	*m = append(*m, s)
 	return nil
 }
 
-// newFlagSet returns a flag set whose --help prints summary and the flags.
+// newFlagSet returns a flag set (spf13/pflag: GNU --long flags, --flag=value
+// or --flag value, -h) whose --help prints summary and the flags.
 func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	captured = fs
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "%s\n\nflags:\n", summary)
@@ -67,9 +71,17 @@ func applyEnv(fs *flag.FlagSet) error {
 // when the command must stop (help or error).
 func parseFlags(fs *flag.FlagSet, args []string) int {
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		hint := "see --help"
+		for _, a := range args {
+			if len(a) > 2 && a[0] == '-' && a[1] != '-' && fs.Lookup(strings.SplitN(a[1:], "=", 2)[0]) != nil {
+				hint = "long flags take two dashes: -" + a
+				break
+			}
+		}
+		fmt.Fprintf(fs.Output(), "ringmesh %s: %v (%s)\n", fs.Name(), err, hint)
 		return 2
 	}
 	if err := applyEnv(fs); err != nil {

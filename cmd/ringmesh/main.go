@@ -7,6 +7,7 @@
 //	ringmesh demo        local nodes train together; one is killed and rejoins
 //	ringmesh checkpoint  save, list and fetch checkpoints through the local node
 //	ringmesh reform      re-form the mesh when a majority of its list is gone for good
+//	ringmesh completion  print a shell completion script
 //
 // It only turns flags into package configs; the logic lives in the packages.
 package main
@@ -31,6 +32,7 @@ commands:
   demo        local nodes train a model together; one is killed and rejoins
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
   reform      re-form the mesh as a new epoch when a majority of its list is gone for good
+  completion  print a shell completion script (bash, zsh, fish)
 
 Run 'ringmesh <command> --help' for the flags of a command, and
 'ringmesh --version' for the version and VCS revision of this build. Every flag of
@@ -68,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckpoint(rest, stdout, stderr)
 	case "reform":
 		return cmdReform(rest, stdout, stderr)
+	case "completion":
+		return cmdCompletion(rest, stdout, stderr)
+	case "__complete", "__completeNoDesc":
+		return cmdComplete(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -52,11 +52,30 @@ func (l *ledger) stepsSince(t time.Time, members int) int {
 }
 
 // since reports whether a step with a ring of n members was applied after t.
-func (l *ledger) since(t time.Time, members int) bool {
+// maxStep is the highest step any run applied (any: whether one did).
+func (l *ledger) maxStep() (step uint64, any bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, as := range l.runs {
-		for i := len(as) - 1; i >= 0 && as[i].At.After(t); i-- {
+		for _, a := range as {
+			if !any || a.Step > step {
+				step, any = a.Step, true
+			}
+		}
+	}
+	return step, any
+}
+
+// beyond reports whether a run applied a round with members members at a
+// step after from (any step if !any).
+func (l *ledger) beyond(from uint64, any bool, members int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, as := range l.runs {
+		for i := len(as) - 1; i >= 0; i-- {
+			if any && as[i].Step <= from {
+				break
+			}
 			if len(as[i].Members) == members {
 				return true
 			}
@@ -174,12 +193,15 @@ type trainers struct {
 // a ring of the given size, after now.
 func (tr *trainers) waitRound(what string, members int) {
 	tr.t.Helper()
-	since := time.Now()
+	// A round counts only at a step beyond every step applied so far: a
+	// member catching up on a step decided long ago (after a heal, say)
+	// applies it now, and must not pass for a fresh round.
+	from, any := tr.led.maxStep()
 	systest.Eventually(tr.t, 2*time.Minute, func() error {
-		if tr.led.since(since, members) {
+		if tr.led.beyond(from, any, members) {
 			return nil
 		}
-		return fmt.Errorf("%s: no round with %d members applied", what, members)
+		return fmt.Errorf("%s: no round with %d members applied beyond step %d", what, members, from)
 	})
 }
 

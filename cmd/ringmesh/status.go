@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 	"os/signal"
@@ -20,13 +20,14 @@ import (
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var asJSON *bool
 	var watch *time.Duration
-	dataDir, code := localCommand("status", "usage: ringmesh status --data-dir DIR [--json] [--watch [INTERVAL]]\n\n"+
+	dataDir, code := localCommand("status", "usage: ringmesh status --data-dir DIR [--json] [--watch[=INTERVAL]]\n\n"+
 		"Shows the members the local node sees (and which of them are in the agreed\n"+
 		"list), and its round state. --watch redraws it every INTERVAL (1s) until\n"+
 		"interrupted.", args, stderr,
 		func(fs *flag.FlagSet) {
 			asJSON = fs.Bool("json", false, "print one JSON object")
-			watch = fs.Duration("watch", 0, "redraw every this long (e.g. 1s) until interrupted")
+			watch = fs.Duration("watch", 0, "redraw every this long until interrupted (--watch alone: 1s)")
+			fs.Lookup("watch").NoOptDefVal = "1s"
 		})
 	if code >= 0 {
 		return code

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	flag "github.com/spf13/pflag"
+)
+
+const completionHelp = `usage: ringmesh completion bash|zsh|fish
+
+Prints a shell completion script for ringmesh's commands and flags:
+
+  source <(ringmesh completion bash)                  # this shell
+  ringmesh completion bash > /etc/bash_completion.d/ringmesh
+  ringmesh completion zsh > "${fpath[1]}/_ringmesh"`
+
+// commandTree lists the commands and their subcommands, each with the
+// function that runs it: what completion (spf13/cobra) completes.
+var commandTree = []struct {
+	name, short string
+	run         func(args []string, stdout, stderr io.Writer) int
+	sub         []string
+}{
+	{"node", "run a node on this host until SIGINT/SIGTERM", func(a []string, _, e io.Writer) int { return cmdNode(a, e) }, nil},
+	{"status", "show the local node's members and round state", cmdStatus, nil},
+	{"token", "print a join token for the local node's mesh", cmdToken, nil},
+	{"bench", "benchmarks", cmdBench, []string{"allreduce", "recovery", "checkpoint"}},
+	{"demo", "local nodes train a model together; one is killed and rejoins", cmdDemo, nil},
+	{"checkpoint", "save, list and fetch checkpoints through the local node", cmdCheckpoint, []string{"save", "ls", "get"}},
+	{"reform", "re-form the mesh when a majority of its list is gone for good", cmdReform, nil},
+}
+
+// captured collects the flag sets newFlagSet makes while describe runs.
+var captured *flag.FlagSet
+
+// describe runs a command with --help, output discarded, and returns the
+// flag set it defined (nil for one without flags). Every command defines
+// its flags before it parses them, and --help stops it right there.
+func describe(run func(args []string, stdout, stderr io.Writer) int, args ...string) *flag.FlagSet {
+	captured = nil
+	run(append(args, "--help"), io.Discard, io.Discard)
+	fs := captured
+	captured = nil
+	return fs
+}
+
+// completionRoot builds the cobra command tree, with each command's own
+// flags, for cobra's completion scripts and its __complete helper.
+func completionRoot(stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{Use: "ringmesh", Short: "a peer-to-peer training mesh", SilenceUsage: true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true}}
+	root.SetOut(stdout)
+	noop := func(*cobra.Command, []string) {}
+	for _, c := range commandTree {
+		cmd := &cobra.Command{Use: c.name, Short: c.short, Run: noop}
+		if len(c.sub) == 0 {
+			if fs := describe(c.run); fs != nil {
+				cmd.Flags().AddFlagSet(fs)
+			}
+		}
+		for _, s := range c.sub {
+			sub := &cobra.Command{Use: s, Run: noop}
+			if fs := describe(c.run, s); fs != nil {
+				sub.Flags().AddFlagSet(fs)
+			}
+			cmd.AddCommand(sub)
+		}
+		root.AddCommand(cmd)
+	}
+	root.AddCommand(&cobra.Command{Use: "completion", Short: "print a shell completion script", Run: noop,
+		ValidArgs: []string{"bash", "zsh", "fish"}})
+	return root
+}
+
+// cmdCompletion prints the completion script for a shell.
+func cmdCompletion(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, completionHelp)
+		return 2
+	}
+	root := completionRoot(stdout)
+	var err error
+	switch args[0] {
+	case "bash":
+		err = root.GenBashCompletionV2(stdout, true)
+	case "zsh":
+		err = root.GenZshCompletion(stdout)
+	case "fish":
+		err = root.GenFishCompletion(stdout, true)
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, completionHelp)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ringmesh completion: unknown shell %q\n\n%s\n", args[0], completionHelp)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh completion: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// cmdComplete answers the completion scripts' queries (cobra's hidden
+// __complete command).
+func cmdComplete(args []string, stdout, stderr io.Writer) int {
+	root := completionRoot(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		return 1
+	}
+	return 0
+}

@@ -44,7 +44,7 @@ test-python: build
 
 lint: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 tidy: ## fail if go mod tidy changes go.mod or go.sum
 	cp go.mod /tmp/ringmesh-go.mod.bak; cp go.sum /tmp/ringmesh-go.sum.bak

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ringmesh/ringmesh/node/client"
@@ -268,32 +265,21 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 }
 
 // procCPU returns the user+system CPU seconds of the processes, from
-// /proc/PID/stat (Linux, USER_HZ 100); 0 when any is unreadable.
+// /proc/PID/stat through prometheus/procfs; 0 when any is unreadable.
 func procCPU(pids []int) float64 {
-	var ticks int64
+	var secs float64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		p, err := procfs.NewProc(pid)
 		if err != nil {
 			return 0
 		}
-		// Fields after the parenthesised command name: state is field 3,
-		// utime 14 and stime 15.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
+		st, err := p.Stat()
+		if err != nil {
 			return 0
 		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 13 {
-			return 0
-		}
-		u, err1 := strconv.ParseInt(f[11], 10, 64)
-		s, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			return 0
-		}
-		ticks += u + s
+		secs += st.CPUTime()
 	}
-	return float64(ticks) / 100
+	return secs
 }
 
 // runLive benchmarks a live mesh from one host.

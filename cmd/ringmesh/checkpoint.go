@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	flag "github.com/spf13/pflag"
 
 	"github.com/ringmesh/ringmesh/node"
 	"github.com/ringmesh/ringmesh/node/client"
@@ -227,18 +230,8 @@ func shortIDs(ids []string) string {
 	return strings.Join(out, ",")
 }
 
-// humanBytes formats n in binary units with one decimal.
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
+// humanBytes formats n for people: "1.5 GiB" (dustin/go-humanize).
+func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 // getResult is what `checkpoint get --json` prints.
 type getResult struct {
@@ -319,7 +312,8 @@ func randomID() string {
 }
 
 // showProgress polls the node (on a second connection, since the fetch call
-// holds the first) for the fetch tagged id and redraws one stderr line.
+// holds the first) for the fetch tagged id and draws it as a progress bar
+// on stderr (schollz/progressbar: bytes, rate, time left).
 func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
 	c, err := client.Dial(ctx, dataDir)
 	if err != nil {
@@ -328,9 +322,9 @@ func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
 	defer c.Close()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	drawn := false
+	var bar *progressbar.ProgressBar
 	defer func() {
-		if drawn {
+		if bar != nil {
 			fmt.Fprintln(stderr)
 		}
 	}()
@@ -348,11 +342,13 @@ func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
 			if p.FetchID != id {
 				continue
 			}
-			rate := float64(p.Fetched) / max(float64(p.ElapsedMS)/1000, 0.001)
-			pct := 100 * float64(p.Done) / max(float64(p.Size), 1)
-			fmt.Fprintf(stderr, "\rstep %d: %s / %s (%3.0f%%)  %s/s  %d providers   ",
-				p.Step, humanBytes(p.Done), humanBytes(p.Size), pct, humanBytes(int64(rate)), p.Providers)
-			drawn = true
+			if bar == nil {
+				bar = progressbar.NewOptions64(p.Size, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionShowCount(),
+					progressbar.OptionSetDescription(fmt.Sprintf("step %d", p.Step)))
+			}
+			bar.Describe(fmt.Sprintf("step %d, %d providers", p.Step, p.Providers))
+			bar.Set64(p.Done)
 		}
 	}
 }

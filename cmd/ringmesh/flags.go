@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
+	"math"
 	"os"
 	"strings"
+
+	"github.com/dustin/go-humanize"
+	flag "github.com/spf13/pflag"
 )
 
 // multiFlag is a repeatable string flag.
@@ -95,28 +98,19 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	return -1
 }
 
-// parseSize parses sizes like 64MiB, 1GiB, 512KiB, 1000 (bytes).
+// parseSize parses sizes like 64MiB, 1GiB, 1.5GB, 1000 (bytes), with
+// dustin/go-humanize.
 func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			var v float64
-			if _, err := fmt.Sscanf(strings.TrimSuffix(s, u.suffix), "%g", &v); err != nil || v < 0 {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
-			return int64(v * float64(u.mult)), nil
-		}
-	}
-	var v int64
-	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || v < 0 {
+	v, err := humanize.ParseBytes(s)
+	if err != nil || v > math.MaxInt64 {
 		return 0, fmt.Errorf("bad size %q (use e.g. 64MiB)", s)
 	}
-	return v, nil
+	return int64(v), nil
 }
 
+// formatSize writes n in the largest binary unit that divides it, without
+// a space (64MiB, 1536KiB): the form bench lines and flag defaults use,
+// which parseSize reads back exactly.
 func formatSize(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:

@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	"github.com/ringmesh/ringmesh/node/client"
 )

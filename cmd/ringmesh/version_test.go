@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	flag "github.com/spf13/pflag"
 
 	"github.com/ringmesh/ringmesh/internal/systest"
 )

@@ -7,10 +7,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/ringmesh/ringmesh/demo"
 	"github.com/ringmesh/ringmesh/train"
 )
 
@@ -24,7 +24,7 @@ Exits 1 if the live nodes' final parameters differ or the loss did not fall.`
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", demoUsage, stderr)
-	cfg := demoConfig{Train: train.DefaultConfig()}
+	cfg := demo.Config{Train: train.DefaultConfig()}
 	fs.IntVar(&cfg.Nodes, "nodes", 4, "node processes to start")
 	fs.Uint64Var(&cfg.Steps, "steps", 300, "training steps")
 	fs.Uint64Var(&cfg.KillAt, "kill-at", 100, "SIGKILL a node once the mesh has applied this many steps (0: never)")
@@ -42,7 +42,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if cfg.KillNode < 0 {
 		cfg.KillNode = cfg.Nodes - 1
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "ringmesh demo: %v\n", err)
 		return 2
 	}
@@ -64,10 +64,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if cfg.JSON {
 		progress = stderr
 	}
-	d := newDemo(cfg)
-	runErr := d.run(ctx, progress)
-	sum := d.summarize(runErr)
-	if err := d.writeOutputs(sum); err != nil {
+	d := demo.New(cfg)
+	runErr := d.Run(ctx, progress)
+	sum := d.Summarize(runErr)
+	if err := d.WriteOutputs(sum); err != nil {
 		sum.Problems = append(sum.Problems, err.Error())
 		sum.OK = false
 	}
@@ -75,32 +75,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		b, _ := json.MarshalIndent(sum, "", "  ")
 		fmt.Fprintln(stdout, string(b))
 	} else {
-		printSummary(stdout, sum)
+		demo.PrintSummary(stdout, sum)
 	}
 	if !sum.OK {
 		return 1
 	}
 	return 0
-}
-
-// writeOutputs writes summary.json and loss.png into the out dir.
-func (d *demo) writeOutputs(sum demoSummary) error {
-	b, err := json.MarshalIndent(sum, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(d.cfg.Out, "summary.json"), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(d.cfg.Out, "loss.png"))
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	err = plotLoss(f, d.plotData(sum))
-	d.mu.Unlock()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringmesh/ringmesh/demo"
 	"github.com/ringmesh/ringmesh/internal/systest"
 )
 
@@ -54,7 +55,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum demoSummary
+	var sum demo.Summary
 	if err := json.Unmarshal(b, &sum); err != nil {
 		t.Fatalf("summary.json: %v\n%s", err, b)
 	}
@@ -92,8 +93,8 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loss.png: %v", err)
 	}
-	if bd := img.Bounds(); bd.Dx() != plotW || bd.Dy() != plotH {
-		t.Errorf("loss.png is %v, want %dx%d", bd, plotW, plotH)
+	if bd := img.Bounds(); bd.Dx() != demo.PlotWidth || bd.Dy() != demo.PlotHeight {
+		t.Errorf("loss.png is %v, want %dx%d", bd, demo.PlotWidth, demo.PlotHeight)
 	}
 	// Every node process the demo started has exited.
 	pids, _ := filepath.Glob(filepath.Join(out, "nodes", "*", "ringmesh.sock"))

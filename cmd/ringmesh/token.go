@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	flag "github.com/spf13/pflag"
 
@@ -49,31 +51,9 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 
 // tokenFor builds the join token of the node running on dataDir.
 func tokenFor(dataDir string, explicit []string) (credentials.Token, error) {
-	st, err := fetchStatus(dataDir)
-	if err != nil {
-		return credentials.Token{}, err
-	}
-	if !st.Private {
-		return credentials.Token{}, fmt.Errorf("this node runs an open mesh (--insecure-open-mesh): there is no secret to share; join it with a member address")
-	}
-	secret, err := credentials.ReadSecret(st.SecretFile)
-	if err != nil {
-		return credentials.Token{}, err
-	}
-	cands := append([]string{}, st.Self.Addrs...)
-	for _, m := range st.Members {
-		if m.State != mesh.Alive {
-			continue
-		}
-		for _, a := range m.Addrs {
-			cands = append(cands, a+"/p2p/"+m.ID)
-		}
-	}
-	t := credentials.Token{Mesh: st.Mesh, Secret: secret, Addrs: credentials.Addrs(explicit, cands, 4)}
-	if len(t.Addrs) == 0 {
-		return credentials.Token{}, fmt.Errorf("the node has no address to put in the token")
-	}
-	return t, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return node.JoinToken(ctx, dataDir, explicit)
 }
 
 // joinTokens replaces the join tokens among join by their addresses and

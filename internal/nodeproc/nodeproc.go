@@ -39,17 +39,25 @@ type Proc struct {
 // directory (created there once): nodes whose data dirs are siblings form
 // one private mesh, as hosts given one token do.
 func StartCmd(prefix []string, bin, dir string, args ...string) (*Proc, error) {
-	return startCmd(prefix, bin, dir, !hasCredentials(args), args...)
+	return startCmd(prefix, bin, dir, !hasCredentials(args), false, args...)
 }
 
 // StartOwn is StartCmd without the shared secret: the node's credentials
 // are its own (a fresh data dir creates a secret of its own), as for a
 // user's first command.
 func StartOwn(prefix []string, bin, dir string, args ...string) (*Proc, error) {
-	return startCmd(prefix, bin, dir, false, args...)
+	return startCmd(prefix, bin, dir, false, false, args...)
 }
 
-func startCmd(prefix []string, bin, dir string, share bool, args ...string) (*Proc, error) {
+// StartTied is StartOwn for a launcher whose nodes must not outlive it
+// (ringmesh demo): the node gets SIGKILL when the thread that started it
+// dies, so a killed demo leaves no node behind. Call it from an ordinary
+// goroutine, never from one locked to an OS thread that may exit.
+func StartTied(bin, dir string, args ...string) (*Proc, error) {
+	return startCmd(nil, bin, dir, false, true, args...)
+}
+
+func startCmd(prefix []string, bin, dir string, share, tied bool, args ...string) (*Proc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -71,8 +79,13 @@ func startCmd(prefix []string, bin, dir string, share bool, args ...string) (*Pr
 		return nil, err
 	}
 	cmd := exec.Command(bin, full...)
+	cmd.Env = nodeEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C reaches the launcher, which stops it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if tied {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
@@ -101,6 +114,19 @@ func startCmd(prefix []string, bin, dir string, share bool, args ...string) (*Pr
 			return nil, fmt.Errorf("node %s: control socket did not answer in 30s: %v", dir, err)
 		}
 	}
+}
+
+// nodeEnv is the environment without RINGMESH_* variables, which would
+// otherwise set flags of the launched nodes (a data dir, a secret, a join
+// address meant for the user's own node): the launcher's args say it all.
+func nodeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RINGMESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Status asks the node of dir for its status.

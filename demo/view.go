@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -13,14 +13,14 @@ import (
 // demoView shows progress: a table redrawn in place when out is a
 // terminal, plain lines (every 10th step per node, and events) otherwise.
 type demoView struct {
-	d     *demo
+	d     *Demo
 	out   io.Writer
 	tty   bool
 	drawn int // lines of the table on screen
 	shown int // events printed
 }
 
-func newDemoView(d *demo, out io.Writer) *demoView {
+func newDemoView(d *Demo, out io.Writer) *demoView {
 	v := &demoView{d: d, out: out}
 	if f, ok := out.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb" {

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 )
 
 // startTrainer starts the trainer loop of node i (a new incarnation).
-func (d *demo) startTrainer(ctx context.Context, wg *sync.WaitGroup, i int) {
+func (d *Demo) startTrainer(ctx context.Context, wg *sync.WaitGroup, i int) {
 	d.mu.Lock()
 	n := d.nodes[i]
 	n.run++
@@ -59,7 +59,7 @@ func (d *demo) startTrainer(ctx context.Context, wg *sync.WaitGroup, i int) {
 	}()
 }
 
-func (d *demo) onJoin(i, run int, j meshtrain.JoinInfo) {
+func (d *Demo) onJoin(i, run int, j meshtrain.JoinInfo) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n := d.nodes[i]
@@ -80,7 +80,7 @@ func (d *demo) onJoin(i, run int, j meshtrain.JoinInfo) {
 	d.poke()
 }
 
-func (d *demo) onStep(i, run int, s meshtrain.StepInfo) {
+func (d *Demo) onStep(i, run int, s meshtrain.StepInfo) {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -118,7 +118,7 @@ const (
 )
 
 // holding reports whether the trainers should slow down after step.
-func (d *demo) holding(step uint64) bool {
+func (d *Demo) holding(step uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := d.restart
@@ -133,14 +133,14 @@ func (d *demo) holding(step uint64) bool {
 }
 
 // killNode SIGKILLs the chosen node's process.
-func (d *demo) killNode() {
+func (d *Demo) killNode() {
 	d.mu.Lock()
 	n := d.nodes[d.cfg.KillNode]
 	p, step := n.proc, d.maxStep
 	d.kill = &demoKill{Node: n.name, Peer: n.id, Step: step, at: time.Now(), AtS: time.Since(d.start).Seconds()}
-	d.eventLocked("SIGKILL %s (pid %d) after step %d", n.name, p.cmd.Process.Pid, int64(step)-1)
+	d.eventLocked("SIGKILL %s (pid %d) after step %d", n.name, p.Cmd.Process.Pid, int64(step)-1)
 	d.mu.Unlock()
-	p.kill()
+	p.Kill()
 	d.mu.Lock()
 	n.state = "killed"
 	d.mu.Unlock()
@@ -149,13 +149,13 @@ func (d *demo) killNode() {
 
 // restartNode starts the killed node again with its data dir, joining
 // through a live node.
-func (d *demo) restartNode(ctx context.Context) error {
+func (d *Demo) restartNode(ctx context.Context) error {
 	d.mu.Lock()
 	n := d.nodes[d.cfg.KillNode]
 	var via string
 	for _, o := range d.nodes {
 		if o != n && o.proc != nil {
-			via = o.proc.addr
+			via = o.proc.Addr
 			break
 		}
 	}
@@ -163,12 +163,12 @@ func (d *demo) restartNode(ctx context.Context) error {
 	n.state = "restarting"
 	d.eventLocked("restarting %s with its data dir after step %d", n.name, int64(d.maxStep)-1)
 	d.mu.Unlock()
-	p, err := startDemoNode(ctx, d.cfg.Bin, n.dir, "--min-members", itoa(uint64(d.cfg.Nodes)), "--join", via)
+	p, err := startNode(d.cfg.Bin, n.dir, "--min-members", itoa(uint64(d.cfg.Nodes)), "--join", via)
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
-	n.proc, n.id = p, p.id
+	n.proc, n.id = p, p.ID
 	d.mu.Unlock()
 	return nil
 }

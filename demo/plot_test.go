@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -25,13 +25,13 @@ func TestPlotLoss(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() != plotW || b.Dy() != plotH {
-		t.Fatalf("image %v, want %dx%d", b, plotW, plotH)
+	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
+		t.Fatalf("image %v, want %dx%d", b, PlotWidth, PlotHeight)
 	}
-	// The series' colour appears (its line and legend box).
+	// The series' colour appears (its line and its legend entry).
 	n := 0
-	for y := 0; y < plotH; y++ {
-		for x := 0; x < plotW; x++ {
+	for y := 0; y < PlotHeight; y++ {
+		for x := 0; x < PlotWidth; x++ {
 			if r, g, b, _ := img.At(x, y).RGBA(); r>>8 == 200 && g == 0 && b == 0 {
 				n++
 			}
@@ -39,26 +39,5 @@ func TestPlotLoss(t *testing.T) {
 	}
 	if n < 100 {
 		t.Errorf("%d pixels of the series colour, want a line and a legend box (>= 100)", n)
-	}
-}
-
-func TestFontGlyphs(t *testing.T) {
-	for r, g := range font3x5 {
-		if len(g) != glyphW*glyphH {
-			t.Errorf("glyph %q has %d pixels, want %d", r, len(g), glyphW*glyphH)
-		}
-	}
-	for _, r := range "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.-:/(),= " {
-		if _, ok := font3x5[r]; !ok {
-			t.Errorf("no glyph for %q", r)
-		}
-	}
-}
-
-func TestNiceCeil(t *testing.T) {
-	for _, tc := range []struct{ in, want float64 }{{2.52, 3}, {0.05, 0.1}, {1, 1}, {11, 15}, {0.73, 0.8}} {
-		if got := niceCeil(tc.in); got != tc.want {
-			t.Errorf("niceCeil(%v) = %v, want %v", tc.in, got, tc.want)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -9,12 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringmesh/ringmesh/internal/nodeproc"
+	"github.com/ringmesh/ringmesh/node"
 	"github.com/ringmesh/ringmesh/train"
 	"github.com/ringmesh/ringmesh/train/meshtrain"
 )
 
-// demoConfig is `ringmesh demo`'s flags.
-type demoConfig struct {
+// Config is `ringmesh demo`'s flags.
+type Config struct {
 	Nodes           int
 	Steps           uint64
 	KillAt          uint64 // 0: no kill
@@ -29,7 +31,8 @@ type demoConfig struct {
 	Train           train.Config
 }
 
-func (c demoConfig) validate() error {
+// Validate checks the config as the demo needs it.
+func (c Config) Validate() error {
 	switch {
 	case c.Nodes < 2 || c.Nodes > 16:
 		return fmt.Errorf("--nodes %d: want 2..16", c.Nodes)
@@ -50,7 +53,7 @@ func (c demoConfig) validate() error {
 // demoNode is one node process slot and its trainer's progress.
 type demoNode struct {
 	name, dir string
-	proc      *demoProc
+	proc      *nodeproc.Proc
 	id        string
 	run       int // trainer incarnation: 1, then 2 after a restart
 	state     string
@@ -74,8 +77,8 @@ type lossPoint struct {
 }
 
 // demo runs the demo and holds everything its view and summary show.
-type demo struct {
-	cfg   demoConfig
+type Demo struct {
+	cfg   Config
 	start time.Time
 
 	mu       sync.Mutex
@@ -113,8 +116,8 @@ type demoRestart struct {
 	at         time.Time
 }
 
-func newDemo(cfg demoConfig) *demo {
-	d := &demo{cfg: cfg, progress: make(chan struct{}, 1)}
+func New(cfg Config) *Demo {
+	d := &Demo{cfg: cfg, progress: make(chan struct{}, 1)}
 	for i := 0; i < cfg.Nodes; i++ {
 		name := fmt.Sprintf("node%d", i)
 		d.nodes = append(d.nodes, &demoNode{name: name, dir: filepath.Join(cfg.Out, "nodes", name), state: "starting"})
@@ -123,17 +126,17 @@ func newDemo(cfg demoConfig) *demo {
 }
 
 // event records and shows a line.
-func (d *demo) event(format string, args ...any) {
+func (d *Demo) event(format string, args ...any) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.eventLocked(format, args...)
 }
 
-func (d *demo) eventLocked(format string, args ...any) {
+func (d *Demo) eventLocked(format string, args ...any) {
 	d.events = append(d.events, fmt.Sprintf("[%5.1fs] ", time.Since(d.start).Seconds())+fmt.Sprintf(format, args...))
 }
 
-func (d *demo) poke() {
+func (d *Demo) poke() {
 	select {
 	case d.progress <- struct{}{}:
 	default:
@@ -142,7 +145,7 @@ func (d *demo) poke() {
 
 // run starts the nodes and trainers, kills and restarts one node, and
 // waits until training ends. Nodes are stopped before it returns.
-func (d *demo) run(ctx context.Context, out io.Writer) error {
+func (d *Demo) Run(ctx context.Context, out io.Writer) error {
 	d.start = time.Now()
 	if err := os.RemoveAll(filepath.Join(d.cfg.Out, "nodes")); err != nil {
 		return err
@@ -183,14 +186,14 @@ func (d *demo) run(ctx context.Context, out io.Writer) error {
 	return ctx.Err()
 }
 
-func (d *demo) stopped(ctx context.Context) error {
+func (d *Demo) stopped(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return fmt.Errorf("training ended before the kill/restart step")
 }
 
-func (d *demo) startNodes(ctx context.Context) error {
+func (d *Demo) startNodes(ctx context.Context) error {
 	minMembers := fmt.Sprint(d.cfg.Nodes)
 	var token string
 	for i, n := range d.nodes {
@@ -200,15 +203,15 @@ func (d *demo) startNodes(ctx context.Context) error {
 			// token of the first (mesh name, secret, addresses).
 			args = append(args, "--join", token)
 		}
-		p, err := startDemoNode(ctx, d.cfg.Bin, n.dir, args...)
+		p, err := startNode(d.cfg.Bin, n.dir, args...)
 		if err != nil {
 			return err
 		}
 		d.mu.Lock()
-		n.proc, n.id, n.state = p, p.id, "joining"
+		n.proc, n.id, n.state = p, p.ID, "joining"
 		d.mu.Unlock()
 		if i == 0 {
-			t, err := tokenFor(n.dir, nil)
+			t, err := node.JoinToken(ctx, n.dir, nil)
 			if err != nil {
 				return fmt.Errorf("join token of %s: %w", n.name, err)
 			}
@@ -216,11 +219,11 @@ func (d *demo) startNodes(ctx context.Context) error {
 			d.event("node0 created the mesh's secret; the others join with its token (ringmesh token --data-dir %s)", n.dir)
 		}
 	}
-	d.event("started %d nodes; node0 listens on %s", len(d.nodes), d.nodes[0].proc.addr)
+	d.event("started %d nodes; node0 listens on %s", len(d.nodes), d.nodes[0].proc.Addr)
 	return nil
 }
 
-func (d *demo) stopNodes() {
+func (d *Demo) stopNodes() {
 	var wg sync.WaitGroup
 	for _, n := range d.nodes {
 		d.mu.Lock()
@@ -229,10 +232,15 @@ func (d *demo) stopNodes() {
 		if p == nil {
 			continue
 		}
+		select {
+		case <-p.Done():
+			continue // the killed one, or one that exited (already reported)
+		default:
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.stop(10 * time.Second); err != nil {
+			if err := p.Stop(10 * time.Second); err != nil {
 				d.mu.Lock()
 				d.errs = append(d.errs, err.Error())
 				d.mu.Unlock()
@@ -244,7 +252,7 @@ func (d *demo) stopNodes() {
 
 // waitStep waits until the mesh has applied step-1 (step steps in all); it
 // returns false if ctx ended or every trainer stopped first.
-func (d *demo) waitStep(ctx context.Context, step uint64) bool {
+func (d *Demo) waitStep(ctx context.Context, step uint64) bool {
 	for {
 		d.mu.Lock()
 		reached, running := d.maxStep >= step, d.runningLocked()
@@ -264,7 +272,7 @@ func (d *demo) waitStep(ctx context.Context, step uint64) bool {
 	}
 }
 
-func (d *demo) runningLocked() int {
+func (d *Demo) runningLocked() int {
 	n := 0
 	for _, nd := range d.nodes {
 		if nd.run > 0 && nd.result == nil && nd.err == nil {
@@ -277,7 +285,7 @@ func (d *demo) runningLocked() int {
 // waitTrainers waits for every trainer. A restarted trainer still waiting
 // to be admitted when all the others have finished is given a grace
 // period and then stopped (the mesh it would join has ended).
-func (d *demo) waitTrainers(ctx context.Context, cancel context.CancelFunc) {
+func (d *Demo) waitTrainers(ctx context.Context, cancel context.CancelFunc) {
 	var graceEnd time.Time
 	for {
 		d.mu.Lock()

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"fmt"
@@ -9,8 +9,8 @@ import (
 	"github.com/ringmesh/ringmesh/train"
 )
 
-// demoSummary is summary.json.
-type demoSummary struct {
+// Summary is summary.json.
+type Summary struct {
 	OK              bool         `json:"ok"`
 	Problems        []string     `json:"problems,omitempty"`
 	Nodes           int          `json:"nodes"`
@@ -39,10 +39,10 @@ type demoSummary struct {
 // evalSamples is the held-out set size of the loss check.
 const evalSamples = 2048
 
-func (d *demo) summarize(runErr error) demoSummary {
+func (d *Demo) Summarize(runErr error) Summary {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := demoSummary{Nodes: d.cfg.Nodes, Steps: d.cfg.Steps, StepsApplied: d.maxStep, GlobalBatch: d.cfg.Batch,
+	s := Summary{Nodes: d.cfg.Nodes, Steps: d.cfg.Steps, StepsApplied: d.maxStep, GlobalBatch: d.cfg.Batch,
 		Params: d.cfg.Train.NumParams(), DurationS: time.Since(d.start).Seconds(), Kill: d.kill, Restart: d.restart, SlowedForRejoin: d.held,
 		Hashes: map[string]string{}, Out: d.cfg.Out}
 	if s.DurationS > 0 {
@@ -96,7 +96,7 @@ func (d *demo) summarize(runErr error) demoSummary {
 
 // lossRangeLocked returns the mean global batch loss of the first and of the
 // last 10 steps applied.
-func (d *demo) lossRangeLocked() (first, last float32) {
+func (d *Demo) lossRangeLocked() (first, last float32) {
 	byStep := map[uint64]float32{}
 	for _, p := range d.points {
 		byStep[p.Step] = p.Loss
@@ -117,7 +117,7 @@ func (d *demo) lossRangeLocked() (first, last float32) {
 	return mean(steps[:k]), mean(steps[len(steps)-k:])
 }
 
-func printSummary(w io.Writer, s demoSummary) {
+func PrintSummary(w io.Writer, s Summary) {
 	fmt.Fprintf(w, "\nringmesh demo summary (%s)\n", s.Out)
 	fmt.Fprintf(w, "  steps         %d of %d in %.1fs (%.1f steps/s), %d nodes, global batch %d, %d params\n",
 		s.StepsApplied, s.Steps, s.DurationS, s.StepsPerSec, s.Nodes, s.GlobalBatch, s.Params)

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/ringmesh/ringmesh/internal/nodeproc"
-	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/bench"
+	"github.com/ringmesh/ringmesh/internal/units"
 )
 
 const benchHelp = `usage: ringmesh bench <allreduce|recovery|checkpoint> [flags]
@@ -61,7 +59,7 @@ func (s *sizesFlag) Type() string { return "sizes" }
 func (s *sizesFlag) String() string {
 	parts := make([]string, len(*s))
 	for i, v := range *s {
-		parts[i] = formatSize(v)
+		parts[i] = units.Format(v)
 	}
 	return strings.Join(parts, ",")
 }
@@ -72,7 +70,7 @@ func (s *sizesFlag) Set(v string) error {
 		if part == "" {
 			continue
 		}
-		n, err := parseSize(part)
+		n, err := units.Parse(part)
 		if err != nil {
 			return err
 		}
@@ -84,122 +82,168 @@ func (s *sizesFlag) Set(v string) error {
 	return nil
 }
 
-// localCluster is n `ringmesh node` processes on 127.0.0.1, each with its
-// own data dir under a temp root, stopped by PID.
-type localCluster struct {
-	bin   string
-	root  string
-	args  []string // flags every node gets
-	procs []*nodeproc.Proc
-	keep  bool // keep the data dirs (and node logs) at stop
-	out   io.Writer
-}
+const benchAllReduceHelp = `usage: ringmesh bench allreduce --local N [flags]
+       ringmesh bench allreduce --data-dir DIR --world N [flags]
 
-// nodeArgs are the flags of a local bench node: loopback only, no mDNS or
-// DHT, production failure detection unless fast, a private mesh (one
-// secret for all) unless open.
-func nodeArgs(n int, fast, open bool) []string {
-	a := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--log-level", "info",
-		"--min-members", fmt.Sprint(n)}
-	if fast {
-		a = append(a, "--fast-detect")
-	}
-	if open {
-		a = append(a, "--insecure-open-mesh")
-	}
-	return a
-}
+Measures the ring all-reduce as nccl-tests does: for each size, one warm-up
+round, then --iters timed rounds (reduce "sum", wire type --dtype); prints
+the median time, algbw = bytes/time and busbw = algbw*2(n-1)/n in GB/s (1e9).
 
-// startLocal starts n nodes; every node after the first joins the first.
-// profileDir, when set, gets one CPU profile per node (node-I.pprof). Set
-// keep on the result to keep the data dirs and node logs after stop.
-func startLocal(n int, args []string, profileDir string, stderr io.Writer) (*localCluster, error) {
-	bin, err := os.Executable()
+--local N starts N 'ringmesh node' processes on 127.0.0.1 (default encrypted
+transport) and one client per node in this process; before each round the
+clients wait for each other, and a round's time is the slowest member's.
+
+--data-dir DIR --world N runs on a live mesh: every host runs this command,
+with the same flags, against its own node. Each one joins and keeps the
+mesh stepping with 1-element rounds until a round has N members; from the
+next step on, all of them run the same sequence of rounds (the step number
+is the shared clock) and each prints its own line. A host's time includes
+any wait for slower hosts to submit the round.
+
+Progress goes to stderr; the result lines to stdout.`
+
+func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
+	var sizes sizesFlag
+	b := bench.AllReduceConfig{Stdout: stdout, Stderr: stderr}
+	fs := newFlagSet("bench allreduce", benchAllReduceHelp, stderr)
+	local := fs.Int("local", 0, "start N local node processes on 127.0.0.1 and benchmark them")
+	dataDir := fs.String("data-dir", "", "live mode: the data dir of this host's running node")
+	world := fs.Int("world", 0, "live mode: start once the mesh has this many members")
+	fs.Var(&sizes, "size", "buffer size, repeatable or comma-separated (default 64MiB)")
+	fs.IntVar(&b.Iters, "iters", 10, "timed rounds per size (after one warm-up)")
+	fs.StringVar(&b.DType, "dtype", "float32", "wire type: float32, bfloat16, float16 (buffers are float32)")
+	fs.BoolVar(&b.JSON, "json", false, "print one JSON object per size")
+	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
+	fs.BoolVar(&b.Open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
+	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
+	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
+	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	b.Sizes = sizes
+	if len(b.Sizes) == 0 {
+		b.Sizes = []int64{64 << 20}
+	}
+	switch b.DType {
+	case "float32", "bfloat16", "float16":
+	default:
+		fmt.Fprintf(stderr, "ringmesh bench allreduce: --dtype %q: want float32, bfloat16 or float16\n", b.DType)
+		return 2
+	}
+	if b.Iters < 1 {
+		fmt.Fprintln(stderr, "ringmesh bench allreduce: --iters must be at least 1")
+		return 2
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	var err error
+	switch {
+	case *local > 0 && *dataDir == "":
+		err = bench.AllReduceLocal(ctx, b, *local, *fast, *profileDir, *keep, *wait)
+	case *local == 0 && *dataDir != "" && *world > 0:
+		err = bench.AllReduceLive(ctx, b, *dataDir, *world, *wait)
+	default:
+		fmt.Fprintln(stderr, "ringmesh bench allreduce: give either --local N, or --data-dir DIR and --world N")
+		return 2
+	}
 	if err != nil {
-		return nil, fmt.Errorf("find own binary: %w", err)
+		fmt.Fprintf(stderr, "ringmesh bench allreduce: %v\n", err)
+		return 1
 	}
-	root, err := os.MkdirTemp("", "ringmesh-bench-")
+	return 0
+}
+
+const benchRecoveryHelp = `usage: ringmesh bench recovery --local N [flags]
+
+Starts N local 'ringmesh node' processes (N >= 3) and one trainer loop per
+node that all-reduces a buffer continuously. Each trial SIGKILLs one node,
+chosen at random (seeded), a random delay after a round started, and
+measures the time from the kill to the moment the last survivor got the
+result of the first round whose ring excludes the killed node (the retried
+round, normally). The node is then restarted on its data dir and the trial
+ends when all N members apply a round together again.
+
+Prints: recovery n=N size=S kills=K median_kill_to_next_round_s=... max_s=...
+Nodes use production failure detection unless --fast-detect.`
+
+func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench recovery", benchRecoveryHelp, stderr)
+	n := fs.Int("local", 4, "local node processes (at least 3: the survivors must hold a majority)")
+	var sizes sizesFlag
+	fs.Var(&sizes, "size", "buffer size (default 64MiB)")
+	kills := fs.Int("kills", 10, "trials: one SIGKILL and restart each")
+	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
+	fast := fs.Bool("fast-detect", false, "pass --fast-detect to the nodes (default: production failure detection)")
+	open := fs.Bool("open", false, "run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if len(sizes) == 0 {
+		sizes = sizesFlag{64 << 20}
+	}
+	if *n < 3 || len(sizes) != 1 || *kills < 1 {
+		fmt.Fprintln(stderr, "ringmesh bench recovery: want --local N >= 3, one --size and --kills >= 1")
+		return 2
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	res, err := bench.Recovery(ctx, bench.RecoveryConfig{N: *n, Size: sizes[0], Kills: *kills, Seed: *seed,
+		Fast: *fast, Open: *open, Keep: *keep, Stderr: stderr})
 	if err != nil {
-		return nil, err
+		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
+		return 1
 	}
-	if profileDir != "" {
-		if err := os.MkdirAll(profileDir, 0o755); err != nil {
-			return nil, fmt.Errorf("profile dir: %w", err)
-		}
+	if *asJSON {
+		out, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(out))
+	} else {
+		fmt.Fprintf(stdout, "recovery n=%d size=%s kills=%d median_kill_to_next_round_s=%.3f max_s=%.3f\n",
+			res.N, units.Format(res.SizeBytes), res.Kills, res.MedianS, res.MaxS)
 	}
-	c := &localCluster{bin: bin, root: root, args: args, procs: make([]*nodeproc.Proc, n), out: stderr}
-	for i := range n {
-		a := append([]string{}, args...)
-		if i > 0 {
-			a = append(a, "--join", c.procs[0].Addr)
-		}
-		if profileDir != "" {
-			a = append(a, "--cpuprofile", filepath.Join(profileDir, fmt.Sprintf("node-%d.pprof", i)))
-		}
-		p, err := nodeproc.StartCmd(nil, bin, c.dir(i), a...)
-		if err != nil {
-			c.stop()
-			return nil, fmt.Errorf("start node %d: %w", i, err)
-		}
-		c.procs[i] = p
-		fmt.Fprintf(stderr, "node %d: pid %d %s\n", i, p.Cmd.Process.Pid, p.ID)
-	}
-	return c, nil
+	return 0
 }
 
-func (c *localCluster) dir(i int) string { return filepath.Join(c.root, fmt.Sprint(i)) }
+const benchCheckpointHelp = `usage: ringmesh bench checkpoint --local N [--size 1GiB] [--json]
 
-// restart starts node i again on its data dir (same identity), joining
-// through node via.
-func (c *localCluster) restart(i, via int) error {
-	a := append(append([]string{}, c.args...), "--join", c.procs[via].Addr)
-	p, err := nodeproc.StartCmd(nil, c.bin, c.dir(i), a...)
+Starts N-1 local node processes (127.0.0.1) with --replicas N-1 and no
+replication rate limit; node 0 saves a checkpoint of --size random bytes and
+the bench waits until all N-1 hold it. Then a fresh node N fetches it from the
+N-1 providers at once. Prints
+  checkpoint providers=N-1 size=SIZE fetch_s=... GBps=...
+where fetch_s is the fetch alone (every chunk verified and written to the
+fetcher's store), not the export to a file that follows.`
+
+func benchCheckpoint(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench checkpoint", benchCheckpointHelp, stderr)
+	local := fs.Int("local", 4, "nodes in all: N-1 providers and one fresh fetcher")
+	var size sizeFlag = 1 << 30
+	fs.Var(&size, "size", "checkpoint size, e.g. 256MiB, 1GiB")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	wait := fs.Duration("timeout", 20*time.Minute, "give up after this long")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *local < 2 || size <= 0 {
+		fmt.Fprintln(stderr, "ringmesh bench checkpoint: need --local >= 2 and a positive --size")
+		return 2
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	r, err := bench.Checkpoint(ctx, *local, int64(size), stderr)
 	if err != nil {
-		return fmt.Errorf("restart node %d: %w", i, err)
+		fmt.Fprintf(stderr, "ringmesh bench checkpoint: %v\n", err)
+		return 1
 	}
-	c.procs[i] = p
-	return nil
-}
-
-// stop stops every process (SIGTERM, then SIGKILL) and removes the data
-// unless c.keep.
-func (c *localCluster) stop() {
-	for _, p := range c.procs {
-		if p != nil {
-			p.Stop(10 * time.Second)
-		}
-	}
-	if c.keep {
-		fmt.Fprintf(c.out, "node data dirs and logs kept in %s\n", c.root)
-		return
-	}
-	os.RemoveAll(c.root)
-}
-
-// joinMesh joins, retrying the node's "timeout" answers until ctx ends;
-// progress goes to stderr.
-func joinMesh(ctx context.Context, c *client.Client, who string, stderr io.Writer) (localapi.Response, error) {
-	for {
-		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := c.Join(jctx, 0)
-		cancel()
-		if err == nil || !client.IsCode(err, localapi.CodeTimeout) || ctx.Err() != nil {
-			return resp, err
-		}
-		fmt.Fprintf(stderr, "%s: waiting to join: %v\n", who, err)
-	}
-}
-
-// median returns the median of ds (the mean of the middle two for an even
-// count); 0 for none.
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
+	if *asJSON {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(stdout, string(b))
 		return 0
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	fmt.Fprintf(stdout, "checkpoint providers=%d size=%s fetch_s=%.3f GBps=%.3f\n", r.Providers, units.Format(r.Size), r.FetchS, r.GBps)
+	return 0
 }

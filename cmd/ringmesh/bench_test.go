@@ -18,8 +18,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ringmesh/ringmesh/bench"
 	"github.com/ringmesh/ringmesh/internal/netlab"
 	"github.com/ringmesh/ringmesh/internal/systest"
+	"github.com/ringmesh/ringmesh/internal/units"
 )
 
 // runBench runs `ringmesh bench args...` as a subprocess with a deadline
@@ -300,7 +302,7 @@ func BenchmarkLabGloo(b *testing.B) {
 	lab := shapedLab(b, n, rate)
 	mib := "64"
 	if s := os.Getenv("RINGMESH_LAB_SIZE"); s != "" {
-		size, err := parseSize(s)
+		size, err := units.Parse(s)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -379,7 +381,7 @@ func labAllReduce(b *testing.B, bin string, ps []*systest.Proc, size, dtype stri
 		if errs[i] != nil {
 			b.Fatalf("bench on host %d: %v", i, errs[i])
 		}
-		var r arResult
+		var r bench.AllReduceResult
 		if err := json.Unmarshal([]byte(strings.TrimSpace(outs[i])), &r); err != nil {
 			b.Fatalf("host %d: %q: %v", i, outs[i], err)
 		}

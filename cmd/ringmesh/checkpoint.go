@@ -17,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	flag "github.com/spf13/pflag"
 
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
@@ -74,10 +75,10 @@ func checkpointFlags(fs *flag.FlagSet, c *node.CheckpointConfig) {
 // sizeFlag is a byte count flag that accepts 64MiB-style sizes.
 type sizeFlag int64
 
-func (s *sizeFlag) String() string { return formatSize(int64(*s)) }
+func (s *sizeFlag) String() string { return units.Format(int64(*s)) }
 func (s *sizeFlag) Type() string   { return "size" }
 func (s *sizeFlag) Set(v string) error {
-	n, err := parseSize(v)
+	n, err := units.Parse(v)
 	*s = sizeFlag(n)
 	return err
 }

@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strings"
 
-	"github.com/dustin/go-humanize"
 	flag "github.com/spf13/pflag"
 )
 
@@ -96,31 +94,6 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 		return 2
 	}
 	return -1
-}
-
-// parseSize parses sizes like 64MiB, 1GiB, 1.5GB, 1000 (bytes), with
-// dustin/go-humanize.
-func parseSize(s string) (int64, error) {
-	v, err := humanize.ParseBytes(s)
-	if err != nil || v > math.MaxInt64 {
-		return 0, fmt.Errorf("bad size %q (use e.g. 64MiB)", s)
-	}
-	return int64(v), nil
-}
-
-// formatSize writes n in the largest binary unit that divides it, without
-// a space (64MiB, 1536KiB): the form bench lines and flag defaults use,
-// which parseSize reads back exactly.
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }
 
 // localCommand parses the flags of a command that talks to the node of

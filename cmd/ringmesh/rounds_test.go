@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -458,7 +457,7 @@ func joinedTrainers(t *testing.T, ctx context.Context, ps []*systest.Proc, elems
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := joinMesh(ctx, c, p.Dir, io.Discard)
+			resp, err := c.JoinWait(ctx, 0, nil)
 			steps[i], errs[i] = resp.Step, err
 		}()
 	}

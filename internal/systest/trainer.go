@@ -93,17 +93,8 @@ func (s *Synthetic) Run(ctx context.Context) error {
 }
 
 func (s *Synthetic) join(ctx context.Context, c *client.Client) (uint64, error) {
-	for {
-		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := c.Join(jctx, 0)
-		cancel()
-		if err == nil {
-			return resp.Step, nil
-		}
-		if !client.IsCode(err, localapi.CodeTimeout) || ctx.Err() != nil {
-			return 0, err
-		}
-	}
+	resp, err := c.JoinWait(ctx, 0, nil)
+	return resp.Step, err
 }
 
 // fill writes node self's synthetic contribution for step.

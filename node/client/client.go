@@ -137,6 +137,23 @@ func (c *Client) Join(ctx context.Context, startStep uint64) (localapi.Response,
 	return c.call(ctx, req)
 }
 
+// JoinWait is Join until admitted: it asks again, in 5 s slices, while the
+// node answers timeout (no mesh has admitted it yet), calling onWait (if
+// not nil) with each such answer, until ctx ends. Any other error ends it.
+func (c *Client) JoinWait(ctx context.Context, startStep uint64, onWait func(error)) (localapi.Response, error) {
+	for {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Join(jctx, startStep)
+		cancel()
+		if err == nil || !IsCode(err, localapi.CodeTimeout) || ctx.Err() != nil {
+			return resp, err
+		}
+		if onWait != nil {
+			onWait(err)
+		}
+	}
+}
+
 // Reform asks the node to re-form the mesh as a new epoch from the newest
 // checkpoint it knows of, because a majority of its agreed list is gone for
 // good (see ringmesh reform --help). Response.Step is the new mesh's first

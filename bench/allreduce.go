@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -13,33 +13,43 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
-const benchAllReduceHelp = `usage: ringmesh bench allreduce --local N [flags]
-       ringmesh bench allreduce --data-dir DIR --world N [flags]
+// AllReduceConfig is one all-reduce benchmark run: the buffer sizes, timed
+// rounds per size, wire type, JSON lines, an open mesh for local nodes, and
+// where results (Stdout) and progress (Stderr) go.
+type AllReduceConfig struct {
+	Sizes          []int64
+	Iters          int
+	DType          string
+	JSON           bool
+	Open           bool
+	Stdout, Stderr io.Writer
+}
 
-Measures the ring all-reduce as nccl-tests does: for each size, one warm-up
-round, then --iters timed rounds (reduce "sum", wire type --dtype); prints
-the median time, algbw = bytes/time and busbw = algbw*2(n-1)/n in GB/s (1e9).
+func (c AllReduceConfig) bench() *arBench {
+	return &arBench{sizes: c.Sizes, iters: c.Iters, dtype: c.DType, json: c.JSON, open: c.Open, stdout: c.Stdout, stderr: c.Stderr}
+}
 
---local N starts N 'ringmesh node' processes on 127.0.0.1 (default encrypted
-transport) and one client per node in this process; before each round the
-clients wait for each other, and a round's time is the slowest member's.
+// AllReduceLocal starts n local node processes (fast: --fast-detect;
+// profileDir: a CPU profile per node; keep: keep their data dirs) and
+// benchmarks them, each size gloo-comparable: algbw, busbw, node CPU.
+func AllReduceLocal(ctx context.Context, c AllReduceConfig, n int, fast bool, profileDir string, keep bool, wait time.Duration) error {
+	return c.bench().runLocal(ctx, n, fast, profileDir, keep, wait)
+}
 
---data-dir DIR --world N runs on a live mesh: every host runs this command,
-with the same flags, against its own node. Each one joins and keeps the
-mesh stepping with 1-element rounds until a round has N members; from the
-next step on, all of them run the same sequence of rounds (the step number
-is the shared clock) and each prints its own line. A host's time includes
-any wait for slower hosts to submit the round.
-
-Progress goes to stderr; the result lines to stdout.`
+// AllReduceLive benchmarks a running mesh from this host's node once it has
+// world members (run it on every host).
+func AllReduceLive(ctx context.Context, c AllReduceConfig, dataDir string, world int, wait time.Duration) error {
+	return c.bench().runLive(ctx, dataDir, world, wait)
+}
 
 // arBench is the configuration of one all-reduce benchmark run.
 type arBench struct {
-	sizes  sizesFlag
+	sizes  []int64
 	iters  int
 	dtype  string
 	json   bool
@@ -49,8 +59,8 @@ type arBench struct {
 	pids   []int // local mode: the node processes, for CPU accounting
 }
 
-// arResult is one size's figures.
-type arResult struct {
+// AllReduceResult is one size's figures (a JSON line with --json).
+type AllReduceResult struct {
 	N         int     `json:"n"`
 	SizeBytes int64   `json:"size_bytes"`
 	DType     string  `json:"dtype"`
@@ -65,9 +75,9 @@ type arResult struct {
 	NodeCPUS float64 `json:"node_cpu_s,omitempty"`
 }
 
-func newARResult(n int, size int64, dtype string, times []time.Duration) arResult {
+func newARResult(n int, size int64, dtype string, times []time.Duration) AllReduceResult {
 	med := median(times).Seconds()
-	r := arResult{N: n, SizeBytes: size, DType: dtype, Iters: len(times), MedianS: med}
+	r := AllReduceResult{N: n, SizeBytes: size, DType: dtype, Iters: len(times), MedianS: med}
 	if med > 0 {
 		r.AlgBW = float64(size) / med / 1e9
 		r.BusBW = r.AlgBW * 2 * float64(n-1) / float64(n)
@@ -75,64 +85,14 @@ func newARResult(n int, size int64, dtype string, times []time.Duration) arResul
 	return r
 }
 
-func (b *arBench) print(r arResult) {
+func (b *arBench) print(r AllReduceResult) {
 	if b.json {
 		out, _ := json.Marshal(r)
 		fmt.Fprintln(b.stdout, string(out))
 		return
 	}
 	fmt.Fprintf(b.stdout, "allreduce n=%d size=%s dtype=%s median_s=%.4f algbw_GBps=%.3f busbw_GBps=%.3f\n",
-		r.N, formatSize(r.SizeBytes), r.DType, r.MedianS, r.AlgBW, r.BusBW)
-}
-
-func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
-	b := &arBench{stdout: stdout, stderr: stderr}
-	fs := newFlagSet("bench allreduce", benchAllReduceHelp, stderr)
-	local := fs.Int("local", 0, "start N local node processes on 127.0.0.1 and benchmark them")
-	dataDir := fs.String("data-dir", "", "live mode: the data dir of this host's running node")
-	world := fs.Int("world", 0, "live mode: start once the mesh has this many members")
-	fs.Var(&b.sizes, "size", "buffer size, repeatable or comma-separated (default 64MiB)")
-	fs.IntVar(&b.iters, "iters", 10, "timed rounds per size (after one warm-up)")
-	fs.StringVar(&b.dtype, "dtype", "float32", "wire type: float32, bfloat16, float16 (buffers are float32)")
-	fs.BoolVar(&b.json, "json", false, "print one JSON object per size")
-	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
-	fs.BoolVar(&b.open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
-	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
-	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
-	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
-	if code := parseFlags(fs, args); code >= 0 {
-		return code
-	}
-	if len(b.sizes) == 0 {
-		b.sizes = sizesFlag{64 << 20}
-	}
-	switch b.dtype {
-	case "float32", "bfloat16", "float16":
-	default:
-		fmt.Fprintf(stderr, "ringmesh bench allreduce: --dtype %q: want float32, bfloat16 or float16\n", b.dtype)
-		return 2
-	}
-	if b.iters < 1 {
-		fmt.Fprintln(stderr, "ringmesh bench allreduce: --iters must be at least 1")
-		return 2
-	}
-	ctx, stop := benchContext()
-	defer stop()
-	var err error
-	switch {
-	case *local > 0 && *dataDir == "":
-		err = b.runLocal(ctx, *local, *fast, *profileDir, *keep, *wait)
-	case *local == 0 && *dataDir != "" && *world > 0:
-		err = b.runLive(ctx, *dataDir, *world, *wait)
-	default:
-		fmt.Fprintln(stderr, "ringmesh bench allreduce: give either --local N, or --data-dir DIR and --world N")
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "ringmesh bench allreduce: %v\n", err)
-		return 1
-	}
-	return 0
+		r.N, units.Format(r.SizeBytes), r.DType, r.MedianS, r.AlgBW, r.BusBW)
 }
 
 func (b *arBench) options() client.ReduceOptions {
@@ -186,12 +146,12 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 	for _, size := range b.sizes {
 		times, cpu, err := b.localSize(ctx, clients, &step, size)
 		if err != nil {
-			return fmt.Errorf("size %s: %w", formatSize(size), err)
+			return fmt.Errorf("size %s: %w", units.Format(size), err)
 		}
 		r := newARResult(n, size, b.dtype, times)
 		r.NodeCPUS = cpu
 		fmt.Fprintf(b.stderr, "size %s: nodes used %.3f CPU-s per all-reduce (median %.4f s wall, %d cores)\n",
-			formatSize(size), cpu, r.MedianS, runtime.NumCPU())
+			units.Format(size), cpu, r.MedianS, runtime.NumCPU())
 		b.print(r)
 	}
 	return nil
@@ -218,9 +178,9 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 			cpuStart = procCPU(b.pids)
 		}
 		if it == 0 {
-			fmt.Fprintf(b.stderr, "size %s: warm-up\n", formatSize(size))
+			fmt.Fprintf(b.stderr, "size %s: warm-up\n", units.Format(size))
 		} else {
-			fmt.Fprintf(b.stderr, "size %s: iter %d/%d\n", formatSize(size), it, b.iters)
+			fmt.Fprintf(b.stderr, "size %s: iter %d/%d\n", units.Format(size), it, b.iters)
 		}
 		for i, buf := range bufs {
 			fillConst(buf.Data, float32(i+1))
@@ -318,7 +278,7 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 		times, err := b.liveSize(ctx, buf, tiny, &step, rank, n)
 		buf.Close()
 		if err != nil {
-			return fmt.Errorf("size %s: %w", formatSize(size), err)
+			return fmt.Errorf("size %s: %w", units.Format(size), err)
 		}
 		b.print(newARResult(n, size, b.dtype, times))
 	}
@@ -369,7 +329,7 @@ func (b *arBench) liveSize(ctx context.Context, buf, tiny *client.Buffer, step *
 	var times []time.Duration
 	want := float64(n*(n+1)) / 2
 	for it := 0; it <= b.iters; it++ {
-		fmt.Fprintf(b.stderr, "size %s: iter %d/%d\n", formatSize(int64(len(buf.Data))*4), it, b.iters)
+		fmt.Fprintf(b.stderr, "size %s: iter %d/%d\n", units.Format(int64(len(buf.Data))*4), it, b.iters)
 		fillConst(buf.Data, float32(rank+1))
 		resp, err := tiny.AllReduce(ctx, *step, client.ReduceOptions{Reduce: "sum"})
 		if err != nil {

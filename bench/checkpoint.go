@@ -1,9 +1,8 @@
-package main
+package bench
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,18 +15,8 @@ import (
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
-const benchCheckpointHelp = `usage: ringmesh bench checkpoint --local N [--size 1GiB] [--json]
-
-Starts N-1 local node processes (127.0.0.1) with --replicas N-1 and no
-replication rate limit; node 0 saves a checkpoint of --size random bytes and
-the bench waits until all N-1 hold it. Then a fresh node N fetches it from the
-N-1 providers at once. Prints
-  checkpoint providers=N-1 size=SIZE fetch_s=... GBps=...
-where fetch_s is the fetch alone (every chunk verified and written to the
-fetcher's store), not the export to a file that follows.`
-
-// ckptBenchResult is one bench checkpoint measurement (--json).
-type ckptBenchResult struct {
+// CheckpointResult is one checkpoint benchmark measurement.
+type CheckpointResult struct {
 	Providers   int     `json:"providers"`
 	Size        int64   `json:"size"`
 	SaveS       float64 `json:"save_s"`
@@ -39,40 +28,10 @@ type ckptBenchResult struct {
 	ChunksTotal int     `json:"chunks"`
 }
 
-func benchCheckpoint(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench checkpoint", benchCheckpointHelp, stderr)
-	local := fs.Int("local", 4, "nodes in all: N-1 providers and one fresh fetcher")
-	var size sizeFlag = 1 << 30
-	fs.Var(&size, "size", "checkpoint size, e.g. 256MiB, 1GiB")
-	asJSON := fs.Bool("json", false, "print one JSON object")
-	wait := fs.Duration("timeout", 20*time.Minute, "give up after this long")
-	if code := parseFlags(fs, args); code >= 0 {
-		return code
-	}
-	if *local < 2 || size <= 0 {
-		fmt.Fprintln(stderr, "ringmesh bench checkpoint: need --local >= 2 and a positive --size")
-		return 2
-	}
-	ctx, stop := benchContext()
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *wait)
-	defer cancel()
-	r, err := runCheckpointBench(ctx, *local, int64(size), stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "ringmesh bench checkpoint: %v\n", err)
-		return 1
-	}
-	if *asJSON {
-		b, _ := json.Marshal(r)
-		fmt.Fprintln(stdout, string(b))
-		return 0
-	}
-	fmt.Fprintf(stdout, "checkpoint providers=%d size=%s fetch_s=%.3f GBps=%.3f\n", r.Providers, formatSize(r.Size), r.FetchS, r.GBps)
-	return 0
-}
-
-func runCheckpointBench(ctx context.Context, n int, size int64, stderr io.Writer) (ckptBenchResult, error) {
-	r := ckptBenchResult{Providers: n - 1, Size: size}
+// Checkpoint saves a size-byte checkpoint on n-1 local nodes and fetches
+// it on a fresh n-th from all of them, timing each part.
+func Checkpoint(ctx context.Context, n int, size int64, stderr io.Writer) (CheckpointResult, error) {
+	r := CheckpointResult{Providers: n - 1, Size: size}
 	args := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--no-dht", "--log-level", "info",
 		"--replicas", fmt.Sprint(n - 1), "--replication-rate", "0"}
 	cl, err := startLocal(n-1, args, "", stderr)

@@ -1,8 +1,7 @@
-package main
+package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,19 +12,6 @@ import (
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
-
-const benchRecoveryHelp = `usage: ringmesh bench recovery --local N [flags]
-
-Starts N local 'ringmesh node' processes (N >= 3) and one trainer loop per
-node that all-reduces a buffer continuously. Each trial SIGKILLs one node,
-chosen at random (seeded), a random delay after a round started, and
-measures the time from the kill to the moment the last survivor got the
-result of the first round whose ring excludes the killed node (the retried
-round, normally). The node is then restarted on its data dir and the trial
-ends when all N members apply a round together again.
-
-Prints: recovery n=N size=S kills=K median_kill_to_next_round_s=... max_s=...
-Nodes use production failure detection unless --fast-detect.`
 
 type recApplied struct {
 	step    uint64
@@ -49,8 +35,38 @@ type recBench struct {
 	wg      sync.WaitGroup
 }
 
-// recResult is the figures of a run.
-type recResult struct {
+// RecoveryConfig is one recovery benchmark run: N local nodes all-reducing
+// Size-byte buffers, Kills trials (one SIGKILL and restart each, victims
+// and delays from Seed), production failure detection unless Fast, a
+// private mesh unless Open; Keep keeps the data dirs; progress to Stderr.
+type RecoveryConfig struct {
+	N      int
+	Size   int64
+	Kills  int
+	Seed   uint64
+	Fast   bool
+	Open   bool
+	Keep   bool
+	Stderr io.Writer
+}
+
+// Recovery runs the benchmark and returns its figures.
+func Recovery(ctx context.Context, c RecoveryConfig) (RecoveryResult, error) {
+	r := &recBench{n: c.N, size: c.Size, open: c.Open, stderr: c.Stderr}
+	trials, smaller, err := r.run(ctx, c.Kills, c.Seed, c.Fast, c.Keep)
+	if err != nil {
+		return RecoveryResult{}, err
+	}
+	res := RecoveryResult{N: c.N, SizeBytes: c.Size, Kills: c.Kills, Fast: c.Fast,
+		MedianS: median(trials).Seconds(), MaxS: slices.Max(trials).Seconds(), SurvivorRoundS: median(smaller).Seconds()}
+	for _, d := range trials {
+		res.TrialsS = append(res.TrialsS, d.Seconds())
+	}
+	return res, nil
+}
+
+// RecoveryResult is the figures of a run.
+type RecoveryResult struct {
 	N         int       `json:"n"`
 	SizeBytes int64     `json:"size_bytes"`
 	Kills     int       `json:"kills"`
@@ -62,50 +78,6 @@ type recResult struct {
 	// (n-1 members) while the killed node was away: the part of a
 	// kill-to-next-round time that is the retried round itself.
 	SurvivorRoundS float64 `json:"survivor_round_median_s"`
-}
-
-func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench recovery", benchRecoveryHelp, stderr)
-	n := fs.Int("local", 4, "local node processes (at least 3: the survivors must hold a majority)")
-	var sizes sizesFlag
-	fs.Var(&sizes, "size", "buffer size (default 64MiB)")
-	kills := fs.Int("kills", 10, "trials: one SIGKILL and restart each")
-	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
-	fast := fs.Bool("fast-detect", false, "pass --fast-detect to the nodes (default: production failure detection)")
-	open := fs.Bool("open", false, "run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
-	asJSON := fs.Bool("json", false, "print one JSON object")
-	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
-	if code := parseFlags(fs, args); code >= 0 {
-		return code
-	}
-	if len(sizes) == 0 {
-		sizes = sizesFlag{64 << 20}
-	}
-	if *n < 3 || len(sizes) != 1 || *kills < 1 {
-		fmt.Fprintln(stderr, "ringmesh bench recovery: want --local N >= 3, one --size and --kills >= 1")
-		return 2
-	}
-	ctx, stop := benchContext()
-	defer stop()
-	r := &recBench{n: *n, size: sizes[0], open: *open, stderr: stderr}
-	trials, smaller, err := r.run(ctx, *kills, *seed, *fast, *keep)
-	if err != nil {
-		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
-		return 1
-	}
-	res := recResult{N: *n, SizeBytes: sizes[0], Kills: *kills, Fast: *fast,
-		MedianS: median(trials).Seconds(), MaxS: slices.Max(trials).Seconds(), SurvivorRoundS: median(smaller).Seconds()}
-	for _, d := range trials {
-		res.TrialsS = append(res.TrialsS, d.Seconds())
-	}
-	if *asJSON {
-		out, _ := json.Marshal(res)
-		fmt.Fprintln(stdout, string(out))
-	} else {
-		fmt.Fprintf(stdout, "recovery n=%d size=%s kills=%d median_kill_to_next_round_s=%.3f max_s=%.3f\n",
-			res.N, formatSize(res.SizeBytes), res.Kills, res.MedianS, res.MaxS)
-	}
-	return 0
 }
 
 // run starts the nodes and loops and runs the trials; it returns each

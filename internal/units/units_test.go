@@ -1,0 +1,25 @@
+package units
+
+import "testing"
+
+func TestParseFormat(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{{"64MiB", 64 << 20}, {"1GiB", 1 << 30}, {"1.5GB", 1500000000}, {"1000", 1000}, {"512KiB", 512 << 10}, {"4 MiB", 4 << 20}} {
+		got, err := Parse(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("Parse(%q) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "-1MiB", "lots", "1ZiB"} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q): no error", bad)
+		}
+	}
+	for _, n := range []int64{64 << 20, 1 << 30, 1536 << 10, 1000, 3} {
+		if back, err := Parse(Format(n)); err != nil || back != n {
+			t.Errorf("Parse(Format(%d) = %q) = %d, %v", n, Format(n), back, err)
+		}
+	}
+}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // AllReduceConfig is one all-reduce benchmark run: the buffer sizes, timed
@@ -294,7 +293,7 @@ func (b *arBench) waitWorld(ctx context.Context, c *client.Client, tiny *client.
 	last := -1
 	for {
 		resp, err := tiny.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
-		if client.IsCode(err, localapi.CodeNotMember) || client.IsCode(err, localapi.CodeWaiting) || client.IsCode(err, localapi.CodeExcluded) {
+		if client.Rejoinable(err) {
 			fmt.Fprintf(b.stderr, "step %d: %v; joining again\n", step, err)
 			if resp, err = joinMesh(ctx, c, "join", b.stderr); err != nil {
 				return 0, nil, fmt.Errorf("join again: %w", err)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ringmesh/ringmesh/internal/nodeproc"
 	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // CheckpointResult is one checkpoint benchmark measurement.
@@ -49,7 +48,7 @@ func Checkpoint(ctx context.Context, n int, size int64, stderr io.Writer) (Check
 	}
 	defer saver.Close()
 	start := time.Now()
-	resp, err := saver.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: src, Step: 1})
+	resp, err := saver.CheckpointSave(ctx, src, 1)
 	if err != nil {
 		return r, fmt.Errorf("save: %w", err)
 	}
@@ -78,7 +77,7 @@ func Checkpoint(ctx context.Context, n int, size int64, stderr io.Writer) (Check
 	}
 	defer fetcher.Close()
 	dest := filepath.Join(cl.root, "fetched.bin")
-	resp, err = fetcher.Call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: root, Dest: dest})
+	resp, err = fetcher.CheckpointFetch(ctx, client.Fetch{Root: root, Dest: dest})
 	if err != nil {
 		return r, fmt.Errorf("fetch: %w", err)
 	}
@@ -99,7 +98,7 @@ func waitProviders(ctx context.Context, dir, root string, want int) error {
 	}
 	defer c.Close()
 	for {
-		resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+		resp, err := c.CheckpointList(ctx, false)
 		if err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 type recApplied struct {
@@ -208,7 +207,7 @@ func (r *recBench) loop(ctx context.Context, i int, dir string) error {
 			r.applied[i] = append(r.applied[i], recApplied{step: resp.Step, members: resp.Members, at: time.Now()})
 			r.mu.Unlock()
 			step = resp.NextStep
-		case client.IsCode(err, localapi.CodeWaiting), client.IsCode(err, localapi.CodeExcluded), client.IsCode(err, localapi.CodeNotMember):
+		case client.Rejoinable(err):
 			fmt.Fprintf(r.stderr, "%s: %v; joining again\n", who, err)
 			if resp, err = joinMesh(ctx, c, who, r.stderr); err != nil {
 				return err

@@ -6,7 +6,6 @@ import (
 
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/client"
-	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // SelfJSON describes the local node in a status report.
@@ -73,7 +72,7 @@ func ReadStatus(ctx context.Context, dataDir string) (StatusJSON, error) {
 		return st, err
 	}
 	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpStatus})
+	resp, err := c.Status(ctx)
 	if err != nil {
 		return st, err
 	}

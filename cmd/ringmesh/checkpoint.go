@@ -162,7 +162,7 @@ func checkpointSave(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: path, Step: *step})
+	resp, err := c.CheckpointSave(ctx, path, *step)
 	if err != nil {
 		return apiFailure(stderr, "save", err)
 	}
@@ -189,7 +189,7 @@ func checkpointList(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer c.Close()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList, All: *all})
+	resp, err := c.CheckpointList(ctx, *all)
 	if err != nil {
 		return apiFailure(stderr, "ls", err)
 	}
@@ -281,8 +281,7 @@ func checkpointGet(args []string, stdout, stderr io.Writer) int {
 		defer close(progressDone)
 		showProgress(pctx, *dataDir, id, stderr)
 	}()
-	resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: *root, Latest: *latest,
-		Dest: dest, FetchID: id})
+	resp, err := c.CheckpointFetch(ctx, client.Fetch{Root: *root, Latest: *latest, Dest: dest, FetchID: id})
 	stopProgress()
 	<-progressDone
 	if err != nil {
@@ -335,7 +334,7 @@ func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
 			return
 		case <-tick.C:
 		}
-		resp, err := c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointList})
+		resp, err := c.CheckpointList(ctx, false)
 		if err != nil {
 			return
 		}

@@ -80,7 +80,7 @@ func (s *Synthetic) Run(ctx context.Context) error {
 			}
 		case client.IsCode(err, localapi.CodeStepMismatch):
 			return fmt.Errorf("trainer %s: %w", s.Dir, err)
-		case client.IsCode(err, localapi.CodeWaiting), client.IsCode(err, localapi.CodeExcluded), client.IsCode(err, localapi.CodeNotMember):
+		case client.Rejoinable(err):
 			if step, err = s.join(ctx, c); err != nil {
 				return err
 			}

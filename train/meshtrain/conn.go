@@ -78,7 +78,7 @@ func (cc *clientConn) Membership(ctx context.Context) (localapi.Response, error)
 }
 
 func (cc *clientConn) SaveCheckpoint(ctx context.Context, path string, step uint64) error {
-	_, err := cc.c.Call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: path, Step: step})
+	_, err := cc.c.CheckpointSave(ctx, path, step)
 	return err
 }
 

@@ -107,14 +107,11 @@ func (l *loop) result() Result {
 // the entry step in time) the loop makes before it joins without one.
 const maxUnavailable = 3
 
-// rejoinable reports whether err is an answer that joining again fixes.
+// rejoinable reports whether err is an answer that joining again fixes:
+// client.Rejoinable, and a step mismatch, which this loop resolves by
+// joining again (taking the mesh's state from a checkpoint).
 func rejoinable(err error) bool {
-	for _, code := range []string{localapi.CodeWaiting, localapi.CodeExcluded, localapi.CodeNotMember, localapi.CodeStepMismatch} {
-		if client.IsCode(err, code) {
-			return true
-		}
-	}
-	return false
+	return client.Rejoinable(err) || client.IsCode(err, localapi.CodeStepMismatch)
 }
 
 // join waits until the node is a training member, loads the checkpoint it

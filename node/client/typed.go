@@ -1,0 +1,57 @@
+package client
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ringmesh/ringmesh/node/localapi"
+)
+
+// Rejoinable reports whether err is an answer that joining again fixes:
+// the node is not in the majority (waiting), the mesh went on without it
+// (excluded), or it is not a member (never joined, or left). Every trainer
+// loop uses this one policy; see PROTOCOL.md for the codes.
+func Rejoinable(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Code {
+	case localapi.CodeWaiting, localapi.CodeExcluded, localapi.CodeNotMember:
+		return true
+	}
+	return false
+}
+
+// CheckpointSave stores the file at path (absolute) as the checkpoint of
+// step in the node's store and announces it. Response.Checkpoint describes
+// it.
+func (c *Client) CheckpointSave(ctx context.Context, path string, step uint64) (localapi.Response, error) {
+	return c.call(ctx, localapi.Request{Op: localapi.OpCheckpointSave, Path: path, Step: step})
+}
+
+// CheckpointList lists the checkpoints that count (all: every one known,
+// of any run and announcer) and the fetches in progress.
+func (c *Client) CheckpointList(ctx context.Context, all bool) (localapi.Response, error) {
+	return c.call(ctx, localapi.Request{Op: localapi.OpCheckpointList, All: all})
+}
+
+// Fetch names what CheckpointFetch gets and where it writes it.
+type Fetch struct {
+	Root    string // the checkpoint's root hash; or
+	Latest  bool   // the newest checkpoint that counts
+	Dest    string // absolute path of the file to write
+	FetchID string // optional: tags the fetch in CheckpointList's Fetches
+}
+
+// CheckpointFetch fetches a checkpoint from every provider (or takes the
+// local copy) and writes it to f.Dest; Response.Fetch says what it did.
+func (c *Client) CheckpointFetch(ctx context.Context, f Fetch) (localapi.Response, error) {
+	return c.call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: f.Root, Latest: f.Latest, Dest: f.Dest, FetchID: f.FetchID})
+}
+
+// Status returns the node's status object (what `ringmesh status --json`
+// prints) in Response.Status.
+func (c *Client) Status(ctx context.Context) (localapi.Response, error) {
+	return c.call(ctx, localapi.Request{Op: localapi.OpStatus})
+}

@@ -101,11 +101,11 @@ func parseCheckpointFlags(fs *flag.FlagSet, args []string, maxArgs int) ([]strin
 		args = fs.Args()[1:]
 	}
 	if err := applyEnv(fs); err != nil {
-		fmt.Fprintf(fs.Output(), "ringmesh checkpoint %s: %v\n", fs.Name(), err)
+		fmt.Fprintf(fs.Output(), "ringmesh %s: %v\n", fs.Name(), err)
 		return nil, 2
 	}
 	if len(pos) > maxArgs {
-		fmt.Fprintf(fs.Output(), "ringmesh checkpoint %s: unexpected arguments %q\n", fs.Name(), pos[maxArgs:])
+		fmt.Fprintf(fs.Output(), "ringmesh %s: unexpected arguments %q\n", fs.Name(), pos[maxArgs:])
 		return nil, 2
 	}
 	return pos, -1
@@ -136,7 +136,7 @@ func apiFailure(stderr io.Writer, name string, err error) int {
 }
 
 func checkpointSave(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("save", "usage: ringmesh checkpoint save --data-dir DIR --step N FILE\n\n"+
+	fs := newFlagSet("checkpoint save", "usage: ringmesh checkpoint save --data-dir DIR --step N FILE\n\n"+
 		"Stores FILE as the checkpoint of step N in the node's store (chunked, hashed,\n"+
 		"written atomically) and announces it; prints its root hash.", stderr)
 	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
@@ -172,7 +172,7 @@ func checkpointSave(args []string, stdout, stderr io.Writer) int {
 }
 
 func checkpointList(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("ls", "usage: ringmesh checkpoint ls --data-dir DIR [--all] [--json]\n\n"+
+	fs := newFlagSet("checkpoint ls", "usage: ringmesh checkpoint ls --data-dir DIR [--all] [--json]\n\n"+
 		"Lists the checkpoints that count for this node's run (held here, or announced\n"+
 		"by members of its agreed list), newest step first: root hash, size, run,\n"+
 		"providers, held locally. --all lists every checkpoint known, of any run.", stderr)
@@ -241,7 +241,7 @@ type getResult struct {
 }
 
 func checkpointGet(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("get", "usage: ringmesh checkpoint get --data-dir DIR (--latest | --root HASH) -o FILE\n\n"+
+	fs := newFlagSet("checkpoint get", "usage: ringmesh checkpoint get --data-dir DIR (--latest | --root HASH) -o FILE\n\n"+
 		"Has the node fetch a checkpoint from all its providers at once (every chunk\n"+
 		"verified against the manifest, corrupt providers reported and avoided, an\n"+
 		"interrupted fetch resumed without refetching verified chunks), then write\n"+

@@ -33,20 +33,23 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// applyEnv sets flags not given on the command line from RINGMESH_<NAME>
-// (upper case, dashes as underscores): every flag of the node command, and
-// only --data-dir of the others, so that a variable meant for the node
-// (RINGMESH_JOIN, RINGMESH_TIMEOUT, ...) never changes what status, bench or
-// checkpoint do. Repeatable flags take a comma-separated list.
+// applyEnv sets flags not given on the command line from the environment,
+// with a prefix per command so that no variable crosses commands:
+// RINGMESH_<FLAG> for node (the deployment files' RINGMESH_JOIN,
+// RINGMESH_METRICS_ADDR), RINGMESH_<COMMAND>_<FLAG> for the others
+// (RINGMESH_STATUS_JSON, RINGMESH_BENCH_ALLREDUCE_SIZE), and
+// RINGMESH_DATA_DIR for every command's --data-dir. Names are upper case
+// with dashes and spaces as underscores; repeatable flags take a
+// comma-separated list.
 func applyEnv(fs *flag.FlagSet) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil || (fs.Name() != "node" && f.Name != "data-dir") {
+		if given[f.Name] || err != nil {
 			return
 		}
-		env := "RINGMESH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(fs.Name(), f.Name)
 		v, ok := os.LookupEnv(env)
 		if !ok {
 			return
@@ -66,6 +69,15 @@ func applyEnv(fs *flag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// envName is the environment twin of flag name of command cmd.
+func envName(cmd, name string) string {
+	up := func(s string) string { return strings.ToUpper(strings.NewReplacer("-", "_", " ", "_").Replace(s)) }
+	if cmd == "node" || name == "data-dir" {
+		return "RINGMESH_" + up(name)
+	}
+	return "RINGMESH_" + up(cmd) + "_" + up(name)
 }
 
 // parseFlags parses args and the environment; it returns an exit code >= 0

@@ -35,10 +35,11 @@ commands:
   completion  print a shell completion script (bash, zsh, fish)
 
 Run 'ringmesh <command> --help' for the flags of a command, and
-'ringmesh --version' for the version and VCS revision of this build. Every flag of
-'node' can also be set by an environment variable RINGMESH_<FLAG> (dashes as
-underscores, e.g. RINGMESH_JOIN); the other commands read only
-RINGMESH_DATA_DIR.
+'ringmesh --version' for the version and VCS revision of this build. Flags
+can also be set in the environment: RINGMESH_<FLAG> for node (dashes as
+underscores, e.g. RINGMESH_JOIN), RINGMESH_<COMMAND>_<FLAG> for the others
+(RINGMESH_STATUS_JSON, RINGMESH_CHECKPOINT_LS_ALL), and RINGMESH_DATA_DIR
+for every command.
 `
 
 func main() {

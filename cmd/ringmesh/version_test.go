@@ -85,10 +85,11 @@ func TestBadJoinWarns(t *testing.T) {
 	}
 }
 
-// TestEnvTwinsStayWithNode: RINGMESH_<FLAG> sets the node's flags, but of
-// the other commands only --data-dir: a RINGMESH_JSON meant for nothing in
-// particular must not turn status output into JSON.
-func TestEnvTwinsStayWithNode(t *testing.T) {
+// TestEnvTwinsPerCommand: every command reads its flags from variables
+// with its own prefix, so none crosses commands: RINGMESH_JSON (node's
+// prefix) does not turn status output into JSON, RINGMESH_STATUS_JSON
+// does, and RINGMESH_DATA_DIR is every command's --data-dir.
+func TestEnvTwinsPerCommand(t *testing.T) {
 	t.Setenv("RINGMESH_JSON", "true")
 	t.Setenv("RINGMESH_DATA_DIR", t.TempDir())
 	var asJSON *bool
@@ -96,9 +97,19 @@ func TestEnvTwinsStayWithNode(t *testing.T) {
 	if code >= 0 || dir == "" || *asJSON {
 		t.Fatalf("status: data dir %q (want it from RINGMESH_DATA_DIR), json %v (want RINGMESH_JSON ignored), code %d", dir, *asJSON, code)
 	}
+	t.Setenv("RINGMESH_STATUS_JSON", "true")
+	if _, code := localCommand("status", "", nil, io.Discard, func(fs *flag.FlagSet) { asJSON = fs.Bool("json", false, "") }); code >= 0 || !*asJSON {
+		t.Fatalf("status: RINGMESH_STATUS_JSON not applied (json %v, code %d)", *asJSON, code)
+	}
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	j := fs.Bool("json", false, "")
 	if code := parseFlags(fs, nil); code >= 0 || !*j {
 		t.Fatalf("node: RINGMESH_JSON not applied (code %d)", code)
+	}
+	if got := envName("bench allreduce", "size"); got != "RINGMESH_BENCH_ALLREDUCE_SIZE" {
+		t.Errorf("envName(bench allreduce, size) = %s", got)
+	}
+	if got := envName("checkpoint ls", "data-dir"); got != "RINGMESH_DATA_DIR" {
+		t.Errorf("envName(checkpoint ls, data-dir) = %s", got)
 	}
 }

@@ -21,16 +21,19 @@ import (
 // rounds per size, wire type, JSON lines, an open mesh for local nodes, and
 // where results (Stdout) and progress (Stderr) go.
 type AllReduceConfig struct {
-	Sizes          []int64
-	Iters          int
-	DType          string
-	JSON           bool
-	Open           bool
+	Sizes []int64
+	Iters int
+	DType string
+	JSON  bool
+	Open  bool
+	// Floor (local mode) measures this machine's floor first (MeasureFloor)
+	// and reports each size's efficiency: floor CPU / the nodes' CPU.
+	Floor          bool
 	Stdout, Stderr io.Writer
 }
 
 func (c AllReduceConfig) bench() *arBench {
-	return &arBench{sizes: c.Sizes, iters: c.Iters, dtype: c.DType, json: c.JSON, open: c.Open, stdout: c.Stdout, stderr: c.Stderr}
+	return &arBench{sizes: c.Sizes, iters: c.Iters, dtype: c.DType, json: c.JSON, open: c.Open, floor: c.Floor, stdout: c.Stdout, stderr: c.Stderr}
 }
 
 // AllReduceLocal starts n local node processes (fast: --fast-detect;
@@ -53,6 +56,7 @@ type arBench struct {
 	dtype  string
 	json   bool
 	open   bool // local nodes run an open mesh
+	floor  bool // measure the floor and report efficiency
 	stdout io.Writer
 	stderr io.Writer
 	pids   []int // local mode: the node processes, for CPU accounting
@@ -72,6 +76,13 @@ type AllReduceResult struct {
 	// with fewer cores than that many seconds per median_s, the all-reduce
 	// is CPU-bound.
 	NodeCPUS float64 `json:"node_cpu_s,omitempty"`
+	// CPUSPerGB is NodeCPUS per GB of buffer reduced.
+	CPUSPerGB float64 `json:"node_cpu_s_per_GB,omitempty"`
+	// FloorCPUS is the floor of NodeCPUS on this machine (--floor; see
+	// Floor.RoundCPU), Efficiency FloorCPUS / NodeCPUS.
+	FloorCPUS  float64 `json:"floor_cpu_s,omitempty"`
+	Efficiency float64 `json:"efficiency,omitempty"`
+	Floor      *Floor  `json:"floor,omitempty"`
 }
 
 func newARResult(n int, size int64, dtype string, times []time.Duration) AllReduceResult {
@@ -90,8 +101,15 @@ func (b *arBench) print(r AllReduceResult) {
 		fmt.Fprintln(b.stdout, string(out))
 		return
 	}
-	fmt.Fprintf(b.stdout, "allreduce n=%d size=%s dtype=%s median_s=%.4f algbw_GBps=%.3f busbw_GBps=%.3f\n",
+	line := fmt.Sprintf("allreduce n=%d size=%s dtype=%s median_s=%.4f algbw_GBps=%.3f busbw_GBps=%.3f",
 		r.N, units.Format(r.SizeBytes), r.DType, r.MedianS, r.AlgBW, r.BusBW)
+	if r.CPUSPerGB > 0 {
+		line += fmt.Sprintf(" node_cpu_s_per_GB=%.3f", r.CPUSPerGB)
+	}
+	if r.Efficiency > 0 {
+		line += fmt.Sprintf(" floor_cpu_s=%.4f efficiency=%.2f", r.FloorCPUS, r.Efficiency)
+	}
+	fmt.Fprintln(b.stdout, line)
 }
 
 func (b *arBench) options() client.ReduceOptions {
@@ -142,6 +160,17 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 			return fmt.Errorf("node %d entered at step %d, node 0 at %d", i, s, step)
 		}
 	}
+	var floor *Floor
+	if b.floor {
+		fmt.Fprintln(b.stderr, "measuring this machine's floor (AES-GCM, XSalsa20, loopback TCP, float32 adds)")
+		f, err := MeasureFloor(time.Second)
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		floor = &f
+		fmt.Fprintf(b.stderr, "floor: AES-GCM %.2f GB/s, XSalsa20 %.2f GB/s, loopback TCP %.3f CPU-s/GB, adds %.2f GB/s (per core)\n",
+			f.GCMBytesPerCPUS/1e9, f.XSalsaBytesPerCPUS/1e9, f.TCPCPUSPerByte*1e9, f.AddBytesPerCPUS/1e9)
+	}
 	for _, size := range b.sizes {
 		times, cpu, err := b.localSize(ctx, clients, &step, size)
 		if err != nil {
@@ -149,6 +178,14 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 		}
 		r := newARResult(n, size, b.dtype, times)
 		r.NodeCPUS = cpu
+		if cpu > 0 {
+			r.CPUSPerGB = cpu / (float64(size) / 1e9)
+		}
+		if floor != nil && cpu > 0 {
+			r.Floor = floor
+			r.FloorCPUS = floor.RoundCPU(n, wireBytes(size, b.dtype), size, !b.open)
+			r.Efficiency = r.FloorCPUS / cpu
+		}
 		fmt.Fprintf(b.stderr, "size %s: nodes used %.3f CPU-s per all-reduce (median %.4f s wall, %d cores)\n",
 			units.Format(size), cpu, r.MedianS, runtime.NumCPU())
 		b.print(r)
@@ -221,6 +258,14 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 		}
 	}
 	return times, cpuPer, nil
+}
+
+// wireBytes is how many bytes size bytes of float32 take on the wire.
+func wireBytes(size int64, dtype string) int64 {
+	if dtype == "bfloat16" || dtype == "float16" {
+		return size / 2
+	}
+	return size
 }
 
 // procCPU returns the user+system CPU seconds of the processes, from

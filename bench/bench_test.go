@@ -59,3 +59,34 @@ func TestNodeArgs(t *testing.T) {
 		t.Error("a private bench mesh got --insecure-open-mesh")
 	}
 }
+
+// TestFloorModel: the floor of a round grows with the bytes each member
+// moves, 2*wire*(n-1)/n, and the mesh secret adds its cipher.
+func TestFloorModel(t *testing.T) {
+	f := Floor{GCMBytesPerCPUS: 1e9, XSalsaBytesPerCPUS: 1e9, TCPCPUSPerByte: 1e-9, AddBytesPerCPUS: 1e9}
+	// n=2, 1 GB: W = 1e9 per member; 2W/GCM + W*TCP + 0.5e9/add = 2+1+0.5 s;
+	// two members: 7 s open, +2*2 s with the secret.
+	if got := f.RoundCPU(2, 1e9, 1e9, false); got != 7 {
+		t.Errorf("open n=2: %v, want 7", got)
+	}
+	if got := f.RoundCPU(2, 1e9, 1e9, true); got != 11 {
+		t.Errorf("private n=2: %v, want 11", got)
+	}
+	if half := f.RoundCPU(2, 5e8, 1e9, false); half != 4 {
+		t.Errorf("bfloat16 wire n=2: %v, want 4 (half the wire bytes, the same adds)", half)
+	}
+	if f.RoundCPU(1, 1e9, 1e9, true) != 0 {
+		t.Error("a ring of one moves nothing")
+	}
+}
+
+// TestMeasureFloor: every part measures a positive rate on this machine.
+func TestMeasureFloor(t *testing.T) {
+	f, err := MeasureFloor(50 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(f.GCMBytesPerCPUS > 0 && f.XSalsaBytesPerCPUS > 0 && f.TCPCPUSPerByte > 0 && f.AddBytesPerCPUS > 0) {
+		t.Errorf("floor %+v: want every part positive", f)
+	}
+}

@@ -92,6 +92,10 @@ the median time, algbw = bytes/time and busbw = algbw*2(n-1)/n in GB/s (1e9).
 --local N starts N 'ringmesh node' processes on 127.0.0.1 (default encrypted
 transport) and one client per node in this process; before each round the
 clients wait for each other, and a round's time is the slowest member's.
+It also prints the node processes' CPU-seconds per GB reduced; --floor
+first measures this machine's floor (AES-GCM, the mesh secret's XSalsa20,
+loopback TCP, float32 adds, per core) and prints efficiency = floor CPU /
+the nodes' CPU for each size.
 
 --data-dir DIR --world N runs on a live mesh: every host runs this command,
 with the same flags, against its own node. Each one joins and keeps the
@@ -115,6 +119,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&b.JSON, "json", false, "print one JSON object per size")
 	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
 	fs.BoolVar(&b.Open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
+	fs.BoolVar(&b.Floor, "floor", false, "local nodes: first measure this machine's floor (AES-GCM, XSalsa20, loopback TCP, float32 adds; 4 s) and print each size's efficiency = floor CPU / the nodes' CPU")
 	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
 	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
 	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")

@@ -75,7 +75,7 @@ func positive(t *testing.T, kv map[string]string, keys ...string) map[string]flo
 	return out
 }
 
-var allreduceLine = regexp.MustCompile(`^allreduce n=(\d+) size=(\S+) dtype=(\S+) median_s=\d+\.\d{4} algbw_GBps=\d+\.\d{3} busbw_GBps=\d+\.\d{3}$`)
+var allreduceLine = regexp.MustCompile(`^allreduce n=(\d+) size=(\S+) dtype=(\S+) median_s=\d+\.\d{4} algbw_GBps=\d+\.\d{3} busbw_GBps=\d+\.\d{3}( node_cpu_s_per_GB=\d+\.\d{3})?( floor_cpu_s=\d+\.\d{4} efficiency=\d+\.\d{2})?$`)
 
 // checkBusBW checks busbw = algbw*2(n-1)/n within the printed rounding.
 func checkBusBW(t *testing.T, n int, algbw, busbw, tol float64) {
@@ -100,6 +100,23 @@ func TestBenchAllReduceLocal(t *testing.T) {
 	}
 	v := positive(t, kv, "median_s", "algbw_GBps", "busbw_GBps")
 	checkBusBW(t, 2, v["algbw_GBps"], v["busbw_GBps"], 0.0015)
+
+	// --floor: the machine's floor in the same run, and efficiency =
+	// floor CPU / the nodes' CPU, as the model in bench.Floor computes it.
+	out = runBench(t, ctx, "allreduce", "--local", "2", "--size", "4MiB", "--iters", "2", "--floor", "--json")
+	var fr bench.AllReduceResult
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &fr); err != nil {
+		t.Fatalf("--floor --json: %q: %v", out, err)
+	}
+	if fr.Floor == nil || !(fr.NodeCPUS > 0) || !(fr.FloorCPUS > 0) {
+		t.Fatalf("--floor: %+v; want the floor, the nodes' CPU and the floor CPU", fr)
+	}
+	if want := fr.Floor.RoundCPU(2, 4<<20, 4<<20, true); math.Abs(fr.FloorCPUS-want) > 1e-9 || math.Abs(fr.Efficiency-want/fr.NodeCPUS) > 1e-9 {
+		t.Errorf("--floor: floor %v efficiency %v; want %v and %v", fr.FloorCPUS, fr.Efficiency, want, want/fr.NodeCPUS)
+	}
+	if want := fr.NodeCPUS / (float64(4<<20) / 1e9); math.Abs(fr.CPUSPerGB-want) > 1e-9*want {
+		t.Errorf("node_cpu_s_per_GB %v, want %v", fr.CPUSPerGB, want)
+	}
 
 	out = runBench(t, ctx, "allreduce", "--local", "3", "--size", "256KiB,1MiB", "--iters", "2", "--dtype", "bfloat16", "--json")
 	lines = strings.Split(strings.TrimSpace(out), "\n")

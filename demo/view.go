@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // demoView shows progress: a table redrawn in place when out is a
@@ -92,7 +94,7 @@ func (v *demoView) tableLocked() []string {
 	}
 	rows := []string{
 		fmt.Sprintf("step %d/%d  loss %.4f  %.1fs", d.maxStep, d.cfg.Steps, loss, time.Since(d.start).Seconds()),
-		fmt.Sprintf("  %-6s %-12s %-10s %6s %9s %9s %7s %10s", "node", "peer", "state", "step", "loss", "shard", "members", "samples/s"),
+		fmt.Sprintf("  %-6s %-20s %-10s %6s %9s %9s %7s %10s", "node", "peer", "state", "step", "loss", "shard", "members", "samples/s"),
 	}
 	for _, n := range d.nodes {
 		step, loss, local, members, sps := "-", "-", "-", "-", "-"
@@ -107,7 +109,7 @@ func (v *demoView) tableLocked() []string {
 		if n.applied > 0 && !n.synced {
 			state += "*"
 		}
-		rows = append(rows, fmt.Sprintf("  %-6s %-12s %-10s %6s %9s %9s %7s %10s", n.name, shortPeer(n.id), state, step, loss, local, members, sps))
+		rows = append(rows, fmt.Sprintf("  %-6s %-20s %-10s %6s %9s %9s %7s %10s", n.name, shortPeer(n.id), state, step, loss, local, members, sps))
 	}
 	return rows
 }
@@ -117,9 +119,10 @@ func progressLine(n *demoNode) string {
 	return fmt.Sprintf("step %4d  %-6s loss %.4f (shard %.4f)  members %d  %6.0f samples/s", n.step, n.name, n.loss, n.localLoss, n.members, n.sps)
 }
 
+// shortPeer is libp2p's ShortString of id (the form its logs use).
 func shortPeer(id string) string {
-	if len(id) > 12 {
-		return id[:4] + ".." + id[len(id)-6:]
+	if p, err := peer.Decode(id); err == nil {
+		return p.ShortString()
 	}
 	return id
 }

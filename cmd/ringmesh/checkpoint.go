@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/schollz/progressbar/v3"
 	flag "github.com/spf13/pflag"
 
@@ -220,13 +221,18 @@ func checkpointList(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// shortID is libp2p's ShortString of a peer ID (the form its logs use).
+func shortID(id string) string {
+	if p, err := peer.Decode(id); err == nil {
+		return p.ShortString()
+	}
+	return id
+}
+
 func shortIDs(ids []string) string {
 	var out []string
 	for _, id := range ids {
-		if len(id) > 12 {
-			id = "..." + id[len(id)-8:]
-		}
-		out = append(out, id)
+		out = append(out, shortID(id))
 	}
 	return strings.Join(out, ",")
 }

@@ -107,10 +107,7 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		if slices.Contains(r.Members, m.ID) {
 			inList = "yes"
 		}
-		id := m.ID
-		if len(id) > 12 {
-			id = "…" + id[len(id)-10:]
-		}
+		id := shortID(m.ID)
 		var gpus []string
 		for _, g := range m.GPUs {
 			gpus = append(gpus, fmt.Sprintf("%s (%dGiB)", g.Name, g.MemoryBytes>>30))

@@ -340,10 +340,6 @@ func (m *Machine) heldValue() *Value {
 	return &Value{Attempt: v.Attempt, Ring: slices.Clone(v.Ring), Next: slices.Clone(v.Next)}
 }
 
-func short(id ID) string {
-	s := id.String()
-	if len(s) > 12 {
-		return s[len(s)-12:]
-	}
-	return s
-}
+// short is how a member is named in reasons: libp2p's ShortString, the
+// form libp2p's own logs use.
+func short(id ID) string { return id.ShortString() }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -24,6 +25,9 @@ _DEFAULTS: Dict[str, Any] = {
     "checkpoints": [], "fetches": [], "fetch": None, "status": None,
 }
 
+
+
+log = logging.getLogger("ringmesh.client")
 
 class Response(dict):
     """A node's answer: a dict whose fields also read as attributes, with
@@ -248,18 +252,30 @@ class Client:
         Raises RingmeshError with code ``timeout`` when the time is up.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        said = None
+        t0 = time.monotonic()
         while True:
-            slice_s = poll if deadline is None else max(min(poll, deadline - time.monotonic()), 0.001)
+            # Short slices at first, so that a trainer waiting for members
+            # says so (with the node's count) within seconds.
+            slice_s = min(poll, 5.0) if said is None or time.monotonic() - t0 < 60 else poll
+            if deadline is not None:
+                slice_s = max(min(slice_s, deadline - time.monotonic()), 0.001)
             req = {"op": P.OP_JOIN, "start_step": int(start_step), "timeout_ms": max(int(slice_s * 1000), 1)}
             if want_checkpoint:
                 req["want_checkpoint"] = True
                 if dest:
                     req["dest"] = os.path.abspath(dest)
             try:
-                return self._call(req, timeout=slice_s + max(10.0, slice_s))
+                resp = self._call(req, timeout=slice_s + max(10.0, slice_s))
+                if said is not None:
+                    log.info("joined at step %d with %d members", resp.step, len(resp.members or []))
+                return resp
             except RingmeshError as e:
                 if e.code != P.CODE_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
                     raise
+                if e.message != said:
+                    log.info("waiting for the mesh (%.0fs): %s", time.monotonic() - t0, e.message)
+                    said = e.message
 
     def membership(self) -> Response:
         """The node's state (``state``, ``reason``), ``next_step`` and the

@@ -416,6 +416,11 @@ def _resume(model, optimizer, client: Client, start_step: int, dest: str) -> Opt
     return None
 
 
+def _short(peer_id: str) -> str:
+    """A peer ID as libp2p's logs (and ringmesh status) print it."""
+    return f"<peer.ID {peer_id[:2]}*{peer_id[-6:]}>" if len(peer_id) > 10 else peer_id
+
+
 class GradientAverager:
     """Averages a model's gradients across the mesh through one shared
     buffer (see the module doc for the layout and the zero-copy binding)."""
@@ -510,6 +515,7 @@ class DistributedOptimizer:
         self.membership: Optional[Membership] = None
         self.last: Optional[Response] = None  # the last all-reduce's response
         self.rejoins = 0
+        self._ring = None  # the ring of the last applied round, for _say_changes
         self._pending: Optional[Response] = None
 
     # The wrapped optimizer's surface.
@@ -615,6 +621,7 @@ class DistributedOptimizer:
         else:
             self.optimizer.step()
         self.last = resp
+        self._say_changes(resp)
         members = resp.members
         if resp.joiners:
             members = self.client.membership().members or members
@@ -623,6 +630,34 @@ class DistributedOptimizer:
                                     and resp.members and resp.members[0] == self.client.self_id):
             self._save_quietly(resp.next_step)
         return True
+
+    def _say_changes(self, resp: Response) -> None:
+        """Log what a trainer wants to know of an applied round: retries
+        (a member failed mid-round) and members gone from or new in the
+        ring."""
+        step = resp.next_step - 1
+        attempts = getattr(resp, "attempts", 0) or 0
+        if attempts > 1:
+            log.info("step %d applied after %d attempts (the ring changed mid-round)", step, attempts)
+        ring = list(resp.members or [])
+        prev = self._ring
+        self._ring = ring
+        if prev is None:
+            return
+        gone = [m for m in prev if m not in ring]
+        new = [m for m in ring if m not in prev]
+        if gone:
+            log.warning("step %d: %s left the ring; %d members now", step, ", ".join(_short(m) for m in gone), len(ring))
+        if new:
+            log.info("step %d: %s joined the ring; %d members now", step, ", ".join(_short(m) for m in new), len(ring))
+
+    def __repr__(self) -> str:
+        m = self.membership
+        if m is None:
+            return f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__}, not joined>"
+        rank = m.members.index(m.self_id) if m.self_id in m.members else "-"
+        return (f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__} step={m.step} "
+                f"rank={rank}/{m.world} members=[{', '.join(_short(x) for x in m.members)}] rejoins={self.rejoins}>")
 
     def _save_quietly(self, step: int) -> None:
         try:

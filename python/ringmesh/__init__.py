@@ -60,8 +60,8 @@ if _log.level == _logging.NOTSET:
     _log.setLevel(_logging.CRITICAL + 1 if _level == "QUIET" else getattr(_logging, _level, _logging.INFO))
 
 from .client import Client, Response, SharedBuffer  # noqa: E402
-from .errors import (  # noqa: E402CheckpointError, NodeConnectionLost, NodeNotRunning, ProtocolError,
-                     RingmeshConnectionError, RingmeshError)
+from .errors import (CheckpointError, NodeConnectionLost, NodeNotRunning,  # noqa: E402
+                     ProtocolError, RingmeshConnectionError, RingmeshError)
 from .protocol import REJOIN_CODES  # noqa: E402
 
 __version__ = "0.1.0"

@@ -59,6 +59,14 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
+// workload is what the checks need of a StatefulSet or DaemonSet: its
+// name, the Service it is reached through, its selector and pod template.
+type workload struct {
+	name, service string
+	selector      map[string]string
+	tpl           corev1.PodTemplateSpec
+}
+
 // TestKubernetesManifests decodes every manifest strictly into the
 // Kubernetes API types (an unknown or misspelt field, or a wrong type, is
 // an error; encoding/json matches field names regardless of case, so a
@@ -79,11 +87,7 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Fatal(err)
 		}
 		services := map[string]corev1.Service{}
-		var pods []struct {
-			name, service string
-			selector      map[string]string
-			tpl           corev1.PodTemplateSpec
-		}
+		var pods []workload
 		for _, doc := range bytes.Split(b, []byte("\n---\n")) {
 			var meta struct{ Kind string }
 			if err := yaml.Unmarshal(doc, &meta); err != nil {
@@ -102,21 +106,13 @@ func TestKubernetesManifests(t *testing.T) {
 				if err := yaml.UnmarshalStrict(doc, &s); err != nil {
 					t.Fatalf("%s: StatefulSet: %v", f, err)
 				}
-				pods = append(pods, struct {
-					name, service string
-					selector      map[string]string
-					tpl           corev1.PodTemplateSpec
-				}{s.Name, s.Spec.ServiceName, s.Spec.Selector.MatchLabels, s.Spec.Template})
+				pods = append(pods, workload{s.Name, s.Spec.ServiceName, s.Spec.Selector.MatchLabels, s.Spec.Template})
 			case "DaemonSet":
 				var d appsv1.DaemonSet
 				if err := yaml.UnmarshalStrict(doc, &d); err != nil {
 					t.Fatalf("%s: DaemonSet: %v", f, err)
 				}
-				pods = append(pods, struct {
-					name, service string
-					selector      map[string]string
-					tpl           corev1.PodTemplateSpec
-				}{d.Name, d.Name, d.Spec.Selector.MatchLabels, d.Spec.Template})
+				pods = append(pods, workload{d.Name, d.Name, d.Spec.Selector.MatchLabels, d.Spec.Template})
 			default:
 				t.Fatalf("%s: unexpected kind %q", f, meta.Kind)
 			}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	flag "github.com/spf13/pflag"
@@ -32,17 +34,24 @@ var commandTree = []struct {
 	{"reform", "re-form the mesh when a majority of its list is gone for good", cmdReform, nil},
 }
 
-// captured collects the flag sets newFlagSet makes while describe runs.
-var captured *flag.FlagSet
+// capture, while describe runs, points at where newFlagSet records the
+// flag sets it makes; nil otherwise, so ordinary runs of commands (tests
+// call run concurrently) share nothing through it.
+var (
+	captureMu sync.Mutex // one describe at a time
+	capture   atomic.Pointer[*flag.FlagSet]
+)
 
 // describe runs a command with --help, output discarded, and returns the
 // flag set it defined (nil for one without flags). Every command defines
 // its flags before it parses them, and --help stops it right there.
 func describe(run func(args []string, stdout, stderr io.Writer) int, args ...string) *flag.FlagSet {
-	captured = nil
+	captureMu.Lock()
+	defer captureMu.Unlock()
+	var fs *flag.FlagSet
+	capture.Store(&fs)
 	run(append(args, "--help"), io.Discard, io.Discard)
-	fs := captured
-	captured = nil
+	capture.Store(nil)
 	return fs
 }
 

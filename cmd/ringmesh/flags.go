@@ -24,7 +24,9 @@ func (m *multiFlag) Set(s string) error {
 // or --flag value, -h) whose --help prints summary and the flags.
 func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	captured = fs
+	if c := capture.Load(); c != nil {
+		*c = fs
+	}
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "%s\n\nflags:\n", summary)

@@ -18,6 +18,7 @@ func goldenHeader() Header {
 	}
 	for i := range h.MembersHash {
 		h.MembersHash[i] = byte(i)
+		h.ScheduleHash[i] = byte(0xa0 + i)
 	}
 	return h
 }
@@ -25,12 +26,13 @@ func goldenHeader() Header {
 func TestHeaderGolden(t *testing.T) {
 	got := hex.EncodeToString(AppendHeader(nil, goldenHeader()))
 	want := "524d4152" + // magic
-		"01" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
+		"02" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
 		"0102030405060708" + // step
 		"00000009" + // attempt
 		"00000000000003e8" + // count
 		"00100000" + // chunk bytes
 		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" + // members hash
+		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf" + // schedule hash
 		"6c6162" // mesh
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
@@ -55,7 +57,7 @@ func TestHeaderRejects(t *testing.T) {
 	cases := map[string][]byte{
 		"short":    good[:10],
 		"magic":    mut(0, 'X'),
-		"version":  mut(4, 2),
+		"version":  mut(4, 1),
 		"mesh len": mut(9, MaxMeshLen+1),
 		"trailing": append(append([]byte(nil), good...), 0),
 	}
@@ -69,13 +71,14 @@ func TestHeaderRejects(t *testing.T) {
 func TestMismatchNamesField(t *testing.T) {
 	want := goldenHeader()
 	cases := map[string]func(*Header){
-		"mesh":         func(h *Header) { h.Mesh = "other" },
-		"members_hash": func(h *Header) { h.MembersHash[3]++ },
-		"dtype":        func(h *Header) { h.DType = Float32 },
-		"op":           func(h *Header) { h.Op = Sum },
-		"count":        func(h *Header) { h.Count++ },
-		"chunk_bytes":  func(h *Header) { h.ChunkBytes *= 2 },
-		"lanes":        func(h *Header) { h.Lanes = 4 },
+		"mesh":          func(h *Header) { h.Mesh = "other" },
+		"members_hash":  func(h *Header) { h.MembersHash[3]++ },
+		"dtype":         func(h *Header) { h.DType = Float32 },
+		"op":            func(h *Header) { h.Op = Sum },
+		"count":         func(h *Header) { h.Count++ },
+		"chunk_bytes":   func(h *Header) { h.ChunkBytes *= 2 },
+		"lanes":         func(h *Header) { h.Lanes = 4 },
+		"schedule_hash": func(h *Header) { h.ScheduleHash[0]++ },
 	}
 	// Fields a retry can change (the round's identity) are not settings.
 	identity := map[string]bool{"mesh": true, "members_hash": true}

@@ -24,6 +24,19 @@
 // (bf16_amd64.s; the scalar loops in kernels.go are the reference and the
 // fallback, -tags purego forces them).
 //
+// # Plans for mixed links
+//
+// A Round may carry its members' link rates (Round.Links, agreed by the
+// caller). PlanRound turns them into the round's Plan: the ring goes from
+// the slowest link to the fastest, and segments are sized per direction so
+// that a member behind a slow link, and its successor, finish large
+// segments: such a member then sends about S bytes instead of 2S(n-1)/n,
+// and the round approaches the bound S/min(egress). The plan is a pure,
+// integer-only function of the links, so every member computes the same
+// one; the header carries its hash (plan.go). Without links, or with all
+// links alike, the plan is the classic ring: Round.Ring's order and equal
+// segments.
+//
 // Members must agree on the element count, wire type, op, chunk size and
 // lane count: a disagreement in any of these is ErrSettingsMismatch on
 // every member (no retry can fix it), while a disagreement on the round's
@@ -43,7 +56,7 @@
 //
 //	off  len  field
 //	0    4    magic "RMAR"
-//	4    1    version (1)
+//	4    1    version (2)
 //	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
 //	6    1    op: 1 sum, 2 mean, 3 weighted mean
 //	7    1    lane
@@ -55,7 +68,8 @@
 //	30   4    chunk bytes
 //	34   32   members hash: SHA-256 over the ring, each peer ID as u16
 //	          length + bytes (Round.MembersHash)
-//	66   m    mesh name
+//	66   32   schedule hash: Plan.Hash of the round's plan
+//	98   m    mesh name
 //
 // The receiver holds an inbound stream until its own AllReduce for that
 // (step, attempt, lane) starts (at most HoldTimeout, at most MaxHeld
@@ -66,7 +80,7 @@
 //	reject  [2][code u8][u16 len][reason]   code: 1 header mismatch (the
 //	        reason names the field), 2 round not started, 3 busy,
 //	        4 closing, 5 settings mismatch (a field no retry changes:
-//	        version, dtype, op, count, chunk bytes, lanes)
+//	        version, dtype, op, count, chunk bytes, lanes, schedule hash)
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
 //	        cause: 0 peer failure, 1 header mismatch, 2 zero total
 //	        weight, 3 settings mismatch

@@ -7,13 +7,13 @@ import (
 )
 
 // Version is the wire version this package speaks.
-const Version = 1
+const Version = 2
 
 // headerMagic starts every stream.
 var headerMagic = [4]byte{'R', 'M', 'A', 'R'}
 
 // headerFixedLen is the header length before the mesh name.
-const headerFixedLen = 66
+const headerFixedLen = 98
 
 // Header opens every stream of a round; see the package doc for the byte
 // layout. Both ends build the header they expect from their own Round,
@@ -29,7 +29,9 @@ type Header struct {
 	Count       uint64 // elements in the whole buffer
 	ChunkBytes  uint32
 	MembersHash [32]byte
-	Mesh        string
+	// ScheduleHash is Plan.Hash of the round's plan (version 2).
+	ScheduleHash [32]byte
+	Mesh         string
 }
 
 // AppendHeader appends h's encoding to b.
@@ -41,6 +43,7 @@ func AppendHeader(b []byte, h Header) []byte {
 	b = binary.BigEndian.AppendUint64(b, h.Count)
 	b = binary.BigEndian.AppendUint32(b, h.ChunkBytes)
 	b = append(b, h.MembersHash[:]...)
+	b = append(b, h.ScheduleHash[:]...)
 	return append(b, h.Mesh...)
 }
 
@@ -95,6 +98,7 @@ func decodeFixed(b []byte) (Header, int, error) {
 		ChunkBytes: binary.BigEndian.Uint32(b[30:]),
 	}
 	copy(h.MembersHash[:], b[34:66])
+	copy(h.ScheduleHash[:], b[66:98])
 	if h.Version != Version {
 		return Header{}, 0, fmt.Errorf("%w: version %d, want %d", ErrBadHeader, h.Version, Version)
 	}
@@ -136,6 +140,7 @@ func mismatch(want, got Header) (reason string, settings bool) {
 		{"count", want.Count, got.Count, true},
 		{"chunk_bytes", want.ChunkBytes, got.ChunkBytes, true},
 		{"lanes", want.Lanes, got.Lanes, true},
+		{"schedule_hash", fmt.Sprintf("%x", want.ScheduleHash[:6]), fmt.Sprintf("%x", got.ScheduleHash[:6]), true},
 		{"lane", want.Lane, got.Lane, false},
 	}
 	for _, f := range fields {

@@ -136,7 +136,7 @@ func TestStaleAttemptStreamNotAccepted(t *testing.T) {
 			opts := sameOpts(n, Options{Wire: Float32, Op: Sum})
 			cur := Round{Mesh: "m/0123456789abcdef", Step: 5, Attempt: 2, Ring: ids}
 			// Member 1's lane-0 stream of the stale attempt to its successor, 2.
-			h := rs[1].newRun(ids[1], tc.stale(cur), 1, src[1], make([]float32, len(src[1])), opts[1]).header(0)
+			h := rs[1].newRun(ids[1], tc.stale(cur), src[1], make([]float32, len(src[1])), opts[1]).header(0)
 			ctx, cancel := contextWithCancel(t)
 			stale := make(chan error, 1)
 			go func() {

@@ -37,7 +37,7 @@ type forward struct {
 
 func (x *run) newLane(k int) *lane {
 	rank, next, prev := x.laneRing(k)
-	sch := newSchedule(x.n, rank, x.lanes[k].Len, x.chunkElems)
+	sch := newSchedule(x.n, rank, x.lanes[k].Len, x.chunkElems, x.plan.Own[k%2])
 	return &lane{
 		x: x, k: k, off: x.lanes[k].Off, sch: sch, next: next, prev: prev,
 		hdr:      x.header(k),

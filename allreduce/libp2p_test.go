@@ -170,7 +170,7 @@ func TestStreamBadPeer(t *testing.T) {
 			ctx := testCtx(t)
 			round := Round{Mesh: "lab", Step: uint64(step), Ring: ids}
 			opt := Options{Wire: Float32, Op: Sum}
-			x := rs[1].newRun(ids[1], round, 1, src[1], make([]float32, len(src[1])), opt)
+			x := rs[1].newRun(ids[1], round, src[1], make([]float32, len(src[1])), opt)
 			h := x.header(0) // lane 0: bad -> a
 			if c.mutate != nil {
 				c.mutate(&h)

@@ -53,8 +53,7 @@ func (r *Reducer) AllReduce(ctx context.Context, self peer.ID, round Round, src,
 	if err := r.cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	rank, err := checkCall(self, round, src, dst, opt)
-	if err != nil {
+	if _, err := checkCall(self, round, src, dst, opt); err != nil {
 		return Result{}, err
 	}
 	n := len(round.Ring)
@@ -68,7 +67,7 @@ func (r *Reducer) AllReduce(ctx context.Context, self peer.ID, round Round, src,
 		}
 		return Result{TotalWeight: 1}, nil
 	}
-	x := r.newRun(self, round, rank, src, dst, opt)
+	x := r.newRun(self, round, src, dst, opt)
 	r.log.Debug("round start", "round", round.String(), "step", round.Step, "elems", len(src))
 	err = x.do(ctx)
 	if err != nil {
@@ -116,6 +115,9 @@ func checkCall(self peer.ID, round Round, src, dst []float32, opt Options) (int,
 	if rank < 0 {
 		return 0, fmt.Errorf("%w: self %s not in the ring", ErrBadRound, self)
 	}
+	if len(round.Links) != 0 && len(round.Links) != n {
+		return 0, fmt.Errorf("%w: %d links for a ring of %d", ErrBadRound, len(round.Links), n)
+	}
 	if !nativeLittleEndian {
 		return 0, fmt.Errorf("%w: big-endian hosts are not supported", ErrBadOptions)
 	}
@@ -129,7 +131,9 @@ type run struct {
 	round      Round
 	opt        Options
 	src, dst   []float32
-	n, rank    int
+	plan       Plan
+	ring       []peer.ID // in plan order
+	n, rank    int       // rank: self's position in ring
 	lanes      []span
 	chunkElems int
 	scale      float32 // own contribution multiplier
@@ -144,10 +148,22 @@ type run struct {
 	abortMsg []byte
 }
 
-func (r *Reducer) newRun(self peer.ID, round Round, rank int, src, dst []float32, opt Options) *run {
+func (r *Reducer) newRun(self peer.ID, round Round, src, dst []float32, opt Options) *run {
 	n := len(round.Ring)
+	plan := PlanRound(round.Links)
+	if len(round.Links) == 0 {
+		plan = PlanRound(make([]Link, n))
+	}
+	ring := make([]peer.ID, n)
+	rank := 0
+	for i, j := range plan.Order {
+		ring[i] = round.Ring[j]
+		if ring[i] == self {
+			rank = i
+		}
+	}
 	x := &run{
-		r: r, self: self, round: round, opt: opt, src: src, dst: dst, n: n, rank: rank,
+		r: r, self: self, round: round, opt: opt, src: src, dst: dst, plan: plan, ring: ring, n: n, rank: rank,
 		lanes:      split(len(src), r.cfg.Lanes),
 		chunkElems: r.cfg.ChunkBytes / opt.Wire.Size(),
 		scale:      1,
@@ -172,28 +188,29 @@ func (r *Reducer) newRun(self peer.ID, round Round, rank int, src, dst []float32
 // header is the header of lane k.
 func (x *run) header(k int) Header {
 	return Header{
-		Version:     Version,
-		DType:       x.opt.Wire,
-		Op:          x.opt.Op,
-		Lane:        uint8(k),
-		Lanes:       uint8(len(x.lanes)),
-		Step:        x.round.Step,
-		Attempt:     x.round.Attempt,
-		Count:       uint64(len(x.src)),
-		ChunkBytes:  uint32(x.r.cfg.ChunkBytes),
-		MembersHash: x.round.MembersHash(),
-		Mesh:        x.round.Mesh,
+		Version:      Version,
+		DType:        x.opt.Wire,
+		Op:           x.opt.Op,
+		Lane:         uint8(k),
+		Lanes:        uint8(len(x.lanes)),
+		Step:         x.round.Step,
+		Attempt:      x.round.Attempt,
+		Count:        uint64(len(x.src)),
+		ChunkBytes:   uint32(x.r.cfg.ChunkBytes),
+		MembersHash:  x.round.MembersHash(),
+		ScheduleHash: x.plan.Hash(),
+		Mesh:         x.round.Mesh,
 	}
 }
 
 // laneRing returns self's rank in lane k's ring order and its neighbours:
-// even lanes go clockwise (ring order), odd lanes counter-clockwise.
+// even lanes go clockwise (plan order), odd lanes counter-clockwise.
 func (x *run) laneRing(k int) (rank int, next, prev peer.ID) {
 	n := x.n
 	if k%2 == 0 {
-		return x.rank, x.round.Ring[(x.rank+1)%n], x.round.Ring[(x.rank+n-1)%n]
+		return x.rank, x.ring[(x.rank+1)%n], x.ring[(x.rank+n-1)%n]
 	}
-	return n - 1 - x.rank, x.round.Ring[(x.rank+n-1)%n], x.round.Ring[(x.rank+1)%n]
+	return n - 1 - x.rank, x.ring[(x.rank+n-1)%n], x.ring[(x.rank+1)%n]
 }
 
 // do runs every lane and settles the outcome; see errors.go.

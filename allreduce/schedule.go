@@ -50,8 +50,15 @@ type schedule struct {
 	chunkElems int
 }
 
-func newSchedule(n, rank, length, chunkElems int) schedule {
-	return schedule{n: n, rank: rank, segs: split(length, n), chunkElems: chunkElems}
+// newSchedule is rank's schedule of a lane of length elements; own is
+// the plan's segment weights for the lane's direction (nil: equal
+// segments).
+func newSchedule(n, rank, length, chunkElems int, own []uint32) schedule {
+	segs := split(length, n)
+	if own != nil {
+		segs = segments(length, own)
+	}
+	return schedule{n: n, rank: rank, segs: segs, chunkElems: chunkElems}
 }
 
 func (s schedule) steps() int { return 2 * (s.n - 1) }

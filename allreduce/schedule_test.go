@@ -50,7 +50,7 @@ func checkSchedule(t *testing.T, n, length, chunk int) {
 	finishedBy := make([]int, length)
 	stored := make([][]int, n)
 	for r := range n {
-		sch[r] = newSchedule(n, r, length, chunk)
+		sch[r] = newSchedule(n, r, length, chunk, nil)
 		have[r] = make([]uint64, length)
 		final[r] = make([]bool, length)
 		contributed[r] = make([]int, length)

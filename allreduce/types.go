@@ -97,7 +97,11 @@ type Round struct {
 	Mesh    string
 	Step    uint64
 	Attempt uint32
-	Ring    []peer.ID // ordered; the same on every member
+	Ring    []peer.ID // the same on every member
+	// Links, when set, are the ring members' agreed link rates (aligned
+	// with Ring): the round runs PlanRound's order and segments. Without
+	// them the ring goes in Ring's order with equal segments.
+	Links []Link
 }
 
 // MembersHash is SHA-256 over the ordered ring: for each member, its peer ID

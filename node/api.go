@@ -309,7 +309,8 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 	if err != nil {
 		return fromErr(err)
 	}
-	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List)}
+	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List),
+		Share: shareOf(a.List, a.Shares, s.n.host.ID())}
 	if req.WantCheckpoint {
 		start := req.StartStep
 		if a.Formed {
@@ -359,7 +360,7 @@ func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Respo
 		return fromErr(err)
 	}
 	resp := localapi.Response{Step: res.step, NextStep: res.step + 1, Members: idStrings(res.ring),
-		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts}
+		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts, Share: res.share}
 	for _, id := range res.next {
 		if !slices.Contains(res.ring, id) {
 			resp.Joiners = append(resp.Joiners, id.String())

@@ -7,7 +7,7 @@
 // Rounds (PROTOCOL.md section 2 has the protocol and its invariants). The
 // protocol is the deterministic state machine of node/rounds; node owns one
 // and feeds it from one goroutine (driver.run): round messages from peers
-// (/ringmesh/round/2, one stream per peer and direction, roundnet.go),
+// (/ringmesh/round/3, one stream per peer and direction, roundnet.go),
 // membership views, the trainer's join, submit and leave, all-reduce
 // outcomes and ticks. It performs the machine's effects in order: it
 // persists the machine's durable state (DATA_DIR/rounds.state, fsynced)

@@ -33,6 +33,7 @@ type roundResult struct {
 	next     []peer.ID
 	weight   float64
 	attempts int
+	share    *localapi.Share // of the next step's batch
 }
 
 // roundError is returned by round calls that fail; Code is the local API
@@ -73,7 +74,10 @@ type snapshot struct {
 	state, reason string
 	epoch, step   uint64
 	list          []peer.ID
+	shares        []uint32 // of step's batch, aligned with list
 	dropped       uint64
+	samples       float64 // the local trainer's samples per second
+	link          rounds.Link
 }
 
 // driver owns the rounds machine. One goroutine (run) feeds it every event
@@ -101,6 +105,13 @@ type driver struct {
 	reduceWG sync.WaitGroup
 	send     *senders
 	queue    []rounds.Event
+
+	// samples is the local trainer's smoothed samples per second (its
+	// weight over the time from the last answer to its next submit);
+	// answered is when the last submit was answered.
+	samples  float64
+	answered time.Time
+	link     rounds.Link // the last estimate handed to the machine
 
 	snap       atomic.Pointer[snapshot]
 	inDropped  atomic.Uint64
@@ -219,7 +230,7 @@ func (d *driver) step(ev rounds.Event) {
 					d.send.send(e.Msg)
 				}
 			case rounds.Publish:
-				if err := d.n.mesh.SetPayload(encodePayload(e.Info)); err != nil {
+				if err := d.n.mesh.SetPayload(encodePayload(e.Info, d.samples)); err != nil {
 					d.log.Warn("set payload", "err", err)
 				}
 			case rounds.StartReduce:
@@ -239,19 +250,21 @@ func (d *driver) step(ev rounds.Event) {
 func (d *driver) publishSnapshot() {
 	st, why := d.m.State()
 	epoch, step, list := d.m.NextStep()
+	_, shares := d.m.Shares()
 	var dropped uint64
 	for _, n := range d.m.Dropped {
 		dropped += n
 	}
 	old := d.snap.Load()
 	if old != nil && old.state == st && old.reason == why && old.epoch == epoch && old.step == step &&
-		slices.Equal(old.list, list) && old.dropped == dropped {
+		slices.Equal(old.list, list) && old.dropped == dropped && slices.Equal(old.shares, shares) && old.samples == d.samples && old.link == d.link {
 		return
 	}
 	if old == nil || old.state != st || old.reason != why {
 		d.log.Info("round state", "state", st, "reason", why, "epoch", epoch, "step", step, "members", len(list))
 	}
-	d.snap.Store(&snapshot{state: st, reason: why, epoch: epoch, step: step, list: slices.Clone(list), dropped: dropped})
+	d.snap.Store(&snapshot{state: st, reason: why, epoch: epoch, step: step, list: slices.Clone(list),
+		shares: slices.Clone(shares), dropped: dropped, samples: d.samples, link: d.link})
 }
 
 // answer replies to the pending submit, with res when err is nil.
@@ -261,6 +274,7 @@ func (d *driver) answer(res *roundResult, err error) {
 		return
 	}
 	d.sub = nil
+	d.answered = time.Now()
 	if err == nil {
 		sub.reply <- submitResult{res: *res}
 		return
@@ -304,6 +318,9 @@ func (d *driver) startReduce(e rounds.StartReduce) {
 		return
 	}
 	r := allreduce.Round{Mesh: roundName(d.cfg.Mesh.Mesh, e), Step: e.Step, Attempt: uint32(e.Attempt.N), Ring: e.Ring}
+	for _, l := range e.Links {
+		r.Links = append(r.Links, allreduce.Link{Egress: l.Egress, Ingress: l.Ingress})
+	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.reduce = cancel
 	sub.attempts++
@@ -349,8 +366,18 @@ func (d *driver) apply(e rounds.Apply) {
 	}
 	dst, _ := d.result.floats(len(sub.src))
 	copy(sub.src, dst)
-	d.n.metrics.roundApplied(max(sub.attempts, 1), sub.start, sub.weight)
-	d.answer(&roundResult{step: e.Step, ring: e.Value.Ring, next: e.Value.Next, weight: sub.weight, attempts: max(sub.attempts, 1)}, nil)
+	d.n.metrics.roundApplied(max(sub.attempts, 1), sub.start, sub.opt.Weight)
+	d.answer(&roundResult{step: e.Step, ring: e.Value.Ring, next: e.Value.Next, weight: sub.weight, attempts: max(sub.attempts, 1),
+		share: shareOf(e.Value.Next, e.Value.Shares, d.n.host.ID())}, nil)
+}
+
+// shareOf is self's part of a batch that list splits by shares.
+func shareOf(list []peer.ID, shares []uint32, self peer.ID) *localapi.Share {
+	lo, hi, ok := rounds.ShareRange(list, shares, self)
+	if !ok {
+		return nil
+	}
+	return &localapi.Share{Lo: lo, Hi: hi, Units: rounds.ShareUnits}
 }
 
 func (d *driver) admitted(e rounds.Admitted) {
@@ -409,6 +436,7 @@ func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (rou
 			return
 		}
 		d.sub = sub
+		d.measure(sub)
 		d.step(rounds.Submit{Step: step})
 	}) {
 		return roundResult{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
@@ -418,6 +446,30 @@ func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (rou
 	}
 	r := <-sub.reply // the loop answers every submit, also when it stops
 	return r.res, r.err
+}
+
+// setLink hands the link prober's new estimate to the machine.
+func (d *driver) setLink(l rounds.Link) {
+	d.call(func() {
+		if l != d.link {
+			d.link = l
+			d.step(rounds.SetLink{Link: l})
+		}
+	})
+}
+
+// measure folds a submit's samples (its weight) into the trainer's
+// samples per second.
+func (d *driver) measure(sub *submit) {
+	if d.answered.IsZero() || sub.opt.Op != allreduce.WeightedMean || !(sub.opt.Weight > 0) {
+		return
+	}
+	v := sub.opt.Weight / max(sub.start.Sub(d.answered).Seconds(), 1e-4)
+	if d.samples == 0 {
+		d.samples = v
+	} else {
+		d.samples += 0.3 * (v - d.samples)
+	}
 }
 
 // reportPeer tells the mesh about a peer whose stream failed, so failure

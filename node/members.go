@@ -18,6 +18,14 @@ type payload struct {
 	Epoch uint64 `json:"e,omitempty"`
 	Step  uint64 `json:"k"`           // next step (member) or start step (forming)
 	List  string `json:"l,omitempty"` // hash prefix of the agreed list, or of the forming set
+	// Speed: the trainer's share units per second (rounds.Info.Speed);
+	// Samples: its samples per second; Egress, Ingress: the node's link
+	// estimate in bytes per second. Hints for planning and status; the
+	// proposer holds Speed to its own timings.
+	Speed   uint64  `json:"v,omitempty"`
+	Samples float64 `json:"r,omitempty"`
+	Egress  uint64  `json:"eg,omitempty"`
+	Ingress uint64  `json:"in,omitempty"`
 }
 
 const maxPayload = 1024
@@ -27,6 +35,9 @@ func decodePayload(b []byte) (payload, bool) {
 	if len(b) == 0 || len(b) > maxPayload || json.Unmarshal(b, &p) != nil {
 		return payload{}, false
 	}
+	if !(p.Samples >= 0 && p.Samples < 1e12) {
+		return payload{}, false
+	}
 	switch p.State {
 	case rounds.StateIdle, rounds.StateForming, rounds.StateJoining, rounds.StateTraining, rounds.StateWaiting:
 		return p, true
@@ -34,9 +45,15 @@ func decodePayload(b []byte) (payload, bool) {
 	return payload{}, false
 }
 
-func encodePayload(i rounds.Info) []byte {
-	b, _ := json.Marshal(payload{State: i.State, Epoch: i.Epoch, Step: i.Step, List: i.List})
+func encodePayload(i rounds.Info, samples float64) []byte {
+	b, _ := json.Marshal(payload{State: i.State, Epoch: i.Epoch, Step: i.Step, List: i.List,
+		Speed: i.Speed, Samples: samples, Egress: i.Link.Egress, Ingress: i.Link.Ingress})
 	return b
+}
+
+func (p payload) info() rounds.Info {
+	return rounds.Info{State: p.State, Epoch: p.Epoch, Step: p.Step, List: p.List, Speed: p.Speed,
+		Link: rounds.Link{Egress: p.Egress, Ingress: p.Ingress}}
 }
 
 // viewPeers turns the mesh view into the machine's view: alive peers are
@@ -54,7 +71,7 @@ func viewPeers(v mesh.View) []rounds.Peer {
 		}
 		p := rounds.Peer{ID: m.ID, Live: m.State == mesh.Alive}
 		if pl, ok := decodePayload(m.Payload); ok {
-			p.Info = rounds.Info{State: pl.State, Epoch: pl.Epoch, Step: pl.Step, List: pl.List}
+			p.Info = pl.info()
 		}
 		out = append(out, p)
 	}

@@ -74,6 +74,10 @@ type Config struct {
 	// one) where the node serves Prometheus metrics at /metrics: ringmesh_*
 	// and libp2p's series. Empty: no metrics endpoint.
 	MetricsAddr string
+	// NoLinkProbe turns off the link probes (LinkProbeProtocol): the node
+	// advertises no link estimate and rounds run the classic ring with
+	// equal segments.
+	NoLinkProbe bool
 }
 
 // DefaultConfig returns the production defaults.
@@ -142,6 +146,7 @@ type Node struct {
 	reducer reducer
 	drv     *driver
 	inbound inbound
+	probe   *linkProber // nil with NoLinkProbe
 	result  *resultBuf
 	metrics *metrics
 	api     *apiServer
@@ -210,6 +215,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.host.SetStreamHandler(RoundProtocol, n.handleRound)
+	if !cfg.NoLinkProbe {
+		n.probe = newLinkProber(n, n.drv.setLink)
+		n.host.SetStreamHandler(LinkProbeProtocol, n.probe.handle)
+	}
 	return n, nil
 }
 
@@ -226,6 +235,9 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.api.serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	g.Go(func() error { return n.metricsSrv.serve(gctx) })
+	if n.probe != nil {
+		g.Go(func() error { return n.probe.run(gctx) })
+	}
 	err := g.Wait()
 	n.shutdown()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
@@ -239,7 +251,11 @@ func (n *Node) shutdown() {
 	n.api.close()
 	n.metricsSrv.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
-	n.closeInbound()
+	n.inbound.close()
+	if n.probe != nil {
+		n.host.RemoveStreamHandler(LinkProbeProtocol)
+		n.probe.close()
+	}
 	n.ckpt.close()
 	n.tr.Close()
 	n.result.close()

@@ -45,6 +45,12 @@ func startNodeTimeout(t *testing.T, dir string, minMembers int, trainerTimeout t
 	cfg.MinMembers = minMembers
 	cfg.TrainerTimeout = trainerTimeout
 	cfg.Mesh.Join = join
+	return startNodeConfig(t, cfg)
+}
+
+func startNodeConfig(t *testing.T, cfg node.Config) *testNode {
+	t.Helper()
+	dir := cfg.DataDir
 	ctx, cancel := context.WithCancel(context.Background())
 	var logger *slog.Logger
 	if os.Getenv("NODE_TEST_LOG") != "" {

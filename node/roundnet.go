@@ -105,8 +105,8 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 
 func (s *senders) wait() { s.wg.Wait() }
 
-// inbound tracks the open inbound round streams so that shutdown can
-// reset them.
+// inbound tracks open inbound streams (of one protocol) so that shutdown
+// can reset them.
 type inbound struct {
 	mu      sync.Mutex
 	streams map[network.Stream]struct{}
@@ -122,22 +122,10 @@ const roundIdle = 2 * time.Minute
 // to the loop. A malformed message resets the stream and is counted; the
 // node keeps running.
 func (n *Node) handleRound(s network.Stream) {
-	in := &n.inbound
-	in.mu.Lock()
-	if in.closed {
-		in.mu.Unlock()
-		s.Reset()
+	if !n.inbound.add(s) {
 		return
 	}
-	in.streams[s] = struct{}{}
-	in.wg.Add(1)
-	in.mu.Unlock()
-	defer func() {
-		in.mu.Lock()
-		delete(in.streams, s)
-		in.mu.Unlock()
-		in.wg.Done()
-	}()
+	defer n.inbound.done(s)
 	from, self := s.Conn().RemotePeer(), n.host.ID()
 	for {
 		s.SetReadDeadline(time.Now().Add(roundIdle))
@@ -163,10 +151,32 @@ func (n *Node) handleRound(s network.Stream) {
 	}
 }
 
-// closeInbound resets every inbound round stream and waits for their
-// handlers.
-func (n *Node) closeInbound() {
-	in := &n.inbound
+// add tracks an inbound stream until done; false (the stream reset) once
+// closed.
+func (in *inbound) add(s network.Stream) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		s.Reset()
+		return false
+	}
+	if in.streams == nil {
+		in.streams = map[network.Stream]struct{}{}
+	}
+	in.streams[s] = struct{}{}
+	in.wg.Add(1)
+	return true
+}
+
+func (in *inbound) done(s network.Stream) {
+	in.mu.Lock()
+	delete(in.streams, s)
+	in.mu.Unlock()
+	in.wg.Done()
+}
+
+// close resets every tracked stream and waits for their handlers.
+func (in *inbound) close() {
 	in.mu.Lock()
 	in.closed = true
 	for s := range in.streams {

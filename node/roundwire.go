@@ -15,11 +15,12 @@ import (
 // stream per peer pair and direction, one frame per message, no replies on
 // the same stream. Bulk data goes over /ringmesh/allreduce/1.
 // Version 2 replaced version 1's request/reply messages with the
-// consensus messages of node/rounds.
-const RoundProtocol = "/ringmesh/round/2"
+// consensus messages of node/rounds; version 3 added a value's links and
+// shares.
+const RoundProtocol = "/ringmesh/round/3"
 
 const (
-	wireVersion  = 2
+	wireVersion  = 3
 	maxMsgBytes  = 64 << 10 // one message
 	maxMsgPeers  = 1024     // per list
 	msgFixedSize = 1 + 1 + 8 + 8
@@ -30,14 +31,16 @@ var errBadMsg = errors.New("node: malformed round message")
 // Byte layout of a round message (big-endian):
 //
 //	u32 length of the rest (<= 64 KiB)
-//	u8 version (2) | u8 type | u64 epoch | u64 step
+//	u8 version (3) | u8 type | u64 epoch | u64 step
 //	ballot | accepted ballot
 //	u8 flags: bit 0 value follows, bit 1 held follows
 //	[value] [held]
 //
 // ballot: u64 N | id. value: ballot | u16 n, n ids (ring) | u16 n, n ids
-// (next). id: u8 length (0 for none) | peer ID bytes. Trailing bytes are
-// ignored (a later version appends fields).
+// (next) | u16 n, n links (0 or one per ring member: u64 egress, u64
+// ingress, bytes/s) | u16 n, n u32 shares (0 or one per next member). id:
+// u8 length (0 for none) | peer ID bytes. Trailing bytes are ignored (a
+// later version appends fields).
 func encodeMsg(m rounds.Message) ([]byte, error) {
 	b := make([]byte, 4, 256)
 	b = append(b, wireVersion, byte(m.Type))
@@ -99,6 +102,18 @@ func appendValue(b []byte, v rounds.Value) ([]byte, error) {
 				return nil, err
 			}
 		}
+	}
+	if len(v.Links) > maxMsgPeers || len(v.Shares) > maxMsgPeers {
+		return nil, fmt.Errorf("%w: %d links, %d shares", errBadMsg, len(v.Links), len(v.Shares))
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v.Links)))
+	for _, l := range v.Links {
+		b = binary.BigEndian.AppendUint64(b, l.Egress)
+		b = binary.BigEndian.AppendUint64(b, l.Ingress)
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v.Shares)))
+	for _, x := range v.Shares {
+		b = binary.BigEndian.AppendUint32(b, x)
 	}
 	return b, nil
 }
@@ -201,6 +216,28 @@ func (d *decoder) value() *rounds.Value {
 	v := &rounds.Value{Attempt: d.ballot()}
 	v.Ring = d.ids()
 	v.Next = d.ids()
+	if n := d.u16(); n > 0 {
+		if n > maxMsgPeers {
+			d.fail("%d links", n)
+			return v
+		}
+		v.Links = make([]rounds.Link, n)
+		for i := range v.Links {
+			v.Links[i] = rounds.Link{Egress: d.u64(), Ingress: d.u64()}
+		}
+	}
+	if n := d.u16(); n > 0 {
+		if n > maxMsgPeers {
+			d.fail("%d shares", n)
+			return v
+		}
+		v.Shares = make([]uint32, n)
+		for i := range v.Shares {
+			if b := d.bytes(4); b != nil {
+				v.Shares[i] = binary.BigEndian.Uint32(b)
+			}
+		}
+	}
 	return v
 }
 

@@ -24,18 +24,21 @@ const testPeerID = "12D3KooWKq4qtZy11TxxSQJRvdPaMQHB4kJr3FmgtcP4oK1Uspbm"
 func TestRoundMsgGolden(t *testing.T) {
 	p := testPeer(t, testPeerID)
 	m := rounds.Message{Type: rounds.MsgCommit, Epoch: 1, Step: 258, Ballot: rounds.Ballot{N: 3, By: p},
-		Value: &rounds.Value{Attempt: rounds.Ballot{N: 2, By: p}, Ring: []peer.ID{p}, Next: []peer.ID{p}}}
+		Value: &rounds.Value{Attempt: rounds.Ballot{N: 2, By: p}, Ring: []peer.ID{p}, Next: []peer.ID{p},
+			Links: []rounds.Link{{Egress: 5, Ingress: 6}}, Shares: []uint32{rounds.ShareUnits}}}
 	got, err := encodeMsg(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := "26" + hex.EncodeToString([]byte(p)) // id length 38, id
-	want := "000000cc" +                       // length 204
-		"02" + "0a" + "0000000000000001" + "0000000000000102" + // version 2, commit, epoch 1, step 258
+	want := "000000e4" +                       // length 228
+		"03" + "0a" + "0000000000000001" + "0000000000000102" + // version 3, commit, epoch 1, step 258
 		"0000000000000003" + id + // ballot 3
 		"0000000000000000" + "00" + // no accepted ballot
 		"01" + // a value follows
-		"0000000000000002" + id + "0001" + id + "0001" + id // attempt 2, ring, next
+		"0000000000000002" + id + "0001" + id + "0001" + id + // attempt 2, ring, next
+		"0001" + "0000000000000005" + "0000000000000006" + // one link: egress 5, ingress 6
+		"0001" + "00100000" // one share: all of it
 	if hex.EncodeToString(got) != want {
 		t.Errorf("encode:\n got %x\nwant %s", got, want)
 	}

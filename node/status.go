@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/client"
+	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
 // SelfJSON describes the local node in a status report.
@@ -24,6 +27,22 @@ type RoundsJSON struct {
 	Applied  uint64   `json:"applied"` // rounds applied since start
 	Retries  uint64   `json:"retries"` // extra attempts since start
 	Dropped  uint64   `json:"dropped"` // round messages dropped: malformed, or not fitting the sender's role
+	// Plan: each member of the agreed list, its share of the next step's
+	// global batch and what its node advertises.
+	Plan []PlanJSON `json:"plan"`
+}
+
+// PlanJSON is one member of the agreed list in a status report.
+type PlanJSON struct {
+	ID string `json:"id"`
+	// Share is the member's fraction of the next step's global batch.
+	Share float64 `json:"share"`
+	// SamplesPerSec is its trainer's samples per second (smoothed; 0
+	// until known), EgressBps and IngressBps its node's link estimate in
+	// bytes per second (0: not measured yet).
+	SamplesPerSec float64 `json:"samples_per_s"`
+	EgressBps     uint64  `json:"egress_Bps"`
+	IngressBps    uint64  `json:"ingress_Bps"`
 }
 
 // StatusJSON is what `ringmesh status --json` prints.
@@ -59,6 +78,25 @@ func (n *Node) Status() StatusJSON {
 		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load()}
 	if st.Rounds.Members == nil {
 		st.Rounds.Members = []string{}
+	}
+	ads := map[peer.ID]payload{}
+	for _, m := range v.Members {
+		if pl, ok := decodePayload(m.Payload); ok {
+			ads[m.ID] = pl
+		}
+	}
+	st.Rounds.Plan = []PlanJSON{}
+	for i, id := range sn.list {
+		p := PlanJSON{ID: id.String()}
+		if i < len(sn.shares) {
+			p.Share = float64(sn.shares[i]) / rounds.ShareUnits
+		}
+		if id == n.host.ID() {
+			p.SamplesPerSec, p.EgressBps, p.IngressBps = sn.samples, sn.link.Egress, sn.link.Ingress
+		} else if pl, ok := ads[id]; ok {
+			p.SamplesPerSec, p.EgressBps, p.IngressBps = pl.Samples, pl.Egress, pl.Ingress
+		}
+		st.Rounds.Plan = append(st.Rounds.Plan, p)
 	}
 	return st
 }

@@ -67,6 +67,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text (key=value lines) or json (one object per line, for log collectors)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (ringmesh_* and libp2p's) at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 picks one; status shows it)")
+	fs.BoolVar(&cfg.NoLinkProbe, "no-link-probe", false, "do not probe link rates (8 MiB to each member every 5 minutes): rounds then run the classic ring with equal segments instead of one shaped by the members' links")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code

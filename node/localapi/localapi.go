@@ -153,6 +153,9 @@ type Response struct {
 	// can load it.
 	Joiners        []string `json:"joiners,omitempty"`
 	SaveCheckpoint bool     `json:"save_checkpoint,omitempty"`
+	// join, allreduce: this trainer's part of the global batch of the
+	// step it computes next (NextStep), as the mesh agreed it.
+	Share *Share `json:"share,omitempty"`
 	// join: the checkpoint holding the state at the entry step, when any.
 	Checkpoint *CheckpointInfo `json:"checkpoint,omitempty"`
 
@@ -165,6 +168,24 @@ type Response struct {
 
 	// status: the same object `ringmesh status --json` prints.
 	Status json.RawMessage `json:"status,omitempty"`
+}
+
+// Share is a trainer's part of one step's global batch: of a batch of b
+// samples it takes the indices [b*Lo/Units, b*Hi/Units) (integer
+// division), so the members' parts cover the batch exactly once. Shares
+// follow the members' measured speeds (PROTOCOL.md, "Shares").
+type Share struct {
+	Lo    uint32 `json:"lo"`
+	Hi    uint32 `json:"hi"`
+	Units uint32 `json:"units"`
+}
+
+// Slice returns the part [start, end) of a batch of b samples.
+func (s Share) Slice(b int) (start, end int) {
+	if s.Units == 0 {
+		return 0, b
+	}
+	return int(uint64(b) * uint64(s.Lo) / uint64(s.Units)), int(uint64(b) * uint64(s.Hi) / uint64(s.Units))
 }
 
 // CheckpointInfo describes one checkpoint.

@@ -53,12 +53,19 @@ type Machine struct {
 
 	offers  map[ID]bool
 	offerAt time.Time
-	att     attempt
-	prop    *proposal
-	hint    *Value // a value a ring member accepted and holds the result of
-	maxN    uint64
-	retryAt time.Time
-	fails   int
+	// stepAt is when this node opened the step, offerSeen when each
+	// member's first offer of it arrived: the proposer's own measure of
+	// the members' speeds.
+	stepAt    time.Time
+	offerSeen map[ID]time.Time
+	speed     float64 // own trainer, share units per second (smoothed)
+	link      Link
+	att       attempt
+	prop      *proposal
+	hint      *Value // a value a ring member accepted and holds the result of
+	maxN      uint64
+	retryAt   time.Time
+	fails     int
 
 	joiners  map[ID]time.Time
 	askAt    time.Time
@@ -134,6 +141,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.reduceDone(e)
 	case Reform:
 		m.reform(e.Step)
+	case SetLink:
+		m.link = e.Link
 	case Tick:
 	}
 	m.drain()
@@ -208,6 +217,8 @@ func majority(n int) int { return n/2 + 1 }
 // resetStep clears what belongs to one open step.
 func (m *Machine) resetStep() {
 	m.offers = map[ID]bool{}
+	m.offerSeen = map[ID]time.Time{}
+	m.stepAt = m.now
 	m.att = attempt{}
 	m.prop = nil
 	m.hint = nil
@@ -277,9 +288,50 @@ func (m *Machine) submit(step uint64) {
 	case m.state == StateWaiting:
 		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
 	default:
+		m.measure()
 		m.submitted, m.submitAt = true, m.now
 		m.offerAt = time.Time{}
 	}
+}
+
+// measure folds the trainer's last step into its smoothed speed: its
+// share over the time from the last answer to this submit.
+func (m *Machine) measure() {
+	if m.lastApply.IsZero() {
+		return
+	}
+	dt := m.now.Sub(m.lastApply).Seconds()
+	_, shares := m.Shares()
+	lo, hi, ok := ShareRange(m.d.List, shares, m.self)
+	if !ok || dt <= 0 {
+		return
+	}
+	v := float64(hi-lo) / max(dt, 1e-4)
+	if m.speed == 0 {
+		m.speed = v
+	} else {
+		m.speed += speedSmoothing * (v - m.speed)
+	}
+}
+
+// speedSmoothing is the weight of the newest step in the smoothed speed.
+const speedSmoothing = 0.3
+
+// openShares is the open step's shares (aligned with d.List).
+func (m *Machine) openShares() []uint32 {
+	_, s := m.Shares()
+	return slices.Clone(s)
+}
+
+// Shares returns the agreed list of the open step and its shares of the
+// global batch (aligned with it): those decided with the last step, or
+// equal shares when the list did not come from a decision (a formed
+// list).
+func (m *Machine) Shares() ([]ID, []uint32) {
+	if l := m.d.Last; l != nil && l.Step+1 == m.d.Step && len(l.Value.Shares) == len(m.d.List) && slices.Equal(l.Value.Next, m.d.List) {
+		return m.d.List, l.Value.Shares
+	}
+	return m.d.List, EqualShares(len(m.d.List))
 }
 
 func (m *Machine) reduceDone(e ReduceDone) {
@@ -379,7 +431,7 @@ func (m *Machine) decide(v Value) {
 		m.joiners[m.self] = m.now
 	case m.trainer == trainerJoining:
 		m.trainer, m.lastApply = trainerMember, m.now
-		m.emit(Admitted{Step: step + 1, Epoch: m.d.Epoch, List: slices.Clone(m.d.List)})
+		m.emit(Admitted{Step: step + 1, Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Shares: m.openShares()})
 	}
 }
 
@@ -466,7 +518,7 @@ func (m *Machine) waitingReason() string {
 }
 
 func (m *Machine) info() Info {
-	i := Info{State: m.state, Epoch: m.d.Epoch, Step: m.d.Step}
+	i := Info{State: m.state, Epoch: m.d.Epoch, Step: m.d.Step, Speed: uint64(m.speed), Link: m.link}
 	switch {
 	case m.member():
 		i.List = listHash(m.d.List)

@@ -127,7 +127,8 @@ func (m *Machine) choose() {
 			next = append(next, id)
 		}
 	}
-	p.value = Value{Attempt: p.ballot, Ring: ring, Next: sortIDs(next)}
+	next = sortIDs(next)
+	p.value = Value{Attempt: p.ballot, Ring: ring, Next: next, Links: m.ringLinks(ring), Shares: m.planShares(ring, next)}
 	p.phase, p.at, p.sentAt, p.readies = phaseReduce, m.now, m.now, map[ID]bool{}
 	v := p.value
 	m.sendAll(ring, m.phaseMsg(MsgStart, &v))
@@ -240,7 +241,11 @@ func (m *Machine) tick() {
 			m.askSync(ahead)
 		} else {
 			m.joinPending, m.lastApply = false, m.now
-			m.emit(Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true})
+			a := Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true}
+			if a.Step == m.d.Step {
+				a.Shares = m.openShares()
+			}
+			m.emit(a)
 		}
 	}
 	if waiting != "" && m.submitted && !m.att.ok && !m.att.running {

@@ -74,6 +74,9 @@ func (m *Machine) recv(msg Message) {
 	switch msg.Type {
 	case MsgOffer:
 		m.offers[msg.From] = true
+		if _, ok := m.offerSeen[msg.From]; !ok {
+			m.offerSeen[msg.From] = m.now
+		}
 	case MsgPrepare:
 		m.onPrepare(msg)
 	case MsgAccept:
@@ -100,6 +103,18 @@ func (m *Machine) validValue(v Value) bool {
 	if !slices.IsSorted(v.Ring) || !slices.IsSorted(v.Next) || len(slices.Compact(slices.Clone(v.Ring))) != len(v.Ring) ||
 		len(slices.Compact(slices.Clone(v.Next))) != len(v.Next) {
 		return false
+	}
+	if (v.Links != nil && len(v.Links) != len(v.Ring)) || (v.Shares != nil && len(v.Shares) != len(v.Next)) {
+		return false
+	}
+	if v.Shares != nil {
+		var sum uint64
+		for _, s := range v.Shares {
+			sum += uint64(s)
+		}
+		if sum != ShareUnits {
+			return false
+		}
 	}
 	return slices.Contains(v.Ring, v.Attempt.By)
 }
@@ -236,7 +251,7 @@ func (m *Machine) onStart(msg Message) {
 		// The scratch buffer is reused: the last step's result is gone.
 		m.d.LastHeld, m.dirty = false, true
 	}
-	m.emit(StartReduce{Step: m.d.Step, Epoch: m.d.Epoch, Attempt: msg.Ballot, Ring: slices.Clone(v.Ring), List: slices.Clone(m.d.List)})
+	m.emit(StartReduce{Step: m.d.Step, Epoch: m.d.Epoch, Attempt: msg.Ballot, Ring: slices.Clone(v.Ring), List: slices.Clone(m.d.List), Links: slices.Clone(v.Links)})
 }
 
 // onJoin records a join request; a joiner that was admitted but missed
@@ -301,7 +316,7 @@ func (m *Machine) onAdmit(msg Message) {
 	m.asked = map[ID]bool{}
 	m.trainer, m.lastApply = trainerMember, m.now
 	m.reason = ""
-	m.emit(Admitted{Step: m.d.Step, Epoch: m.d.Epoch, List: slices.Clone(m.d.List)})
+	m.emit(Admitted{Step: m.d.Step, Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Shares: m.openShares()})
 }
 
 // onFormed: a member says this node is in its list at Step of a newer
@@ -336,8 +351,8 @@ func (m *Machine) heldValue() *Value {
 	if !m.att.ok {
 		return nil
 	}
-	v := m.att.value
-	return &Value{Attempt: v.Attempt, Ring: slices.Clone(v.Ring), Next: slices.Clone(v.Next)}
+	v := m.att.value.clone()
+	return &v
 }
 
 // short is how a member is named in reasons: libp2p's ShortString, the

@@ -280,7 +280,7 @@ func TestReadyHolderAppliesTheDecidedRing(t *testing.T) {
 			)
 			s.onSend = func(m Message) {
 				if x == nil && m.Type == MsgAccept && m.Value != nil && s.now.Sub(simEpoch) > leaveAt && !slices.Contains(m.Value.Ring, simID(1)) {
-					v := Value{Attempt: m.Value.Attempt, Ring: slices.Clone(m.Value.Ring), Next: slices.Clone(m.Value.Next)}
+					v := m.Value.clone()
 					x, epoch, step = &v, m.Epoch, m.Step
 					cut = []int{simIndex(m.From)}
 					if withReady {

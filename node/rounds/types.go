@@ -38,11 +38,63 @@ type Value struct {
 	Attempt Ballot
 	Ring    []ID
 	Next    []ID
+	// Links are the ring members' link rates (aligned with Ring) that the
+	// attempt's all-reduce plans its ring and segments with; nil: unknown
+	// (the classic ring).
+	Links []Link
+	// Shares are the next step's shares of the global batch, aligned with
+	// Next and summing to ShareUnits; nil: equal shares.
+	Shares []uint32
 }
 
 // Equal reports whether v and o decide the same thing.
 func (v Value) Equal(o Value) bool {
-	return v.Attempt == o.Attempt && slices.Equal(v.Ring, o.Ring) && slices.Equal(v.Next, o.Next)
+	return v.Attempt == o.Attempt && slices.Equal(v.Ring, o.Ring) && slices.Equal(v.Next, o.Next) &&
+		slices.Equal(v.Links, o.Links) && slices.Equal(v.Shares, o.Shares)
+}
+
+func (v Value) clone() Value {
+	return Value{Attempt: v.Attempt, Ring: slices.Clone(v.Ring), Next: slices.Clone(v.Next),
+		Links: slices.Clone(v.Links), Shares: slices.Clone(v.Shares)}
+}
+
+// Link is a member's link rates in bytes per second, as its node
+// estimates them; 0 is unknown.
+type Link struct {
+	Egress, Ingress uint64
+}
+
+// ShareUnits is the sum of a step's shares of the global batch.
+const ShareUnits = 1 << 20
+
+// EqualShares splits ShareUnits over n members, the remainder to the
+// first ones.
+func EqualShares(n int) []uint32 {
+	out := make([]uint32, n)
+	for i := range out {
+		out[i] = ShareUnits / uint32(n)
+		if i < ShareUnits%n {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// ShareRange is member id's part [lo, hi) of ShareUnits when list (in
+// order) splits it by shares (nil: equal). A trainer's part of a global
+// batch of b samples is [b*lo/ShareUnits, b*hi/ShareUnits) in integer
+// arithmetic, so the members' parts cover the batch exactly once.
+func ShareRange(list []ID, shares []uint32, id ID) (lo, hi uint32, ok bool) {
+	if len(shares) != len(list) {
+		shares = EqualShares(len(list))
+	}
+	for i, m := range list {
+		if m == id {
+			return lo, lo + shares[i], true
+		}
+		lo += shares[i]
+	}
+	return 0, 0, false
 }
 
 // MsgType is the kind of a round message. Values are on the wire: append
@@ -98,6 +150,10 @@ type Info struct {
 	Epoch uint64
 	Step  uint64 // next step (member) or start step (forming)
 	List  string // member: hash prefix of the agreed list; forming: of the forming set
+	// Speed is the trainer's throughput as its node measures it, in share
+	// units per second (ShareUnits is the whole global batch); 0 unknown.
+	Speed uint64
+	Link  Link // the node's link estimate
 }
 
 // Peer is one entry of the membership view.
@@ -160,6 +216,9 @@ type ReduceDone struct {
 // Tick carries time forward; node sends one every Config.Tick.
 type Tick struct{}
 
+// SetLink is the node's latest estimate of its own links.
+type SetLink struct{ Link Link }
+
 // Reform: the operator re-forms the mesh as a new epoch from a checkpoint
 // of Step, because a majority of the last list is gone for good.
 type Reform struct{ Step uint64 }
@@ -172,6 +231,7 @@ func (Submit) isEvent()       {}
 func (ReduceDone) isEvent()   {}
 func (Tick) isEvent()         {}
 func (Reform) isEvent()       {}
+func (SetLink) isEvent()      {}
 
 // Effect is an output of Machine.Step. Node performs them in order:
 // Persist before any Send that follows it.
@@ -190,6 +250,7 @@ type StartReduce struct {
 	Attempt Ballot
 	Ring    []ID
 	List    []ID
+	Links   []Link // aligned with Ring; nil: the classic ring
 }
 
 // Apply: Step is decided with Value and this node holds its result: copy
@@ -207,6 +268,7 @@ type Admitted struct {
 	Epoch  uint64
 	List   []ID
 	Formed bool
+	Shares []uint32 // of Step's global batch, aligned with List; nil: equal
 }
 
 // Fail answers the trainer's pending Submit with an error (Code is a local

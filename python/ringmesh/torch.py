@@ -71,15 +71,37 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(start, start + q + (1 if rank < r else 0))
 
 
+def share_slice(n: int, share: Dict[str, int]) -> slice:
+    """The slice of a global batch of ``n`` items that a node's ``share``
+    (``{"lo", "hi", "units"}``, from a join or all-reduce answer) names:
+    ``[n*lo//units, n*hi//units)``, so the members' slices cover the batch
+    exactly once whatever the split."""
+    units = int(share["units"])
+    if units <= 0 or not 0 <= int(share["lo"]) <= int(share["hi"]) <= units:
+        raise ValueError(f"bad share {share}")
+    return slice(n * int(share["lo"]) // units, n * int(share["hi"]) // units)
+
+
 @dataclass
 class Membership:
-    """Where this trainer stands: the step the mesh expects next and the
-    members training it (rank = index of this node in ``members``)."""
+    """Where this trainer stands: the step the mesh expects next, the
+    members training it (rank = index of this node in ``members``) and this
+    member's share of the step's global batch, as the mesh agreed it (it
+    follows the members' measured speeds; None from a node that sends
+    none: equal parts by rank)."""
     step: int
     members: List[str]
     self_id: str
     checkpoint: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    share: Optional[Dict[str, int]] = None
+
+    @property
+    def fraction(self) -> float:
+        """This member's fraction of the step's global batch."""
+        if self.share:
+            return (self.share["hi"] - self.share["lo"]) / self.share["units"]
+        return 1 / self.world
 
     @property
     def world(self) -> int:
@@ -94,6 +116,8 @@ class Membership:
 
     def shard(self, n: int) -> slice:
         """This member's slice of a global batch of ``n`` items."""
+        if self.share:
+            return share_slice(n, self.share)
         return shard(n, self.rank, self.world)
 
 
@@ -385,7 +409,8 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
                 raise
             unavailable += 1
             log.warning("join: %s (try %d)", e.message, unavailable)
-    m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint or resumed)
+    m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint or resumed,
+                   share=resp.get("share"))
     state_step = start_step
     ck = resp.checkpoint
     if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
@@ -625,7 +650,8 @@ class DistributedOptimizer:
         members = resp.members
         if resp.joiners:
             members = self.client.membership().members or members
-        self.membership = Membership(step=resp.next_step, members=members, self_id=self.client.self_id)
+        self.membership = Membership(step=resp.next_step, members=members, self_id=self.client.self_id,
+                                     share=resp.get("share"))
         if resp.save_checkpoint or (self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
                                     and resp.members and resp.members[0] == self.client.self_id):
             self._save_quietly(resp.next_step)
@@ -657,7 +683,8 @@ class DistributedOptimizer:
             return f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__}, not joined>"
         rank = m.members.index(m.self_id) if m.self_id in m.members else "-"
         return (f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__} step={m.step} "
-                f"rank={rank}/{m.world} members=[{', '.join(_short(x) for x in m.members)}] rejoins={self.rejoins}>")
+                f"rank={rank}/{m.world} share={m.fraction:.3f} members=[{', '.join(_short(x) for x in m.members)}] "
+                f"rejoins={self.rejoins}>")
 
     def _save_quietly(self, step: int) -> None:
         try:

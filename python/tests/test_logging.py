@@ -93,7 +93,7 @@ class MeshEventsTest(unittest.TestCase):
                         self.assertLess(time.monotonic(), deadline, "the three did not train")
                         time.sleep(0.2)
                     r = repr(opts[0])
-                    self.assertRegex(r, r"step=\d+ rank=\d/3 members=\[<peer\.ID")
+                    self.assertRegex(r, r"step=\d+ rank=\d/3 share=0\.\d+ members=\[<peer\.ID")
                     victim = ns[2]
                     victim.kill()
                     deadline = time.monotonic() + 120

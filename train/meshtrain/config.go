@@ -17,7 +17,8 @@ type Config struct {
 	// member applies steps 0..Steps-1). Required, positive.
 	Steps uint64
 	// GlobalBatch is B, the samples of one step across the whole mesh,
-	// split among members by rank. Larger batches cost compute linearly and
+	// split among members by the shares the mesh agrees for each step
+	// (in proportion to the members' measured speeds). Larger batches cost compute linearly and
 	// make all-reduce time relatively smaller. Default 256.
 	GlobalBatch int
 	// CheckpointEvery saves a checkpoint when the state reaches a multiple
@@ -38,6 +39,10 @@ type Config struct {
 	// Wire is the all-reduce wire format: "" or "float32" (bit-exact
 	// against one worker up to summation order), "bfloat16", "float16".
 	Wire string
+	// SampleDelay slows this trainer down by sleeping this long per sample
+	// of its share after computing its gradient: a stand-in for a slower
+	// card in benchmarks and tests of mixed hardware. 0: none.
+	SampleDelay time.Duration
 	// JoinTimeout bounds one join call; a join that times out is retried
 	// until ctx ends. Default 10s.
 	JoinTimeout time.Duration
@@ -107,9 +112,12 @@ type StepInfo struct {
 	// TotalWeight is the samples the applied gradient averages: B, or
 	// fewer when a member died mid-round.
 	TotalWeight float64
-	Rank        int      // this member's rank for the step
-	Members     []string // the ring that produced the result
-	Attempts    int      // round attempts (more than 1 after a failure)
+	Rank        int // this member's rank for the step
+	// Share is this member's fraction of the step's global batch, as the
+	// mesh agreed it.
+	Share    float64
+	Members  []string // the ring that produced the result
+	Attempts int      // round attempts (more than 1 after a failure)
 	// StepTime is the time since the previous step was applied (or since
 	// the join), compute and all-reduce included.
 	StepTime time.Duration

@@ -9,14 +9,19 @@
 // It is a subpackage so that train stays pure (no I/O, no node imports):
 // train knows models and data, meshtrain knows the node's local API.
 //
-// Rank and world: the member list of the step being run is the ring of the
-// last all-reduce response (Response.Members) plus the joiners it announced
-// (Response.Joiners), ordered as the node orders lists (by raw peer ID
-// bytes); after a join it is the join response's Members. A member's rank is
-// its index in that list. When a member dies mid-round the survivors finish
-// the round with the gradients they computed for the old list, so that step
-// averages over the samples of the surviving members only (the response's
-// TotalWeight says how many).
+// Shares: each step's global batch is split by the shares the mesh agreed
+// with the previous step (the join and all-reduce responses' Share), which
+// follow the members' measured speeds, so a fast member computes more of
+// the batch; the result does not depend on the split (weighted mean by
+// samples). The member list of the step being run (for the rank StepInfo
+// reports) is the ring of the last all-reduce response (Response.Members)
+// plus the joiners it announced (Response.Joiners), ordered as the node
+// orders lists (by raw peer ID bytes); after a join it is the join
+// response's Members. From a node that sends no share, members split by
+// rank. When a member dies mid-round the survivors finish the round with
+// the gradients they computed, so that step averages over the samples of
+// the surviving members only (the response's TotalWeight says how many);
+// the next step's shares split the whole batch again.
 //
 // The buffer all-reduced is the flat gradient followed by one float: the
 // member's mean loss over its shard. With weighted mean the last float

@@ -47,9 +47,10 @@ type loop struct {
 	c      conn
 	log    *slog.Logger
 	self   string
-	buf    []float32 // gradient, then the local loss
-	step   uint64    // the next step to run
-	ring   []string  // the member list of step
+	buf    []float32       // gradient, then the local loss
+	step   uint64          // the next step to run
+	ring   []string        // the member list of step
+	share  *localapi.Share // this member's part of step's batch; nil: by rank
 	synced bool
 	last   time.Time // when the previous step was applied or the join returned
 	res    Result
@@ -155,7 +156,7 @@ func (l *loop) join(ctx context.Context, reason string) error {
 			info.Checkpoint = int64(l.tr.Step())
 		}
 	}
-	l.step, l.ring = resp.Step, resp.Members
+	l.step, l.ring, l.share = resp.Step, resp.Members, resp.Share
 	l.synced = l.tr.Step() == l.step
 	info.Synced = l.synced
 	if !l.synced {
@@ -203,8 +204,18 @@ func (l *loop) runStep(ctx context.Context) error {
 		return err
 	}
 	ds := l.tr.Data()
-	mine := train.Shard(ds.GlobalBatch(l.step, l.cfg.GlobalBatch), rank, world)
+	batch := ds.GlobalBatch(l.step, l.cfg.GlobalBatch)
+	mine, share := train.Shard(batch, rank, world), float64(1)/float64(world)
+	if s := l.share; s != nil {
+		lo, hi := s.Slice(len(batch))
+		mine, share = batch[lo:hi], float64(s.Hi-s.Lo)/float64(s.Units)
+	}
 	localLoss := l.tr.Model().ComputeGrad(ds, mine)
+	if d := l.cfg.SampleDelay; d > 0 {
+		if err := sleep(ctx, time.Duration(len(mine))*d); err != nil {
+			return err
+		}
+	}
 	n := copy(l.buf, l.tr.Grads())
 	l.buf[n] = localLoss
 	resp, err := l.c.AllReduce(ctx, l.step, l.buf, client.ReduceOptions{Wire: l.cfg.Wire, Reduce: "wmean", Weight: float64(len(mine))})
@@ -219,14 +230,14 @@ func (l *loop) runStep(ctx context.Context) error {
 	}
 	now := time.Now()
 	info := StepInfo{Step: l.step, Loss: l.buf[n], LocalLoss: localLoss, Samples: len(mine),
-		TotalWeight: resp.TotalWeight, Rank: rank, Members: resp.Members, Attempts: resp.Attempts,
+		TotalWeight: resp.TotalWeight, Rank: rank, Share: share, Members: resp.Members, Attempts: resp.Attempts,
 		StepTime: now.Sub(l.last), Synced: l.synced}
 	if s := info.StepTime.Seconds(); s > 0 {
 		info.SamplesPerSec = resp.TotalWeight / s
 	}
 	l.last = now
 	l.step = resp.NextStep
-	l.ring = nextList(resp.Members, resp.Joiners)
+	l.ring, l.share = nextList(resp.Members, resp.Joiners), resp.Share
 	l.res.Applied++
 	k := l.cfg.CheckpointEvery
 	if l.synced && (resp.SaveCheckpoint || (k > 0 && l.step%k == 0)) {
@@ -236,6 +247,17 @@ func (l *loop) runStep(ctx context.Context) error {
 		l.cfg.OnStep(info)
 	}
 	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // nextList is the member list of the step after a round over ring that

@@ -8,19 +8,23 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ringmesh/ringmesh/bench"
 	"github.com/ringmesh/ringmesh/internal/units"
+	"github.com/ringmesh/ringmesh/train/meshtrain"
 )
 
-const benchHelp = `usage: ringmesh bench <allreduce|recovery|checkpoint> [flags]
+const benchHelp = `usage: ringmesh bench <allreduce|recovery|checkpoint|train> [flags]
 
   allreduce   all-reduce bandwidth (nccl-tests algbw/busbw), on N local node
               processes (--local N) or on a live mesh (--data-dir DIR --world N)
   recovery    time from a node's SIGKILL to the survivors' next applied round
   checkpoint  time for a fresh node to fetch a checkpoint from N-1 providers
+  train       mixed hardware: trainers at different speeds, the mesh's
+              samples/s against the sum of what each does alone
 
 Run 'ringmesh bench <name> --help' for its flags.`
 
@@ -37,6 +41,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		return cmdBenchRecovery(rest, stdout, stderr)
 	case "checkpoint":
 		return benchCheckpoint(rest, stdout, stderr)
+	case "train":
+		return cmdBenchTrain(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, benchHelp)
 		return 0
@@ -157,6 +163,90 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+const benchTrainHelp = `usage: ringmesh bench train --local N --speeds S1,...,SN [flags]
+
+Mixed hardware on one machine: starts N local 'ringmesh node' processes and
+one Go trainer per node (the demo's model), trainer i slowed to relative
+speed Si by sleeping --sample-delay/Si per sample of its share. First each
+trainer's standalone samples/s is measured (alone, the whole batch, same
+delay); then the mesh trains --steps steps and the second half is timed.
+Prints
+  train n=N speeds=... batch=B steps=K mesh_samples_per_s=... standalone_sum=...
+    ratio=... equal_shares_bound=... shares=...
+ratio is mesh samples/s over the sum of the standalone figures (the target
+is 0.9); equal_shares_bound is what equal shares could reach at best (n
+times the slowest over the sum); shares are the members' shares of the
+last step, as the mesh settled them.`
+
+func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench train", benchTrainHelp, stderr)
+	n := fs.Int("local", 4, "local node processes")
+	speeds := fs.Float64Slice("speeds", nil, "relative trainer speeds, one per node (e.g. 1,1,2,4; default all 1)")
+	batch := fs.Int("batch", 256, "global batch")
+	steps := fs.Uint64("steps", 80, "steps on the mesh (the second half is timed)")
+	delay := fs.Duration("sample-delay", 4*time.Millisecond, "per-sample delay of a speed-1 trainer (4ms: a 256-sample step takes it 1 s alone)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
+	trace := fs.String("trace", "", "write every trainer's steps to FILE as CSV (t_s,member,step,share,samples,step_time_s,members)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if len(*speeds) == 0 {
+		*speeds = make([]float64, *n)
+		for i := range *speeds {
+			(*speeds)[i] = 1
+		}
+	}
+	bad := len(*speeds) != *n || *n < 2 || *batch < *n || *steps < 4 || *delay <= 0
+	for _, s := range *speeds {
+		bad = bad || !(s > 0)
+	}
+	if bad {
+		fmt.Fprintln(stderr, "ringmesh bench train: want --local N >= 2, N positive --speeds, --batch >= N, --steps >= 4 and a positive --sample-delay")
+		return 2
+	}
+	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, Keep: *keep, Stderr: stderr}
+	if *trace != "" {
+		f, err := os.Create(*trace)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		var mu sync.Mutex
+		start := time.Now()
+		fmt.Fprintln(f, "t_s,member,step,share,samples,step_time_s,members")
+		cfg.OnStep = func(i int, s meshtrain.StepInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(f, "%.4f,%d,%d,%.5f,%d,%.4f,%d\n", time.Since(start).Seconds(), i, s.Step, s.Share, s.Samples, s.StepTime.Seconds(), len(s.Members))
+		}
+	}
+	ctx, stop := benchContext()
+	defer stop()
+	res, err := bench.Train(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		out, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(out))
+		return 0
+	}
+	fmt.Fprintf(stdout, "train n=%d speeds=%s batch=%d steps=%d mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%s\n",
+		res.N, floats(res.Speeds, "%g"), res.Batch, res.Steps, res.MeshSamplesPerSec, res.StandaloneSum, res.Ratio, res.EqualBound, floats(res.Shares, "%.3f"))
+	return 0
+}
+
+func floats(v []float64, format string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(s, ",")
 }
 
 const benchRecoveryHelp = `usage: ringmesh bench recovery --local N [flags]

@@ -266,6 +266,31 @@ func TestBenchRecovery(t *testing.T) {
 	}
 }
 
+// TestBenchTrain: bench train prints its line, and a trainer three times
+// as fast ends with the larger share (the figures themselves are
+// benchmarks, not asserted).
+func TestBenchTrain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out := runBench(t, ctx, "train", "--local", "2", "--speeds", "1,3", "--batch", "64", "--steps", "16", "--sample-delay", "2ms", "--json")
+	var r struct {
+		N      int       `json:"n"`
+		Mesh   float64   `json:"mesh_samples_per_s"`
+		Sum    float64   `json:"standalone_sum"`
+		Ratio  float64   `json:"ratio"`
+		Shares []float64 `json:"shares"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
+		t.Fatalf("%q: %v", out, err)
+	}
+	if r.N != 2 || !(r.Mesh > 0) || !(r.Sum > 0) || len(r.Shares) != 2 {
+		t.Fatalf("got %+v", r)
+	}
+	if !(r.Shares[1] > r.Shares[0]) || math.Abs(r.Shares[0]+r.Shares[1]-1) > 1e-3 {
+		t.Errorf("shares %v: the trainer at speed 3 should hold more of the batch, and they should add up to 1", r.Shares)
+	}
+}
+
 func TestBenchFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench"},
@@ -275,6 +300,8 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"bench", "allreduce", "--local", "2", "--size", "3B"},
 		{"bench", "allreduce", "--data-dir", "/nonexistent"},
 		{"bench", "recovery", "--local", "2"},
+		{"bench", "train", "--local", "3", "--speeds", "1,2"},
+		{"bench", "train", "--speeds", "1,0"},
 	} {
 		var o, e bytes.Buffer
 		if code := run(args, &o, &e); code != 2 {

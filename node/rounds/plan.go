@@ -3,6 +3,7 @@ package rounds
 import (
 	"math"
 	"slices"
+	"time"
 )
 
 // How the proposer splits the next step's global batch (planShares):
@@ -15,10 +16,16 @@ import (
 // never below 1/(shareFloorDiv*n) of the batch; a member admitted by the
 // step starts with an equal share (its probe). The shares always add up
 // to ShareUnits: the global batch is the same whoever is in the list.
+// A member whose step took within shareDeadBand (at least minDeadBand) of
+// the members' mean time keeps its share, so that shares do not drift
+// with timing noise once balanced, or when what the step costs does not
+// scale with the share.
 const (
 	maxShareChange = 0.25
 	shareFloorDiv  = 16
 	speedSlack     = 1.25
+	shareDeadBand  = 0.03
+	minDeadBand    = 3 * time.Millisecond
 )
 
 // ringLinks returns the ring members' advertised links (aligned with
@@ -86,6 +93,29 @@ func (m *Machine) planShares(ring, next []ID) []uint32 {
 		} else {
 			want[i] = c
 			pool -= c
+		}
+	}
+	// Members whose step took about the mean time keep their share: where
+	// the steps' times are all alike (balanced, or dominated by what does
+	// not scale with the share) moving shares would only follow noise.
+	var tSum float64
+	var timed int
+	for i, id := range next {
+		if speeds[i] > 0 {
+			tSum += curOf[id] / speeds[i]
+			timed++
+		}
+	}
+	if timed > 0 {
+		tMean := tSum / float64(timed)
+		band := max(shareDeadBand*tMean, float64(minDeadBand)/float64(time.Second))
+		for i, id := range next {
+			if speeds[i] > 0 && math.Abs(curOf[id]/speeds[i]-tMean) <= band {
+				speedSum -= speeds[i]
+				speeds[i] = 0
+				want[i] = curOf[id]
+				pool -= curOf[id]
+			}
 		}
 	}
 	for i := range next {

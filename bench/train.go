@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ringmesh/ringmesh/train"
+	"github.com/ringmesh/ringmesh/train/meshtrain"
+)
+
+// TrainConfig is `ringmesh bench train`: N local nodes, each with a Go
+// trainer slowed to a relative speed.
+type TrainConfig struct {
+	// Speeds are the trainers' relative speeds, one per node: trainer i
+	// sleeps SampleDelay/Speeds[i] per sample of its share.
+	Speeds      []float64
+	SampleDelay time.Duration // per sample at speed 1
+	Batch       int           // global batch
+	Steps       uint64        // steps on the mesh; the second half is measured
+	Keep        bool
+	Stderr      io.Writer
+	// OnStep, when set, sees every step of every trainer (member index,
+	// step info), from the trainers' goroutines.
+	OnStep func(int, meshtrain.StepInfo)
+}
+
+// TrainResult is the figures of a run.
+type TrainResult struct {
+	N      int       `json:"n"`
+	Speeds []float64 `json:"speeds"`
+	Batch  int       `json:"batch"`
+	Steps  uint64    `json:"steps"`
+	// MeshSamplesPerSec is the global batch times the steps of the
+	// measured half over their wall time (the slowest member's).
+	MeshSamplesPerSec float64 `json:"mesh_samples_per_s"`
+	// StandaloneSamplesPerSec is each trainer's samples per second alone
+	// (in this process, the whole batch, the same delay), and
+	// StandaloneSum their sum: what the mesh could reach at best.
+	StandaloneSamplesPerSec []float64 `json:"standalone_samples_per_s"`
+	StandaloneSum           float64   `json:"standalone_sum"`
+	Ratio                   float64   `json:"ratio"`
+	// EqualBound is the ratio equal shares could reach at best: n times
+	// the slowest trainer over the sum.
+	EqualBound float64 `json:"equal_shares_bound"`
+	// Shares are the members' shares of the last step, by node.
+	Shares []float64 `json:"shares"`
+}
+
+// Train runs the benchmark.
+func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
+	n := len(c.Speeds)
+	res := TrainResult{N: n, Speeds: c.Speeds, Batch: c.Batch, Steps: c.Steps}
+	delays := make([]time.Duration, n)
+	for i, s := range c.Speeds {
+		delays[i] = time.Duration(float64(c.SampleDelay) / s)
+	}
+	for _, d := range delays {
+		v, err := standalone(ctx, c.Batch, d)
+		if err != nil {
+			return res, err
+		}
+		res.StandaloneSamplesPerSec = append(res.StandaloneSamplesPerSec, v)
+		res.StandaloneSum += v
+	}
+	res.EqualBound = float64(n) * slices.Min(res.StandaloneSamplesPerSec) / res.StandaloneSum
+
+	cl, err := startLocal(n, nodeArgs(n, false, false), "", c.Stderr)
+	if err != nil {
+		return res, err
+	}
+	cl.keep = c.Keep
+	defer cl.stop()
+	half := c.Steps / 2
+	var mu sync.Mutex
+	at := make([]time.Time, 2*n) // per member: when step half, and the last step, applied
+	res.Shares = make([]float64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		cfg := meshtrain.LocalConfig()
+		cfg.DataDir, cfg.Steps, cfg.GlobalBatch, cfg.CheckpointEvery = cl.dir(i), c.Steps, c.Batch, 0
+		cfg.SampleDelay = delays[i]
+		cfg.OnStep = func(s meshtrain.StepInfo) {
+			mu.Lock()
+			switch s.Step {
+			case half:
+				at[2*i] = time.Now()
+			case c.Steps - 1:
+				at[2*i+1] = time.Now()
+				res.Shares[i] = s.Share
+			}
+			mu.Unlock()
+			if c.OnStep != nil {
+				c.OnStep(i, s)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = meshtrain.Run(ctx, cfg)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return res, fmt.Errorf("trainer %d: %w", i, err)
+		}
+	}
+	var from, to time.Time
+	for i := range n {
+		if from.IsZero() || at[2*i].Before(from) {
+			from = at[2*i]
+		}
+		to = later(to, at[2*i+1])
+	}
+	res.MeshSamplesPerSec = float64(c.Batch) * float64(c.Steps-1-half) / to.Sub(from).Seconds()
+	res.Ratio = res.MeshSamplesPerSec / res.StandaloneSum
+	return res, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// standalone is one trainer's samples per second alone: the whole batch
+// each step, with the per-sample delay.
+func standalone(ctx context.Context, batch int, delay time.Duration) (float64, error) {
+	tr, err := train.New(meshtrain.LocalConfig().Train)
+	if err != nil {
+		return 0, err
+	}
+	const steps = 8
+	start := time.Now()
+	for range steps {
+		if _, err := tr.TrainStep(batch); err != nil {
+			return 0, err
+		}
+		t := time.NewTimer(time.Duration(batch) * delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		}
+	}
+	return float64(batch*steps) / time.Since(start).Seconds(), nil
+}

@@ -83,6 +83,11 @@ type AllReduceResult struct {
 	FloorCPUS  float64 `json:"floor_cpu_s,omitempty"`
 	Efficiency float64 `json:"efficiency,omitempty"`
 	Floor      *Floor  `json:"floor,omitempty"`
+	// BoundS is the lower bound of the round on the mesh's links (live
+	// mode): every member sends at least the buffer, so size / the lowest
+	// egress estimate among the members; OfBound is MedianS / BoundS.
+	BoundS  float64 `json:"bound_s,omitempty"`
+	OfBound float64 `json:"of_bound,omitempty"`
 }
 
 func newARResult(n int, size int64, dtype string, times []time.Duration) AllReduceResult {
@@ -108,6 +113,9 @@ func (b *arBench) print(r AllReduceResult) {
 	}
 	if r.Efficiency > 0 {
 		line += fmt.Sprintf(" floor_cpu_s=%.4f efficiency=%.2f", r.FloorCPUS, r.Efficiency)
+	}
+	if r.BoundS > 0 {
+		line += fmt.Sprintf(" bound_s=%.4f of_bound=%.3f", r.BoundS, r.OfBound)
 	}
 	fmt.Fprintln(b.stdout, line)
 }
@@ -324,9 +332,38 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 		if err != nil {
 			return fmt.Errorf("size %s: %w", units.Format(size), err)
 		}
-		b.print(newARResult(n, size, b.dtype, times))
+		r := newARResult(n, size, b.dtype, times)
+		if slow := slowestEgress(ctx, c); slow > 0 && r.MedianS > 0 {
+			r.BoundS = float64(size) / slow
+			r.OfBound = r.MedianS / r.BoundS
+		}
+		b.print(r)
 	}
 	return nil
+}
+
+// slowestEgress is the lowest egress estimate among the members of the
+// node's agreed list (bytes/s), 0 when any is unknown.
+func slowestEgress(ctx context.Context, c *client.Client) float64 {
+	resp, err := c.Status(ctx)
+	if err != nil {
+		return 0
+	}
+	var st struct {
+		Rounds struct {
+			Plan []struct {
+				Egress float64 `json:"egress_Bps"`
+			} `json:"plan"`
+		} `json:"rounds"`
+	}
+	if json.Unmarshal(resp.Status, &st) != nil || len(st.Rounds.Plan) == 0 {
+		return 0
+	}
+	slow := st.Rounds.Plan[0].Egress
+	for _, p := range st.Rounds.Plan {
+		slow = min(slow, p.Egress)
+	}
+	return slow
 }
 
 // waitWorld keeps the mesh stepping with 1-element rounds (so that joiners

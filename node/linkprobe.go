@@ -274,6 +274,17 @@ func (l *linkProber) add(m map[peer.ID][]float64, id peer.ID, rate float64) {
 	l.set(est)
 }
 
+// probed returns how many peers this node has probed, and been probed
+// by.
+func (l *linkProber) probed() (out, in int) {
+	if l == nil {
+		return 0, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.egress), len(l.ingress)
+}
+
 func fastest(m map[peer.ID][]float64) float64 {
 	var best float64
 	for _, s := range m {

@@ -15,6 +15,15 @@ import (
 type SelfJSON struct {
 	ID    string   `json:"id"`
 	Addrs []string `json:"addrs"`
+	// EgressBps and IngressBps are this node's link estimate in bytes per
+	// second, from its link probes (0: not measured yet, or
+	// --no-link-probe).
+	EgressBps  uint64 `json:"egress_Bps"`
+	IngressBps uint64 `json:"ingress_Bps"`
+	// ProbedOut and ProbedIn count the peers this node's link probes
+	// reached, and that probed it: the estimates are the fastest of those.
+	ProbedOut int `json:"probed_out"`
+	ProbedIn  int `json:"probed_in"`
 }
 
 // RoundsJSON is the round state in a status report.
@@ -73,6 +82,8 @@ func (n *Node) Status() StatusJSON {
 		st.Members = append(st.Members, j)
 	}
 	sn := n.drv.snap.Load()
+	st.Self.EgressBps, st.Self.IngressBps = sn.link.Egress, sn.link.Ingress
+	st.Self.ProbedOut, st.Self.ProbedIn = n.probe.probed()
 	st.Rounds = RoundsJSON{State: sn.state, Reason: sn.reason, Epoch: sn.epoch, NextStep: sn.step, Members: idStrings(sn.list),
 		Applied: n.metrics.rounds.Load(), Retries: n.metrics.retries.Load(),
 		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load()}

@@ -22,6 +22,7 @@ import (
 	"github.com/ringmesh/ringmesh/internal/netlab"
 	"github.com/ringmesh/ringmesh/internal/systest"
 	"github.com/ringmesh/ringmesh/internal/units"
+	"github.com/ringmesh/ringmesh/node"
 )
 
 // runBench runs `ringmesh bench args...` as a subprocess with a deadline
@@ -352,7 +353,16 @@ func BenchmarkLabGloo(b *testing.B) {
 		}
 		mib = strconv.FormatFloat(float64(size)/(1<<20), 'f', -1, 64)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	line := labGloo(b, lab, n, mib)
+	busbw := glooField(b, line, "busbw_GBps")
+	b.ReportMetric(busbw, "busbw_GBps")
+	b.ReportMetric(busbw*1e9*8/rate, "line_fraction")
+}
+
+// labGloo runs the gloo baseline, one rank per lab host, over a buffer of
+// mib MiB, and returns rank 0's line.
+func labGloo(b *testing.B, lab *netlab.Lab, n int, mib string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	master := lab.Host(0).IP.String()
 	outs := make([]bytes.Buffer, n)
@@ -372,13 +382,89 @@ func BenchmarkLabGloo(b *testing.B) {
 	}
 	line := strings.TrimSpace(outs[0].String())
 	b.Logf("%s", line)
-	m := regexp.MustCompile(`busbw_GBps=([0-9.]+)`).FindStringSubmatch(line)
+	return line
+}
+
+// glooField is the value of key=... in a gloo line.
+func glooField(b *testing.B, line, key string) float64 {
+	m := regexp.MustCompile(key + `=([0-9.]+)`).FindStringSubmatch(line)
 	if m == nil {
-		b.Fatalf("no busbw in gloo output %q", line)
+		b.Fatalf("no %s in gloo output %q", key, line)
 	}
-	busbw, _ := strconv.ParseFloat(m[1], 64)
-	b.ReportMetric(busbw, "busbw_GBps")
-	b.ReportMetric(busbw*1e9*8/rate, "line_fraction")
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// BenchmarkLabAllReduceMixed is the heterogeneity issue's lab figure: 4
+// hosts whose egress differs (2 at 1 Gbit/s and 2 at 200 Mbit/s; 3 at
+// 1 Gbit/s and 1 at 100 Mbit/s), one node per host, 64 MiB float32. The
+// nodes measure their links with their own probes; the benchmark reports
+// the slowest host's median time against the bound size / min(egress) (of
+// the configured rates), and gloo's on the same lab in the same run.
+//
+//	go test -run '^$' -bench LabAllReduceMixed -benchtime 1x ./cmd/ringmesh/
+func BenchmarkLabAllReduceMixed(b *testing.B) {
+	bin := systest.Binary(b)
+	const n, size = 4, 64 << 20
+	for _, tc := range []struct {
+		name  string
+		rates []int64
+	}{
+		{"2x1G+2x200M", []int64{1e9, 1e9, 200e6, 200e6}},
+		{"3x1G+1x100M", []int64{1e9, 1e9, 1e9, 100e6}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			lab := netlab.New(b, n, netlab.DefaultConfig())
+			slow := tc.rates[0]
+			for i, r := range tc.rates {
+				lab.SetRate(i, r)
+				slow = min(slow, r)
+			}
+			bound := float64(size) / (float64(slow) / 8)
+			ps := labNodes(b, lab, n)
+			waitLinks(b, ps)
+			worst := 0.0
+			for _, r := range labAllReduceRun(b, bin, ps, units.Format(size), "float32") {
+				worst = max(worst, r.MedianS)
+			}
+			ratio := worst / bound
+			b.ReportMetric(worst, "s")
+			b.ReportMetric(ratio, "of_bound")
+			line := fmt.Sprintf("lab mixed %s: ringmesh median_s=%.3f bound_s=%.3f of_bound=%.3f", tc.name, worst, bound, ratio)
+			if err := exec.Command("/usr/bin/python3", "-c", "import torch.distributed").Run(); err == nil {
+				for _, p := range ps {
+					p.Stop(30 * time.Second)
+				}
+				g := glooField(b, labGloo(b, lab, n, "64"), "median_s")
+				b.ReportMetric(g/bound, "gloo_of_bound")
+				line += fmt.Sprintf("; gloo median_s=%.3f of_bound=%.3f", g, g/bound)
+			}
+			b.Log(line)
+		})
+	}
+}
+
+// waitLinks waits until every node has probed, and been probed by, every
+// other node, and its peers have had time to hear its estimate (a few
+// heartbeats).
+func waitLinks(b *testing.B, ps []*systest.Proc) {
+	systest.Eventually(b, 2*time.Minute, func() error {
+		for i, p := range ps {
+			st, err := node.ReadStatus(context.Background(), p.Dir)
+			if err != nil {
+				return err
+			}
+			if st.Self.ProbedOut < len(ps)-1 || st.Self.ProbedIn < len(ps)-1 {
+				return fmt.Errorf("host %d: probed %d peers, probed by %d; want %d", i, st.Self.ProbedOut, st.Self.ProbedIn, len(ps)-1)
+			}
+		}
+		return nil
+	})
+	for i, p := range ps {
+		st, _ := node.ReadStatus(context.Background(), p.Dir)
+		b.Logf("host %d: egress %.0f Mbit/s, ingress %.0f Mbit/s (estimates)", i, float64(st.Self.EgressBps)*8/1e6, float64(st.Self.IngressBps)*8/1e6)
+	}
+	time.Sleep(3 * time.Second)
 }
 
 // shapedLab builds a lab of n hosts, each host's egress shaped to rate
@@ -401,7 +487,20 @@ func labNodes(b *testing.B, lab *netlab.Lab, n int) []*systest.Proc {
 // labAllReduce runs one live-mode bench process per node and reports the
 // slowest host's busbw.
 func labAllReduce(b *testing.B, bin string, ps []*systest.Proc, size, dtype string, rate float64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	var worst float64 // the slowest host's busbw
+	for i, r := range labAllReduceRun(b, bin, ps, size, dtype) {
+		if i == 0 || r.BusBW < worst {
+			worst = r.BusBW
+		}
+	}
+	b.ReportMetric(worst, "busbw_GBps")
+	b.ReportMetric(worst*1e9*8/rate, "line_fraction")
+}
+
+// labAllReduceRun runs one live-mode bench process per node and returns
+// each host's figures.
+func labAllReduceRun(b *testing.B, bin string, ps []*systest.Proc, size, dtype string) []bench.AllReduceResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	n := len(ps)
 	outs := make([]string, n)
@@ -420,20 +519,15 @@ func labAllReduce(b *testing.B, bin string, ps []*systest.Proc, size, dtype stri
 		}()
 	}
 	wg.Wait()
-	var worst float64 // the slowest host's busbw
+	res := make([]bench.AllReduceResult, n)
 	for i := range ps {
 		if errs[i] != nil {
 			b.Fatalf("bench on host %d: %v", i, errs[i])
 		}
-		var r bench.AllReduceResult
-		if err := json.Unmarshal([]byte(strings.TrimSpace(outs[i])), &r); err != nil {
+		if err := json.Unmarshal([]byte(strings.TrimSpace(outs[i])), &res[i]); err != nil {
 			b.Fatalf("host %d: %q: %v", i, outs[i], err)
 		}
 		b.Logf("host %d: %s", i, strings.TrimSpace(outs[i]))
-		if i == 0 || r.BusBW < worst {
-			worst = r.BusBW
-		}
 	}
-	b.ReportMetric(worst, "busbw_GBps")
-	b.ReportMetric(worst*1e9*8/rate, "line_fraction")
+	return res
 }

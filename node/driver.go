@@ -437,7 +437,7 @@ func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (rou
 		}
 		d.sub = sub
 		d.measure(sub)
-		d.step(rounds.Submit{Step: step})
+		d.step(rounds.Submit{Step: step, Sized: opt.Op == allreduce.WeightedMean && opt.Weight > 0})
 	}) {
 		return roundResult{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
 	}

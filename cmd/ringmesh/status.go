@@ -15,6 +15,7 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node"
 )
 
@@ -100,12 +101,28 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		fmt.Fprintf(w, " (%s)", r.Reason)
 	}
 	fmt.Fprintln(w)
+	plan := map[string]node.PlanJSON{}
+	for _, p := range r.Plan {
+		plan[p.ID] = p
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
+	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tSHARE\tSAMPLES/S\tLINK OUT/IN\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
 	for _, m := range st.Members {
 		inList := "-"
 		if slices.Contains(r.Members, m.ID) {
 			inList = "yes"
+		}
+		share, sps, link := "-", "-", "-"
+		if p, ok := plan[m.ID]; ok {
+			share = fmt.Sprintf("%.3f", p.Share)
+			if p.SamplesPerSec > 0 {
+				sps = fmt.Sprintf("%.1f", p.SamplesPerSec)
+			}
+			if p.EgressBps > 0 || p.IngressBps > 0 {
+				link = units.Rate(p.EgressBps) + " / " + units.Rate(p.IngressBps)
+			}
+		} else if m.ID == st.Self.ID && (st.Self.EgressBps > 0 || st.Self.IngressBps > 0) {
+			link = units.Rate(st.Self.EgressBps) + " / " + units.Rate(st.Self.IngressBps)
 		}
 		id := shortID(m.ID)
 		var gpus []string
@@ -120,7 +137,7 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		if !m.LastSeen.IsZero() {
 			seen = time.Since(m.LastSeen).Truncate(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, share, sps, link, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
 	}
 	tw.Flush()
 }

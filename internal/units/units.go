@@ -34,3 +34,14 @@ func Format(n int64) string {
 	}
 	return fmt.Sprintf("%dB", n)
 }
+
+// Rate writes a link rate given in bytes per second as bits per second
+// with an SI prefix (950 Mbit/s, 25 Gbit/s), the way links are sold; "-"
+// for 0 (unknown).
+func Rate(bytesPerSec uint64) string {
+	if bytesPerSec == 0 {
+		return "-"
+	}
+	v, unit := humanize.ComputeSI(float64(bytesPerSec) * 8)
+	return humanize.FtoaWithDigits(v, 3) + " " + unit + "bit/s"
+}

@@ -23,3 +23,11 @@ func TestParseFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestRate(t *testing.T) {
+	for in, want := range map[uint64]string{0: "-", 125e6: "1 Gbit/s", 25e6: "200 Mbit/s", 118_750_000: "950 Mbit/s", 3_125_000_000: "25 Gbit/s"} {
+		if got := Rate(in); got != want {
+			t.Errorf("Rate(%d) = %q, want %q", in, got, want)
+		}
+	}
+}

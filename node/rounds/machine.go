@@ -136,7 +136,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case TrainerLeave:
 		m.trainerGone(e.Reason)
 	case Submit:
-		m.submit(e.Step)
+		m.submit(e.Step, e.Sized)
 	case ReduceDone:
 		m.reduceDone(e)
 	case Reform:
@@ -268,7 +268,7 @@ func (m *Machine) fail(code, format string, args ...any) {
 	m.emit(Fail{Code: code, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
 }
 
-func (m *Machine) submit(step uint64) {
+func (m *Machine) submit(step uint64, sized bool) {
 	switch {
 	case m.trainer != trainerMember || !m.member() || m.joinPending:
 		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
@@ -288,7 +288,9 @@ func (m *Machine) submit(step uint64) {
 	case m.state == StateWaiting:
 		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
 	default:
-		m.measure()
+		if sized {
+			m.measure()
+		}
 		m.submitted, m.submitAt = true, m.now
 		m.offerAt = time.Time{}
 	}

@@ -8,8 +8,9 @@ import (
 
 // How the proposer splits the next step's global batch (planShares):
 // each ring member's new share follows its speed, in share units per
-// second, taken as the lower of what its node advertises and
-// speedSlack times what the proposer measured itself (the member's share
+// second, taken as the lower of what its node advertises (none: the
+// member keeps its share) and speedSlack times what the proposer measured
+// itself (the member's share
 // over the time from the step's opening here to its offer's arrival), so
 // a member that claims more than its timings show is held to its
 // timings. A share moves by at most maxShareChange of itself per step and
@@ -46,7 +47,8 @@ func (m *Machine) ringLinks(ring []ID) []Link {
 }
 
 // speedOf is the speed planShares uses for ring member id whose share of
-// the open step is units; 0 when neither measure is known.
+// the open step is units; 0 when its node advertises none (its trainer
+// does not follow shares, or has not stepped yet).
 func (m *Machine) speedOf(id ID, units uint32) float64 {
 	adv := m.speed
 	if id != m.self {
@@ -56,11 +58,8 @@ func (m *Machine) speedOf(id ID, units uint32) float64 {
 	if t, ok := m.offerSeen[id]; ok && !m.stepAt.IsZero() && t.After(m.stepAt) {
 		measured = float64(units) / t.Sub(m.stepAt).Seconds()
 	}
-	switch {
-	case adv > 0 && measured > 0:
+	if adv > 0 && measured > 0 {
 		return min(adv, speedSlack*measured)
-	case measured > 0:
-		return measured
 	}
 	return adv
 }

@@ -470,7 +470,7 @@ func (s *Sim) scheduleSubmit(nd *simNode) {
 			return
 		}
 		tr.pending = true
-		s.step(nd, Submit{Step: tr.step})
+		s.step(nd, Submit{Step: tr.step, Sized: true})
 	})
 }
 

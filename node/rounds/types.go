@@ -200,8 +200,14 @@ type TrainerJoin struct {
 // TrainerLeave: the trainer left, disconnected or was excluded.
 type TrainerLeave struct{ Reason string }
 
-// Submit: the trainer submitted its buffer for Step.
-type Submit struct{ Step uint64 }
+// Submit: the trainer submitted its buffer for Step. Sized: it says how
+// many samples it computed (a weighted mean by samples), so the time it
+// took counts towards its speed; a trainer that does not follow shares
+// has no speed and keeps its share.
+type Submit struct {
+	Step  uint64
+	Sized bool
+}
 
 // ReduceDone is the outcome of a StartReduce.
 type ReduceDone struct {

@@ -54,7 +54,7 @@ tidy: ## fail if go mod tidy changes go.mod or go.sum
 demo: build ## run the demo: local nodes train, one is killed and rejoins
 	./$(BIN) demo
 
-bench: build ## print the benchmark lines (gloo baseline, all-reduce, recovery, checkpoint); see BENCHMARKS.md
+bench: build ## print the benchmark lines (gloo baseline, all-reduce, recovery, mixed-speed training, lab); see BENCHMARKS.md
 	@if [ -f $(GLOO) ] && $(PYTHON) -c 'import torch' 2>/dev/null; then \
 		$(PYTHON) $(GLOO) 2 64 10 2>/dev/null; $(PYTHON) $(GLOO) 4 64 10 2>/dev/null; \
 	else echo "gloo baseline skipped: needs $(GLOO) and python3-torch"; fi
@@ -62,7 +62,8 @@ bench: build ## print the benchmark lines (gloo baseline, all-reduce, recovery, 
 		./$(BIN) bench allreduce --local $$n --size 64MiB --iters 10 --dtype $$d 2>/dev/null || exit 1; \
 	done; done
 	@./$(BIN) bench recovery --local 4 --size 64MiB --kills 10 2>/dev/null
-	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench 'Lab(Gloo|AllReduce)$$' -benchtime 1x ./cmd/ringmesh/ | grep -E 'Benchmark|gloo n=|SKIP|skip' || true
+	@./$(BIN) bench train --local 4 --speeds 1,1,2,4 2>/dev/null
+	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench 'Lab(Gloo|AllReduce|AllReduceMixed)$$' -benchtime 1x ./cmd/ringmesh/ | grep -E 'Benchmark|gloo n=|lab mixed|SKIP|skip' || true
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@for pkg in $$($(GO) list $(PKGS)); do \

@@ -21,8 +21,11 @@ type TrainConfig struct {
 	SampleDelay time.Duration // per sample at speed 1
 	Batch       int           // global batch
 	Steps       uint64        // steps on the mesh; the second half is measured
-	Keep        bool
-	Stderr      io.Writer
+	// Late, when > 0, starts the last trainer once the others applied this
+	// many steps: it joins the running mesh (loading its checkpoint).
+	Late   uint64
+	Keep   bool
+	Stderr io.Writer
 	// OnStep, when set, sees every step of every trainer (member index,
 	// step info), from the trainers' goroutines.
 	OnStep func(int, meshtrain.StepInfo)
@@ -68,7 +71,11 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	}
 	res.EqualBound = float64(n) * slices.Min(res.StandaloneSamplesPerSec) / res.StandaloneSum
 
-	cl, err := startLocal(n, nodeArgs(n, false, false), "", c.Stderr)
+	formers := n
+	if c.Late > 0 {
+		formers = n - 1
+	}
+	cl, err := startLocal(n, nodeArgs(formers, false, false), "", c.Stderr)
 	if err != nil {
 		return res, err
 	}
@@ -79,6 +86,11 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	at := make([]time.Time, 2*n) // per member: when step half, and the last step, applied
 	res.Shares = make([]float64, n)
 	errs := make([]error, n)
+	late := make(chan struct{})
+	var lateOnce sync.Once
+	if c.Late == 0 {
+		close(late)
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := meshtrain.LocalConfig()
@@ -94,6 +106,9 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 				res.Shares[i] = s.Share
 			}
 			mu.Unlock()
+			if c.Late > 0 && i == 0 && s.Step+1 >= c.Late {
+				lateOnce.Do(func() { close(late) })
+			}
 			if c.OnStep != nil {
 				c.OnStep(i, s)
 			}
@@ -101,6 +116,14 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if i == n-1 {
+				select {
+				case <-late:
+				case <-ctx.Done():
+					errs[i] = ctx.Err()
+					return
+				}
+			}
 			_, errs[i] = meshtrain.Run(ctx, cfg)
 		}()
 	}

@@ -190,6 +190,8 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
 	trace := fs.String("trace", "", "write every trainer's steps to FILE as CSV (t_s,member,step,share,samples,step_time_s,members)")
+	plotFile := fs.String("plot", "", "draw the members' shares and the step time by step into FILE (PNG)")
+	late := fs.Uint64("late", 0, "start the last trainer once the others applied this many steps (it joins the running mesh)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -207,7 +209,14 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringmesh bench train: want --local N >= 2, N positive --speeds, --batch >= N, --steps >= 4 and a positive --sample-delay")
 		return 2
 	}
-	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, Keep: *keep, Stderr: stderr}
+	if *late >= *steps/2 {
+		fmt.Fprintln(stderr, "ringmesh bench train: --late must be below half of --steps (the second half is timed with every member)")
+		return 2
+	}
+	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, Late: *late, Keep: *keep, Stderr: stderr}
+	var mu sync.Mutex
+	var points []bench.TrainPoint
+	var csv io.Writer
 	if *trace != "" {
 		f, err := os.Create(*trace)
 		if err != nil {
@@ -215,13 +224,16 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer f.Close()
-		var mu sync.Mutex
-		start := time.Now()
+		csv = f
 		fmt.Fprintln(f, "t_s,member,step,share,samples,step_time_s,members")
-		cfg.OnStep = func(i int, s meshtrain.StepInfo) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(f, "%.4f,%d,%d,%.5f,%d,%.4f,%d\n", time.Since(start).Seconds(), i, s.Step, s.Share, s.Samples, s.StepTime.Seconds(), len(s.Members))
+	}
+	start := time.Now()
+	cfg.OnStep = func(i int, s meshtrain.StepInfo) {
+		mu.Lock()
+		defer mu.Unlock()
+		points = append(points, bench.TrainPoint{Member: i, Step: s.Step, Share: s.Share, StepTime: s.StepTime.Seconds()})
+		if csv != nil {
+			fmt.Fprintf(csv, "%.4f,%d,%d,%.5f,%d,%.4f,%d\n", time.Since(start).Seconds(), i, s.Step, s.Share, s.Samples, s.StepTime.Seconds(), len(s.Members))
 		}
 	}
 	ctx, stop := benchContext()
@@ -230,6 +242,29 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
 		return 1
+	}
+	if *plotFile != "" {
+		names := make([]string, len(res.Speeds))
+		for i, sp := range res.Speeds {
+			names[i] = fmt.Sprintf("trainer %d (speed %g)", i, sp)
+		}
+		title := fmt.Sprintf("ringmesh bench train: %d trainers at speeds %s, global batch %d", res.N, floats(res.Speeds, "%g"), res.Batch)
+		if *late > 0 {
+			names[len(names)-1] += fmt.Sprintf(", joins at step %d", *late)
+		}
+		f, err := os.Create(*plotFile)
+		if err == nil {
+			mu.Lock()
+			err = bench.PlotTrain(f, title, names, points)
+			mu.Unlock()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "ringmesh bench train: plot: %v\n", err)
+			return 1
+		}
 	}
 	if *asJSON {
 		out, _ := json.Marshal(res)

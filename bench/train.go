@@ -21,6 +21,9 @@ type TrainConfig struct {
 	SampleDelay time.Duration // per sample at speed 1
 	Batch       int           // global batch
 	Steps       uint64        // steps on the mesh; the second half is measured
+	// PadElems pads every all-reduced buffer with zeros (a larger model's
+	// gradients, so that links matter).
+	PadElems int
 	// Late, when > 0, starts the last trainer once the others applied this
 	// many steps: it joins the running mesh (loading its checkpoint).
 	Late   uint64
@@ -56,20 +59,10 @@ type TrainResult struct {
 // Train runs the benchmark.
 func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	n := len(c.Speeds)
-	res := TrainResult{N: n, Speeds: c.Speeds, Batch: c.Batch, Steps: c.Steps}
-	delays := make([]time.Duration, n)
-	for i, s := range c.Speeds {
-		delays[i] = time.Duration(float64(c.SampleDelay) / s)
+	res, delays, err := standaloneAll(ctx, c)
+	if err != nil {
+		return res, err
 	}
-	for _, d := range delays {
-		v, err := standalone(ctx, c.Batch, d)
-		if err != nil {
-			return res, err
-		}
-		res.StandaloneSamplesPerSec = append(res.StandaloneSamplesPerSec, v)
-		res.StandaloneSum += v
-	}
-	res.EqualBound = float64(n) * slices.Min(res.StandaloneSamplesPerSec) / res.StandaloneSum
 
 	formers := n
 	if c.Late > 0 {
@@ -81,6 +74,54 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	}
 	cl.keep = c.Keep
 	defer cl.stop()
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = cl.dir(i)
+	}
+	err = trainOn(ctx, c, dirs, delays, &res)
+	return res, err
+}
+
+// TrainOn runs the mesh half of the benchmark on running nodes (their
+// data dirs, one trainer each), for nodes this process did not start (a
+// lab); the standalone figures are measured first, as Train does.
+func TrainOn(ctx context.Context, c TrainConfig, dirs []string) (TrainResult, error) {
+	n := len(c.Speeds)
+	if len(dirs) != n {
+		return TrainResult{}, fmt.Errorf("bench: %d speeds for %d nodes", n, len(dirs))
+	}
+	res, delays, err := standaloneAll(ctx, c)
+	if err != nil {
+		return res, err
+	}
+	err = trainOn(ctx, c, dirs, delays, &res)
+	return res, err
+}
+
+// standaloneAll measures every trainer alone and returns the result so
+// far and the trainers' per-sample delays.
+func standaloneAll(ctx context.Context, c TrainConfig) (TrainResult, []time.Duration, error) {
+	n := len(c.Speeds)
+	res := TrainResult{N: n, Speeds: c.Speeds, Batch: c.Batch, Steps: c.Steps}
+	delays := make([]time.Duration, n)
+	for i, s := range c.Speeds {
+		delays[i] = time.Duration(float64(c.SampleDelay) / s)
+	}
+	for _, d := range delays {
+		v, err := standalone(ctx, c.Batch, d)
+		if err != nil {
+			return res, nil, err
+		}
+		res.StandaloneSamplesPerSec = append(res.StandaloneSamplesPerSec, v)
+		res.StandaloneSum += v
+	}
+	res.EqualBound = float64(n) * slices.Min(res.StandaloneSamplesPerSec) / res.StandaloneSum
+	return res, delays, nil
+}
+
+// trainOn runs one trainer per node dir and fills in res's mesh figures.
+func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Duration, res *TrainResult) error {
+	n := len(dirs)
 	half := c.Steps / 2
 	var mu sync.Mutex
 	at := make([]time.Time, 2*n) // per member: when step half, and the last step, applied
@@ -94,8 +135,8 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := meshtrain.LocalConfig()
-		cfg.DataDir, cfg.Steps, cfg.GlobalBatch, cfg.CheckpointEvery = cl.dir(i), c.Steps, c.Batch, 0
-		cfg.SampleDelay = delays[i]
+		cfg.DataDir, cfg.Steps, cfg.GlobalBatch, cfg.CheckpointEvery = dirs[i], c.Steps, c.Batch, 0
+		cfg.SampleDelay, cfg.PadElems = delays[i], c.PadElems
 		cfg.OnStep = func(s meshtrain.StepInfo) {
 			mu.Lock()
 			switch s.Step {
@@ -130,7 +171,7 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return res, fmt.Errorf("trainer %d: %w", i, err)
+			return fmt.Errorf("trainer %d: %w", i, err)
 		}
 	}
 	var from, to time.Time
@@ -142,7 +183,7 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 	}
 	res.MeshSamplesPerSec = float64(c.Batch) * float64(c.Steps-1-half) / to.Sub(from).Seconds()
 	res.Ratio = res.MeshSamplesPerSec / res.StandaloneSum
-	return res, nil
+	return nil
 }
 
 func later(a, b time.Time) time.Time {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -76,7 +77,7 @@ func positive(t *testing.T, kv map[string]string, keys ...string) map[string]flo
 	return out
 }
 
-var allreduceLine = regexp.MustCompile(`^allreduce n=(\d+) size=(\S+) dtype=(\S+) median_s=\d+\.\d{4} algbw_GBps=\d+\.\d{3} busbw_GBps=\d+\.\d{3}( node_cpu_s_per_GB=\d+\.\d{3})?( floor_cpu_s=\d+\.\d{4} efficiency=\d+\.\d{2})?$`)
+var allreduceLine = regexp.MustCompile(`^allreduce n=(\d+) size=(\S+) dtype=(\S+) median_s=\d+\.\d{4} algbw_GBps=\d+\.\d{3} busbw_GBps=\d+\.\d{3}( node_cpu_s_per_GB=\d+\.\d{3})?( floor_cpu_s=\d+\.\d{4} efficiency=\d+\.\d{2})?( bound_s=\d+\.\d{4} of_bound=\d+\.\d{3})?$`)
 
 // checkBusBW checks busbw = algbw*2(n-1)/n within the printed rounding.
 func checkBusBW(t *testing.T, n int, algbw, busbw, tol float64) {
@@ -530,4 +531,49 @@ func labAllReduceRun(b *testing.B, bin string, ps []*systest.Proc, size, dtype s
 		b.Logf("host %d: %s", i, strings.TrimSpace(outs[i]))
 	}
 	return res
+}
+
+// BenchmarkLabTrainMixed: 4 lab hosts where both speed and link differ
+// (host 0: 1 Gbit/s, speed 4; host 1: 1 Gbit/s, speed 1; host 2:
+// 200 Mbit/s, speed 2; host 3: 200 Mbit/s, speed 1), one node and one Go
+// trainer each, the all-reduced buffer padded to 1 MiB so that links
+// matter; once with the nodes' link probes (planned rings) and once with
+// --no-link-probe (the classic ring). Reports mesh samples/s over the sum
+// of the trainers' standalone rates.
+//
+//	go test -run '^$' -bench LabTrainMixed -benchtime 1x ./cmd/ringmesh/
+func BenchmarkLabTrainMixed(b *testing.B) {
+	rates := []int64{1e9, 1e9, 200e6, 200e6}
+	speeds := []float64{4, 1, 2, 1}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{{"planned", nil}, {"classic ring", []string{"--no-link-probe"}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			lab := netlab.New(b, len(rates), netlab.DefaultConfig())
+			for i, r := range rates {
+				lab.SetRate(i, r)
+			}
+			n := len(rates)
+			ps := systest.LabCluster(b, lab, b.TempDir(), n, append([]string{"--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n)}, tc.flags...)...)
+			if tc.flags == nil {
+				waitLinks(b, ps)
+			}
+			dirs := make([]string, n)
+			for i, p := range ps {
+				dirs[i] = p.Dir
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			res, err := bench.TrainOn(ctx, bench.TrainConfig{Speeds: speeds, SampleDelay: 4 * time.Millisecond, Batch: 256,
+				Steps: 60, PadElems: 1 << 18, Stderr: io.Discard}, dirs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(res.Ratio, "ratio")
+			b.ReportMetric(res.MeshSamplesPerSec, "samples/s")
+			b.Logf("lab train %s: speeds %v, egress 1G,1G,200M,200M, 1 MiB buffer: mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%.3f",
+				tc.name, speeds, res.MeshSamplesPerSec, res.StandaloneSum, res.Ratio, res.EqualBound, res.Shares)
+		})
+	}
 }

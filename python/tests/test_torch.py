@@ -1,8 +1,10 @@
-"""PyTorch equivalence: 3 members splitting a global batch of B (unevenly:
-9/8/8) end with the same parameters as 1 member with batch B, and as plain
-single-process torch, over the same data order for 30 steps; a member that
-joins a running mesh loads the checkpoint a member saved for it and the
-mesh still trains exactly like plain torch."""
+"""PyTorch equivalence: 3 members splitting a global batch of B by the
+shares the mesh agrees (8/8/9 at first, then following their speeds) end
+with the same parameters as 1 member with batch B, and as plain
+single-process torch, over the same data order for 30 steps; members of
+different speeds get unequal, changing shares and still train exactly like
+plain torch; a member that joins a running mesh loads the checkpoint a
+member saved for it and the mesh still trains exactly like plain torch."""
 
 import os
 import tempfile
@@ -61,10 +63,11 @@ def reference(steps=STEPS, parts=None):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def member(data_dir, bind=True):
+def member(data_dir, bind=True, sample_delay=0.0):
     """Trains STEPS steps. bind=False takes the copy path that CUDA and
     non-float32 gradients take (gradients copied into shared memory and
-    back)."""
+    back); sample_delay slows the member down by that many seconds per
+    sample of its share (a slower card)."""
     model = make_model()
     client = ringmesh.Client(data_dir, timeout=60)
     opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=60, bind_grads=bind)
@@ -76,6 +79,8 @@ def member(data_dir, bind=True):
             x, y = batch(opt.next_step, opt.shard(B))
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
+            if sample_delay:
+                time.sleep(sample_delay * len(x))
             if not opt.step(batch_size=len(x)):
                 raise AssertionError(f"step {opt.next_step} not applied: node dropped out")
             sizes.append(len(x))
@@ -150,6 +155,28 @@ class EquivalenceTest(unittest.TestCase):
         # The model trained: the parameters moved away from the initial ones.
         init = [p.detach() for p in make_model().parameters()]
         self.assertGreater(max((a - b).abs().max().item() for a, b in zip(ref, init)), 0.05)
+
+
+class MixedSpeedTest(unittest.TestCase):
+    def test_unequal_changing_shares_equal_plain_torch(self):
+        # Members 1 and 2 are slowed (per-sample sleeps): the mesh moves
+        # shares to member 0 step by step, every step's shares still cover
+        # the global batch exactly once, and the parameters match plain
+        # torch over the whole batches.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        ns = nodes.cluster(tmp.name, 3)
+        for nd in ns:
+            self.addCleanup(nd.stop)
+        delays = [0.0, 0.004, 0.008]
+        outs = nodes.run_threads([lambda d=nd.data_dir, dl=dl: member(d, sample_delay=dl) for nd, dl in zip(ns, delays)],
+                                 timeout=240)
+        self.assertEqual([sum(s) for s in zip(*(o["sizes"] for o in outs))], [B] * STEPS)
+        fast, slow = outs[0]["sizes"], outs[2]["sizes"]
+        self.assertGreater(len(set(fast)), 1, f"the fast member's share never changed: {fast}")
+        self.assertGreater(fast[-1], slow[-1], f"shares by step: fast {fast}, slow {slow}")
+        assert_identical(self, outs)
+        assert_params_close(self, outs[0]["params"], reference())
 
 
 def train_until(data_dir, stop, started, fresh=False, pause=0.0, stall_at=None, stall=0.0, reconnect=0.0):

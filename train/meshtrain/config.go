@@ -43,6 +43,10 @@ type Config struct {
 	// of its share after computing its gradient: a stand-in for a slower
 	// card in benchmarks and tests of mixed hardware. 0: none.
 	SampleDelay time.Duration
+	// PadElems appends this many zeros to every all-reduced buffer: a
+	// stand-in for a larger model's gradients in benchmarks of links. 0:
+	// none.
+	PadElems int
 	// JoinTimeout bounds one join call; a join that times out is retried
 	// until ctx ends. Default 10s.
 	JoinTimeout time.Duration
@@ -87,6 +91,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: no data dir", ErrConfig)
 	case c.Steps == 0:
 		return fmt.Errorf("%w: steps must be positive", ErrConfig)
+	case c.PadElems < 0 || c.PadElems > 1<<30:
+		return fmt.Errorf("%w: padding of %d elements", ErrConfig, c.PadElems)
 	case c.GlobalBatch < 1 || c.GlobalBatch > maxBatch:
 		return fmt.Errorf("%w: global batch %d not in 1..%d", ErrConfig, c.GlobalBatch, maxBatch)
 	case c.JoinTimeout <= 0:

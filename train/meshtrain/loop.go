@@ -70,7 +70,7 @@ func newLoop(cfg Config, tr *train.Trainer, c conn) *loop {
 		cfg.CheckpointDir = abs
 	}
 	return &loop{cfg: cfg, tr: tr, c: c, self: c.Self(), log: log.With("component", "meshtrain"),
-		buf: make([]float32, tr.Model().NumParams()+1), res: Result{Trainer: tr}}
+		buf: make([]float32, tr.Model().NumParams()+1+cfg.PadElems), res: Result{Trainer: tr}}
 }
 
 func (l *loop) run(ctx context.Context) (Result, error) {

@@ -536,7 +536,7 @@ func labAllReduceRun(b *testing.B, bin string, ps []*systest.Proc, size, dtype s
 // BenchmarkLabTrainMixed: 4 lab hosts where both speed and link differ
 // (host 0: 1 Gbit/s, speed 4; host 1: 1 Gbit/s, speed 1; host 2:
 // 200 Mbit/s, speed 2; host 3: 200 Mbit/s, speed 1), one node and one Go
-// trainer each, the all-reduced buffer padded to 1 MiB so that links
+// trainer each, the all-reduced buffer padded to 8 MiB so that links
 // matter; once with the nodes' link probes (planned rings) and once with
 // --no-link-probe (the classic ring). Reports mesh samples/s over the sum
 // of the trainers' standalone rates.
@@ -566,13 +566,13 @@ func BenchmarkLabTrainMixed(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			res, err := bench.TrainOn(ctx, bench.TrainConfig{Speeds: speeds, SampleDelay: 4 * time.Millisecond, Batch: 256,
-				Steps: 60, PadElems: 1 << 18, Stderr: io.Discard}, dirs)
+				Steps: 60, PadElems: 1 << 21, Stderr: io.Discard}, dirs)
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(res.Ratio, "ratio")
 			b.ReportMetric(res.MeshSamplesPerSec, "samples/s")
-			b.Logf("lab train %s: speeds %v, egress 1G,1G,200M,200M, 1 MiB buffer: mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%.3f",
+			b.Logf("lab train %s: speeds %v, egress 1G,1G,200M,200M, 8 MiB buffer: mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%.3f",
 				tc.name, speeds, res.MeshSamplesPerSec, res.StandaloneSum, res.Ratio, res.EqualBound, res.Shares)
 		})
 	}

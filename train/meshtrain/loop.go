@@ -31,7 +31,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	c, err := dial(ctx, cfg.DataDir, tr.Model().NumParams()+1)
+	c, err := dial(ctx, cfg.DataDir, tr.Model().NumParams()+1+cfg.PadElems)
 	if err != nil {
 		return Result{Trainer: tr}, err
 	}

@@ -84,7 +84,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	}
 	meshSet := false
 	fs.Visit(func(f *flag.Flag) { meshSet = meshSet || f.Name == "mesh" })
-	tok, err := joinTokens(join, &cfg, meshSet)
+	tok, err := node.ApplyJoin(&cfg, join, meshSet)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
@@ -137,7 +137,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
-	if err := meshSecret(&cfg, tok, *open, logger); err != nil {
+	if err := node.SetupSecret(&cfg, tok, *open, logger); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
 	}

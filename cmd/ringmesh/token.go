@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -54,63 +53,4 @@ func tokenFor(dataDir string, explicit []string) (credentials.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return node.JoinToken(ctx, dataDir, explicit)
-}
-
-// joinTokens replaces the join tokens among join by their addresses and
-// sets the mesh name from them; it returns the token (all must agree).
-func joinTokens(join []string, cfg *node.Config, meshSet bool) (*credentials.Token, error) {
-	var tok *credentials.Token
-	cfg.Mesh.Join = nil
-	for _, j := range join {
-		if !credentials.IsToken(j) {
-			cfg.Mesh.Join = append(cfg.Mesh.Join, j)
-			continue
-		}
-		t, err := credentials.ParseToken(j)
-		if err != nil {
-			return nil, fmt.Errorf("--join: %w", err)
-		}
-		if tok != nil && (tok.Mesh != t.Mesh || string(tok.Secret) != string(t.Secret)) {
-			return nil, fmt.Errorf("--join: two tokens of different meshes")
-		}
-		tok = &t
-		cfg.Mesh.Join = append(cfg.Mesh.Join, t.Addrs...)
-	}
-	if tok != nil {
-		if meshSet && cfg.Mesh.Mesh != tok.Mesh {
-			return nil, fmt.Errorf("--mesh %q, but the join token is for mesh %q", cfg.Mesh.Mesh, tok.Mesh)
-		}
-		cfg.Mesh.Mesh = tok.Mesh
-	}
-	return tok, nil
-}
-
-// meshSecret decides how the node keeps outsiders out: --psk, the data
-// dir's secret (from the token, or created for a fresh data dir), or, with
-// --insecure-open-mesh only, nothing.
-func meshSecret(cfg *node.Config, tok *credentials.Token, open bool, logger *slog.Logger) error {
-	switch {
-	case open && (tok != nil || cfg.Mesh.PSKFile != ""):
-		return fmt.Errorf("--insecure-open-mesh cannot be combined with --psk or a join token")
-	case open:
-		logger.Warn("OPEN MESH (--insecure-open-mesh): no mesh secret; any peer that reaches this node can join, read the model and add gradients")
-		return nil
-	case cfg.Mesh.PSKFile != "" && tok != nil:
-		return fmt.Errorf("--psk cannot be combined with a join token (the token carries the mesh secret)")
-	case cfg.Mesh.PSKFile != "":
-		return nil
-	}
-	var from []byte
-	if tok != nil {
-		from = tok.Secret
-	}
-	path, created, err := credentials.Ensure(cfg.DataDir, from)
-	if err != nil {
-		return err
-	}
-	cfg.Mesh.PSKFile = path
-	if created && tok == nil {
-		logger.Info("new private mesh: created its secret; print a join token for other hosts with 'ringmesh token --data-dir "+cfg.DataDir+"'", "secret", path)
-	}
-	return nil
 }

@@ -450,7 +450,8 @@ class GradientAverager:
     """Averages a model's gradients across the mesh through one shared
     buffer (see the module doc for the layout and the zero-copy binding)."""
 
-    def __init__(self, model: torch.nn.Module, client: Client, wire: Optional[str] = None, bind_grads: bool = True):
+    def __init__(self, model: torch.nn.Module, client: Client, wire: Optional[str] = None, bind_grads: bool = True,
+                 sync_buffers: bool = True):
         self.client = client
         self.wire = wire
         self.bind_grads = bind_grads
@@ -460,7 +461,16 @@ class GradientAverager:
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 self.params.append(p)
-        total = sum(p.numel() for p in self.params)
+        # Floating-point buffers (BatchNorm's running statistics) ride in
+        # the same round after the gradients, averaged with the same
+        # weights, so every member holds the same buffers after every step.
+        self.buffers: List[torch.Tensor] = []
+        if sync_buffers:
+            for b in model.buffers():
+                if b.is_floating_point() and id(b) not in seen:
+                    seen.add(id(b))
+                    self.buffers.append(b)
+        total = sum(p.numel() for p in self.params) + sum(b.numel() for b in self.buffers)
         self.buffer = client.shared_buffer(total)
         flat = self.buffer.tensor()
         self.views: List[torch.Tensor] = []
@@ -468,6 +478,10 @@ class GradientAverager:
         for p in self.params:
             self.views.append(flat[off:off + p.numel()].view(p.shape))
             off += p.numel()
+        self.buffer_views: List[torch.Tensor] = []
+        for b in self.buffers:
+            self.buffer_views.append(flat[off:off + b.numel()].view(b.shape))
+            off += b.numel()
 
     def _bindable(self, p: torch.Tensor) -> bool:
         return self.bind_grads and p.device.type == "cpu" and p.dtype == torch.float32
@@ -475,15 +489,21 @@ class GradientAverager:
     def average(self, step: int, weight: float, reduce: str = "wmean") -> Response:
         """All-reduce the gradients for ``step`` with the mean weighted by
         ``weight`` (this member's sample count) and leave the result in each
-        ``p.grad``. A parameter without a gradient contributes zeros.
-        Raises RingmeshError (gradients untouched) when the round fails."""
+        ``p.grad``, and the floating-point buffers (BatchNorm's running
+        statistics) averaged the same way in place. A parameter without a
+        gradient contributes zeros. Raises RingmeshError (gradients and
+        buffers untouched) when the round fails."""
         with torch.no_grad():
             for p, v in zip(self.params, self.views):
                 if p.grad is None:
                     v.zero_()
                 elif p.grad.data_ptr() != v.data_ptr():
                     v.copy_(p.grad)
+            for b, v in zip(self.buffers, self.buffer_views):
+                v.copy_(b)
             resp = self.buffer.allreduce(step, reduce=reduce, weight=weight, wire=self.wire)
+            for b, v in zip(self.buffers, self.buffer_views):
+                b.copy_(v)
             for p, v in zip(self.params, self.views):
                 if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
                     continue
@@ -500,7 +520,7 @@ class GradientAverager:
         for p, v in zip(self.params, self.views):
             if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
                 p.grad = p.grad.clone()
-        self.views = []
+        self.views, self.buffer_views = [], []
         self.buffer.close()
 
 
@@ -516,6 +536,12 @@ class DistributedOptimizer:
     ``resume``: the first ``join`` starts from the newest checkpoint the
     node knows (for restarting a whole mesh).
 
+    ``sync_buffers`` (default True): the model's floating-point buffers
+    (BatchNorm running statistics) are averaged with the gradients every
+    step, weighted the same way, so members never drift apart in them (as
+    DDP's ``broadcast_buffers`` keeps them equal); a running mean then equals
+    the single-process one over the global batch.
+
     ``reconnect_timeout`` > 0: when the local node goes away during an
     all-reduce (it crashed or restarted), wait up to that many seconds for
     it to come back on the same data dir, reconnect, join again (loading the
@@ -526,7 +552,8 @@ class DistributedOptimizer:
     def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Client,
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
-                 bind_grads: bool = True, reconnect_timeout: float = 0.0, resume: bool = False):
+                 bind_grads: bool = True, reconnect_timeout: float = 0.0, resume: bool = False,
+                 sync_buffers: bool = True):
         self.optimizer = optimizer
         self.model = model
         self.client = client
@@ -536,7 +563,7 @@ class DistributedOptimizer:
         self.join_timeout = join_timeout
         self.reconnect_timeout = reconnect_timeout
         self.resume = resume
-        self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads)
+        self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads, sync_buffers=sync_buffers)
         self.membership: Optional[Membership] = None
         self.last: Optional[Response] = None  # the last all-reduce's response
         self.rejoins = 0

@@ -157,6 +157,54 @@ class EquivalenceTest(unittest.TestCase):
         self.assertGreater(max((a - b).abs().max().item() for a, b in zip(ref, init)), 0.05)
 
 
+def bn_member(data_dir, sync):
+    """Trains STEPS steps of a model with BatchNorm; returns its
+    parameters and buffers."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    g = torch.Generator().manual_seed(SEED + 2)  # not the global RNG: members build their models in threads
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    client = ringmesh.Client(data_dir, timeout=60)
+    opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=60, sync_buffers=sync)
+    try:
+        opt.join()
+        while opt.next_step < STEPS:
+            x, y = batch(opt.next_step, opt.shard(B))
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            if not opt.step(batch_size=len(x)):
+                raise AssertionError(f"step {opt.next_step} not applied")
+        return dict(buffers={k: v.clone() for k, v in model.named_buffers()},
+                    params=[p.detach().clone() for p in model.parameters()])
+    finally:
+        opt.close()
+        client.close()
+
+
+class BufferTest(unittest.TestCase):
+    def test_batchnorm_buffers_stay_equal(self):
+        # Two members computing BatchNorm statistics over different parts
+        # of each batch: with sync_buffers (the default) their running
+        # statistics are averaged every step, so they end bit-identical
+        # (parameters too); without it the buffers drift apart.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        outs = {}
+        for sync in (True, False):
+            ns = nodes.cluster(os.path.join(tmp.name, str(sync)), 2)
+            for nd in ns:
+                self.addCleanup(nd.stop)
+            outs[sync] = nodes.run_threads([lambda d=nd.data_dir: bn_member(d, sync) for nd in ns], timeout=180)
+        a, b = outs[True]
+        for k in a["buffers"]:
+            self.assertTrue(torch.equal(a["buffers"][k], b["buffers"][k]), f"buffer {k} differs between members")
+        assert_identical(self, outs[True])
+        c, d = outs[False]
+        self.assertFalse(torch.equal(c["buffers"]["1.running_mean"], d["buffers"]["1.running_mean"]),
+                         "without sync_buffers the members' running statistics should differ")
+
+
 class MixedSpeedTest(unittest.TestCase):
     def test_unequal_changing_shares_equal_plain_torch(self):
         # Members 1 and 2 are slowed (per-sample sleeps): the mesh moves

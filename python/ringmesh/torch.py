@@ -38,6 +38,7 @@ import inspect
 import logging
 import os
 import pickle
+import random
 import re
 import stat
 import tempfile
@@ -122,11 +123,14 @@ class Membership:
 
 
 def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], step: int, client: Client,
-         directory: Optional[str] = None, extra: Optional[Dict[str, Any]] = None, keep: int = 2) -> Response:
-    """Write the state at ``step`` (model and optimizer state dicts, the
-    step, ``extra``) with ``torch.save`` and hand the file to the node, which
-    stores, announces and serves it to joiners. Files go to ``directory``
-    (default DATA_DIR/trainer).
+         directory: Optional[str] = None, extra: Optional[Dict[str, Any]] = None, keep: int = 2,
+         scheduler: Optional[Any] = None) -> Response:
+    """Write the state at ``step`` (model state dict with its buffers,
+    optimizer and LR ``scheduler`` state dicts, the random number
+    generators' states, the step, which is the data position of a
+    step-indexed global batch, and ``extra``) with ``torch.save`` and hand
+    the file to the node, which stores, announces and serves it to joiners.
+    Files go to ``directory`` (default DATA_DIR/trainer).
 
     The file holds plain data only, so that ``load`` can read it without
     unpickling code (``torch.load(weights_only=True)``): tensors, ints,
@@ -145,7 +149,8 @@ def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], ste
     path = os.path.join(directory, f"step-{step:012d}.pt")
     state = _plain({"format": CHECKPOINT_FORMAT, "step": int(step), "model": model.state_dict(),
                     "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                    "extra": extra or {}}, ())
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": _rng_state(), "extra": extra or {}}, ())
     fd, tmp = tempfile.mkstemp(prefix=".step-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -339,9 +344,12 @@ def _is_torchscript(f) -> bool:
         return any(n.split("/", 1)[-1] == "constants.pkl" for n in z.namelist())
 
 
-def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, Any]:
-    """Load a checkpoint written by ``save`` into model (and optimizer);
-    return the whole saved dict (``step``, ``extra``).
+def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+         scheduler: Optional[Any] = None, restore_rng: bool = True) -> Dict[str, Any]:
+    """Load a checkpoint written by ``save`` into model (and optimizer and
+    LR scheduler), set the random number generators to the saved states
+    (``restore_rng``), and return the whole saved dict (``step``,
+    ``extra``).
 
     The file is unpickled with ``torch.load(weights_only=True)``: plain
     tensors and containers only, no code. Anything else (a poisoned
@@ -361,10 +369,40 @@ def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Opti
             or not (extra is None or isinstance(extra, dict))):
         raise CheckpointError(path, f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (step, model, optimizer or "
                                     "extra of the wrong type)")
+    ssd, rng = state.get("scheduler"), state.get("rng")
+    if not (ssd is None or isinstance(ssd, dict)) or not (rng is None or isinstance(rng, dict)):
+        raise CheckpointError(path, f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (scheduler or rng of the wrong type)")
     model.load_state_dict(sd)
     if optimizer is not None and osd is not None:
         optimizer.load_state_dict(osd)
+    if scheduler is not None and ssd is not None:
+        scheduler.load_state_dict(ssd)
+    if restore_rng and rng:
+        try:
+            _set_rng_state(rng)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(path, f"{path}: random number generator state not restored ({e})") from None
     return state
+
+
+def _rng_state() -> Dict[str, Any]:
+    """The random number generators' states, as plain data."""
+    v, internal, gauss = random.getstate()
+    out: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": [v, list(internal), gauss]}
+    if torch.cuda.is_available():
+        out["cuda"] = list(torch.cuda.get_rng_state_all())
+    return out
+
+
+def _set_rng_state(rng: Dict[str, Any]) -> None:
+    if isinstance(rng.get("torch"), torch.Tensor):
+        torch.set_rng_state(rng["torch"])
+    py = rng.get("python")
+    if isinstance(py, (list, tuple)) and len(py) == 3:
+        random.setstate((int(py[0]), tuple(int(x) for x in py[1]), py[2]))
+    cuda = rng.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def default_checkpoint_dir(client: Client) -> str:
@@ -374,7 +412,7 @@ def default_checkpoint_dir(client: Client) -> str:
 
 def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
          start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
-         max_unavailable: int = 3, resume: bool = False) -> Membership:
+         max_unavailable: int = 3, resume: bool = False, scheduler: Optional[Any] = None) -> Membership:
     """Join the mesh, waiting until the node is a training member, and load
     the mesh's checkpoint of the entry step into model and optimizer when
     this node was admitted into a running mesh.
@@ -395,7 +433,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     os.makedirs(directory, exist_ok=True)
     resumed = None
     if resume:
-        resumed = _resume(model, optimizer, client, start_step, os.path.join(directory, "resume-state.pt"))
+        resumed = _resume(model, optimizer, client, start_step, os.path.join(directory, "resume-state.pt"), scheduler)
         if resumed is not None:
             start_step = resumed["step"]
     unavailable = 0
@@ -414,7 +452,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     state_step = start_step
     ck = resp.checkpoint
     if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
-        state = load(ck["path"], model, optimizer)
+        state = load(ck["path"], model, optimizer, scheduler)
         state_step = state["step"]
         m.extra = state.get("extra") or {}
         log.info("loaded checkpoint step=%d root=%s", state_step, ck.get("root", ""))
@@ -424,7 +462,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     return m
 
 
-def _resume(model, optimizer, client: Client, start_step: int, dest: str) -> Optional[Dict[str, Any]]:
+def _resume(model, optimizer, client: Client, start_step: int, dest: str, scheduler=None) -> Optional[Dict[str, Any]]:
     """Load the newest checkpoint past start_step that can be fetched;
     return its description, or None."""
     newer = sorted((k for k in client.checkpoint_list() if k.get("step", 0) > start_step),
@@ -435,7 +473,7 @@ def _resume(model, optimizer, client: Client, start_step: int, dest: str) -> Opt
         except RingmeshError as e:
             log.warning("resume: checkpoint of step %d not fetched: %s", k.get("step", 0), e)
             continue
-        state = load(r.checkpoint["path"], model, optimizer)
+        state = load(r.checkpoint["path"], model, optimizer, scheduler)
         log.info("resumed from checkpoint step=%d root=%s", state["step"], k["root"])
         return dict(r.checkpoint, step=state["step"])
     return None
@@ -536,6 +574,13 @@ class DistributedOptimizer:
     ``resume``: the first ``join`` starts from the newest checkpoint the
     node knows (for restarting a whole mesh).
 
+    ``scheduler``: a per-step LR scheduler; ``step()`` steps it after the
+    wrapped optimizer on every applied step (do not step it yourself), and
+    its state goes into every checkpoint and is loaded with it, so a joiner
+    continues the members' schedule.
+    Checkpoints also carry the random number generators' states, which a
+    joiner takes over.
+
     ``sync_buffers`` (default True): the model's floating-point buffers
     (BatchNorm running statistics) are averaged with the gradients every
     step, weighted the same way, so members never drift apart in them (as
@@ -553,8 +598,9 @@ class DistributedOptimizer:
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
                  bind_grads: bool = True, reconnect_timeout: float = 0.0, resume: bool = False,
-                 sync_buffers: bool = True):
+                 sync_buffers: bool = True, scheduler: Optional[Any] = None):
         self.optimizer = optimizer
+        self.scheduler = scheduler
         self.model = model
         self.client = client
         self.start_step = start_step
@@ -617,7 +663,7 @@ class DistributedOptimizer:
         first = self.membership is None
         start = self.start_step if first else self.membership.step
         self.membership = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
-                               checkpoint_dir=self.checkpoint_dir, resume=self.resume and first)
+                               checkpoint_dir=self.checkpoint_dir, resume=self.resume and first, scheduler=self.scheduler)
         return self.membership
 
     def synchronize(self, batch_size: float) -> bool:
@@ -672,6 +718,8 @@ class DistributedOptimizer:
             self.optimizer.step(closure)
         else:
             self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.last = resp
         self._say_changes(resp)
         members = resp.members
@@ -715,13 +763,14 @@ class DistributedOptimizer:
 
     def _save_quietly(self, step: int) -> None:
         try:
-            save(self.model, self.optimizer, step, self.client, self.checkpoint_dir)
+            save(self.model, self.optimizer, step, self.client, self.checkpoint_dir, scheduler=self.scheduler)
         except RingmeshError as e:
             log.warning("checkpoint of step %d not handed to the node: %s", step, e)
 
     def save(self, extra: Optional[Dict[str, Any]] = None) -> Response:
         """Save the current state (at ``next_step``) and hand it to the node."""
-        return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir, extra)
+        return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir, extra,
+                    scheduler=self.scheduler)
 
     def close(self) -> None:
         """Free the shared gradient buffer."""

@@ -205,6 +205,42 @@ class BufferTest(unittest.TestCase):
                          "without sync_buffers the members' running statistics should differ")
 
 
+class CompleteStateTest(unittest.TestCase):
+    def test_checkpoint_carries_scheduler_and_rng(self):
+        # A checkpoint holds the LR scheduler's state and the random number
+        # generators' states; load puts both back.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        nd = nodes.cluster(tmp.name, 1)[0]
+        self.addCleanup(nd.stop)
+        client = ringmesh.Client(nd.data_dir, timeout=60)
+        self.addCleanup(client.close)
+        model = make_model()
+        optimizer = make_optimizer(model)
+        sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+        for _ in range(5):
+            optimizer.step()
+            sched.step()
+        import random
+        torch.manual_seed(11)
+        random.seed(12)
+        resp = rt.save(model, optimizer, 5, client, scheduler=sched)
+        want_torch, want_py = torch.rand(3), random.random()
+        torch.manual_seed(99)
+        random.seed(98)
+        model2 = make_model()
+        optimizer2 = make_optimizer(model2)
+        sched2 = torch.optim.lr_scheduler.StepLR(optimizer2, step_size=2, gamma=0.5)
+        path = os.path.join(rt.default_checkpoint_dir(client), "step-000000000005.pt")
+        state = rt.load(path, model2, optimizer2, sched2)
+        self.assertTrue(resp.ok)
+        self.assertEqual(state["step"], 5)
+        self.assertEqual(sched2.state_dict(), sched.state_dict())
+        self.assertEqual(optimizer2.param_groups[0]["lr"], optimizer.param_groups[0]["lr"])
+        self.assertTrue(torch.equal(torch.rand(3), want_torch), "torch RNG not restored")
+        self.assertEqual(random.random(), want_py, "python RNG not restored")
+
+
 class MixedSpeedTest(unittest.TestCase):
     def test_unequal_changing_shares_equal_plain_torch(self):
         # Members 1 and 2 are slowed (per-sample sleeps): the mesh moves
@@ -243,7 +279,12 @@ def train_until(data_dir, stop, started, fresh=False, pause=0.0, stall_at=None, 
             for p in model.parameters():
                 p.fill_(0.123)
     client = ringmesh.Client(data_dir, timeout=60)
-    opt = rt.DistributedOptimizer(make_optimizer(model), model, client, join_timeout=120, reconnect_timeout=reconnect)
+    optimizer = make_optimizer(model)
+    # A scheduler that keeps the LR (plain torch is the reference) but
+    # counts its steps: a joiner has the members' count only if the
+    # checkpoint carried it.
+    sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10**6, gamma=0.5)
+    opt = rt.DistributedOptimizer(optimizer, model, client, join_timeout=120, reconnect_timeout=reconnect, scheduler=sched)
     try:
         m = opt.join()
         entry, loaded = m.step, m.checkpoint
@@ -272,7 +313,7 @@ def train_until(data_dir, stop, started, fresh=False, pause=0.0, stall_at=None, 
             if pause:
                 time.sleep(pause)
         return dict(entry=entry, loaded=loaded, worlds=worlds, end=opt.next_step, rejoined=rejoined, used=used,
-                    self=client.self_id,
+                    self=client.self_id, sched=sched.state_dict(),
                     rejoins=opt.rejoins, params=[p.detach().clone() for p in model.parameters()])
     finally:
         opt.close()
@@ -329,6 +370,10 @@ class JoinTest(unittest.TestCase):
         self.assertIsNotNone(c["loaded"], "the joiner got no checkpoint")
         self.assertEqual(c["loaded"]["step"], c["entry"])
         self.assertEqual(c["worlds"], [3] * 10)
+        # The joiner's LR scheduler came with the checkpoint: it counts the
+        # steps from 0 like the members'.
+        self.assertEqual(c["sched"]["last_epoch"], end)
+        self.assertEqual(c["sched"], a["sched"])
         self.assertEqual(a["worlds"], [2] * c["entry"] + [3] * 10)
         # Every member ends bit-identical, and equal to plain torch: every
         # step's global batch was applied exactly once.

@@ -296,15 +296,22 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 	return apiErr(localapi.CodeBadRequest, "unknown op %q", req.Op)
 }
 
+// maxLocalRanks bounds a join's LocalRanks (processes on one host).
+const maxLocalRanks = 1024
+
 func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 	ctx, cancel := context.WithCancel(s.n.runCtx)
 	if req.TimeoutMS > 0 {
 		ctx, cancel = context.WithTimeout(s.n.runCtx, time.Duration(req.TimeoutMS)*time.Millisecond)
 	}
 	defer cancel()
+	if req.LocalRanks < 0 || req.LocalRanks > maxLocalRanks {
+		return apiErr(localapi.CodeBadRequest, "local_ranks %d: want 0..%d", req.LocalRanks, maxLocalRanks)
+	}
 	if bad := s.attach(st); bad != nil {
 		return *bad
 	}
+	s.n.localRanks.Store(int32(max(1, req.LocalRanks)))
 	a, err := s.n.join(ctx, req.StartStep, req.WantCheckpoint)
 	if err != nil {
 		return fromErr(err)

@@ -230,7 +230,7 @@ func (d *driver) step(ev rounds.Event) {
 					d.send.send(e.Msg)
 				}
 			case rounds.Publish:
-				if err := d.n.mesh.SetPayload(encodePayload(e.Info, d.samples)); err != nil {
+				if err := d.n.mesh.SetPayload(encodePayload(e.Info, d.samples, int(d.n.localRanks.Load()))); err != nil {
 					d.log.Warn("set payload", "err", err)
 				}
 			case rounds.StartReduce:

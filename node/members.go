@@ -26,6 +26,9 @@ type payload struct {
 	Samples float64 `json:"r,omitempty"`
 	Egress  uint64  `json:"eg,omitempty"`
 	Ingress uint64  `json:"in,omitempty"`
+	// LocalRanks: how many trainer processes the node's trainer speaks
+	// for (status only).
+	LocalRanks int `json:"lr,omitempty"`
 }
 
 const maxPayload = 1024
@@ -35,7 +38,7 @@ func decodePayload(b []byte) (payload, bool) {
 	if len(b) == 0 || len(b) > maxPayload || json.Unmarshal(b, &p) != nil {
 		return payload{}, false
 	}
-	if !(p.Samples >= 0 && p.Samples < 1e12) {
+	if !(p.Samples >= 0 && p.Samples < 1e12) || p.LocalRanks < 0 || p.LocalRanks > maxLocalRanks {
 		return payload{}, false
 	}
 	switch p.State {
@@ -45,9 +48,9 @@ func decodePayload(b []byte) (payload, bool) {
 	return payload{}, false
 }
 
-func encodePayload(i rounds.Info, samples float64) []byte {
+func encodePayload(i rounds.Info, samples float64, localRanks int) []byte {
 	b, _ := json.Marshal(payload{State: i.State, Epoch: i.Epoch, Step: i.Step, List: i.List,
-		Speed: i.Speed, Samples: samples, Egress: i.Link.Egress, Ingress: i.Link.Ingress})
+		Speed: i.Speed, Samples: samples, Egress: i.Link.Egress, Ingress: i.Link.Ingress, LocalRanks: localRanks})
 	return b
 }
 

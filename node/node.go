@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -153,6 +154,9 @@ type Node struct {
 	// metricsSrv serves /metrics (nil without MetricsAddr).
 	metricsSrv *metricsServer
 	ckpt       *checkpoints
+	// localRanks is how many processes the attached trainer speaks for
+	// (its join's LocalRanks; 0 before a join).
+	localRanks atomic.Int32
 
 	runCtx    context.Context
 	runCancel context.CancelFunc

@@ -52,6 +52,9 @@ type PlanJSON struct {
 	SamplesPerSec float64 `json:"samples_per_s"`
 	EgressBps     uint64  `json:"egress_Bps"`
 	IngressBps    uint64  `json:"ingress_Bps"`
+	// LocalRanks is how many trainer processes (torchrun local ranks) the
+	// member's trainer speaks for (0: not known).
+	LocalRanks int `json:"local_ranks,omitempty"`
 }
 
 // StatusJSON is what `ringmesh status --json` prints.
@@ -104,8 +107,9 @@ func (n *Node) Status() StatusJSON {
 		}
 		if id == n.host.ID() {
 			p.SamplesPerSec, p.EgressBps, p.IngressBps = sn.samples, sn.link.Egress, sn.link.Ingress
+			p.LocalRanks = int(n.localRanks.Load())
 		} else if pl, ok := ads[id]; ok {
-			p.SamplesPerSec, p.EgressBps, p.IngressBps = pl.Samples, pl.Egress, pl.Ingress
+			p.SamplesPerSec, p.EgressBps, p.IngressBps, p.LocalRanks = pl.Samples, pl.Egress, pl.Ingress, pl.LocalRanks
 		}
 		st.Rounds.Plan = append(st.Rounds.Plan, p)
 	}

@@ -106,15 +106,18 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		plan[p.ID] = p
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tSHARE\tSAMPLES/S\tLINK OUT/IN\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
+	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tSHARE\tSAMPLES/S\tRANKS\tLINK OUT/IN\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
 	for _, m := range st.Members {
 		inList := "-"
 		if slices.Contains(r.Members, m.ID) {
 			inList = "yes"
 		}
-		share, sps, link := "-", "-", "-"
+		share, sps, ranks, link := "-", "-", "-", "-"
 		if p, ok := plan[m.ID]; ok {
 			share = fmt.Sprintf("%.3f", p.Share)
+			if p.LocalRanks > 0 {
+				ranks = fmt.Sprint(p.LocalRanks)
+			}
 			if p.SamplesPerSec > 0 {
 				sps = fmt.Sprintf("%.1f", p.SamplesPerSec)
 			}
@@ -137,7 +140,7 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		if !m.LastSeen.IsZero() {
 			seen = time.Since(m.LastSeen).Truncate(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, share, sps, link, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, share, sps, ranks, link, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
 	}
 	tw.Flush()
 }

@@ -92,6 +92,11 @@ type Request struct {
 	StartStep uint64 `json:"start_step,omitempty"`
 	// join: how long to wait before answering "timeout" (0: the node's default).
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// join: how many trainer processes this trainer speaks for (torchrun's
+	// local ranks, which reduce among themselves first; 0 or 1: one). The
+	// node reports it in status; the round still takes one contribution
+	// per node.
+	LocalRanks int `json:"local_ranks,omitempty"`
 
 	// allreduce
 	Step   uint64  `json:"step,omitempty"`

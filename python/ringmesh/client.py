@@ -235,7 +235,7 @@ class Client:
     # -- membership ---------------------------------------------------------
 
     def join(self, start_step: int = 0, timeout: Optional[float] = None, want_checkpoint: bool = False,
-             dest: Optional[str] = None, poll: float = 30.0) -> Response:
+             dest: Optional[str] = None, poll: float = 30.0, local_ranks: int = 0) -> Response:
         """Wait until this node is a training member; return the response
         with ``step`` (the entry step) and ``members``.
 
@@ -250,6 +250,9 @@ class Client:
         again. ``timeout`` (seconds, None: no limit) bounds the wait; the
         node is asked in ``poll``-second slices so a hung node is noticed.
         Raises RingmeshError with code ``timeout`` when the time is up.
+        ``local_ranks``: how many processes this trainer speaks for (the
+        torchrun local ranks that reduced among themselves first; shown in
+        ``ringmesh status``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         said = None
@@ -261,6 +264,8 @@ class Client:
             if deadline is not None:
                 slice_s = max(min(slice_s, deadline - time.monotonic()), 0.001)
             req = {"op": P.OP_JOIN, "start_step": int(start_step), "timeout_ms": max(int(slice_s * 1000), 1)}
+            if local_ranks > 1:
+                req["local_ranks"] = int(local_ranks)
             if want_checkpoint:
                 req["want_checkpoint"] = True
                 if dest:

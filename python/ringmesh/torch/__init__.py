@@ -12,6 +12,12 @@ Two lines change in a single-process training loop::
         loss_fn(model(x[idx]), y[idx]).backward()
         opt.step(batch_size=len(x[idx]))         # weighted-mean gradients, then step
 
+Under ``torchrun --standalone --nproc_per_node N`` (one per host, against
+that host's node), the same optimizer reduces the host's local ranks first
+(a torch DDP model keeps its bucketed all-reduce among them) and local rank
+0 alone talks to the node; ``DistributedSampler`` cuts the batches by the
+mesh's shares and local rank. See examples/pytorch/ddp.
+
 ``step`` averages the gradients of every member with the mean weighted by
 each member's local batch size (so a global batch split unevenly still gives
 the gradient of the global batch), applies the wrapped optimizer, and saves a
@@ -49,9 +55,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import protocol as P
-from .client import Client, Response
-from .errors import CheckpointError, NodeConnectionLost, RingmeshConnectionError, RingmeshError
+from .. import protocol as P
+from ..client import Client, Response
+from ..errors import CheckpointError, NodeConnectionLost, RingmeshConnectionError, RingmeshError
 
 log = logging.getLogger("ringmesh.torch")
 
@@ -96,6 +102,8 @@ class Membership:
     checkpoint: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
     share: Optional[Dict[str, int]] = None
+    # loaded: the checkpoint file the join loaded (None: the state stayed).
+    loaded: Optional[str] = None
 
     @property
     def fraction(self) -> float:
@@ -120,6 +128,13 @@ class Membership:
         if self.share:
             return share_slice(n, self.share)
         return shard(n, self.rank, self.world)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a DistributedDataParallel wraps (its state dict has no
+    ``module.`` prefix, so checkpoints load with or without the wrapper)."""
+    ddp = torch.nn.parallel.DistributedDataParallel
+    return model.module if isinstance(model, ddp) else model
 
 
 def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], step: int, client: Client,
@@ -147,7 +162,7 @@ def save(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], ste
     directory = directory or default_checkpoint_dir(client)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"step-{step:012d}.pt")
-    state = _plain({"format": CHECKPOINT_FORMAT, "step": int(step), "model": model.state_dict(),
+    state = _plain({"format": CHECKPOINT_FORMAT, "step": int(step), "model": _unwrap(model).state_dict(),
                     "optimizer": optimizer.state_dict() if optimizer is not None else None,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": _rng_state(), "extra": extra or {}}, ())
@@ -372,7 +387,7 @@ def load(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Opti
     ssd, rng = state.get("scheduler"), state.get("rng")
     if not (ssd is None or isinstance(ssd, dict)) or not (rng is None or isinstance(rng, dict)):
         raise CheckpointError(path, f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (scheduler or rng of the wrong type)")
-    model.load_state_dict(sd)
+    _unwrap(model).load_state_dict(sd)
     if optimizer is not None and osd is not None:
         optimizer.load_state_dict(osd)
     if scheduler is not None and ssd is not None:
@@ -412,7 +427,8 @@ def default_checkpoint_dir(client: Client) -> str:
 
 def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
          start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
-         max_unavailable: int = 3, resume: bool = False, scheduler: Optional[Any] = None) -> Membership:
+         max_unavailable: int = 3, resume: bool = False, scheduler: Optional[Any] = None,
+         local_ranks: int = 0) -> Membership:
     """Join the mesh, waiting until the node is a training member, and load
     the mesh's checkpoint of the entry step into model and optimizer when
     this node was admitted into a running mesh.
@@ -427,7 +443,8 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     ``resume``: first load the newest checkpoint the node knows (held
     locally or announced in the mesh) when it is past ``start_step``, so a
     mesh restarted as a whole goes on from where it was rather than from
-    step 0."""
+    step 0. ``local_ranks``: how many processes this trainer speaks for
+    (see ``DistributedOptimizer``)."""
     directory = checkpoint_dir or default_checkpoint_dir(client)
     dest = os.path.join(directory, "join-state.pt")
     os.makedirs(directory, exist_ok=True)
@@ -440,7 +457,8 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     while True:
         want = unavailable < max_unavailable
         try:
-            resp = client.join(start_step, timeout=timeout, want_checkpoint=want, dest=dest if want else None)
+            resp = client.join(start_step, timeout=timeout, want_checkpoint=want, dest=dest if want else None,
+                               local_ranks=local_ranks)
             break
         except RingmeshError as e:
             if e.code != P.CODE_UNAVAILABLE:
@@ -448,12 +466,12 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
             unavailable += 1
             log.warning("join: %s (try %d)", e.message, unavailable)
     m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint or resumed,
-                   share=resp.get("share"))
+                   share=resp.get("share"), loaded=resumed["path"] if resumed else None)
     state_step = start_step
     ck = resp.checkpoint
     if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
         state = load(ck["path"], model, optimizer, scheduler)
-        state_step = state["step"]
+        state_step, m.loaded = state["step"], ck["path"]
         m.extra = state.get("extra") or {}
         log.info("loaded checkpoint step=%d root=%s", state_step, ck.get("root", ""))
     if state_step != m.step:
@@ -488,8 +506,10 @@ class GradientAverager:
     """Averages a model's gradients across the mesh through one shared
     buffer (see the module doc for the layout and the zero-copy binding)."""
 
-    def __init__(self, model: torch.nn.Module, client: Client, wire: Optional[str] = None, bind_grads: bool = True,
-                 sync_buffers: bool = True):
+    def __init__(self, model: torch.nn.Module, client: Optional[Client], wire: Optional[str] = None,
+                 bind_grads: bool = True, sync_buffers: bool = True):
+        # Without a client (a local rank other than 0) the buffer is a plain
+        # tensor of the same layout, which local rank 0's result fills.
         self.client = client
         self.wire = wire
         self.bind_grads = bind_grads
@@ -508,9 +528,11 @@ class GradientAverager:
                 if b.is_floating_point() and id(b) not in seen:
                     seen.add(id(b))
                     self.buffers.append(b)
-        total = sum(p.numel() for p in self.params) + sum(b.numel() for b in self.buffers)
-        self.buffer = client.shared_buffer(total)
-        flat = self.buffer.tensor()
+        self.grad_elems = sum(p.numel() for p in self.params)
+        total = self.grad_elems + sum(b.numel() for b in self.buffers)
+        self.buffer = client.shared_buffer(total) if client is not None else None
+        flat = self.buffer.tensor() if self.buffer is not None else torch.zeros(total)
+        self.flat = flat
         self.views: List[torch.Tensor] = []
         off = 0
         for p in self.params:
@@ -532,6 +554,14 @@ class GradientAverager:
         gradient contributes zeros. Raises RingmeshError (gradients and
         buffers untouched) when the round fails."""
         with torch.no_grad():
+            self.gather()
+            resp = self.mesh(step, weight, reduce)
+            self.scatter()
+        return resp
+
+    def gather(self) -> None:
+        """Gradients and buffers into the flat buffer."""
+        with torch.no_grad():
             for p, v in zip(self.params, self.views):
                 if p.grad is None:
                     v.zero_()
@@ -539,7 +569,14 @@ class GradientAverager:
                     v.copy_(p.grad)
             for b, v in zip(self.buffers, self.buffer_views):
                 v.copy_(b)
-            resp = self.buffer.allreduce(step, reduce=reduce, weight=weight, wire=self.wire)
+
+    def mesh(self, step: int, weight: float, reduce: str = "wmean") -> Response:
+        """All-reduce the flat buffer across the mesh, in place."""
+        return self.buffer.allreduce(step, reduce=reduce, weight=weight, wire=self.wire)
+
+    def scatter(self) -> None:
+        """The flat buffer's values into the gradients and buffers."""
+        with torch.no_grad():
             for b, v in zip(self.buffers, self.buffer_views):
                 b.copy_(v)
             for p, v in zip(self.params, self.views):
@@ -551,7 +588,6 @@ class GradientAverager:
                     p.grad = v.to(device=p.device, dtype=p.dtype, copy=True)
                 else:
                     p.grad.copy_(v)
-        return resp
 
     def close(self) -> None:
         """Unbind the gradients from shared memory and free the buffer."""
@@ -559,13 +595,35 @@ class GradientAverager:
             if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
                 p.grad = p.grad.clone()
         self.views, self.buffer_views = [], []
-        self.buffer.close()
+        if self.buffer is not None:
+            self.buffer.close()
 
 
 class DistributedOptimizer:
-    """Wraps a torch optimizer, like Horovod's: ``step(batch_size)``
-    averages the gradients across the mesh (weighted by batch size), then
+    """Wraps a torch optimizer, like Horovod's: ``step()`` averages the
+    gradients across the mesh (weighted by each member's samples), then
     steps the wrapped optimizer. Call ``join()`` once before training.
+
+    ``client``: the local node (default: ``Client(RINGMESH_DATA_DIR)``).
+
+    **Several processes per host** (``torchrun --standalone
+    --nproc_per_node N`` on every host, after
+    ``torch.distributed.init_process_group()``): the local ranks reduce
+    among themselves with torch.distributed, local rank 0 alone talks to
+    the node and all-reduces the host's contribution (weighted by the
+    host's samples) with the mesh, and the result goes back to every local
+    rank, so each applies the same step. A ``model`` wrapped in torch's
+    ``DistributedDataParallel`` keeps its bucketed all-reduce among the
+    local ranks (a comm hook weights it by each rank's samples); a plain
+    model is reduced after backward. ``local_group`` picks another
+    torch.distributed group than the world.
+
+    ``step()`` takes its batch size from a ``DistributedSampler`` over this
+    optimizer (or ``batch_size=``, this process's sample count). It returns
+    False, with nothing applied, when this host had to join the mesh again
+    (it dropped out, or its node restarted): the state is then the entry
+    step's checkpoint, loaded on every local rank, and the sampler goes on
+    from that step.
 
     ``checkpoint_every`` > 0 makes the first member save a checkpoint every
     that many steps (besides the saves the node asks for when members join),
@@ -591,30 +649,57 @@ class DistributedOptimizer:
     all-reduce (it crashed or restarted), wait up to that many seconds for
     it to come back on the same data dir, reconnect, join again (loading the
     entry step's checkpoint) and report the step as not applied; 0 raises
-    ``NodeConnectionLost`` at once.
+    ``NodeConnectionLost`` at once. Default: ``RINGMESH_RECONNECT_TIMEOUT``
+    from the environment, else 0.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Client,
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, client: Optional[Client] = None,
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
-                 bind_grads: bool = True, reconnect_timeout: float = 0.0, resume: bool = False,
-                 sync_buffers: bool = True, scheduler: Optional[Any] = None):
+                 bind_grads: bool = True, reconnect_timeout: Optional[float] = None, resume: bool = False,
+                 sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None):
+        from ._local import LocalGroup
+        self.local = LocalGroup.detect(local_group)
+        self.lead = self.local is None or self.local.lead
+        if self.lead and client is None:
+            data_dir = os.environ.get("RINGMESH_DATA_DIR")
+            if not data_dir:
+                raise ValueError("no client: pass client=ringmesh.Client(data_dir) or set RINGMESH_DATA_DIR to the "
+                                 "local node's data dir")
+            client = Client(data_dir)
+        self.client = client if self.lead else None
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.model = model
-        self.client = client
         self.start_step = start_step
         self.checkpoint_every = checkpoint_every
         self.checkpoint_dir = checkpoint_dir
         self.join_timeout = join_timeout
+        if reconnect_timeout is None:
+            reconnect_timeout = float(os.environ.get("RINGMESH_RECONNECT_TIMEOUT", "0") or 0)
         self.reconnect_timeout = reconnect_timeout
         self.resume = resume
-        self.averager = GradientAverager(model, client, wire=wire, bind_grads=bind_grads, sync_buffers=sync_buffers)
+        self.averager = GradientAverager(model, self.client, wire=wire, bind_grads=bind_grads,
+                                         sync_buffers=sync_buffers)
         self.membership: Optional[Membership] = None
         self.last: Optional[Response] = None  # the last all-reduce's response
         self.rejoins = 0
         self._ring = None  # the ring of the last applied round, for _say_changes
         self._pending: Optional[Response] = None
+        # _batch: (step, this process's samples, the host's samples), set by
+        # a DistributedSampler for the step it cut; _syncs counts
+        # synchronize calls (the sampler's check against prefetching).
+        self._batch: Optional[tuple] = None
+        self._syncs = 0
+        self._hooked = False
+        self._warned_weights = False
+        self._buf_snap: Optional[List[torch.Tensor]] = None
+        if self.local is not None and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            try:
+                model.register_comm_hook(self, _weighted_allreduce_hook)
+                self._hooked = True
+            except RuntimeError as e:  # the program registered its own hook
+                log.warning("DDP comm hook not registered (%s): local ranks' gradients are averaged with equal weights", e)
 
     # The wrapped optimizer's surface.
     @property
@@ -639,43 +724,189 @@ class DistributedOptimizer:
 
     @property
     def rank(self) -> int:
+        """This host's rank in the mesh (its node's index in the members)."""
         self._need_join()
         return self.membership.rank
 
     @property
     def world(self) -> int:
+        """The number of hosts (nodes) training the next step."""
         self._need_join()
         return self.membership.world
 
+    @property
+    def local_rank(self) -> int:
+        return self.local.rank if self.local is not None else 0
+
+    @property
+    def local_size(self) -> int:
+        return self.local.size if self.local is not None else 1
+
     def shard(self, n: int) -> slice:
-        """This member's slice of a global batch of ``n`` items for the
-        next step."""
+        """This host's slice of a global batch of ``n`` items for the next
+        step (local ranks split it further: see ``local_shard``)."""
         self._need_join()
         return self.membership.shard(n)
 
+    def local_shard(self, n: int) -> slice:
+        """This process's slice of a global batch of ``n`` items: its local
+        rank's part of the host's slice."""
+        h = self.shard(n)
+        part = shard(h.stop - h.start, self.local_rank, self.local_size)
+        return slice(h.start + part.start, h.start + part.stop)
+
     def _need_join(self) -> None:
         if self.membership is None:
-            raise RuntimeError("call join() first")
+            self.join()
 
     def join(self) -> Membership:
         """Join the mesh and load the checkpoint of the entry step (the
-        first join with ``resume``: the newest checkpoint, see ``join``)."""
+        first join with ``resume``: the newest checkpoint, see ``join``);
+        with local ranks, rank 0 joins and every rank loads the same
+        state."""
         first = self.membership is None
-        start = self.start_step if first else self.membership.step
-        self.membership = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
-                               checkpoint_dir=self.checkpoint_dir, resume=self.resume and first, scheduler=self.scheduler)
-        return self.membership
+        m = None
+        if self.lead:
+            start = self.start_step if first else self.membership.step
+            try:
+                while True:
+                    try:
+                        m = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
+                                 checkpoint_dir=self.checkpoint_dir, resume=self.resume and first,
+                                 scheduler=self.scheduler, local_ranks=self.local_size)
+                        break
+                    except NodeConnectionLost as e:
+                        if self.reconnect_timeout <= 0:
+                            raise
+                        log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
+                        self._reconnect(e)
+            except BaseException as e:
+                if self.local is not None:
+                    self.local.bcast_json({"error": [getattr(e, "code", ""), str(e)]})
+                raise
+        if self.local is not None:
+            d = self.local.bcast_json(None if m is None else {
+                "step": m.step, "members": m.members, "self_id": m.self_id, "share": m.share, "loaded": m.loaded})
+            if "error" in d:
+                raise RingmeshError(d["error"][0] or P.CODE_INTERNAL, f"local rank 0's join failed: {d['error'][1]}",
+                                    P.OP_JOIN)
+            if m is None:
+                m = Membership(step=d["step"], members=d["members"], self_id=d["self_id"], share=d["share"],
+                               loaded=d["loaded"])
+                if m.loaded:
+                    load(m.loaded, self.model, self.optimizer, self.scheduler)
+            # Every local rank starts from rank 0's parameters and buffers
+            # (a fresh mesh: rank 0's initialization).
+            self.local.broadcast_module(self.model)
+        self.membership = m
+        self._snapshot_buffers()
+        return m
 
-    def synchronize(self, batch_size: float) -> bool:
-        """Average the gradients across the mesh (weight ``batch_size``, this
-        member's sample count) without stepping; use it to clip or inspect
-        the averaged gradients before ``step()``. Returns False when this
-        node had dropped out of the mesh (or, with ``reconnect_timeout``, its
-        node restarted): it joined again (loading the entry step's
-        checkpoint) and this step's gradients were discarded."""
+    def _weights(self, batch_size: Optional[float]) -> tuple:
+        """(this process's samples, the host's samples) for the next step."""
+        step = self.membership.step
+        if batch_size is None:
+            if self._batch is None or self._batch[0] != step:
+                raise ValueError("step needs batch_size (this process's sample count), or a DistributedSampler over "
+                                 "this optimizer cutting the batches")
+            return self._batch[1], self._batch[2]
+        if self.local is None:
+            return batch_size, batch_size
+        if self._batch is not None and self._batch[0] == step and self._batch[1] == batch_size:
+            return self._batch[1], self._batch[2]
+        host = self.local.total(batch_size)
+        if self._hooked and not self._warned_weights and abs(batch_size * self.local_size - host) > 1e-9:
+            self._warned_weights = True
+            log.warning("local ranks' batches differ in size and DDP averaged their gradients with equal weights: "
+                        "cut the batches with ringmesh.torch.DistributedSampler to weight them by samples")
+        return batch_size, host
+
+    def _local_weight(self) -> float:
+        """The DDP hook's factor: this rank's samples over the host's mean."""
+        b = self._batch
+        if b is None or self.membership is None or b[0] != self.membership.step or b[2] <= 0:
+            return 1.0
+        return b[1] * self.local_size / b[2]
+
+    def synchronize(self, batch_size: Optional[float] = None) -> bool:
+        """Average the gradients across the mesh (weight: this process's
+        sample count, ``batch_size`` or the sampler's) without stepping; use
+        it to clip or inspect the averaged gradients before ``step()``.
+        Returns False when this host had dropped out of the mesh (or, with
+        ``reconnect_timeout``, its node restarted): it joined again (loading
+        the entry step's checkpoint) and this step's gradients were
+        discarded."""
         self._need_join()
+        self._syncs += 1
+        n, host = self._weights(batch_size)
+        if self.local is None:
+            outcome = self._mesh_round(lambda: self.averager.average(self.membership.step, host))
+        else:
+            outcome = self._sync_local(n, host)
+        if outcome["ok"]:
+            self._pending = Response(outcome["resp"])
+            return True
+        self.rejoins += 1
+        self._pending = None
+        self._restore_buffers()
+        self.join()
+        return False
+
+    def _snapshot_buffers(self) -> None:
+        """Keep the buffers of the last applied step (or the join): a step
+        that fails must not leave its forward pass's updates behind (an
+        integer counter such as BatchNorm's num_batches_tracked is not
+        averaged, so it would drift from the other members' for good)."""
+        with torch.no_grad():
+            self._buf_snap = [b.detach().clone() for b in self.model.buffers()]
+
+    def _restore_buffers(self) -> None:
+        with torch.no_grad():
+            for b, v in zip(self.model.buffers(), self._buf_snap or []):
+                b.copy_(v)
+
+    def _sync_local(self, n: float, host: float) -> Dict[str, Any]:
+        """The host's weighted mean over the local ranks, rank 0's round
+        with the mesh, and its outcome and result on every local rank."""
+        av = self.averager
+        with torch.no_grad():
+            av.gather()
+            # With the DDP hook the gradients are the host's weighted mean
+            # already; the buffers (and a plain model's gradients) are not.
+            part = av.flat[av.grad_elems:] if self._hooked else av.flat
+            if part.numel():
+                if n > 0 and host > 0:
+                    part.mul_(n / host)
+                else:
+                    part.zero_()
+                self.local.all_reduce(part)
+        err = None
+        outcome: Dict[str, Any] = {}
+        if self.lead:
+            try:
+                outcome = self._mesh_round(lambda: av.mesh(self.membership.step, host))
+            except (RingmeshError, NodeConnectionLost) as e:
+                err = e
+                outcome = {"ok": False, "error": [getattr(e, "code", ""), str(e), type(e).__name__]}
+        outcome = self.local.bcast_json(outcome)
+        if err is not None:
+            raise err
+        if "error" in outcome:
+            code, msg, kind = outcome["error"]
+            if kind == "NodeConnectionLost":
+                raise NodeConnectionLost(f"local rank 0: {msg}")
+            raise RingmeshError(code or P.CODE_INTERNAL, f"local rank 0: {msg}", P.OP_ALLREDUCE)
+        if outcome["ok"]:
+            self.local.broadcast(av.flat)
+            av.scatter()
+        return outcome
+
+    def _mesh_round(self, reduce) -> Dict[str, Any]:
+        """Run ``reduce`` (the all-reduce with the mesh) and say what came
+        of it: {"ok": True, "resp": ...} or {"ok": False} (join again).
+        Errors that a join cannot mend are raised."""
         try:
-            self._pending = self.averager.average(self.membership.step, batch_size)
+            resp = reduce()
         except RingmeshError as e:
             if e.code not in P.REJOIN_CODES:
                 raise
@@ -686,11 +917,22 @@ class DistributedOptimizer:
             log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
             self._reconnect(e)
         else:
-            return True
-        self.rejoins += 1
-        self._pending = None
-        self.join()
-        return False
+            d = dict(resp)
+            d["next_members"] = self._next_members(resp)
+            return {"ok": True, "resp": d}
+        return {"ok": False}
+
+    def _next_members(self, resp: Response) -> List[str]:
+        """The members of the next step: the round's, and its joiners
+        (their order from the node; the round's members if it cannot say:
+        the next round tells again)."""
+        members = resp.members
+        if resp.joiners:
+            try:
+                members = self.client.membership().members or members
+            except (RingmeshError, RingmeshConnectionError) as e:
+                log.debug("membership after step %d: %s", resp.next_step - 1, e)
+        return list(members or [])
 
     def _reconnect(self, lost: NodeConnectionLost) -> None:
         deadline = time.monotonic() + self.reconnect_timeout
@@ -706,11 +948,9 @@ class DistributedOptimizer:
     def step(self, batch_size: Optional[float] = None, closure=None) -> bool:
         """Average the gradients (unless ``synchronize`` already did), step
         the wrapped optimizer and move to the next step. Returns False, with
-        nothing applied, when this node had to join again (see
+        nothing applied, when this host had to join again (see
         ``synchronize``)."""
         if self._pending is None:
-            if batch_size is None:
-                raise ValueError("step needs batch_size (or call synchronize(batch_size) first)")
             if not self.synchronize(batch_size):
                 return False
         resp, self._pending = self._pending, None
@@ -720,15 +960,15 @@ class DistributedOptimizer:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        self._snapshot_buffers()
         self.last = resp
-        self._say_changes(resp)
-        members = resp.members
-        if resp.joiners:
-            members = self.client.membership().members or members
-        self.membership = Membership(step=resp.next_step, members=members, self_id=self.client.self_id,
-                                     share=resp.get("share"))
-        if resp.save_checkpoint or (self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
-                                    and resp.members and resp.members[0] == self.client.self_id):
+        if self.lead:
+            self._say_changes(resp)
+        self.membership = Membership(step=resp.next_step, members=resp.get("next_members") or resp.members,
+                                     self_id=self.membership.self_id, share=resp.get("share"))
+        if self.lead and (resp.save_checkpoint or (
+                self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
+                and resp.members and resp.members[0] == self.client.self_id)):
             self._save_quietly(resp.next_step)
         return True
 
@@ -754,24 +994,119 @@ class DistributedOptimizer:
 
     def __repr__(self) -> str:
         m = self.membership
+        local = f" local_rank={self.local_rank}/{self.local_size}" if self.local is not None else ""
         if m is None:
-            return f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__}, not joined>"
+            return f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__}{local}, not joined>"
         rank = m.members.index(m.self_id) if m.self_id in m.members else "-"
         return (f"<ringmesh.torch.DistributedOptimizer {type(self.optimizer).__name__} step={m.step} "
-                f"rank={rank}/{m.world} share={m.fraction:.3f} members=[{', '.join(_short(x) for x in m.members)}] "
-                f"rejoins={self.rejoins}>")
+                f"rank={rank}/{m.world}{local} share={m.fraction:.3f} "
+                f"members=[{', '.join(_short(x) for x in m.members)}] rejoins={self.rejoins}>")
 
     def _save_quietly(self, step: int) -> None:
         try:
             save(self.model, self.optimizer, step, self.client, self.checkpoint_dir, scheduler=self.scheduler)
-        except RingmeshError as e:
+        except (RingmeshError, RingmeshConnectionError) as e:
             log.warning("checkpoint of step %d not handed to the node: %s", step, e)
 
-    def save(self, extra: Optional[Dict[str, Any]] = None) -> Response:
-        """Save the current state (at ``next_step``) and hand it to the node."""
+    def save(self, extra: Optional[Dict[str, Any]] = None) -> Optional[Response]:
+        """Save the current state (at ``next_step``) and hand it to the
+        node. On local ranks other than 0 it does nothing and returns None
+        (rank 0 holds the same state)."""
+        if not self.lead:
+            return None
         return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir, extra,
                     scheduler=self.scheduler)
 
     def close(self) -> None:
         """Free the shared gradient buffer."""
         self.averager.close()
+
+
+def _weighted_allreduce_hook(opt: DistributedOptimizer, bucket):
+    """DDP comm hook: the bucket's gradients weighted by this rank's
+    samples, summed over the local ranks: the host's weighted mean."""
+    t = bucket.buffer()
+    w = opt._local_weight() / opt.local_size
+    if w == 0:
+        t.zero_()
+    else:
+        t.mul_(w)
+    fut = torch.distributed.all_reduce(t, group=opt.local.group, async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+class DistributedSampler(torch.utils.data.Sampler):
+    """Batches for a ``DataLoader(dataset, batch_sampler=...)`` that follow
+    the mesh: step k's global batch is ``batch_size`` indices of epoch
+    k // steps_per_epoch's permutation of the dataset (seeded by ``seed`` and
+    the epoch; in order with ``shuffle=False``), the same on every host, and
+    this process gets its host's share of it (by the agreed shares) and its
+    local rank's part of that. The position is the mesh's step, so a host
+    that joins, or rejoins after a failure, goes on at the entry step:
+    across kills and joins every sample of a step is computed exactly once,
+    and none is skipped.
+
+    One iteration covers what remains of the current epoch (``set_epoch``
+    is accepted for drop-in use; the mesh's step decides). The loader must
+    not prefetch (``num_workers=0``): the share of step k+1 is known only
+    once step k is committed. A local rank whose part is empty gets one
+    sample with weight zero.
+    """
+
+    def __init__(self, dataset, optimizer: DistributedOptimizer, batch_size: int, shuffle: bool = True,
+                 seed: int = 0):
+        self.n = dataset if isinstance(dataset, int) else len(dataset)
+        if not 0 < batch_size <= self.n:
+            raise ValueError(f"batch_size {batch_size} for a dataset of {self.n}")
+        self.opt = optimizer
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps_per_epoch = self.n // batch_size
+        self.epoch: Optional[int] = None
+        self._perm = (None, None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm[0] != epoch:
+            if self.shuffle:
+                g = torch.Generator()
+                g.manual_seed(self.seed + epoch)
+                self._perm = (epoch, torch.randperm(self.n, generator=g))
+            else:
+                self._perm = (epoch, torch.arange(self.n))
+        return self._perm[1]
+
+    def global_batch(self, step: int) -> torch.Tensor:
+        """The dataset indices of step ``step``'s global batch."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        return self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def __iter__(self):
+        opt = self.opt
+        epoch = self.epoch if self.epoch is not None else opt.next_step // self.steps_per_epoch
+        end = (epoch + 1) * self.steps_per_epoch
+        asked = None
+        while True:
+            k = opt.next_step
+            if k >= end:
+                return
+            if asked == opt._syncs:
+                raise RuntimeError("ringmesh.torch.DistributedSampler: a batch was asked for before the last one was "
+                                   "stepped (a prefetching DataLoader?): use num_workers=0, the next step's share is "
+                                   "known only once this step is committed")
+            asked = opt._syncs
+            g = self.global_batch(k)
+            h = opt.shard(self.batch_size)
+            mine = opt.local_shard(self.batch_size)
+            idx = g[mine].tolist()
+            n = len(idx)
+            if not idx:
+                idx = g[h.start:h.start + 1].tolist() or g[:1].tolist()
+            opt._batch = (k, n, h.stop - h.start)
+            yield idx

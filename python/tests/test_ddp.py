@@ -13,6 +13,7 @@
 import difflib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,13 @@ class DDPExampleTest(unittest.TestCase):
         added = len(changed) - removed
         self.assertLessEqual(max(added, removed), 5, "\n".join(changed))
         self.assertTrue(any("DistributedOptimizer" in line for line in changed))
+
+    def test_run_local_shellcheck(self):
+        if not shutil.which("shellcheck"):
+            self.skipTest("shellcheck not installed (apt-get install shellcheck)")
+        r = subprocess.run(["shellcheck", os.path.join(DDP_DIR, "run_local.sh")], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout)
 
     def test_local_ranks_match_one_process(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")

@@ -10,8 +10,8 @@
 // (/ringmesh/round/3, one stream per peer and direction, roundnet.go),
 // membership views, the trainer's join, submit and leave, all-reduce
 // outcomes and ticks. It performs the machine's effects in order: it
-// persists the machine's durable state (DATA_DIR/rounds.state, fsynced)
-// before any message that depends on it is sent, sends messages through a
+// persists the machine's durable state (DATA_DIR/rounds.state.0 and .1,
+// written in turn, fdatasynced; state.go) before any message that depends on it is sent, sends messages through a
 // bounded queue per peer, runs the all-reduce of the trainer's buffer into
 // a result buffer backed by DATA_DIR/result.f32 (a shared mapping that
 // outlives the process, so a result reported ready survives a crash),

@@ -88,6 +88,7 @@ type driver struct {
 	cfg    Config
 	log    *slog.Logger
 	m      *rounds.Machine
+	store  *stateStore
 	result *resultBuf
 	boot   string
 	start  time.Time
@@ -133,8 +134,8 @@ func machineConfig(c Config) rounds.Config {
 	}
 }
 
-func newDriver(n *Node, st savedState, result *resultBuf) *driver {
-	d := &driver{n: n, cfg: n.cfg, log: n.log, result: result, boot: bootID(), start: time.Now(),
+func newDriver(n *Node, store *stateStore, st savedState, result *resultBuf) *driver {
+	d := &driver{n: n, cfg: n.cfg, log: n.log, store: store, result: result, boot: bootID(), start: time.Now(),
 		in: make(chan rounds.Message, 1024), calls: make(chan func()), done: make(chan reduceDone, 4),
 		exited: make(chan struct{})}
 	durable := st.Durable
@@ -220,7 +221,7 @@ func (d *driver) step(ev rounds.Event) {
 		for _, e := range d.m.Step(time.Now(), ev) {
 			switch e := e.(type) {
 			case rounds.Persist:
-				if err := saveState(d.cfg.DataDir, savedState{Boot: d.boot, ResultLen: uint64(d.result.len()), Durable: e.State}); err != nil {
+				if err := d.store.save(savedState{Boot: d.boot, ResultLen: uint64(d.result.len()), Durable: e.State}); err != nil {
 					// What follows depends on the state being on disk.
 					d.log.Error("persist round state", "err", err)
 					skipSends = true

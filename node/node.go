@@ -178,7 +178,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(),
 		inbound: inbound{streams: map[network.Stream]struct{}{}}}
 	cfg.Mesh.Registerer = n.metrics.reg
-	saved, err := loadState(cfg.DataDir)
+	store, saved, err := openStateStore(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
-	n.drv = newDriver(n, saved, n.result)
+	n.drv = newDriver(n, store, saved, n.result)
 	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger, n.metrics); err != nil {
 		n.tr.Close()
 		n.result.close()

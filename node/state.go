@@ -10,14 +10,30 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringmesh/ringmesh/internal/atomicfile"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
-// stateFile holds what the rounds machine must not forget across a
-// restart (rounds.Durable), written atomically before the messages that
-// depend on it are sent.
-const stateFile = "rounds.state"
+// The rounds machine's durable state (rounds.Durable) is written before
+// the messages that depend on it are sent, several times a round, so its
+// cost is on every round's critical path. It lives in two slot files,
+// rounds.state.0 and .1, written in turn: each write overwrites the older
+// slot in place and syncs it once (fdatasync; no temporary file, rename or
+// directory sync, which cost three times as much). A write a crash tore
+// fails its checksum, and the other slot holds the state before it, which
+// is all that any message sent so far depended on. A sequence number in
+// each slot says which is newer. stateFile is the single file (version 1,
+// replaced by rename) of earlier versions, read when no slot holds a state.
+const (
+	stateFile  = "rounds.state"
+	stateSlots = 2
+)
+
+func slotFile(dataDir string, i int) string {
+	return filepath.Join(dataDir, fmt.Sprintf("%s.%d", stateFile, i))
+}
 
 // savedState is the file's content: the machine's durable state, plus the
 // kernel boot ID and buffer length that say whether the result buffer
@@ -29,11 +45,16 @@ type savedState struct {
 	Durable   rounds.Durable
 }
 
-const stateVersion = 1
+const (
+	stateVersion1 = 1 // rounds.state: no sequence number
+	stateVersion  = 2 // a slot: the sequence number follows the version
+)
 
-func encodeState(s savedState) ([]byte, error) {
+// encodeState encodes s as the seq'th state: version, sequence number,
+// the state, and a SHA-256 of all that.
+func encodeState(s savedState, seq uint64) ([]byte, error) {
 	d := s.Durable
-	b := []byte{stateVersion}
+	b := binary.BigEndian.AppendUint64([]byte{stateVersion}, seq)
 	var err error
 	b = append(append(b, byte(len(s.Boot))), s.Boot...)
 	b = binary.BigEndian.AppendUint64(b, s.ResultLen)
@@ -81,16 +102,21 @@ func encodeState(s savedState) ([]byte, error) {
 	return append(b, sum[:]...), nil
 }
 
-func decodeState(b []byte) (savedState, error) {
+// decodeState decodes a state and its sequence number (0 for version 1).
+func decodeState(b []byte) (savedState, uint64, error) {
 	var s savedState
-	if len(b) < 1+sha256.Size || b[0] != stateVersion {
-		return s, errors.New("node: round state: unknown format")
+	if len(b) < 1+sha256.Size || (b[0] != stateVersion && b[0] != stateVersion1) {
+		return s, 0, errors.New("node: round state: unknown format")
 	}
 	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
 	if want := sha256.Sum256(body); !bytes.Equal(sum, want[:]) {
-		return s, errors.New("node: round state: checksum mismatch")
+		return s, 0, errors.New("node: round state: checksum mismatch")
 	}
 	dec := &decoder{b: body[1:]}
+	var seq uint64
+	if b[0] == stateVersion {
+		seq = dec.u64()
+	}
 	if l := dec.bytes(1); l != nil {
 		s.Boot = string(dec.bytes(int(l[0])))
 	}
@@ -113,34 +139,100 @@ func decodeState(b []byte) (savedState, error) {
 		d.Last = &rounds.Decided{Step: step, Value: *dec.value()}
 	}
 	if dec.err != nil {
-		return savedState{}, fmt.Errorf("node: round state: %w", dec.err)
+		return savedState{}, 0, fmt.Errorf("node: round state: %w", dec.err)
 	}
-	return s, nil
+	return s, seq, nil
 }
 
-// loadState reads the saved state of dataDir; a node that never was a
-// member has none (the zero state).
-func loadState(dataDir string) (savedState, error) {
+// stateStore writes the durable state into the slot files in turn. Owned
+// by the driver's loop.
+type stateStore struct {
+	dir     string
+	seq     uint64 // of the newest state on disk
+	created [stateSlots]bool
+}
+
+// openStateStore reads the newest valid state of dataDir (the zero state
+// when it has none: a node that never was a member) and returns the store
+// that writes the next ones. Slots that fail their checksum are passed
+// over (a write torn by a crash); the error is kept only when no slot and
+// no version-1 file holds a state but one exists.
+func openStateStore(dataDir string) (*stateStore, savedState, error) {
+	st := &stateStore{dir: dataDir}
+	var best savedState
+	var found bool
+	var firstErr error
+	for i := range stateSlots {
+		b, err := os.ReadFile(slotFile(dataDir, i))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		st.created[i] = err == nil
+		if err == nil {
+			var s savedState
+			var seq uint64
+			if s, seq, err = decodeSlot(b); err == nil {
+				if !found || seq > st.seq {
+					best, st.seq, found = s, seq, true
+				}
+				continue
+			}
+		}
+		if firstErr == nil {
+			firstErr = fmt.Errorf("%s: %w", slotFile(dataDir, i), err)
+		}
+	}
+	if found {
+		return st, best, nil
+	}
 	b, err := os.ReadFile(filepath.Join(dataDir, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return savedState{}, nil
+	switch {
+	case err == nil:
+		s, _, err := decodeState(b)
+		return st, s, err
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, savedState{}, fmt.Errorf("node: round state: %w", err)
 	}
-	if err != nil {
-		return savedState{}, fmt.Errorf("node: round state: %w", err)
-	}
-	return decodeState(b)
+	return st, savedState{}, firstErr
 }
 
-// saveState writes s atomically and durably (temporary file, fsync,
-// rename, fsync of the directory).
-func saveState(dataDir string, s savedState) error {
-	b, err := encodeState(s)
+// decodeSlot decodes a slot file: a 4-byte length, then the state (bytes
+// after it are an older, longer state's tail).
+func decodeSlot(b []byte) (savedState, uint64, error) {
+	if len(b) < 4 || uint64(binary.BigEndian.Uint32(b)) > uint64(len(b)-4) {
+		return savedState{}, 0, errors.New("node: round state: short slot")
+	}
+	return decodeState(b[4 : 4+binary.BigEndian.Uint32(b)])
+}
+
+// save writes s into the older slot and syncs it: durable on return.
+func (st *stateStore) save(s savedState) error {
+	b, err := encodeState(s, st.seq+1)
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dataDir, stateFile), b, 0o600); err != nil {
+	i := int((st.seq + 1) % stateSlots)
+	f, err := os.OpenFile(slotFile(st.dir, i), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
 		return fmt.Errorf("node: round state: %w", err)
 	}
+	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(b)), uint32(len(b)))
+	_, err = f.WriteAt(append(buf, b...), 0)
+	if err == nil {
+		err = unix.Fdatasync(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !st.created[i] {
+		// The slot's directory entry is durable only once the directory is.
+		err = atomicfile.SyncDir(st.dir)
+		st.created[i] = err == nil
+	}
+	if err != nil {
+		return fmt.Errorf("node: round state: %w", err)
+	}
+	st.seq++
 	return nil
 }
 

@@ -4,8 +4,10 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Write replaces path with b, mode mode, atomically and durably.
@@ -35,9 +37,20 @@ func Write(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	// The rename is durable only once the directory is.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
+	SyncDir(filepath.Dir(path))
+	return nil
+}
+
+// SyncDir makes the entries of directory dir durable (fsync). File systems
+// that cannot sync a directory are not an error.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		return err
 	}
 	return nil
 }

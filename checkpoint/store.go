@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ringmesh/ringmesh/internal/atomicfile"
 )
 
 // StoreConfig configures a Store.
@@ -509,14 +511,7 @@ func diskErr(err error) error {
 }
 
 // syncDir fsyncs a directory so a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+var syncDir = atomicfile.SyncDir
 
 func orDiscard(l *slog.Logger) *slog.Logger {
 	if l == nil {

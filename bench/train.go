@@ -200,7 +200,7 @@ func standalone(ctx context.Context, batch int, delay time.Duration) (float64, e
 	if err != nil {
 		return 0, err
 	}
-	const steps = 8
+	const steps = 4
 	start := time.Now()
 	for range steps {
 		if _, err := tr.TrainStep(batch); err != nil {

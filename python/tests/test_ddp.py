@@ -14,6 +14,7 @@ import difflib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,10 +82,17 @@ def finish(test, procs, timeout=300):
             test.assertEqual(p.returncode, 0, outs[-1][-4000:])
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            kill_group(p)
     return outs
+
+
+def kill_group(p):
+    """SIGKILL torchrun and its workers (its session: they outlive it)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
 
 
 def rank_hashes(out):
@@ -132,6 +140,7 @@ class DDPExampleTest(unittest.TestCase):
             f.write(HELD.format(gate=gate, hold=HOLD, script=MESH))
         outs = [os.path.join(tmp.name, f"out{i}.pt") for i in range(3)]
         procs = [torchrun(wrapper, 2, args + ["--out", outs[i]], ns[i].data_dir) for i in range(2)]
+        self.addCleanup(lambda: [kill_group(p) for p in procs])
         deadline = time.monotonic() + 240
 
         def wait_for(what, cond):

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/ringmesh/ringmesh/node"
 )
 
 // demoView shows progress: a table redrawn in place when out is a
@@ -109,7 +109,7 @@ func (v *demoView) tableLocked() []string {
 		if n.applied > 0 && !n.synced {
 			state += "*"
 		}
-		rows = append(rows, fmt.Sprintf("  %-6s %-20s %-10s %6s %9s %9s %7s %10s", n.name, shortPeer(n.id), state, step, loss, local, members, sps))
+		rows = append(rows, fmt.Sprintf("  %-6s %-20s %-10s %6s %9s %9s %7s %10s", n.name, node.ShortID(n.id), state, step, loss, local, members, sps))
 	}
 	return rows
 }
@@ -117,14 +117,6 @@ func (v *demoView) tableLocked() []string {
 // progressLine is the plain line of one node's step.
 func progressLine(n *demoNode) string {
 	return fmt.Sprintf("step %4d  %-6s loss %.4f (shard %.4f)  members %d  %6.0f samples/s", n.step, n.name, n.loss, n.localLoss, n.members, n.sps)
-}
-
-// shortPeer is libp2p's ShortString of id (the form its logs use).
-func shortPeer(id string) string {
-	if p, err := peer.Decode(id); err == nil {
-		return p.ShortString()
-	}
-	return id
 }
 
 func itoa(u uint64) string { return strconv.FormatUint(u, 10) }

@@ -116,6 +116,15 @@ func (n *Node) Status() StatusJSON {
 	return st
 }
 
+// ShortID is libp2p's ShortString of a peer ID string (the form its logs
+// use), or the string itself when it is not one.
+func ShortID(id string) string {
+	if p, err := peer.Decode(id); err == nil {
+		return p.ShortString()
+	}
+	return id
+}
+
 // ReadStatus asks the node whose data dir is dataDir for its status over
 // the local socket (what `ringmesh status --json` prints).
 func ReadStatus(ctx context.Context, dataDir string) (StatusJSON, error) {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/schollz/progressbar/v3"
 	flag "github.com/spf13/pflag"
 
@@ -221,18 +220,10 @@ func checkpointList(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// shortID is libp2p's ShortString of a peer ID (the form its logs use).
-func shortID(id string) string {
-	if p, err := peer.Decode(id); err == nil {
-		return p.ShortString()
-	}
-	return id
-}
-
 func shortIDs(ids []string) string {
 	var out []string
 	for _, id := range ids {
-		out = append(out, shortID(id))
+		out = append(out, node.ShortID(id))
 	}
 	return strings.Join(out, ",")
 }

@@ -127,7 +127,7 @@ func printStatus(w io.Writer, st node.StatusJSON) {
 		} else if m.ID == st.Self.ID && (st.Self.EgressBps > 0 || st.Self.IngressBps > 0) {
 			link = units.Rate(st.Self.EgressBps) + " / " + units.Rate(st.Self.IngressBps)
 		}
-		id := shortID(m.ID)
+		id := node.ShortID(m.ID)
 		var gpus []string
 		for _, g := range m.GPUs {
 			gpus = append(gpus, fmt.Sprintf("%s (%dGiB)", g.Name, g.MemoryBytes>>30))

@@ -150,6 +150,7 @@ func (s *apiServer) detach(st *apiConn) bool {
 		return false
 	}
 	s.trainer = nil
+	s.n.localRanks.Store(0)
 	return true
 }
 

@@ -165,12 +165,35 @@ func TestStateTornWrite(t *testing.T) {
 	if _, got, err = openStateStore(dir); err != nil || got.Durable.Step != 3 {
 		t.Fatalf("rewritten: step %d, %v; want 3", got.Durable.Step, err)
 	}
-	// Both slots corrupt: a clear error, not a silent zero state.
+	// Both slots corrupt cannot come from one crash: a clear error, not a
+	// silent zero state, even beside a version-1 file.
 	for i := range stateSlots {
 		os.WriteFile(slotFile(dir, i), []byte("junk"), 0o600)
 	}
+	b, _ := encodeState(savedState{Durable: rounds.Durable{Step: 1}}, 0)
+	os.WriteFile(filepath.Join(dir, stateFile), b, 0o600)
 	if _, _, err := openStateStore(dir); err == nil {
 		t.Error("two corrupt slots opened without error")
+	}
+}
+
+// TestStateFirstWriteTorn: the very first slot write (slot 1) torn by a
+// crash leaves the state before it: none, or the version-1 file's, and
+// the node starts.
+func TestStateFirstWriteTorn(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(slotFile(dir, 1), []byte{0, 0}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, got, err := openStateStore(dir)
+	if err != nil || !reflect.DeepEqual(got, savedState{}) {
+		t.Fatalf("first write torn: %+v, %v; want the zero state", got, err)
+	}
+	if err := st.save(savedState{Durable: rounds.Durable{Step: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err = openStateStore(dir); err != nil || got.Durable.Step != 5 {
+		t.Fatalf("after rewriting: step %d, %v; want 5", got.Durable.Step, err)
 	}
 }
 
@@ -186,8 +209,19 @@ func TestStateVersion1(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, stateFile), append(v1, sum[:]...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, got, err := openStateStore(dir)
+	st, got, err := openStateStore(dir)
 	if err != nil || !reflect.DeepEqual(got, s) {
 		t.Fatalf("version 1 file: %+v, %v; want %+v", got, err, s)
+	}
+	// The first slot write retires the old file: it is never read in the
+	// slots' place again.
+	if err := st.save(savedState{Durable: rounds.Durable{Epoch: 1, Step: 42}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); !os.IsNotExist(err) {
+		t.Errorf("version 1 file still there after a slot write: %v", err)
+	}
+	if _, got, err = openStateStore(dir); err != nil || got.Durable.Step != 42 {
+		t.Fatalf("after the slot write: step %d, %v; want 42", got.Durable.Step, err)
 	}
 }

@@ -150,50 +150,67 @@ type stateStore struct {
 	dir     string
 	seq     uint64 // of the newest state on disk
 	created [stateSlots]bool
+	// legacy: a version-1 file to remove once a slot holds the state.
+	legacy bool
 }
 
 // openStateStore reads the newest valid state of dataDir (the zero state
 // when it has none: a node that never was a member) and returns the store
-// that writes the next ones. Slots that fail their checksum are passed
-// over (a write torn by a crash); the error is kept only when no slot and
-// no version-1 file holds a state but one exists.
+// that writes the next ones. A slot that fails its checksum is passed over
+// (a write torn by a crash): the other slot holds the state before it. Only
+// slot 1 present and torn is the very first write torn: the state before
+// it is the version-1 file's, or none. Both slots present and torn cannot
+// come from one crash: that is an error, not a state to guess.
 func openStateStore(dataDir string) (*stateStore, savedState, error) {
 	st := &stateStore{dir: dataDir}
 	var best savedState
 	var found bool
+	var present [stateSlots]bool
 	var firstErr error
 	for i := range stateSlots {
 		b, err := os.ReadFile(slotFile(dataDir, i))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		st.created[i] = err == nil
-		if err == nil {
-			var s savedState
-			var seq uint64
-			if s, seq, err = decodeSlot(b); err == nil {
-				if !found || seq > st.seq {
-					best, st.seq, found = s, seq, true
-				}
-				continue
+		if err != nil {
+			return nil, savedState{}, fmt.Errorf("node: round state: %w", err)
+		}
+		present[i] = true
+		s, seq, err := decodeSlot(b)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", slotFile(dataDir, i), err)
 			}
+			continue
 		}
-		if firstErr == nil {
-			firstErr = fmt.Errorf("%s: %w", slotFile(dataDir, i), err)
+		if !found || seq > st.seq {
+			best, st.seq, found = s, seq, true
 		}
+	}
+	if present[0] || present[1] {
+		// A slot created before a crash may not have its directory entry
+		// synced yet.
+		if err := atomicfile.SyncDir(dataDir); err != nil {
+			return nil, savedState{}, fmt.Errorf("node: round state: %w", err)
+		}
+		st.created = present
 	}
 	if found {
 		return st, best, nil
+	}
+	if present[0] {
+		return nil, savedState{}, firstErr
 	}
 	b, err := os.ReadFile(filepath.Join(dataDir, stateFile))
 	switch {
 	case err == nil:
 		s, _, err := decodeState(b)
+		st.legacy = err == nil
 		return st, s, err
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, savedState{}, fmt.Errorf("node: round state: %w", err)
 	}
-	return st, savedState{}, firstErr
+	return st, savedState{}, nil
 }
 
 // decodeSlot decodes a slot file: a 4-byte length, then the state (bytes
@@ -233,6 +250,13 @@ func (st *stateStore) save(s savedState) error {
 		return fmt.Errorf("node: round state: %w", err)
 	}
 	st.seq++
+	if st.legacy {
+		// The slots hold the state now: the old file must never be read
+		// again in their place.
+		if err := os.Remove(filepath.Join(st.dir, stateFile)); err == nil || errors.Is(err, os.ErrNotExist) {
+			st.legacy = atomicfile.SyncDir(st.dir) != nil
+		}
+	}
 	return nil
 }
 

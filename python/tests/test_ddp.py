@@ -56,15 +56,23 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
+SLICED = """import runpy, sys
+import ringmesh.torch as rt
+rt.DistributedOptimizer._JOIN_SLICE = 0.5
+sys.argv[0] = {script!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def torchrun(script, nproc, args, data_dir=None):
+def torchrun(script, nproc, args, data_dir=None, **extra_env):
     """torchrun of script on this "host" (its own local rendezvous)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYPATH)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYPATH, **extra_env)
     if data_dir:
         env["RINGMESH_DATA_DIR"] = data_dir
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
@@ -151,9 +159,15 @@ class DDPExampleTest(unittest.TestCase):
 
         wait_for(f"the mesh at step {HOLD}", lambda: all(
             (nodes.status(nd.data_dir) or {}).get("rounds", {}).get("next_step", 0) == HOLD for nd in ns[:2]))
-        procs.append(torchrun(MESH, 2, args + ["--out", outs[2]], late.data_dir))
+        # The joiner's rank 0 tells rank 1 every 0.5 s that it still waits
+        # (60 s by default), so the wait below goes through that path.
+        joiner = os.path.join(tmp.name, "joiner.py")
+        with open(joiner, "w") as f:
+            f.write(SLICED.format(script=MESH))
+        procs.append(torchrun(joiner, 2, args + ["--out", outs[2]], late.data_dir, RINGMESH_LOG="debug"))
         wait_for("the third host's trainer to join", lambda: (nodes.status(late.data_dir) or {}).get(
             "rounds", {}).get("state") == "joining")
+        time.sleep(2)
         os.unlink(gate)
         # While the third host trains, the mesh's status says its trainer
         # speaks for 2 local ranks.
@@ -169,6 +183,7 @@ class DDPExampleTest(unittest.TestCase):
         self.assertEqual(len(hashes), 6, texts)
         self.assertEqual(len(set(hashes)), 1, hashes)
         self.assertIn("loaded checkpoint", texts[2])
+        self.assertIn("local rank 0 still waits for the mesh", texts[2])
 
         want = torch.load(ref)
         for path in outs:

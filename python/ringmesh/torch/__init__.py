@@ -767,19 +767,8 @@ class DistributedOptimizer:
         first = self.membership is None
         m = None
         if self.lead:
-            start = self.start_step if first else self.membership.step
             try:
-                while True:
-                    try:
-                        m = join(self.model, self.optimizer, self.client, start, timeout=self.join_timeout,
-                                 checkpoint_dir=self.checkpoint_dir, resume=self.resume and first,
-                                 scheduler=self.scheduler, local_ranks=self.local_size)
-                        break
-                    except NodeConnectionLost as e:
-                        if self.reconnect_timeout <= 0:
-                            raise
-                        log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
-                        self._reconnect(e)
+                m = self._lead_join(first)
             except BaseException as e:
                 if self.local is not None:
                     self.local.bcast_json({"error": [getattr(e, "code", ""), str(e)]})
@@ -787,6 +776,8 @@ class DistributedOptimizer:
         if self.local is not None:
             d = self.local.bcast_json(None if m is None else {
                 "step": m.step, "members": m.members, "self_id": m.self_id, "share": m.share, "loaded": m.loaded})
+            while "waiting" in d:  # rank 0 still waits for the mesh
+                d = self.local.bcast_json(None)
             if "error" in d:
                 raise RingmeshError(d["error"][0] or P.CODE_INTERNAL, f"local rank 0's join failed: {d['error'][1]}",
                                     P.OP_JOIN)
@@ -794,7 +785,7 @@ class DistributedOptimizer:
                 m = Membership(step=d["step"], members=d["members"], self_id=d["self_id"], share=d["share"],
                                loaded=d["loaded"])
                 if m.loaded:
-                    load(m.loaded, self.model, self.optimizer, self.scheduler)
+                    m.extra = load(m.loaded, self.model, self.optimizer, self.scheduler).get("extra") or {}
             # Every local rank starts from rank 0's parameters and buffers
             # (a fresh mesh: rank 0's initialization).
             self.local.broadcast_module(self.model)
@@ -802,18 +793,58 @@ class DistributedOptimizer:
         self._snapshot_buffers()
         return m
 
+    # With local ranks, rank 0 joins in slices of this many seconds and tells
+    # the others it still waits after each, so that their wait in a
+    # collective never reaches the process group's timeout.
+    _JOIN_SLICE = 60.0
+
+    def _lead_join(self, first: bool) -> Membership:
+        start = self.start_step if first else self.membership.step
+        resumed = None
+        if self.resume and first:
+            directory = self.checkpoint_dir or default_checkpoint_dir(self.client)
+            os.makedirs(directory, exist_ok=True)
+            resumed = _resume(self.model, self.optimizer, self.client, start,
+                              os.path.join(directory, "resume-state.pt"), self.scheduler)
+            if resumed is not None:
+                start = resumed["step"]
+        deadline = None if self.join_timeout is None else time.monotonic() + self.join_timeout
+        while True:
+            timeout = self.join_timeout
+            if self.local is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                timeout = self._JOIN_SLICE if left is None else max(min(self._JOIN_SLICE, left), 0.001)
+            try:
+                m = join(self.model, self.optimizer, self.client, start, timeout=timeout,
+                         checkpoint_dir=self.checkpoint_dir, scheduler=self.scheduler, local_ranks=self.local_size)
+                if resumed is not None and m.loaded is None:
+                    m.loaded, m.checkpoint = resumed["path"], m.checkpoint or resumed
+                return m
+            except NodeConnectionLost as e:
+                if self.reconnect_timeout <= 0:
+                    raise
+                log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
+                self._reconnect(e)
+            except RingmeshError as e:
+                if (self.local is None or e.code != P.CODE_TIMEOUT
+                        or (deadline is not None and time.monotonic() >= deadline)):
+                    raise
+            if self.local is not None:
+                log.debug("local rank 0 still waits for the mesh: told the other local ranks")
+                self.local.bcast_json({"waiting": True})
+
     def _weights(self, batch_size: Optional[float]) -> tuple:
         """(this process's samples, the host's samples) for the next step."""
+        # Every local rank decides the same way (the sampler cut this step
+        # on all of them, or on none), so they enter the same collectives.
         step = self.membership.step
-        if batch_size is None:
-            if self._batch is None or self._batch[0] != step:
-                raise ValueError("step needs batch_size (this process's sample count), or a DistributedSampler over "
-                                 "this optimizer cutting the batches")
+        if self._batch is not None and self._batch[0] == step:
             return self._batch[1], self._batch[2]
+        if batch_size is None:
+            raise ValueError("step needs batch_size (this process's sample count), or a DistributedSampler over "
+                             "this optimizer cutting the batches")
         if self.local is None:
             return batch_size, batch_size
-        if self._batch is not None and self._batch[0] == step and self._batch[1] == batch_size:
-            return self._batch[1], self._batch[2]
         host = self.local.total(batch_size)
         if self._hooked and not self._warned_weights and abs(batch_size * self.local_size - host) > 1e-9:
             self._warned_weights = True
@@ -885,7 +916,7 @@ class DistributedOptimizer:
         if self.lead:
             try:
                 outcome = self._mesh_round(lambda: av.mesh(self.membership.step, host))
-            except (RingmeshError, NodeConnectionLost) as e:
+            except BaseException as e:  # the other ranks wait for the outcome: tell them, then raise
                 err = e
                 outcome = {"ok": False, "error": [getattr(e, "code", ""), str(e), type(e).__name__]}
         outcome = self.local.bcast_json(outcome)
@@ -1005,7 +1036,7 @@ class DistributedOptimizer:
     def _save_quietly(self, step: int) -> None:
         try:
             save(self.model, self.optimizer, step, self.client, self.checkpoint_dir, scheduler=self.scheduler)
-        except (RingmeshError, RingmeshConnectionError) as e:
+        except (RingmeshError, RingmeshConnectionError, OSError) as e:
             log.warning("checkpoint of step %d not handed to the node: %s", step, e)
 
     def save(self, extra: Optional[Dict[str, Any]] = None) -> Optional[Response]:
@@ -1043,8 +1074,11 @@ class DistributedSampler(torch.utils.data.Sampler):
     this process gets its host's share of it (by the agreed shares) and its
     local rank's part of that. The position is the mesh's step, so a host
     that joins, or rejoins after a failure, goes on at the entry step:
-    across kills and joins every sample of a step is computed exactly once,
-    and none is skipped.
+    across kills and joins every step's batch is computed once, by whoever
+    holds its parts when it commits. (The step a member dies in is reduced
+    over the survivors' parts, as ``total_weight`` of the answer says: the
+    dead member's part of that one step is not computed; the next step's
+    shares cover the whole batch again.)
 
     One iteration covers what remains of the current epoch (``set_epoch``
     is accepted for drop-in use; the mesh's step decides). The loader must

@@ -200,7 +200,13 @@ class DDPExampleTest(unittest.TestCase):
                    PYTHONPATH=PYPATH)
         r = subprocess.run([os.path.join(DDP_DIR, "run_local.sh"), "--epochs", "2", "--batchnorm"],
                            capture_output=True, text=True, timeout=400, env=env)
-        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+        if r.returncode != 0:
+            logs = []
+            for name in sorted(os.listdir(tmp.name)):
+                if name.endswith(".log"):
+                    with open(os.path.join(tmp.name, name), errors="replace") as f:
+                        logs.append(f"==> {name} <==\n" + "".join(f.readlines()[-200:]))
+            self.fail(f"run_local.sh exited {r.returncode}\n{r.stdout[-3000:]}\n" + "\n".join(logs))
         self.assertIn("SIGKILL node b", r.stdout)
         self.assertIn("node b restarted", r.stdout)
         self.assertRegex(r.stdout, r"all 4 ranks equal: params [0-9a-f]{16} buffers [0-9a-f]{16}")

@@ -481,8 +481,12 @@ func shapedLab(b *testing.B, n int, rate int64) *netlab.Lab {
 }
 
 // labNodes starts a fresh node in each lab host (a mesh formed by n).
+// labNodes starts n lab nodes; RINGMESH_LAB_NODE_ARGS adds node flags
+// (for example --allreduce-lanes 4) to compare settings on the same lab.
 func labNodes(b *testing.B, lab *netlab.Lab, n int) []*systest.Proc {
-	return systest.LabCluster(b, lab, b.TempDir(), n, "--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n), "--log-level", "info")
+	args := []string{"--no-mdns", "--no-dht", "--min-members", fmt.Sprint(n), "--log-level", "info"}
+	args = append(args, strings.Fields(os.Getenv("RINGMESH_LAB_NODE_ARGS"))...)
+	return systest.LabCluster(b, lab, b.TempDir(), n, args...)
 }
 
 // labAllReduce runs one live-mode bench process per node and reports the

@@ -186,12 +186,15 @@ class DDPExampleTest(unittest.TestCase):
         self.assertIn("local rank 0 still waits for the mesh", texts[2])
 
         want = torch.load(ref)
+        worst = 0.0
         for path in outs:
             got = torch.load(path)
             self.assertEqual(sorted(got), sorted(want))
             for k in want:
                 self.assertTrue(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-5),
                                 f"{k}: max diff {(got[k] - want[k]).abs().max().item()}")
+                worst = max(worst, (got[k].double() - want[k].double()).abs().max().item())
+        print(f"\n3 hosts x 2 local ranks vs one process, 64 steps: max |diff| {worst:.3g}", file=sys.stderr)
 
     def test_run_local(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")

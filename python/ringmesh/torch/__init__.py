@@ -821,9 +821,6 @@ class DistributedOptimizer:
                     m.loaded, m.checkpoint = resumed["path"], m.checkpoint or resumed
                 return m
             except NodeConnectionLost as e:
-                if self.reconnect_timeout <= 0:
-                    raise
-                log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
                 self._reconnect(e)
             except RingmeshError as e:
                 if (self.local is None or e.code != P.CODE_TIMEOUT
@@ -943,9 +940,6 @@ class DistributedOptimizer:
                 raise
             log.info("rejoining after %s: %s", e.code, e.message)
         except NodeConnectionLost as e:
-            if self.reconnect_timeout <= 0:
-                raise
-            log.warning("%s; waiting up to %gs for the node to come back", e, self.reconnect_timeout)
             self._reconnect(e)
         else:
             d = dict(resp)
@@ -966,6 +960,11 @@ class DistributedOptimizer:
         return list(members or [])
 
     def _reconnect(self, lost: NodeConnectionLost) -> None:
+        """Wait up to reconnect_timeout for the node to come back and
+        reconnect; raise ``lost`` when it does not (at once with 0)."""
+        if self.reconnect_timeout <= 0:
+            raise lost
+        log.warning("%s; waiting up to %gs for the node to come back", lost, self.reconnect_timeout)
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:

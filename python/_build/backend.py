@@ -60,8 +60,11 @@ def _metadata(p):
         lines.append(f"Summary: {p['description']}")
     if "requires-python" in p:
         lines.append(f"Requires-Python: {p['requires-python']}")
-    if "license" in p:
-        lines.append(f"License: {p['license'].get('text', '')}")
+    lic = p.get("license")
+    if isinstance(lic, str):  # PEP 639: an SPDX expression
+        lines.append(f"License-Expression: {lic}")
+    elif isinstance(lic, dict) and "text" in lic:
+        lines.append(f"License: {lic['text']}")
     lines += [f"Requires-Dist: {d}" for d in p.get("dependencies", [])]
     for extra, deps in p.get("optional-dependencies", {}).items():
         lines.append(f"Provides-Extra: {extra}")

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/ringmesh/ringmesh/internal/atomicfile"
 )
 
 // StoreConfig configures a Store.
@@ -509,9 +507,6 @@ func diskErr(err error) error {
 	}
 	return err
 }
-
-// syncDir fsyncs a directory so a rename in it is durable.
-var syncDir = atomicfile.SyncDir
 
 func orDiscard(l *slog.Logger) *slog.Logger {
 	if l == nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/ringmesh/ringmesh/internal/atomicfile"
 )
 
 // PutOptions are the optional settings of PutWithOptions.
@@ -168,13 +170,13 @@ func (s *Store) adopt(root Root, m Manifest, mb []byte, tmp string) error {
 // first so its entries are durable and dir (final's parent) after, so the
 // rename is.
 func publish(tmp, final, dir string) error {
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -226,7 +228,7 @@ func (s *Store) Export(ctx context.Context, root Root, dstPath string) error {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("checkpoint: export: %w", err)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 func exportTo(ctx context.Context, e *entry, dst *os.File) error {

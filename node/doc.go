@@ -11,10 +11,11 @@
 // membership views, the trainer's join, submit and leave, all-reduce
 // outcomes and ticks. It performs the machine's effects in order: it
 // persists the machine's durable state (DATA_DIR/rounds.state.0 and .1,
-// written in turn, fdatasynced; state.go) before any message that depends on it is sent, sends messages through a
-// bounded queue per peer, runs the all-reduce of the trainer's buffer into
-// a result buffer backed by DATA_DIR/result.f32 (a shared mapping that
-// outlives the process, so a result reported ready survives a crash),
+// written in turn, fdatasynced; state.go) before any message that depends
+// on it is sent, sends messages through a bounded queue per peer, runs
+// the all-reduce of the trainer's buffer into a result buffer backed by
+// DATA_DIR/result.f32 (a shared mapping that outlives the process, so a
+// result reported ready survives a crash),
 // applies decided results to the trainer's buffer, answers the trainer and
 // publishes the heartbeat payload.
 //

@@ -187,13 +187,13 @@ func openStateStore(dataDir string) (*stateStore, savedState, error) {
 			best, st.seq, found = s, seq, true
 		}
 	}
+	st.created = present
 	if present[0] || present[1] {
 		// A slot created before a crash may not have its directory entry
 		// synced yet.
 		if err := atomicfile.SyncDir(dataDir); err != nil {
 			return nil, savedState{}, fmt.Errorf("node: round state: %w", err)
 		}
-		st.created = present
 	}
 	if found {
 		return st, best, nil

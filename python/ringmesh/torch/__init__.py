@@ -450,7 +450,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     os.makedirs(directory, exist_ok=True)
     resumed = None
     if resume:
-        resumed = _resume(model, optimizer, client, start_step, os.path.join(directory, "resume-state.pt"), scheduler)
+        resumed = _resume(model, optimizer, client, start_step, directory, scheduler)
         if resumed is not None:
             start_step = resumed["step"]
     unavailable = 0
@@ -480,9 +480,14 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     return m
 
 
-def _resume(model, optimizer, client: Client, start_step: int, dest: str, scheduler=None) -> Optional[Dict[str, Any]]:
-    """Load the newest checkpoint past start_step that can be fetched;
-    return its description, or None."""
+def _resume(model, optimizer, client: Client, start_step: int, directory: Optional[str],
+            scheduler=None) -> Optional[Dict[str, Any]]:
+    """Load the newest checkpoint past start_step that can be fetched
+    (into ``directory``, default DATA_DIR/trainer); return its description,
+    or None."""
+    directory = directory or default_checkpoint_dir(client)
+    os.makedirs(directory, exist_ok=True)
+    dest = os.path.join(directory, "resume-state.pt")
     newer = sorted((k for k in client.checkpoint_list() if k.get("step", 0) > start_step),
                    key=lambda k: k.get("step", 0), reverse=True)
     for k in newer[:3]:
@@ -802,10 +807,7 @@ class DistributedOptimizer:
         start = self.start_step if first else self.membership.step
         resumed = None
         if self.resume and first:
-            directory = self.checkpoint_dir or default_checkpoint_dir(self.client)
-            os.makedirs(directory, exist_ok=True)
-            resumed = _resume(self.model, self.optimizer, self.client, start,
-                              os.path.join(directory, "resume-state.pt"), self.scheduler)
+            resumed = _resume(self.model, self.optimizer, self.client, start, self.checkpoint_dir, self.scheduler)
             if resumed is not None:
                 start = resumed["step"]
         deadline = None if self.join_timeout is None else time.monotonic() + self.join_timeout

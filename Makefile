@@ -26,7 +26,7 @@ REV      := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 REVISION := $(REV)$(if $(REV),$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty))
 
 build: ## build bin/ringmesh
-	$(GO) build -ldflags "-X main.buildRevision=$(REVISION)" -o $(BIN) ./cmd/ringmesh
+	$(GO) build -ldflags "-X github.com/ringmesh/ringmesh/internal/buildinfo.Revision=$(REVISION)" -o $(BIN) ./cmd/ringmesh
 
 test: build test-go test-python ## run every test (Go with -race, then the Python client)
 

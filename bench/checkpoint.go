@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringmesh/ringmesh/internal/nodeproc"
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node/client"
 )
 
@@ -25,6 +26,11 @@ type CheckpointResult struct {
 	ExportS     float64 `json:"export_s"`
 	ServedBy    int     `json:"served_by"` // providers that served chunks
 	ChunksTotal int     `json:"chunks"`
+}
+
+// String is the result line `ringmesh bench checkpoint` prints.
+func (r CheckpointResult) String() string {
+	return fmt.Sprintf("checkpoint providers=%d size=%s fetch_s=%.3f GBps=%.3f", r.Providers, units.Format(r.Size), r.FetchS, r.GBps)
 }
 
 // Checkpoint saves a size-byte checkpoint on n-1 local nodes and fetches

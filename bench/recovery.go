@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node/client"
 )
 
@@ -77,6 +78,12 @@ type RecoveryResult struct {
 	// (n-1 members) while the killed node was away: the part of a
 	// kill-to-next-round time that is the retried round itself.
 	SurvivorRoundS float64 `json:"survivor_round_median_s"`
+}
+
+// String is the result line `ringmesh bench recovery` prints.
+func (r RecoveryResult) String() string {
+	return fmt.Sprintf("recovery n=%d size=%s kills=%d median_kill_to_next_round_s=%.3f max_s=%.3f",
+		r.N, units.Format(r.SizeBytes), r.Kills, r.MedianS, r.MaxS)
 }
 
 // run starts the nodes and loops and runs the trials; it returns each

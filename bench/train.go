@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +30,12 @@ type TrainConfig struct {
 	Late   uint64
 	Keep   bool
 	Stderr io.Writer
-	// OnStep, when set, sees every step of every trainer (member index,
-	// step info), from the trainers' goroutines.
-	OnStep func(int, meshtrain.StepInfo)
+	// Trace, when set, gets every trainer's steps as CSV lines
+	// (t_s,member,step,share,samples,step_time_s,members), a header first.
+	Trace io.Writer
+	// Plot, when set, gets a PNG of the run at the end (PlotTrain: the
+	// members' shares and the step time by step).
+	Plot io.Writer
 }
 
 // TrainResult is the figures of a run.
@@ -54,6 +58,20 @@ type TrainResult struct {
 	EqualBound float64 `json:"equal_shares_bound"`
 	// Shares are the members' shares of the last step, by node.
 	Shares []float64 `json:"shares"`
+}
+
+// String is the result line `ringmesh bench train` prints.
+func (r TrainResult) String() string {
+	return fmt.Sprintf("train n=%d speeds=%s batch=%d steps=%d mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%s",
+		r.N, floats(r.Speeds, "%g"), r.Batch, r.Steps, r.MeshSamplesPerSec, r.StandaloneSum, r.Ratio, r.EqualBound, floats(r.Shares, "%.3f"))
+}
+
+func floats(v []float64, format string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(s, ",")
 }
 
 // Train runs the benchmark.
@@ -132,6 +150,11 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 	if c.Late == 0 {
 		close(late)
 	}
+	var points []TrainPoint
+	start := time.Now()
+	if c.Trace != nil {
+		fmt.Fprintln(c.Trace, "t_s,member,step,share,samples,step_time_s,members")
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		cfg := meshtrain.LocalConfig()
@@ -146,12 +169,15 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 				at[2*i+1] = time.Now()
 				res.Shares[i] = s.Share
 			}
+			if c.Plot != nil {
+				points = append(points, TrainPoint{Member: i, Step: s.Step, Share: s.Share, StepTime: s.StepTime.Seconds()})
+			}
+			if c.Trace != nil {
+				fmt.Fprintf(c.Trace, "%.4f,%d,%d,%.5f,%d,%.4f,%d\n", time.Since(start).Seconds(), i, s.Step, s.Share, s.Samples, s.StepTime.Seconds(), len(s.Members))
+			}
 			mu.Unlock()
 			if c.Late > 0 && i == 0 && s.Step+1 >= c.Late {
 				lateOnce.Do(func() { close(late) })
-			}
-			if c.OnStep != nil {
-				c.OnStep(i, s)
 			}
 		}
 		wg.Add(1)
@@ -183,6 +209,20 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 	}
 	res.MeshSamplesPerSec = float64(c.Batch) * float64(c.Steps-1-half) / to.Sub(from).Seconds()
 	res.Ratio = res.MeshSamplesPerSec / res.StandaloneSum
+	if c.Plot == nil {
+		return nil
+	}
+	names := make([]string, n)
+	for i, sp := range c.Speeds {
+		names[i] = fmt.Sprintf("trainer %d (speed %g)", i, sp)
+	}
+	if c.Late > 0 {
+		names[n-1] += fmt.Sprintf(", joins at step %d", c.Late)
+	}
+	title := fmt.Sprintf("ringmesh bench train: %d trainers at speeds %s, global batch %d", n, floats(c.Speeds, "%g"), c.Batch)
+	if err := PlotTrain(c.Plot, title, names, points); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
 	return nil
 }
 

@@ -159,12 +159,18 @@ func LocalConfig() Config {
 	c.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	c.MDNS = false
 	c.DHT = false
+	c.FastDetect()
+	c.ForgetAfter = 30 * time.Second
+	return c
+}
+
+// FastDetect sets failure detection to about 1s (heartbeat 200ms) instead
+// of the 5s defaults (`ringmesh node --fast-detect`).
+func (c *Config) FastDetect() {
 	c.HeartbeatInterval = 200 * time.Millisecond
 	c.SuspectTimeout = 600 * time.Millisecond
 	c.ProbeTimeout = 400 * time.Millisecond
 	c.DeadTimeout = time.Second
-	c.ForgetAfter = 30 * time.Second
-	return c
 }
 
 // Validate checks every field and the relations between them.

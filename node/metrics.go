@@ -2,12 +2,12 @@ package node
 
 import (
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/checkpoint"
@@ -18,12 +18,10 @@ import (
 // ringmesh_* series, fed through the Metrics interfaces of mesh, allreduce
 // and checkpoint (one value implements all three) and by the driver;
 // libp2p's own series (the host registers them, see mesh.Config.Registerer);
-// and the Go and process collectors. status reads the round counters.
+// and the Go and process collectors. status reads the round counters
+// (count).
 type metrics struct {
 	reg *prometheus.Registry
-
-	rounds  atomic.Uint64 // rounds applied, for status
-	retries atomic.Uint64 // extra attempts, for status
 
 	roundsApplied prometheus.Counter
 	roundRetries  prometheus.Counter
@@ -129,11 +127,19 @@ func (f factory) histogram(name, help string) prometheus.Histogram {
 	return h
 }
 
+// count reads a counter's value (status shows the round counters; the
+// counter is the one record of them).
+func count(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
+}
+
 // roundApplied records a round the driver applied: attempts it took, the
 // time since the trainer's call, and the trainer's weight (its samples).
 func (m *metrics) roundApplied(attempts int, since time.Time, weight float64) {
-	m.rounds.Add(1)
-	m.retries.Add(uint64(attempts - 1))
 	m.roundsApplied.Inc()
 	m.roundRetries.Add(float64(attempts - 1))
 	now := time.Now()

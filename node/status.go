@@ -88,7 +88,7 @@ func (n *Node) Status() StatusJSON {
 	st.Self.EgressBps, st.Self.IngressBps = sn.link.Egress, sn.link.Ingress
 	st.Self.ProbedOut, st.Self.ProbedIn = n.probe.probed()
 	st.Rounds = RoundsJSON{State: sn.state, Reason: sn.reason, Epoch: sn.epoch, NextStep: sn.step, Members: idStrings(sn.list),
-		Applied: n.metrics.rounds.Load(), Retries: n.metrics.retries.Load(),
+		Applied: count(n.metrics.roundsApplied), Retries: count(n.metrics.roundRetries),
 		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load()}
 	if st.Rounds.Members == nil {
 		st.Rounds.Members = []string{}

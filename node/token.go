@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/credentials"
@@ -74,8 +76,18 @@ func ApplyJoin(cfg *Config, join []string, meshSet bool) (*credentials.Token, er
 // SetupSecret decides how the node keeps outsiders out and sets
 // cfg.Mesh.PSKFile: the --psk file, the data dir's secret (from the join
 // token tok, or created for a fresh data dir), or, with open
-// (--insecure-open-mesh) only, nothing, said loudly in the log.
+// (--insecure-open-mesh) only, nothing, said loudly in the log. A private
+// node on the default listen addresses drops their QUIC twin: private
+// networks are TCP-only in libp2p.
 func SetupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) error {
+	err := setupSecret(cfg, tok, open, logger)
+	if err == nil && cfg.Mesh.PSKFile != "" && slices.Equal(cfg.Mesh.Listen, mesh.DefaultConfig().Listen) {
+		cfg.Mesh.Listen = slices.DeleteFunc(slices.Clone(cfg.Mesh.Listen), func(a string) bool { return !strings.Contains(a, "/tcp/") })
+	}
+	return err
+}
+
+func setupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) error {
 	switch {
 	case open && (tok != nil || cfg.Mesh.PSKFile != ""):
 		return fmt.Errorf("--insecure-open-mesh cannot be combined with --psk or a join token")

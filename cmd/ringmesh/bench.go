@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/ringmesh/ringmesh/internal/cli"
 
 	"github.com/ringmesh/ringmesh/bench"
 	"github.com/ringmesh/ringmesh/internal/units"
-	"github.com/ringmesh/ringmesh/train/meshtrain"
 )
 
 const benchHelp = `usage: ringmesh bench <allreduce|recovery|checkpoint|train> [flags]
@@ -51,43 +48,6 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// benchContext is cancelled on SIGINT/SIGTERM so every local process is
-// stopped before the bench exits.
-func benchContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
-// sizesFlag is a repeatable, comma-separated list of sizes (64MiB,1GiB).
-type sizesFlag []int64
-
-func (s *sizesFlag) Type() string { return "sizes" }
-
-func (s *sizesFlag) String() string {
-	parts := make([]string, len(*s))
-	for i, v := range *s {
-		parts[i] = units.Format(v)
-	}
-	return strings.Join(parts, ",")
-}
-
-func (s *sizesFlag) Set(v string) error {
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		n, err := units.Parse(part)
-		if err != nil {
-			return err
-		}
-		if n < 4 || n%4 != 0 {
-			return fmt.Errorf("size %q: must be a positive multiple of 4 bytes (float32 buffers)", part)
-		}
-		*s = append(*s, n)
-	}
-	return nil
-}
-
 const benchAllReduceHelp = `usage: ringmesh bench allreduce --local N [flags]
        ringmesh bench allreduce --data-dir DIR --world N [flags]
 
@@ -113,9 +73,9 @@ any wait for slower hosts to submit the round.
 Progress goes to stderr; the result lines to stdout.`
 
 func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
-	var sizes sizesFlag
+	var sizes units.Float32Sizes
 	b := bench.AllReduceConfig{Stdout: stdout, Stderr: stderr}
-	fs := newFlagSet("bench allreduce", benchAllReduceHelp, stderr)
+	fs := cli.NewFlagSet("bench allreduce", benchAllReduceHelp, stderr)
 	local := fs.Int("local", 0, "start N local node processes on 127.0.0.1 and benchmark them")
 	dataDir := fs.String("data-dir", "", "live mode: the data dir of this host's running node")
 	world := fs.Int("world", 0, "live mode: start once the mesh has this many members")
@@ -129,7 +89,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
 	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
 	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	b.Sizes = sizes
@@ -146,7 +106,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ringmesh bench allreduce: --iters must be at least 1")
 		return 2
 	}
-	ctx, stop := benchContext()
+	ctx, stop := signalContext()
 	defer stop()
 	var err error
 	switch {
@@ -187,7 +147,7 @@ gives a step of about 0.5 s at speeds 1,1,2,4, as real models take; a
 smaller --batch or --sample-delay shows the round's cost.`
 
 func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench train", benchTrainHelp, stderr)
+	fs := cli.NewFlagSet("bench train", benchTrainHelp, stderr)
 	n := fs.Int("local", 4, "local node processes")
 	speeds := fs.Float64Slice("speeds", nil, "relative trainer speeds, one per node (e.g. 1,1,2,4; default all 1)")
 	batch := fs.Int("batch", 1024, "global batch")
@@ -198,7 +158,7 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 	trace := fs.String("trace", "", "write every trainer's steps to FILE as CSV (t_s,member,step,share,samples,step_time_s,members)")
 	plotFile := fs.String("plot", "", "draw the members' shares and the step time by step into FILE (PNG)")
 	late := fs.Uint64("late", 0, "start the last trainer once the others applied this many steps (it joins the running mesh)")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if len(*speeds) == 0 {
@@ -220,74 +180,47 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, Late: *late, Keep: *keep, Stderr: stderr}
-	var mu sync.Mutex
-	var points []bench.TrainPoint
-	var csv io.Writer
-	if *trace != "" {
-		f, err := os.Create(*trace)
+	var files []*os.File
+	for _, out := range []struct {
+		path string
+		w    *io.Writer
+	}{{*trace, &cfg.Trace}, {*plotFile, &cfg.Plot}} {
+		if out.path == "" {
+			continue
+		}
+		f, err := os.Create(out.path)
 		if err != nil {
 			fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
 			return 1
 		}
 		defer f.Close()
-		csv = f
-		fmt.Fprintln(f, "t_s,member,step,share,samples,step_time_s,members")
+		files = append(files, f)
+		*out.w = f
 	}
-	start := time.Now()
-	cfg.OnStep = func(i int, s meshtrain.StepInfo) {
-		mu.Lock()
-		defer mu.Unlock()
-		points = append(points, bench.TrainPoint{Member: i, Step: s.Step, Share: s.Share, StepTime: s.StepTime.Seconds()})
-		if csv != nil {
-			fmt.Fprintf(csv, "%.4f,%d,%d,%.5f,%d,%.4f,%d\n", time.Since(start).Seconds(), i, s.Step, s.Share, s.Samples, s.StepTime.Seconds(), len(s.Members))
-		}
-	}
-	ctx, stop := benchContext()
+	ctx, stop := signalContext()
 	defer stop()
 	res, err := bench.Train(ctx, cfg)
+	for _, f := range files {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
 		return 1
 	}
-	if *plotFile != "" {
-		names := make([]string, len(res.Speeds))
-		for i, sp := range res.Speeds {
-			names[i] = fmt.Sprintf("trainer %d (speed %g)", i, sp)
-		}
-		title := fmt.Sprintf("ringmesh bench train: %d trainers at speeds %s, global batch %d", res.N, floats(res.Speeds, "%g"), res.Batch)
-		if *late > 0 {
-			names[len(names)-1] += fmt.Sprintf(", joins at step %d", *late)
-		}
-		f, err := os.Create(*plotFile)
-		if err == nil {
-			mu.Lock()
-			err = bench.PlotTrain(f, title, names, points)
-			mu.Unlock()
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "ringmesh bench train: plot: %v\n", err)
-			return 1
-		}
-	}
-	if *asJSON {
-		out, _ := json.Marshal(res)
-		fmt.Fprintln(stdout, string(out))
-		return 0
-	}
-	fmt.Fprintf(stdout, "train n=%d speeds=%s batch=%d steps=%d mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%s\n",
-		res.N, floats(res.Speeds, "%g"), res.Batch, res.Steps, res.MeshSamplesPerSec, res.StandaloneSum, res.Ratio, res.EqualBound, floats(res.Shares, "%.3f"))
-	return 0
+	return printResult(stdout, *asJSON, res)
 }
 
-func floats(v []float64, format string) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = fmt.Sprintf(format, x)
+// printResult prints a benchmark's result: its line, or one JSON object.
+func printResult(stdout io.Writer, asJSON bool, res fmt.Stringer) int {
+	if asJSON {
+		out, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(out))
+	} else {
+		fmt.Fprintln(stdout, res)
 	}
-	return strings.Join(s, ",")
+	return 0
 }
 
 const benchRecoveryHelp = `usage: ringmesh bench recovery --local N [flags]
@@ -304,9 +237,9 @@ Prints: recovery n=N size=S kills=K median_kill_to_next_round_s=... max_s=...
 Nodes use production failure detection unless --fast-detect.`
 
 func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench recovery", benchRecoveryHelp, stderr)
+	fs := cli.NewFlagSet("bench recovery", benchRecoveryHelp, stderr)
 	n := fs.Int("local", 4, "local node processes (at least 3: the survivors must hold a majority)")
-	var sizes sizesFlag
+	var sizes units.Float32Sizes
 	fs.Var(&sizes, "size", "buffer size (default 64MiB)")
 	kills := fs.Int("kills", 10, "trials: one SIGKILL and restart each")
 	seed := fs.Uint64("seed", 1, "seed of the victim and kill-delay choices")
@@ -314,17 +247,17 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 	open := fs.Bool("open", false, "run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if len(sizes) == 0 {
-		sizes = sizesFlag{64 << 20}
+		sizes = units.Float32Sizes{64 << 20}
 	}
 	if *n < 3 || len(sizes) != 1 || *kills < 1 {
 		fmt.Fprintln(stderr, "ringmesh bench recovery: want --local N >= 3, one --size and --kills >= 1")
 		return 2
 	}
-	ctx, stop := benchContext()
+	ctx, stop := signalContext()
 	defer stop()
 	res, err := bench.Recovery(ctx, bench.RecoveryConfig{N: *n, Size: sizes[0], Kills: *kills, Seed: *seed,
 		Fast: *fast, Open: *open, Keep: *keep, Stderr: stderr})
@@ -332,14 +265,7 @@ func cmdBenchRecovery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh bench recovery: %v\n", err)
 		return 1
 	}
-	if *asJSON {
-		out, _ := json.Marshal(res)
-		fmt.Fprintln(stdout, string(out))
-	} else {
-		fmt.Fprintf(stdout, "recovery n=%d size=%s kills=%d median_kill_to_next_round_s=%.3f max_s=%.3f\n",
-			res.N, units.Format(res.SizeBytes), res.Kills, res.MedianS, res.MaxS)
-	}
-	return 0
+	return printResult(stdout, *asJSON, res)
 }
 
 const benchCheckpointHelp = `usage: ringmesh bench checkpoint --local N [--size 1GiB] [--json]
@@ -353,20 +279,20 @@ where fetch_s is the fetch alone (every chunk verified and written to the
 fetcher's store), not the export to a file that follows.`
 
 func benchCheckpoint(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench checkpoint", benchCheckpointHelp, stderr)
+	fs := cli.NewFlagSet("bench checkpoint", benchCheckpointHelp, stderr)
 	local := fs.Int("local", 4, "nodes in all: N-1 providers and one fresh fetcher")
-	var size sizeFlag = 1 << 30
+	var size units.Size = 1 << 30
 	fs.Var(&size, "size", "checkpoint size, e.g. 256MiB, 1GiB")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	wait := fs.Duration("timeout", 20*time.Minute, "give up after this long")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if *local < 2 || size <= 0 {
 		fmt.Fprintln(stderr, "ringmesh bench checkpoint: need --local >= 2 and a positive --size")
 		return 2
 	}
-	ctx, stop := benchContext()
+	ctx, stop := signalContext()
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
@@ -375,11 +301,5 @@ func benchCheckpoint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh bench checkpoint: %v\n", err)
 		return 1
 	}
-	if *asJSON {
-		b, _ := json.Marshal(r)
-		fmt.Fprintln(stdout, string(b))
-		return 0
-	}
-	fmt.Fprintf(stdout, "checkpoint providers=%d size=%s fetch_s=%.3f GBps=%.3f\n", r.Providers, units.Format(r.Size), r.FetchS, r.GBps)
-	return 0
+	return printResult(stdout, *asJSON, r)
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ringmesh/ringmesh/internal/cli"
 
 	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
@@ -67,48 +67,9 @@ func cmdCheckpoint(args []string, stdout, stderr io.Writer) int {
 func checkpointFlags(fs *flag.FlagSet, c *node.CheckpointConfig) {
 	fs.IntVar(&c.Store.Keep, "keep-checkpoints", c.Store.Keep, "complete checkpoints kept in the store (newest first); ones being served or fetched are never deleted")
 	fs.IntVar(&c.Replicator.Replicas, "replicas", c.Replicator.Replicas, "nodes that should hold each new checkpoint (background replication)")
-	fs.Var((*sizeFlag)(&c.Replicator.RateLimit), "replication-rate", "bytes/s bound on background replication, e.g. 32MiB (0: unlimited)")
-	fs.Var((*sizeFlag)(&c.Fetch.RateLimit), "fetch-rate", "bytes/s bound on checkpoint fetches asked for by trainers and 'checkpoint get' (0: unlimited)")
+	fs.Var((*units.Size)(&c.Replicator.RateLimit), "replication-rate", "bytes/s bound on background replication, e.g. 32MiB (0: unlimited)")
+	fs.Var((*units.Size)(&c.Fetch.RateLimit), "fetch-rate", "bytes/s bound on checkpoint fetches asked for by trainers and 'checkpoint get' (0: unlimited)")
 	fs.DurationVar(&c.JoinTimeout, "join-checkpoint-timeout", c.JoinTimeout, "how long a joining trainer that wants state waits for the checkpoint of its entry step")
-}
-
-// sizeFlag is a byte count flag that accepts 64MiB-style sizes.
-type sizeFlag int64
-
-func (s *sizeFlag) String() string { return units.Format(int64(*s)) }
-func (s *sizeFlag) Type() string   { return "size" }
-func (s *sizeFlag) Set(v string) error {
-	n, err := units.Parse(v)
-	*s = sizeFlag(n)
-	return err
-}
-
-// parseCheckpointFlags parses flags and up to maxArgs positional arguments,
-// which may come before, between or after the flags.
-func parseCheckpointFlags(fs *flag.FlagSet, args []string, maxArgs int) ([]string, int) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, 0
-			}
-			return nil, 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if err := applyEnv(fs); err != nil {
-		fmt.Fprintf(fs.Output(), "ringmesh %s: %v\n", fs.Name(), err)
-		return nil, 2
-	}
-	if len(pos) > maxArgs {
-		fmt.Fprintf(fs.Output(), "ringmesh %s: unexpected arguments %q\n", fs.Name(), pos[maxArgs:])
-		return nil, 2
-	}
-	return pos, -1
 }
 
 func dialNode(ctx context.Context, name, dataDir string, stderr io.Writer) (*client.Client, int) {
@@ -136,13 +97,13 @@ func apiFailure(stderr io.Writer, name string, err error) int {
 }
 
 func checkpointSave(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("checkpoint save", "usage: ringmesh checkpoint save --data-dir DIR --step N FILE\n\n"+
+	fs := cli.NewFlagSet("checkpoint save", "usage: ringmesh checkpoint save --data-dir DIR --step N FILE\n\n"+
 		"Stores FILE as the checkpoint of step N in the node's store (chunked, hashed,\n"+
 		"written atomically) and announces it; prints its root hash.", stderr)
 	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
 	step := fs.Uint64("step", 0, "the training step the file holds the state of")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
-	pos, code := parseCheckpointFlags(fs, args, 1)
+	pos, code := cli.ParseArgs(fs, args, 1)
 	if code >= 0 {
 		return code
 	}
@@ -172,14 +133,14 @@ func checkpointSave(args []string, stdout, stderr io.Writer) int {
 }
 
 func checkpointList(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("checkpoint ls", "usage: ringmesh checkpoint ls --data-dir DIR [--all] [--json]\n\n"+
+	fs := cli.NewFlagSet("checkpoint ls", "usage: ringmesh checkpoint ls --data-dir DIR [--all] [--json]\n\n"+
 		"Lists the checkpoints that count for this node's run (held here, or announced\n"+
 		"by members of its agreed list), newest step first: root hash, size, run,\n"+
 		"providers, held locally. --all lists every checkpoint known, of any run.", stderr)
 	dataDir := fs.String("data-dir", "", "the node's data directory (required)")
 	all := fs.Bool("all", false, "every checkpoint known, of any run and announcer")
 	asJSON := fs.Bool("json", false, "print one JSON array of {step, root, size, local, providers, run_id}")
-	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -238,7 +199,7 @@ type getResult struct {
 }
 
 func checkpointGet(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("checkpoint get", "usage: ringmesh checkpoint get --data-dir DIR (--latest | --root HASH) -o FILE\n\n"+
+	fs := cli.NewFlagSet("checkpoint get", "usage: ringmesh checkpoint get --data-dir DIR (--latest | --root HASH) -o FILE\n\n"+
 		"Has the node fetch a checkpoint from all its providers at once (every chunk\n"+
 		"verified against the manifest, corrupt providers reported and avoided, an\n"+
 		"interrupted fetch resumed without refetching verified chunks), then write\n"+
@@ -252,7 +213,7 @@ func checkpointGet(args []string, stdout, stderr io.Writer) int {
 	out := fs.StringP("output", "o", "", "output file (required)")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up after this long")
-	if _, code := parseCheckpointFlags(fs, args, 0); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if *latest == (*root != "") || *out == "" {
@@ -271,16 +232,20 @@ func checkpointGet(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer c.Close()
-	id := randomID()
-	pctx, stopProgress := context.WithCancel(ctx)
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		showProgress(pctx, *dataDir, id, stderr)
-	}()
-	resp, err := c.CheckpointFetch(ctx, client.Fetch{Root: *root, Latest: *latest, Dest: dest, FetchID: id})
-	stopProgress()
-	<-progressDone
+	var bar *progressbar.ProgressBar
+	resp, err := c.CheckpointFetchProgress(ctx, client.Fetch{Root: *root, Latest: *latest, Dest: dest}, 500*time.Millisecond,
+		func(p localapi.FetchProgress) {
+			if bar == nil {
+				// schollz/progressbar: bytes, rate, time left.
+				bar = progressbar.NewOptions64(p.Size, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionShowCount())
+			}
+			bar.Describe(fmt.Sprintf("step %d, %d providers", p.Step, p.Providers))
+			bar.Set64(p.Done)
+		})
+	if bar != nil {
+		fmt.Fprintln(stderr)
+	}
 	if err != nil {
 		return apiFailure(stderr, "get", err)
 	}
@@ -300,52 +265,4 @@ func checkpointGet(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "wrote %s (step %d, root %s, %s)\n", ck.Path, ck.Step, ck.Root, humanBytes(ck.Size))
 	}
 	return 0
-}
-
-func randomID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// showProgress polls the node (on a second connection, since the fetch call
-// holds the first) for the fetch tagged id and draws it as a progress bar
-// on stderr (schollz/progressbar: bytes, rate, time left).
-func showProgress(ctx context.Context, dataDir, id string, stderr io.Writer) {
-	c, err := client.Dial(ctx, dataDir)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	var bar *progressbar.ProgressBar
-	defer func() {
-		if bar != nil {
-			fmt.Fprintln(stderr)
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		resp, err := c.CheckpointList(ctx, false)
-		if err != nil {
-			return
-		}
-		for _, p := range resp.Fetches {
-			if p.FetchID != id {
-				continue
-			}
-			if bar == nil {
-				bar = progressbar.NewOptions64(p.Size, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
-					progressbar.OptionSetWidth(30), progressbar.OptionThrottle(250*time.Millisecond), progressbar.OptionShowCount(),
-					progressbar.OptionSetDescription(fmt.Sprintf("step %d", p.Step)))
-			}
-			bar.Describe(fmt.Sprintf("step %d, %d providers", p.Step, p.Providers))
-			bar.Set64(p.Done)
-		}
-	}
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"sync"
-	"sync/atomic"
 
+	"github.com/ringmesh/ringmesh/internal/cli"
 	"github.com/spf13/cobra"
-	flag "github.com/spf13/pflag"
 )
 
 const completionHelp = `usage: ringmesh completion bash|zsh|fish
@@ -28,31 +26,10 @@ var commandTree = []struct {
 	{"node", "run a node on this host until SIGINT/SIGTERM", func(a []string, _, e io.Writer) int { return cmdNode(a, e) }, nil},
 	{"status", "show the local node's members and round state", cmdStatus, nil},
 	{"token", "print a join token for the local node's mesh", cmdToken, nil},
-	{"bench", "benchmarks", cmdBench, []string{"allreduce", "recovery", "checkpoint"}},
+	{"bench", "benchmarks", cmdBench, []string{"allreduce", "recovery", "checkpoint", "train"}},
 	{"demo", "local nodes train a model together; one is killed and rejoins", cmdDemo, nil},
 	{"checkpoint", "save, list and fetch checkpoints through the local node", cmdCheckpoint, []string{"save", "ls", "get"}},
 	{"reform", "re-form the mesh when a majority of its list is gone for good", cmdReform, nil},
-}
-
-// capture, while describe runs, points at where newFlagSet records the
-// flag sets it makes; nil otherwise, so ordinary runs of commands (tests
-// call run concurrently) share nothing through it.
-var (
-	captureMu sync.Mutex // one describe at a time
-	capture   atomic.Pointer[*flag.FlagSet]
-)
-
-// describe runs a command with --help, output discarded, and returns the
-// flag set it defined (nil for one without flags). Every command defines
-// its flags before it parses them, and --help stops it right there.
-func describe(run func(args []string, stdout, stderr io.Writer) int, args ...string) *flag.FlagSet {
-	captureMu.Lock()
-	defer captureMu.Unlock()
-	var fs *flag.FlagSet
-	capture.Store(&fs)
-	run(append(args, "--help"), io.Discard, io.Discard)
-	capture.Store(nil)
-	return fs
 }
 
 // completionRoot builds the cobra command tree, with each command's own
@@ -65,13 +42,13 @@ func completionRoot(stdout io.Writer) *cobra.Command {
 	for _, c := range commandTree {
 		cmd := &cobra.Command{Use: c.name, Short: c.short, Run: noop}
 		if len(c.sub) == 0 {
-			if fs := describe(c.run); fs != nil {
+			if fs := cli.Describe(c.run); fs != nil {
 				cmd.Flags().AddFlagSet(fs)
 			}
 		}
 		for _, s := range c.sub {
 			sub := &cobra.Command{Use: s, Run: noop}
-			if fs := describe(c.run, s); fs != nil {
+			if fs := cli.Describe(c.run, s); fs != nil {
 				sub.Flags().AddFlagSet(fs)
 			}
 			cmd.AddCommand(sub)

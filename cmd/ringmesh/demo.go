@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/ringmesh/ringmesh/internal/cli"
 
 	"github.com/ringmesh/ringmesh/demo"
 	"github.com/ringmesh/ringmesh/train"
@@ -23,7 +23,7 @@ newest checkpoint and rejoins), and writes OUT/summary.json and OUT/loss.png.
 Exits 1 if the live nodes' final parameters differ or the loss did not fall.`
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("demo", demoUsage, stderr)
+	fs := cli.NewFlagSet("demo", demoUsage, stderr)
 	cfg := demo.Config{Train: train.DefaultConfig()}
 	fs.IntVar(&cfg.Nodes, "nodes", 4, "node processes to start")
 	fs.Uint64Var(&cfg.Steps, "steps", 300, "training steps")
@@ -36,7 +36,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs.Uint64Var(&cfg.CheckpointEvery, "checkpoint-every", 50, "steps between checkpoints (joiners also get one when they enter)")
 	fs.DurationVar(&cfg.Pace, "pace", 0, "extra time per step, to watch it slowly")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up (stopping every node) after this long")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if cfg.KillNode < 0 {
@@ -56,7 +56,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh demo: %v\n", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

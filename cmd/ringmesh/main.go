@@ -3,7 +3,7 @@
 //	ringmesh node        run a node (until SIGINT/SIGTERM)
 //	ringmesh status      show the local node's view of the mesh
 //	ringmesh token       print a join token for the local node's mesh
-//	ringmesh bench       measure all-reduce and recovery
+//	ringmesh bench       measure all-reduce, recovery, checkpoint fetch and mixed-speed training
 //	ringmesh demo        local nodes train together; one is killed and rejoins
 //	ringmesh checkpoint  save, list and fetch checkpoints through the local node
 //	ringmesh reform      re-form the mesh when a majority of its list is gone for good
@@ -13,11 +13,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/ringmesh/ringmesh/internal/buildinfo"
 )
 
 const usage = `ringmesh: a peer-to-peer training mesh
@@ -28,7 +31,7 @@ commands:
   node        run a node on this host until SIGINT/SIGTERM
   status      show the local node's members and round state (--json)
   token       print a join token: 'ringmesh node --join TOKEN' on another host joins the mesh
-  bench       benchmarks: bench allreduce, bench recovery, bench checkpoint
+  bench       benchmarks: bench allreduce, recovery, checkpoint, train
   demo        local nodes train a model together; one is killed and rejoins
   checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
   reform      re-form the mesh as a new epoch when a majority of its list is gone for good
@@ -76,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "__complete", "__completeNoDesc":
 		return cmdComplete(args, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, version())
+		fmt.Fprintln(stdout, buildinfo.Version())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -84,4 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "ringmesh: unknown command %q\n\n%s", cmd, usage)
 	return 2
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM: a node leaves
+// gracefully, and bench and demo stop every process they started.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }

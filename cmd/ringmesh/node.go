@@ -1,20 +1,17 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"slices"
-	"strings"
-	"syscall"
-	"time"
+
+	"github.com/ringmesh/ringmesh/internal/cli"
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/ringmesh/ringmesh/internal/buildinfo"
+	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node"
 )
 
@@ -42,8 +39,8 @@ can join, read the model and add gradients.`
 
 func cmdNode(args []string, stderr io.Writer) int {
 	cfg := node.DefaultConfig()
-	fs := newFlagSet("node", nodeHelp, stderr)
-	var listen, join multiFlag
+	fs := cli.NewFlagSet("node", nodeHelp, stderr)
+	var listen, join cli.Strings
 	dataDir := fs.String("data-dir", "", "directory for the identity key, control socket and checkpoints (required)")
 	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001 and its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1)")
 	fs.Var(&join, "join", "join token from 'ringmesh token', or a member address: /ip4/A/tcp/P[/p2p/ID], /dns4/HOST/tcp/P (repeatable)")
@@ -61,7 +58,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.FormWait, "form-wait", cfg.FormWait, "how long a node looks for a training mesh (with no new peer in view) before it may form one")
 	fs.DurationVar(&cfg.FormTimeout, "form-timeout", cfg.FormTimeout, "give up a newly formed mesh that a majority of its list stops advertising for this long before its first step")
 	fs.IntVar(&cfg.AllReduce.Lanes, "allreduce-lanes", cfg.AllReduce.Lanes, "parallel streams per all-reduce round, alternating ring directions (every member must use the same value)")
-	chunk := sizeFlag(cfg.AllReduce.ChunkBytes)
+	chunk := units.Size(cfg.AllReduce.ChunkBytes)
 	fs.Var(&chunk, "allreduce-chunk", "wire bytes per all-reduce frame, e.g. 1MiB: smaller starts the pipeline sooner, larger costs less per byte (every member must use the same value)")
 	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -69,7 +66,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (ringmesh_* and libp2p's) at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 picks one; status shows it)")
 	fs.BoolVar(&cfg.NoLinkProbe, "no-link-probe", false, "do not probe link rates (8 MiB to each member every 5 minutes): rounds then run the classic ring with equal segments instead of one shaped by the members' links")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the node to FILE until it stops (for benchmarks)")
-	if code := parseFlags(fs, args); code >= 0 {
+	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
 	if *dataDir == "" {
@@ -77,7 +74,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.DataDir = *dataDir
-	cfg.Mesh.UserAgent = agent()
+	cfg.Mesh.UserAgent = buildinfo.Agent()
 	cfg.AllReduce.ChunkBytes = int(chunk)
 	if len(listen) > 0 {
 		cfg.Mesh.Listen = listen
@@ -92,27 +89,13 @@ func cmdNode(args []string, stderr io.Writer) int {
 	cfg.Mesh.MDNS = !*noMDNS
 	cfg.Mesh.DHT = !*noDHT
 	if *fast {
-		cfg.Mesh.HeartbeatInterval = 200 * time.Millisecond
-		cfg.Mesh.SuspectTimeout = 600 * time.Millisecond
-		cfg.Mesh.ProbeTimeout = 400 * time.Millisecond
-		cfg.Mesh.DeadTimeout = time.Second
+		cfg.Mesh.FastDetect()
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "ringmesh node: --log-level: %v\n", err)
+	logger, err := node.NewLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
 	}
-	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		fmt.Fprintf(stderr, "ringmesh node: --log-format %q: want text or json\n", *logFormat)
-		return 2
-	}
-	logger := slog.New(handler)
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -131,7 +114,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		}()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
@@ -141,31 +124,18 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
 	}
-	if len(listen) == 0 && cfg.Mesh.PSKFile != "" {
-		// Private networks are TCP-only in libp2p: drop the default QUIC
-		// twin here rather than warn about it at every start.
-		cfg.Mesh.Listen = slices.DeleteFunc(slices.Clone(cfg.Mesh.Listen), func(a string) bool { return !strings.Contains(a, "/tcp/") })
-	}
 	n, err := node.Open(ctx, cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
 	st := n.Status()
-	logger.Info("node started", "version", version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs,
-		"socket", cfg.DataDir+"/ringmesh.sock", "metrics", metricsURL(st.MetricsAddr))
+	logger.Info("node started", "version", buildinfo.Version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs,
+		"socket", cfg.DataDir+"/ringmesh.sock", "metrics", node.MetricsURL(st.MetricsAddr))
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
 	logger.Info("node stopped")
 	return 0
-}
-
-// metricsURL is where a scraper finds the node's metrics ("off" for none).
-func metricsURL(addr string) string {
-	if addr == "" {
-		return "off"
-	}
-	return "http://" + addr + "/metrics"
 }

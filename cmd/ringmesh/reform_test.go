@@ -130,7 +130,7 @@ func TestStatusWatch(t *testing.T) {
 	wctx, stop := context.WithTimeout(ctx, 1500*time.Millisecond)
 	defer stop()
 	var out bytes.Buffer
-	watchStatus(wctx, ps[0].Dir, 200*time.Millisecond, &out)
+	watchStatus(wctx, ps[0].Dir, 200*time.Millisecond, false, &out)
 	s := out.String()
 	if n := strings.Count(s, "ringmesh status --watch"); n < 3 {
 		t.Fatalf("%d redraws in 1.5s at 200ms", n)
@@ -142,7 +142,7 @@ func TestStatusWatch(t *testing.T) {
 	out.Reset()
 	gone, stop2 := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer stop2()
-	watchStatus(gone, t.TempDir(), 100*time.Millisecond, &out)
+	watchStatus(gone, t.TempDir(), 100*time.Millisecond, false, &out)
 	if !strings.Contains(out.String(), "no ringmesh node") {
 		t.Fatalf("watching a data dir without a node: %q", out.String())
 	}

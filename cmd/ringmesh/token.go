@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/ringmesh/ringmesh/internal/cli"
+
 	flag "github.com/spf13/pflag"
 
 	"github.com/ringmesh/ringmesh/mesh"
@@ -26,7 +28,7 @@ the address other hosts reach this node by: /dns4/gpu1.lab/tcp/4001 (plain
 TCP addresses need no /p2p/ID; the joiner learns it by handshake).`
 
 func cmdToken(args []string, stdout, stderr io.Writer) int {
-	var addrs multiFlag
+	var addrs cli.Strings
 	dataDir, code := localCommand("token", tokenHelp, args, stderr, func(fs *flag.FlagSet) {
 		fs.Var(&addrs, "addr", "address to put first in the token: /dns4/HOST/tcp/PORT, /ip4/A/tcp/P, or a full one ending in /p2p/ID (repeatable)")
 	})

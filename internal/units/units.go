@@ -6,6 +6,7 @@ package units
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/dustin/go-humanize"
 )
@@ -44,4 +45,54 @@ func Rate(bytesPerSec uint64) string {
 	}
 	v, unit := humanize.ComputeSI(float64(bytesPerSec) * 8)
 	return humanize.FtoaWithDigits(v, 3) + " " + unit + "bit/s"
+}
+
+// Size is a byte count flag value (spf13/pflag's Value) that takes
+// 64MiB-style sizes.
+type Size int64
+
+func (s *Size) String() string { return Format(int64(*s)) }
+
+// Type names the flag's value in --help.
+func (s *Size) Type() string { return "size" }
+
+// Set parses v with Parse.
+func (s *Size) Set(v string) error {
+	n, err := Parse(v)
+	*s = Size(n)
+	return err
+}
+
+// Float32Sizes is a repeatable, comma-separated flag value of buffer sizes
+// (64MiB,1GiB), each a positive multiple of 4 bytes (float32 buffers).
+type Float32Sizes []int64
+
+func (s *Float32Sizes) String() string {
+	parts := make([]string, len(*s))
+	for i, v := range *s {
+		parts[i] = Format(v)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Type names the flag's value in --help.
+func (s *Float32Sizes) Type() string { return "sizes" }
+
+// Set appends the sizes of the comma-separated list v.
+func (s *Float32Sizes) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n, err := Parse(part)
+		if err != nil {
+			return err
+		}
+		if n < 4 || n%4 != 0 {
+			return fmt.Errorf("size %q: must be a positive multiple of 4 bytes (float32 buffers)", part)
+		}
+		*s = append(*s, n)
+	}
+	return nil
 }

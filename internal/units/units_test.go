@@ -31,3 +31,25 @@ func TestRate(t *testing.T) {
 		}
 	}
 }
+
+func TestFlagValues(t *testing.T) {
+	var s Size
+	if err := s.Set("4MiB"); err != nil || s != 4<<20 || s.String() != "4MiB" {
+		t.Errorf("Size.Set(4MiB): %v, %d %q", err, s, s.String())
+	}
+	if err := s.Set("lots"); err == nil {
+		t.Error("Size.Set(lots): no error")
+	}
+	var l Float32Sizes
+	if err := l.Set("64MiB, 4KiB"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Set("1GiB"); err != nil || l.String() != "64MiB,4KiB,1GiB" {
+		t.Errorf("Float32Sizes after two Sets: %v, %q", err, l.String())
+	}
+	for _, bad := range []string{"6", "0", "x"} {
+		if err := new(Float32Sizes).Set(bad); err == nil {
+			t.Errorf("Float32Sizes.Set(%q): no error", bad)
+		}
+	}
+}

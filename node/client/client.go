@@ -43,6 +43,7 @@ func IsCode(err error, code string) bool {
 
 // Client is a connection to the local node.
 type Client struct {
+	dir    string // the node's data dir
 	conn   net.Conn
 	mu     sync.Mutex
 	nextID atomic.Uint64
@@ -60,7 +61,7 @@ func Dial(ctx context.Context, dataDir string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("%w in %s (stale socket %s: %v): is `ringmesh node --data-dir %s` running?", ErrNoNode, dataDir, sock, err, dataDir)
 	}
-	c := &Client{conn: conn}
+	c := &Client{dir: dataDir, conn: conn}
 	name := filepath.Base(os.Args[0])
 	resp, err := c.call(ctx, localapi.Request{Op: localapi.OpHello, Version: localapi.Version, Client: name})
 	if err != nil {

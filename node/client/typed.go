@@ -2,7 +2,10 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"time"
 
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
@@ -48,6 +51,56 @@ type Fetch struct {
 // local copy) and writes it to f.Dest; Response.Fetch says what it did.
 func (c *Client) CheckpointFetch(ctx context.Context, f Fetch) (localapi.Response, error) {
 	return c.call(ctx, localapi.Request{Op: localapi.OpCheckpointFetch, Root: f.Root, Latest: f.Latest, Dest: f.Dest, FetchID: f.FetchID})
+}
+
+// CheckpointFetchProgress is CheckpointFetch that also calls progress with
+// the fetch's progress about every interval while it runs, from a second
+// connection to the node (this one waits for the fetch's answer). progress
+// runs on another goroutine, never after CheckpointFetchProgress returns.
+func (c *Client) CheckpointFetchProgress(ctx context.Context, f Fetch, interval time.Duration, progress func(localapi.FetchProgress)) (localapi.Response, error) {
+	if f.FetchID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		f.FetchID = hex.EncodeToString(b[:])
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchFetch(wctx, c.dir, f.FetchID, interval, progress)
+	}()
+	resp, err := c.CheckpointFetch(ctx, f)
+	stop()
+	<-done
+	return resp, err
+}
+
+// watchFetch polls the node of dataDir for the fetch tagged id until ctx
+// ends or the node stops answering.
+func watchFetch(ctx context.Context, dataDir, id string, interval time.Duration, progress func(localapi.FetchProgress)) {
+	c, err := Dial(ctx, dataDir)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		resp, err := c.CheckpointList(ctx, false)
+		if err != nil {
+			return
+		}
+		for _, p := range resp.Fetches {
+			if p.FetchID == id {
+				progress(p)
+			}
+		}
+	}
 }
 
 // Status returns the node's status object (what `ringmesh status --json`

@@ -1,13 +1,18 @@
-package main
+// Package buildinfo says which build of ringmesh this is: the module
+// version and VCS revision that go build recorded (or make build stamped),
+// for `ringmesh --version`, the node's first log line and the libp2p agent
+// string peers see.
+package buildinfo
 
 import (
 	"fmt"
 	"runtime/debug"
 )
 
-// buildRevision is set by make build (-ldflags -X) where go build records
-// no VCS information (-buildvcs=false, or no git).
-var buildRevision string
+// Revision is set by make build (-ldflags -X
+// github.com/ringmesh/ringmesh/internal/buildinfo.Revision=...) where go
+// build records no VCS information (-buildvcs=false, or no git).
+var Revision string
 
 // build is what go build recorded about this binary: the module version
 // and the VCS revision ("(devel)" and "unknown" when it recorded none).
@@ -21,8 +26,8 @@ func readBuild() build {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		b.read(bi)
 	}
-	if buildRevision != "" {
-		b.revision, b.modified = buildRevision, false // make build's, "+dirty" included
+	if Revision != "" {
+		b.revision, b.modified = Revision, false // make build's, "+dirty" included
 	}
 	return b
 }
@@ -46,8 +51,8 @@ func (b *build) read(bi *debug.BuildInfo) {
 	}
 }
 
-// version is what ringmesh --version prints.
-func version() string {
+// Version is what ringmesh --version prints.
+func Version() string {
 	b := readBuild()
 	rev := b.revision
 	if b.modified {
@@ -60,8 +65,8 @@ func version() string {
 	return out + ")"
 }
 
-// agent is the libp2p agent string, so peers see which build a node runs.
-func agent() string {
+// Agent is the libp2p agent string, so peers see which build a node runs.
+func Agent() string {
 	b := readBuild()
 	return "ringmesh/" + b.version + "+" + b.revision
 }

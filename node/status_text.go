@@ -1,0 +1,86 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ringmesh/ringmesh/internal/units"
+)
+
+// WriteText writes st for people, as `ringmesh status` shows it: the mesh,
+// its privacy and addresses, the round state, and one line per member with
+// its share, speed, local ranks and link estimate.
+func (st StatusJSON) WriteText(w io.Writer) {
+	privacy := "private (peers need the mesh secret; 'ringmesh token' prints a join token)"
+	if !st.Private {
+		privacy = "OPEN (--insecure-open-mesh: any peer that reaches it can join)"
+	}
+	fmt.Fprintf(w, "mesh %s, %s, self %s\n", st.Mesh, privacy, st.Self.ID)
+	for _, a := range st.Self.Addrs {
+		fmt.Fprintf(w, "  %s\n", a)
+	}
+	if st.MetricsAddr != "" {
+		fmt.Fprintf(w, "metrics: %s\n", MetricsURL(st.MetricsAddr))
+	}
+	r := st.Rounds
+	fmt.Fprintf(w, "rounds: %s, next step %d, %d agreed members, %d applied, %d retries", r.State, r.NextStep, len(r.Members), r.Applied, r.Retries)
+	if r.Reason != "" {
+		fmt.Fprintf(w, " (%s)", r.Reason)
+	}
+	fmt.Fprintln(w)
+	plan := map[string]PlanJSON{}
+	for _, p := range r.Plan {
+		plan[p.ID] = p
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tLIST\tSHARE\tSAMPLES/S\tRANKS\tLINK OUT/IN\tINC\tADDRS\tGPUS\tCPUS\tLAST SEEN")
+	for _, m := range st.Members {
+		inList := "-"
+		if slices.Contains(r.Members, m.ID) {
+			inList = "yes"
+		}
+		share, sps, ranks, link := "-", "-", "-", "-"
+		if p, ok := plan[m.ID]; ok {
+			share = fmt.Sprintf("%.3f", p.Share)
+			if p.LocalRanks > 0 {
+				ranks = fmt.Sprint(p.LocalRanks)
+			}
+			if p.SamplesPerSec > 0 {
+				sps = fmt.Sprintf("%.1f", p.SamplesPerSec)
+			}
+			if p.EgressBps > 0 || p.IngressBps > 0 {
+				link = units.Rate(p.EgressBps) + " / " + units.Rate(p.IngressBps)
+			}
+		} else if m.ID == st.Self.ID && (st.Self.EgressBps > 0 || st.Self.IngressBps > 0) {
+			link = units.Rate(st.Self.EgressBps) + " / " + units.Rate(st.Self.IngressBps)
+		}
+		id := ShortID(m.ID)
+		var gpus []string
+		for _, g := range m.GPUs {
+			gpus = append(gpus, fmt.Sprintf("%s (%dGiB)", g.Name, g.MemoryBytes>>30))
+		}
+		g := strings.Join(gpus, ", ")
+		if g == "" {
+			g = "-"
+		}
+		seen := "-"
+		if !m.LastSeen.IsZero() {
+			seen = time.Since(m.LastSeen).Truncate(100*time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, share, sps, ranks, link, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
+	}
+	tw.Flush()
+}
+
+// MetricsURL is where a scraper finds the metrics served at addr ("off"
+// for none).
+func MetricsURL(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return "http://" + addr + "/metrics"
+}

@@ -14,7 +14,7 @@ import (
 func goldenHeader() Header {
 	h := Header{
 		Version: Version, DType: BFloat16, Op: WeightedMean, Lane: 1, Lanes: 2,
-		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Mesh: "lab",
+		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Part: 2, Parts: 5, Mesh: "lab",
 	}
 	for i := range h.MembersHash {
 		h.MembersHash[i] = byte(i)
@@ -26,13 +26,14 @@ func goldenHeader() Header {
 func TestHeaderGolden(t *testing.T) {
 	got := hex.EncodeToString(AppendHeader(nil, goldenHeader()))
 	want := "524d4152" + // magic
-		"02" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
+		"03" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
 		"0102030405060708" + // step
 		"00000009" + // attempt
 		"00000000000003e8" + // count
 		"00100000" + // chunk bytes
 		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" + // members hash
 		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf" + // schedule hash
+		"00000002" + "00000005" + // part, parts
 		"6c6162" // mesh
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
@@ -79,9 +80,11 @@ func TestMismatchNamesField(t *testing.T) {
 		"chunk_bytes":   func(h *Header) { h.ChunkBytes *= 2 },
 		"lanes":         func(h *Header) { h.Lanes = 4 },
 		"schedule_hash": func(h *Header) { h.ScheduleHash[0]++ },
+		"part":          func(h *Header) { h.Part++ },
+		"parts":         func(h *Header) { h.Parts++ },
 	}
 	// Fields a retry can change (the round's identity) are not settings.
-	identity := map[string]bool{"mesh": true, "members_hash": true}
+	identity := map[string]bool{"mesh": true, "members_hash": true, "part": true}
 	for field, f := range cases {
 		got := want
 		f(&got)

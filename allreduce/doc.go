@@ -56,7 +56,7 @@
 //
 //	off  len  field
 //	0    4    magic "RMAR"
-//	4    1    version (2)
+//	4    1    version (3)
 //	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
 //	6    1    op: 1 sum, 2 mean, 3 weighted mean
 //	7    1    lane
@@ -69,10 +69,12 @@
 //	34   32   members hash: SHA-256 over the ring, each peer ID as u16
 //	          length + bytes (Round.MembersHash)
 //	66   32   schedule hash: Plan.Hash of the round's plan
-//	98   m    mesh name
+//	98   4    part: which of the step's buffers (Round.Part)
+//	102  4    parts: how many buffers the step has (Round.Parts, >= 1)
+//	106  m    mesh name
 //
 // The receiver holds an inbound stream until its own AllReduce for that
-// (step, attempt, lane) starts (at most HoldTimeout, at most MaxHeld
+// (step, attempt, part, lane) starts (at most HoldTimeout, at most MaxHeld
 // streams), compares every field with the header it expects and answers
 // with one control message:
 //
@@ -80,7 +82,8 @@
 //	reject  [2][code u8][u16 len][reason]   code: 1 header mismatch (the
 //	        reason names the field), 2 round not started, 3 busy,
 //	        4 closing, 5 settings mismatch (a field no retry changes:
-//	        version, dtype, op, count, chunk bytes, lanes, schedule hash)
+//	        version, dtype, op, count, chunk bytes, lanes, schedule hash,
+//	        parts)
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
 //	        cause: 0 peer failure, 1 header mismatch, 2 zero total
 //	        weight, 3 settings mismatch

@@ -7,13 +7,13 @@ import (
 )
 
 // Version is the wire version this package speaks.
-const Version = 2
+const Version = 3
 
 // headerMagic starts every stream.
 var headerMagic = [4]byte{'R', 'M', 'A', 'R'}
 
 // headerFixedLen is the header length before the mesh name.
-const headerFixedLen = 98
+const headerFixedLen = 106
 
 // Header opens every stream of a round; see the package doc for the byte
 // layout. Both ends build the header they expect from their own Round,
@@ -31,7 +31,12 @@ type Header struct {
 	MembersHash [32]byte
 	// ScheduleHash is Plan.Hash of the round's plan (version 2).
 	ScheduleHash [32]byte
-	Mesh         string
+	// Part and Parts (version 3): which of the step's buffers this round
+	// reduces, of how many (Round.Part, Round.Parts; 0 of 1 for a step
+	// of one buffer).
+	Part  uint32
+	Parts uint32
+	Mesh  string
 }
 
 // AppendHeader appends h's encoding to b.
@@ -44,6 +49,8 @@ func AppendHeader(b []byte, h Header) []byte {
 	b = binary.BigEndian.AppendUint32(b, h.ChunkBytes)
 	b = append(b, h.MembersHash[:]...)
 	b = append(b, h.ScheduleHash[:]...)
+	b = binary.BigEndian.AppendUint32(b, h.Part)
+	b = binary.BigEndian.AppendUint32(b, h.Parts)
 	return append(b, h.Mesh...)
 }
 
@@ -99,6 +106,8 @@ func decodeFixed(b []byte) (Header, int, error) {
 	}
 	copy(h.MembersHash[:], b[34:66])
 	copy(h.ScheduleHash[:], b[66:98])
+	h.Part = binary.BigEndian.Uint32(b[98:])
+	h.Parts = binary.BigEndian.Uint32(b[102:])
 	if h.Version != Version {
 		return Header{}, 0, fmt.Errorf("%w: version %d, want %d", ErrBadHeader, h.Version, Version)
 	}
@@ -114,10 +123,11 @@ func decodeFixed(b []byte) (Header, int, error) {
 type roundKey struct {
 	step    uint64
 	attempt uint32
+	part    uint32
 	lane    uint8
 }
 
-func (h Header) key() roundKey { return roundKey{h.Step, h.Attempt, h.Lane} }
+func (h Header) key() roundKey { return roundKey{h.Step, h.Attempt, h.Part, h.Lane} }
 
 // mismatch names the first field where got differs from want, with both
 // values, or returns "" when they agree. settings reports that the field
@@ -134,6 +144,7 @@ func mismatch(want, got Header) (reason string, settings bool) {
 		{"mesh", want.Mesh, got.Mesh, false},
 		{"step", want.Step, got.Step, false},
 		{"attempt", want.Attempt, got.Attempt, false},
+		{"part", want.Part, got.Part, false},
 		{"members_hash", fmt.Sprintf("%x", want.MembersHash[:6]), fmt.Sprintf("%x", got.MembersHash[:6]), false},
 		{"dtype", want.DType, got.DType, true},
 		{"op", want.Op, got.Op, true},
@@ -141,6 +152,7 @@ func mismatch(want, got Header) (reason string, settings bool) {
 		{"chunk_bytes", want.ChunkBytes, got.ChunkBytes, true},
 		{"lanes", want.Lanes, got.Lanes, true},
 		{"schedule_hash", fmt.Sprintf("%x", want.ScheduleHash[:6]), fmt.Sprintf("%x", got.ScheduleHash[:6]), true},
+		{"parts", want.Parts, got.Parts, true},
 		{"lane", want.Lane, got.Lane, false},
 	}
 	for _, f := range fields {

@@ -118,6 +118,9 @@ func checkCall(self peer.ID, round Round, src, dst []float32, opt Options) (int,
 	if len(round.Links) != 0 && len(round.Links) != n {
 		return 0, fmt.Errorf("%w: %d links for a ring of %d", ErrBadRound, len(round.Links), n)
 	}
+	if round.Part >= max(round.Parts, 1) {
+		return 0, fmt.Errorf("%w: part %d of %d", ErrBadRound, round.Part, max(round.Parts, 1))
+	}
 	if !nativeLittleEndian {
 		return 0, fmt.Errorf("%w: big-endian hosts are not supported", ErrBadOptions)
 	}
@@ -199,6 +202,8 @@ func (x *run) header(k int) Header {
 		ChunkBytes:   uint32(x.r.cfg.ChunkBytes),
 		MembersHash:  x.round.MembersHash(),
 		ScheduleHash: x.plan.Hash(),
+		Part:         x.round.Part,
+		Parts:        max(x.round.Parts, 1),
 		Mesh:         x.round.Mesh,
 	}
 }

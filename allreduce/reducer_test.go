@@ -3,7 +3,9 @@ package allreduce
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -114,6 +116,75 @@ func TestAllReduceZeroTotalWeight(t *testing.T) {
 	for i, o := range outs {
 		if !errors.Is(o.err, ErrZeroTotalWeight) {
 			t.Fatalf("member %d: got %v, want ErrZeroTotalWeight", i, o.err)
+		}
+	}
+}
+
+// TestAllReduceParts: a step in several parts, each a round of its own with
+// the same step and attempt, reduces every part right while members go
+// through the parts at different paces (a member's part-k streams reach a
+// neighbour still on part k-1, which holds them apart); a part index out
+// of range is refused.
+func TestAllReduceParts(t *testing.T) {
+	const n, parts = 3, 4
+	ids := testIDs(t, n)
+	_, rs := memRing(t, testConfig(), ids)
+	srcs := make([][][]float32, parts)
+	for k := range srcs {
+		srcs[k] = testInputs(uint64(100+k), n, 700+k*300)
+	}
+	opts := sameOpts(n, Options{Wire: Float32, Op: WeightedMean, Weight: 2})
+	ctx := testCtx(t)
+	outs := make([][]outcome, parts)
+	for k := range outs {
+		outs[k] = make([]outcome, n)
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range parts {
+				if i == n-1 {
+					time.Sleep(20 * time.Millisecond) // the last member lags a part behind
+				}
+				dst := make([]float32, len(srcs[k][i]))
+				r := Round{Mesh: "m", Step: 5, Attempt: 1, Part: uint32(k), Parts: parts, Ring: ids}
+				res, err := rs[i].AllReduce(ctx, ids[i], r, srcs[k][i], dst, opts[i])
+				outs[k][i] = outcome{dst, res, err}
+			}
+		}()
+	}
+	wg.Wait()
+	for k := range parts {
+		checkOutcomes(t, outs[k], srcs[k], opts)
+	}
+	_, err := rs[0].AllReduce(ctx, ids[0], Round{Mesh: "m", Step: 6, Part: 4, Parts: 4, Ring: ids}, srcs[0][0], make([]float32, len(srcs[0][0])), opts[0])
+	if !errors.Is(err, ErrBadRound) {
+		t.Fatalf("part 4 of 4: %v, want ErrBadRound", err)
+	}
+}
+
+// TestAllReducePartsMismatch: members that cut a step into different
+// numbers of parts fail with ErrSettingsMismatch (no retry mends it).
+func TestAllReducePartsMismatch(t *testing.T) {
+	ids := testIDs(t, 2)
+	_, rs := memRing(t, testConfig(), ids)
+	src := testInputs(1, 2, 100)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := Round{Mesh: "m", Step: 1, Parts: uint32(2 + i), Ring: ids}
+			_, errs[i] = rs[i].AllReduce(testCtx(t), ids[i], r, src[i], make([]float32, 100), Options{Wire: Float32, Op: Sum})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrSettingsMismatch) {
+			t.Errorf("member %d: %v, want ErrSettingsMismatch", i, err)
 		}
 	}
 }

@@ -91,13 +91,19 @@ func ParseOp(s string) (Op, error) {
 	return 0, fmt.Errorf("%w: unknown op %q", ErrBadOptions, s)
 }
 
-// Round identifies one all-reduce: a mesh, a training step, a retry attempt
-// and the ordered ring. Every member must pass an equal Round.
+// Round identifies one all-reduce: a mesh, a training step, a retry attempt,
+// the part of the step and the ordered ring. Every member must pass an
+// equal Round.
 type Round struct {
 	Mesh    string
 	Step    uint64
 	Attempt uint32
-	Ring    []peer.ID // the same on every member
+	// Part and Parts: a step whose data comes in several buffers (a DDP
+	// model's gradient buckets, as backward produces them) reduces each in
+	// a round of its own, Part 0..Parts-1 in turn, all with the same
+	// Step and Attempt. Zero Parts means 1.
+	Part, Parts uint32
+	Ring        []peer.ID // the same on every member
 	// Links, when set, are the ring members' agreed link rates (aligned
 	// with Ring): the round runs PlanRound's order and segments. Without
 	// them the ring goes in Ring's order with equal segments.
@@ -121,6 +127,9 @@ func (r Round) MembersHash() [32]byte {
 
 // String names the round in logs and errors.
 func (r Round) String() string {
+	if r.Parts > 1 {
+		return fmt.Sprintf("%s/%d.%d part %d/%d", r.Mesh, r.Step, r.Attempt, r.Part, r.Parts)
+	}
 	return fmt.Sprintf("%s/%d.%d", r.Mesh, r.Step, r.Attempt)
 }
 

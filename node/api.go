@@ -92,6 +92,10 @@ type apiConn struct {
 	nextID uint64
 	pid    int32 // the client's process (SO_PEERCRED); 0 when unknown
 	fds    *localapi.FDConn
+	// pending is the all-reduce in parts submitted on this connection and
+	// not waited for yet; pendingBuf its buffer (not to be unregistered).
+	pending    *submit
+	pendingBuf uint64
 }
 
 // peerPID returns the pid of the process at the other end of a unix
@@ -168,14 +172,16 @@ func (s *apiServer) serveConn(nc net.Conn) {
 			s.n.log.Error("api request panicked; connection closed", "pid", st.pid, "panic", p, "stack", string(debug.Stack()))
 		}
 		c.Close()
-		for _, m := range st.bufs {
-			m.Close()
-		}
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		// The trainer's round is stopped before its buffers are unmapped:
+		// an all-reduce in parts runs while no request of it does.
 		if s.detach(st) {
 			s.n.leave("trainer disconnected")
+		}
+		for _, m := range st.bufs {
+			m.Close()
 		}
 	}()
 	for {
@@ -261,6 +267,9 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		if !ok {
 			return apiErr(localapi.CodeNotFound, "no buffer %d", req.Buffer)
 		}
+		if st.pending != nil && st.pendingBuf == req.Buffer {
+			return apiErr(localapi.CodeBusy, "buffer %d holds the pending all-reduce of step %d: call allreduce_wait first", req.Buffer, st.pending.step)
+		}
 		m.Close()
 		delete(st.bufs, req.Buffer)
 		return localapi.Response{}
@@ -268,6 +277,22 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		return s.join(st, req)
 	case localapi.OpAllReduce:
 		return s.allReduce(st, req)
+	case localapi.OpPartReady:
+		sub := st.pending
+		if sub == nil || sub.step != req.Step {
+			return apiErr(localapi.CodeNotFound, "part_ready: no all-reduce in parts of step %d pending on this connection", req.Step)
+		}
+		if err := n.partReady(sub, req.Part); err != nil {
+			return apiErr(localapi.CodeBadRequest, "part_ready: %v", err)
+		}
+		return localapi.Response{}
+	case localapi.OpAllReduceWait:
+		sub := st.pending
+		if sub == nil || sub.step != req.Step {
+			return apiErr(localapi.CodeNotFound, "allreduce_wait: no all-reduce in parts of step %d pending on this connection", req.Step)
+		}
+		st.pending = nil
+		return s.reduced(sub.wait())
 	case localapi.OpMembership:
 		sn := n.drv.snap.Load()
 		return localapi.Response{Self: n.host.ID().String(), State: sn.state, Reason: sn.reason, NextStep: sn.step,
@@ -363,7 +388,53 @@ func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Respo
 	if bad := s.isTrainer(st); bad != nil {
 		return *bad
 	}
-	res, err := s.n.allReduce(req.Step, data, opt)
+	if st.pending != nil {
+		return apiErr(localapi.CodeBusy, "the all-reduce in parts of step %d is pending on this connection: call allreduce_wait first", st.pending.step)
+	}
+	if len(req.Parts) == 0 {
+		return s.reduced(s.n.allReduce(req.Step, data, opt))
+	}
+	parts, err := checkParts(req.Parts, len(data))
+	if err != nil {
+		return apiErr(localapi.CodeBadRequest, "%v", err)
+	}
+	sub, err := s.n.submitReduce(req.Step, data, opt, parts)
+	if err != nil {
+		return fromErr(err)
+	}
+	st.pending, st.pendingBuf = sub, req.Buffer
+	return localapi.Response{Pending: true, Step: req.Step}
+}
+
+// checkParts checks that parts tile a buffer of n elements.
+func checkParts(in [][2]int64, n int) ([]Part, error) {
+	if len(in) > localapi.MaxParts {
+		return nil, fmt.Errorf("parts: %d, at most %d", len(in), localapi.MaxParts)
+	}
+	parts := make([]Part, len(in))
+	for i, p := range in {
+		if p[0] < 0 || p[1] < 1 || p[0] > int64(n) || p[1] > int64(n)-p[0] {
+			return nil, fmt.Errorf("part %d [%d, +%d] is not a non-empty range of the %d elements", i, p[0], p[1], n)
+		}
+		parts[i] = Part{int(p[0]), int(p[1])}
+	}
+	sorted := slices.Clone(parts)
+	slices.SortFunc(sorted, func(a, b Part) int { return a.Off - b.Off })
+	next := 0
+	for _, p := range sorted {
+		if p.Off != next {
+			return nil, fmt.Errorf("parts must tile the %d elements: element %d is in none or two", n, min(p.Off, next))
+		}
+		next = p.Off + p.N
+	}
+	if next != n {
+		return nil, fmt.Errorf("parts must tile the %d elements: they end at %d", n, next)
+	}
+	return parts, nil
+}
+
+// reduced answers an all-reduce with its outcome.
+func (s *apiServer) reduced(res roundResult, err error) localapi.Response {
 	if err != nil {
 		return fromErr(err)
 	}

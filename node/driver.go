@@ -51,11 +51,44 @@ type submit struct {
 	step     uint64
 	src      []float32
 	opt      allreduce.Options
+	parts    []Part // src's parts, in the order they are reduced
 	attempts int
 	weight   float64
 	start    time.Time // the trainer's call
 	reply    chan submitResult
+
+	// ready[i] is closed once the trainer marked part i ready (at once
+	// for a call without parts); left counts the parts not ready yet.
+	readyMu sync.Mutex
+	ready   []chan struct{}
+	left    int
 }
+
+// Part is one range of a submitted buffer, in elements: a step whose data
+// comes in parts reduces each in a round of its own, in the order given,
+// as soon as the trainer marks it ready.
+type Part struct{ Off, N int }
+
+// markReady closes part i's gate; it reports whether that made every part
+// ready, and an error for a part out of range.
+func (s *submit) markReady(i int) (last bool, err error) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if i < 0 || i >= len(s.ready) {
+		return false, fmt.Errorf("part %d: the step has %d parts", i, len(s.ready))
+	}
+	select {
+	case <-s.ready[i]:
+		return false, nil // marked before: nothing changes
+	default:
+	}
+	close(s.ready[i])
+	s.left--
+	return s.left == 0, nil
+}
+
+// errPartStalled: the trainer did not mark a part ready in time.
+var errPartStalled = errors.New("trainer stalled")
 
 type submitResult struct {
 	res roundResult
@@ -66,6 +99,9 @@ type submitResult struct {
 type reduceDone struct {
 	ev     rounds.ReduceDone
 	weight float64
+	// stalled says why the trainer is dropped: it did not mark a part of
+	// its buffer ready within TrainerTimeout.
+	stalled string
 }
 
 // snapshot is what status, hello and membership report; the loop
@@ -176,6 +212,12 @@ func (d *driver) run(ctx context.Context) error {
 		case f := <-d.calls:
 			f()
 		case r := <-d.done:
+			if r.stalled != "" {
+				d.stopReduce()
+				d.answer(nil, &roundError{Code: localapi.CodeExcluded, Msg: r.stalled})
+				d.step(rounds.TrainerLeave{Reason: r.stalled})
+				continue
+			}
 			if d.sub != nil && r.ev.Err == nil {
 				d.sub.weight = r.weight
 			}
@@ -328,21 +370,49 @@ func (d *driver) startReduce(e rounds.StartReduce) {
 	if sub.attempts > 1 {
 		d.log.Info("round attempt", "step", e.Step, "attempt", sub.attempts, "ring", len(e.Ring))
 	}
-	src, opt, self := sub.src, sub.opt, d.n.host.ID()
+	self := d.n.host.ID()
 	d.reduceWG.Add(1)
 	go func() {
 		defer d.reduceWG.Done()
-		res, err := d.n.reducer.AllReduce(ctx, self, r, src, dst, opt)
+		res, stalled, err := d.reduceParts(ctx, self, r, sub, dst)
 		if err != nil {
 			d.n.reportPeer(err)
 		}
 		ev := reduceDone{ev: rounds.ReduceDone{Step: e.Step, Attempt: e.Attempt, Err: err,
-			Settings: errors.Is(err, allreduce.ErrSettingsMismatch)}, weight: res.TotalWeight}
+			Settings: errors.Is(err, allreduce.ErrSettingsMismatch)}, weight: res.TotalWeight, stalled: stalled}
 		select {
 		case d.done <- ev:
 		case <-ctx.Done():
 		}
 	}()
+}
+
+// reduceParts all-reduces sub's parts into dst in turn, each in a round of
+// its own (Part i of Parts) once the trainer marked it ready. A trainer that
+// leaves a part unmarked for TrainerTimeout is reported in stalled.
+func (d *driver) reduceParts(ctx context.Context, self peer.ID, r allreduce.Round, sub *submit, dst []float32) (res allreduce.Result, stalled string, err error) {
+	r.Parts = uint32(len(sub.parts))
+	var timeout <-chan time.Time
+	if d.cfg.TrainerTimeout > 0 && len(sub.parts) > 1 {
+		t := time.NewTimer(d.cfg.TrainerTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for i, p := range sub.parts {
+		select {
+		case <-sub.ready[i]:
+		case <-ctx.Done():
+			return res, "", ctx.Err()
+		case <-timeout:
+			stalled = fmt.Sprintf("the trainer did not mark part %d of step %d ready within %s (--trainer-timeout)", i, sub.step, d.cfg.TrainerTimeout)
+			return res, stalled, errPartStalled
+		}
+		r.Part = uint32(i)
+		if res, err = d.n.reducer.AllReduce(ctx, self, r, sub.src[p.Off:p.Off+p.N], dst[p.Off:p.Off+p.N], sub.opt); err != nil {
+			return res, "", err
+		}
+	}
+	return res, "", nil
 }
 
 // stopReduce cancels the running all-reduce and waits for it.
@@ -428,8 +498,21 @@ func (n *Node) leave(reason string) {
 // step is decided: on success src holds the result (bit-identical on every
 // member of the ring).
 func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (roundResult, error) {
+	sub, err := n.submitReduce(step, src, opt, nil)
+	if err != nil {
+		return roundResult{}, err
+	}
+	return sub.wait()
+}
+
+// submitReduce submits src for step without waiting for the outcome
+// (submit.wait has it). With parts (they tile src), the all-reduce of
+// part i waits until partReady marks it: the trainer may still be
+// computing the later parts.
+func (n *Node) submitReduce(step uint64, src []float32, opt allreduce.Options, parts []Part) (*submit, error) {
 	d := n.drv
-	sub := &submit{step: step, src: src, opt: opt, start: time.Now(), reply: make(chan submitResult, 1)}
+	inParts := len(parts) > 0
+	sub := newSubmit(step, src, opt, parts)
 	var busy error
 	if !d.call(func() {
 		if d.sub != nil {
@@ -437,16 +520,63 @@ func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (rou
 			return
 		}
 		d.sub = sub
-		d.measure(sub)
-		d.step(rounds.Submit{Step: step, Sized: opt.Op == allreduce.WeightedMean && opt.Weight > 0})
+		if !inParts {
+			d.measure(sub, sub.start)
+		}
+		d.step(rounds.Submit{Step: step, Sized: sub.sized(), InParts: inParts})
 	}) {
-		return roundResult{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+		return nil, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
 	}
 	if busy != nil {
-		return roundResult{}, busy
+		return nil, busy
 	}
-	r := <-sub.reply // the loop answers every submit, also when it stops
+	return sub, nil
+}
+
+// newSubmit is a trainer's call for step; without parts src is one part,
+// ready at once.
+func newSubmit(step uint64, src []float32, opt allreduce.Options, parts []Part) *submit {
+	inParts := len(parts) > 0
+	if !inParts {
+		parts = []Part{{0, len(src)}}
+	}
+	sub := &submit{step: step, src: src, opt: opt, parts: parts, start: time.Now(), reply: make(chan submitResult, 1),
+		ready: make([]chan struct{}, len(parts)), left: len(parts)}
+	for i := range sub.ready {
+		sub.ready[i] = make(chan struct{})
+	}
+	if !inParts {
+		sub.markReady(0)
+	}
+	return sub
+}
+
+// sized: the trainer's weight is its sample count (a weighted mean).
+func (s *submit) sized() bool { return s.opt.Op == allreduce.WeightedMean && s.opt.Weight > 0 }
+
+// wait returns the outcome of the submit (the loop answers every submit,
+// also when it stops).
+func (s *submit) wait() (roundResult, error) {
+	r := <-s.reply
 	return r.res, r.err
+}
+
+// partReady marks part i of sub ready for its all-reduce. The last part
+// to be marked times the trainer's step (its speed).
+func (n *Node) partReady(sub *submit, i int) error {
+	last, err := sub.markReady(i)
+	if err != nil || !last {
+		return err
+	}
+	at := time.Now()
+	d := n.drv
+	d.call(func() {
+		if d.sub == sub {
+			d.measure(sub, at)
+			d.step(rounds.PartsReady{Step: sub.step, Sized: sub.sized()})
+		}
+	})
+	return nil
 }
 
 // setLink hands the link prober's new estimate to the machine.
@@ -460,12 +590,13 @@ func (d *driver) setLink(l rounds.Link) {
 }
 
 // measure folds a submit's samples (its weight) into the trainer's
-// samples per second.
-func (d *driver) measure(sub *submit) {
-	if d.answered.IsZero() || sub.opt.Op != allreduce.WeightedMean || !(sub.opt.Weight > 0) {
+// samples per second; at is when its data was complete (the call, or the
+// last part marked ready).
+func (d *driver) measure(sub *submit, at time.Time) {
+	if d.answered.IsZero() || !sub.sized() {
 		return
 	}
-	v := sub.opt.Weight / max(sub.start.Sub(d.answered).Seconds(), 1e-4)
+	v := sub.opt.Weight / max(at.Sub(d.answered).Seconds(), 1e-4)
 	if d.samples == 0 {
 		d.samples = v
 	} else {

@@ -51,7 +51,7 @@ func reduceRound(t *testing.T, self peer.ID, e rounds.StartReduce) allreduce.Rou
 	d := &driver{n: &Node{reducer: cr, host: selfHost{id: self}}, log: slog.New(slog.DiscardHandler), result: res,
 		ctx: context.Background(), done: make(chan reduceDone, 4)}
 	d.cfg.Mesh.Mesh = "testmesh"
-	d.sub = &submit{step: e.Step, src: make([]float32, 16)}
+	d.sub = newSubmit(e.Step, make([]float32, 16), allreduce.Options{}, nil)
 	d.startReduce(e)
 	if r := <-d.done; r.ev.Err != nil || r.ev.Step != e.Step || r.ev.Attempt != e.Attempt {
 		t.Fatalf("all-reduce of step %d attempt %v ended with %+v", e.Step, e.Attempt, r.ev)

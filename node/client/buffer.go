@@ -62,3 +62,29 @@ func (b *Buffer) AllReduce(ctx context.Context, step uint64, opt ReduceOptions) 
 		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight,
 	})
 }
+
+// AllReduceParts submits the buffer for step in parts, each [offset,
+// count] in elements, that tile it; it returns once the node took the
+// call. The node reduces the parts in this order, each once PartReady
+// marks it, so the trainer may still be computing the later ones; Wait
+// returns the outcome. The buffer must not change until Wait returns,
+// except for writing parts not marked ready yet.
+func (b *Buffer) AllReduceParts(ctx context.Context, step uint64, opt ReduceOptions, parts [][2]int64) error {
+	_, err := b.c.call(ctx, localapi.Request{
+		Op: localapi.OpAllReduce, Step: step, Buffer: b.id, Offset: 0, Count: int64(len(b.Data)),
+		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight, Parts: parts,
+	})
+	return err
+}
+
+// PartReady marks part i (an index into AllReduceParts' parts) of step's
+// pending all-reduce ready.
+func (b *Buffer) PartReady(ctx context.Context, step uint64, i int) error {
+	_, err := b.c.call(ctx, localapi.Request{Op: localapi.OpPartReady, Step: step, Part: i})
+	return err
+}
+
+// Wait waits for step's all-reduce in parts; it answers as AllReduce does.
+func (b *Buffer) Wait(ctx context.Context, step uint64) (localapi.Response, error) {
+	return b.c.call(ctx, localapi.Request{Op: localapi.OpAllReduceWait, Step: step})
+}

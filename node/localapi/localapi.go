@@ -50,7 +50,17 @@ const (
 	// request frame (SCM_RIGHTS): a memfd sealed with F_SEAL_SHRINK and
 	// F_SEAL_GROW, Bytes long. Response.Buffer is its id.
 	OpRegisterFD = "register_fd"
+	// OpPartReady marks Part of the pending all-reduce of Step (one sent
+	// with Parts on this connection) ready: its data is in the buffer and
+	// the trainer does not touch that range until allreduce_wait answers.
+	OpPartReady = "part_ready"
+	// OpAllReduceWait waits for the pending all-reduce of Step and answers
+	// as a plain allreduce does.
+	OpAllReduceWait = "allreduce_wait"
 )
+
+// MaxParts bounds an all-reduce's Parts.
+const MaxParts = 4096
 
 // Error codes in Response.Code, append-only.
 const (
@@ -106,6 +116,13 @@ type Request struct {
 	Wire   string  `json:"wire,omitempty"`   // "float32" (default), "bfloat16", "float16"
 	Reduce string  `json:"reduce,omitempty"` // "sum", "mean" (default), "wmean"
 	Weight float64 `json:"weight,omitempty"` // wmean: this member's weight (e.g. samples)
+	// allreduce: the buffer comes in parts, each [offset, count] in
+	// elements from Offset, that tile the Count elements; they are reduced
+	// in this order, each once part_ready marks it. Such a call answers at
+	// once (Pending) and allreduce_wait gets the outcome.
+	Parts [][2]int64 `json:"parts,omitempty"`
+	// part_ready: the index into Parts.
+	Part int `json:"part,omitempty"`
 
 	// checkpoint_fetch: Root or Latest; Dest is where the file is written.
 	Root   string `json:"root,omitempty"`
@@ -145,6 +162,8 @@ type Response struct {
 
 	// register
 	Buffer uint64 `json:"buffer,omitempty"`
+	// allreduce with parts: submitted; allreduce_wait has the outcome.
+	Pending bool `json:"pending,omitempty"`
 
 	// join, allreduce, membership
 	Step        uint64   `json:"step,omitempty"`      // join: entry step; allreduce: the step applied

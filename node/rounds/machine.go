@@ -36,6 +36,7 @@ type Machine struct {
 	startStep uint64
 	joinAt    time.Time
 	submitted bool
+	inParts   bool // the submitted buffer comes in parts (Submit.InParts)
 	// joinPending: the trainer's join is answered once the member is
 	// not waiting.
 	joinPending bool
@@ -136,7 +137,12 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case TrainerLeave:
 		m.trainerGone(e.Reason)
 	case Submit:
-		m.submit(e.Step, e.Sized)
+		m.submit(e.Step, e.Sized && !e.InParts)
+		m.inParts = e.InParts && m.submitted
+	case PartsReady:
+		if e.Sized && m.submitted && e.Step == m.d.Step {
+			m.measure()
+		}
 	case ReduceDone:
 		m.reduceDone(e)
 	case Reform:

@@ -265,7 +265,7 @@ func (m *Machine) tick() {
 func (m *Machine) tickProposer(waiting string) {
 	if p := m.prop; p != nil {
 		switch {
-		case m.now.Sub(p.at) > m.cfg.PhaseTimeout:
+		case m.now.Sub(p.at) > m.phaseTimeout(p.phase):
 			m.abandon()
 		case p.phase == phaseReduce && m.ringLost(p.value.Ring):
 			m.abandon()
@@ -281,6 +281,21 @@ func (m *Machine) tickProposer(waiting string) {
 		return
 	}
 	m.propose()
+}
+
+// phaseTimeout bounds a phase of this node's proposal. A buffer that
+// comes in parts is reduced while the trainers still compute it, so its
+// reduce phase may also take as long as a trainer may (TrainerTimeout;
+// the default's 5 minutes when that is off).
+func (m *Machine) phaseTimeout(ph int) time.Duration {
+	if ph != phaseReduce || !m.inParts {
+		return m.cfg.PhaseTimeout
+	}
+	grace := m.cfg.TrainerTimeout
+	if grace <= 0 {
+		grace = 5 * time.Minute
+	}
+	return m.cfg.PhaseTimeout + grace
 }
 
 // ringLost reports whether the view dropped a ring member.

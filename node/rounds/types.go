@@ -204,7 +204,21 @@ type TrainerLeave struct{ Reason string }
 // many samples it computed (a weighted mean by samples), so the time it
 // took counts towards its speed; a trainer that does not follow shares
 // has no speed and keeps its share.
+//
+// InParts: the buffer comes in parts that the trainer marks ready as it
+// computes them (a DDP model's buckets during backward), so the step's
+// all-reduce starts before its data is complete: the reduce phase is then
+// also bounded by Config.TrainerTimeout, and the trainer's time is taken
+// at PartsReady rather than here.
 type Submit struct {
+	Step    uint64
+	Sized   bool
+	InParts bool
+}
+
+// PartsReady: the trainer marked the last part of Step's buffer ready;
+// Sized as in Submit.
+type PartsReady struct {
 	Step  uint64
 	Sized bool
 }
@@ -234,6 +248,7 @@ func (ViewChanged) isEvent()  {}
 func (TrainerJoin) isEvent()  {}
 func (TrainerLeave) isEvent() {}
 func (Submit) isEvent()       {}
+func (PartsReady) isEvent()   {}
 func (ReduceDone) isEvent()   {}
 func (Tick) isEvent()         {}
 func (Reform) isEvent()       {}

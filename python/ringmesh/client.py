@@ -77,6 +77,35 @@ class SharedBuffer:
             raise ValueError(f"elements [{offset}, {offset + count}) outside a buffer of {self.size}")
         return self._client._allreduce_range(self, 4 * offset, count, step, reduce, weight, wire)
 
+    def allreduce_parts(self, step: int, parts, reduce: str = "mean", weight: Optional[float] = None,
+                        wire: Optional[str] = None) -> Response:
+        """Submit the whole buffer for ``step`` in ``parts`` and return at
+        once: ``parts`` is a list of ``(offset, count)`` element ranges that
+        tile the buffer, in the order the node reduces them (each in a round
+        of its own, as soon as ``part_ready`` marks it; all of them make one
+        step, applied together or not at all). Write each part, then mark
+        it; ``wait`` returns the outcome, as ``allreduce`` does. Until then
+        the buffer must not change except in parts not marked yet. Every
+        member must cut the step alike (else ``settings_mismatch``)."""
+        req: Dict[str, Any] = {"op": P.OP_ALLREDUCE, "step": int(step), "buffer": self.id, "offset": 0,
+                               "count": int(self.size), "dtype": "float32", "reduce": reduce,
+                               "parts": [[int(o), int(n)] for o, n in parts]}
+        if weight is not None:
+            req["weight"] = float(weight)
+        if wire:
+            req["wire"] = wire
+        return self._client._call(req)
+
+    def part_ready(self, step: int, part: int) -> None:
+        """Mark part ``part`` (an index into ``allreduce_parts``' parts) of
+        ``step`` ready: its data is in the buffer."""
+        self._client._call({"op": P.OP_PART_READY, "step": int(step), "part": int(part)})
+
+    def wait(self, step: int) -> Response:
+        """The outcome of ``step``'s all-reduce in parts (raises as
+        ``allreduce`` does); the result is in the buffer."""
+        return self._client._call({"op": P.OP_ALLREDUCE_WAIT, "step": int(step)})
+
     def close(self) -> None:
         """Unregister the buffer (when the node is still there) and free it."""
         c, self._client = self._client, None

@@ -34,6 +34,9 @@ OP_LEAVE = "leave"
 OP_CHECKPOINT_SAVE = "checkpoint_save"
 OP_CHECKPOINT_LIST = "checkpoint_list"
 OP_CHECKPOINT_FETCH = "checkpoint_fetch"
+OP_PART_READY = "part_ready"  # a part of the pending all-reduce in parts is in the buffer
+OP_ALLREDUCE_WAIT = "allreduce_wait"  # the outcome of the pending all-reduce in parts
+MAX_PARTS = 4096
 
 # Error codes in a response's "code".
 CODE_BAD_REQUEST = "bad_request"

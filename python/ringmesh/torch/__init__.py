@@ -572,6 +572,12 @@ class GradientAverager:
                     v.zero_()
                 elif p.grad.data_ptr() != v.data_ptr():
                     v.copy_(p.grad)
+            self.gather_buffers()
+
+    def gather_buffers(self) -> None:
+        """The buffers alone into the flat buffer (the gradients came in
+        DDP's buckets)."""
+        with torch.no_grad():
             for b, v in zip(self.buffers, self.buffer_views):
                 v.copy_(b)
 
@@ -623,6 +629,19 @@ class DistributedOptimizer:
     model is reduced after backward. ``local_group`` picks another
     torch.distributed group than the world.
 
+    **Overlap** (``overlap=True``, the default for a DDP model, also a
+    single process's: see ``DistributedDataParallel``): each gradient
+    bucket goes to the mesh as soon as backward produces it, so the mesh's
+    all-reduce runs while backward computes the rest. The step is
+    submitted in parts of about ``part_mb`` MiB (whole parameters, the last
+    layers first) that the node reduces in turn, all in the one round of
+    the step: applied together or not at all. Every member must use the
+    same ``overlap`` and ``part_mb`` (else ``settings_mismatch``); one
+    backward per step (``model.no_sync()`` for accumulation steps). The
+    bucket that starts the step needs this step's weight, so it overlaps
+    when a ``DistributedSampler`` cut the batch; with ``batch_size=`` the
+    parts go at ``step()``.
+
     ``step()`` takes its batch size from a ``DistributedSampler`` over this
     optimizer (or ``batch_size=``, this process's sample count). It returns
     False, with nothing applied, when this host had to join the mesh again
@@ -662,7 +681,8 @@ class DistributedOptimizer:
                  start_step: int = 0, wire: Optional[str] = None, checkpoint_every: int = 0,
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
                  bind_grads: bool = True, reconnect_timeout: Optional[float] = None, resume: bool = False,
-                 sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None):
+                 sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None,
+                 overlap: bool = True, part_mb: float = 25.0):
         from ._local import LocalGroup
         self.local = LocalGroup.detect(local_group)
         self.lead = self.local is None or self.local.lead
@@ -699,12 +719,19 @@ class DistributedOptimizer:
         self._hooked = False
         self._warned_weights = False
         self._buf_snap: Optional[List[torch.Tensor]] = None
-        if self.local is not None and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        self._overlap = None
+        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        if ddp and overlap and self.averager.grad_elems > 0:
+            from ._overlap import Overlap
+            self._overlap = Overlap(self.averager, int(part_mb * (1 << 20)))
+        if ddp and (self.local is not None or self._overlap is not None):
             try:
-                model.register_comm_hook(self, _weighted_allreduce_hook)
+                model.register_comm_hook(self, _mesh_hook)
                 self._hooked = True
             except RuntimeError as e:  # the program registered its own hook
-                log.warning("DDP comm hook not registered (%s): local ranks' gradients are averaged with equal weights", e)
+                self._overlap = None
+                log.warning("DDP comm hook not registered (%s): no overlap with the mesh, and local ranks' gradients "
+                            "are averaged with equal weights", e)
 
     # The wrapped optimizer's surface.
     @property
@@ -738,6 +765,14 @@ class DistributedOptimizer:
         """The number of hosts (nodes) training the next step."""
         self._need_join()
         return self.membership.world
+
+    @property
+    def overlapped(self) -> tuple:
+        """(parts of the last step that went to the mesh while backward
+        still ran, parts of a step): (0, 0) without overlap; on local ranks
+        other than 0, (0, parts)."""
+        ov = self._overlap
+        return (0, 0) if ov is None else (ov.last_early, len(ov.parts))
 
     @property
     def local_rank(self) -> int:
@@ -869,7 +904,9 @@ class DistributedOptimizer:
         self._need_join()
         self._syncs += 1
         n, host = self._weights(batch_size)
-        if self.local is None:
+        if self.local is None and self._overlap is not None:
+            outcome = self._mesh_round(lambda: self._overlap_round(host, gather=True))
+        elif self.local is None:
             outcome = self._mesh_round(lambda: self.averager.average(self.membership.step, host))
         else:
             outcome = self._sync_local(n, host)
@@ -881,6 +918,26 @@ class DistributedOptimizer:
         self._restore_buffers()
         self.join()
         return False
+
+    def _overlap_round(self, host: float, gather: bool) -> Response:
+        """The step whose buckets went to the node during backward: the
+        buffers and what is left, then the outcome (the result in place in
+        the gradients on success)."""
+        av = self.averager
+        if self.local is None:
+            av.gather_buffers()
+        resp = self._overlap.finish(self.membership.step, host, gather)
+        if self.local is None:
+            av.scatter()
+        return resp
+
+    def _hook_weight(self) -> Optional[float]:
+        """The host's samples for the open step when known without a
+        collective (a DistributedSampler cut it), else None."""
+        b, m = self._batch, self.membership
+        if b is None or m is None or b[0] != m.step:
+            return None
+        return b[2]
 
     def _snapshot_buffers(self) -> None:
         """Keep the buffers of the last applied step (or the join): a step
@@ -899,8 +956,12 @@ class DistributedOptimizer:
         """The host's weighted mean over the local ranks, rank 0's round
         with the mesh, and its outcome and result on every local rank."""
         av = self.averager
+        ov = self._overlap
         with torch.no_grad():
-            av.gather()
+            if ov is not None and self.lead:
+                av.gather_buffers()  # rank 0's buckets are in the flat buffer (and on their way to the mesh)
+            else:
+                av.gather()
             # With the DDP hook the gradients are the host's weighted mean
             # already; the buffers (and a plain model's gradients) are not.
             part = av.flat[av.grad_elems:] if self._hooked else av.flat
@@ -914,7 +975,10 @@ class DistributedOptimizer:
         outcome: Dict[str, Any] = {}
         if self.lead:
             try:
-                outcome = self._mesh_round(lambda: av.mesh(self.membership.step, host))
+                if ov is not None:
+                    outcome = self._mesh_round(lambda: self._overlap_round(host, gather=False))
+                else:
+                    outcome = self._mesh_round(lambda: av.mesh(self.membership.step, host))
             except BaseException as e:  # the other ranks wait for the outcome: tell them, then raise
                 err = e
                 outcome = {"ok": False, "error": [getattr(e, "code", ""), str(e), type(e).__name__]}
@@ -1054,17 +1118,53 @@ class DistributedOptimizer:
         self.averager.close()
 
 
-def _weighted_allreduce_hook(opt: DistributedOptimizer, bucket):
-    """DDP comm hook: the bucket's gradients weighted by this rank's
-    samples, summed over the local ranks: the host's weighted mean."""
+def _mesh_hook(opt: DistributedOptimizer, bucket):
+    """DDP comm hook. With local ranks: the bucket's gradients weighted by
+    this rank's samples, summed over the local ranks (the host's weighted
+    mean). With overlap, local rank 0 (or the single process) then hands
+    the host's bucket to the mesh while backward goes on."""
     t = bucket.buffer()
+    ov = opt._overlap if opt.lead else None
+    params = list(bucket.parameters()) if ov is not None else None
+    step = opt.membership.step if opt.membership is not None else None
+    if opt.local is None:
+        if ov is not None:
+            ov.bucket_done(step, opt._hook_weight(), params, t)
+        fut = torch.futures.Future()
+        fut.set_result(t)
+        return fut
     w = opt._local_weight() / opt.local_size
     if w == 0:
         t.zero_()
     else:
         t.mul_(w)
     fut = torch.distributed.all_reduce(t, group=opt.local.group, async_op=True).get_future()
-    return fut.then(lambda f: f.value()[0])
+
+    def done(f):
+        v = f.value()[0]
+        if ov is not None:
+            ov.bucket_done(step, opt._hook_weight(), params, v)
+        return v
+    return fut.then(done)
+
+
+def DistributedDataParallel(module: torch.nn.Module, **kwargs) -> torch.nn.parallel.DistributedDataParallel:
+    """torch's ``DistributedDataParallel(module, **kwargs)``, for a
+    ``DistributedOptimizer`` to overlap the model's gradient buckets with
+    the mesh. Under torchrun use torch's own (after
+    ``init_process_group``); a single process without torch.distributed
+    gets a one-process gloo group first (in memory, on loopback), so that
+    DDP runs and hands its buckets to the mesh as backward produces them."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        old = os.environ.get("GLOO_SOCKET_IFNAME")
+        os.environ["GLOO_SOCKET_IFNAME"] = old or "lo"
+        try:
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        finally:
+            if old is None:
+                del os.environ["GLOO_SOCKET_IFNAME"]
+    return torch.nn.parallel.DistributedDataParallel(module, **kwargs)
 
 
 class DistributedSampler(torch.utils.data.Sampler):

@@ -19,7 +19,6 @@ applied, as without overlap).
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, List, Optional
 
@@ -27,8 +26,6 @@ import torch
 
 from ..client import Response
 from ..errors import NodeConnectionLost
-
-log = logging.getLogger("ringmesh.torch")
 
 
 class Overlap:

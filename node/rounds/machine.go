@@ -43,7 +43,12 @@ type Machine struct {
 	// behind: the trainer is a member whose state is at the decided step
 	// d.Last.Step, whose result this node holds (see heldLast): its next
 	// Submit is of that step and is answered with Apply.
-	behind    bool
+	behind bool
+	// owed: a trainer that was a member was dropped to joining without
+	// being told (it had not submitted); even if this node is admitted
+	// again on its behalf, its state is that of its old step, so its next
+	// Submit is answered excluded and it must join again.
+	owed      bool
 	submitAt  time.Time
 	lastApply time.Time
 	formedAt  time.Time // when this node took its place in a newly formed list
@@ -235,7 +240,7 @@ func (m *Machine) resetStep() {
 // trainerJoin: a trainer whose state is at start wants to train.
 func (m *Machine) trainerJoin(start uint64, needState bool) {
 	m.startStep, m.joinAt = start, m.now
-	m.submitted, m.joinPending = false, false
+	m.submitted, m.joinPending, m.owed = false, false, false
 	m.behind = m.member() && start+1 == m.d.Step && m.heldLast()
 	if m.member() && (start == m.d.Step || m.behind || !needState) {
 		// The trainer is where the mesh is, or one step behind with the
@@ -280,6 +285,8 @@ func (m *Machine) submit(step uint64, sized bool) {
 		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
 	case m.submitted:
 		m.fail(CodeBusy, "an all-reduce for step %d is already in flight", m.d.Step)
+	case m.owed:
+		m.fail(CodeExcluded, "the mesh went on without this node since the trainer's step %d: join again", step)
 	case m.behind && m.heldLast():
 		if step != m.d.Step-1 {
 			m.emit(Fail{Code: CodeStepMismatch, Msg: fmt.Sprintf("the trainer is at step %d, got %d", m.d.Step-1, step), NextStep: m.d.Step - 1})
@@ -418,7 +425,7 @@ func (m *Machine) decide(v Value) {
 	if !slices.Contains(v.Next, m.self) {
 		m.d.List = nil
 		if m.trainer == trainerMember {
-			m.trainer = trainerJoining
+			m.trainer, m.owed = trainerJoining, true
 			m.joinAt = m.now
 		}
 		if m.trainer != trainerNone {
@@ -434,7 +441,7 @@ func (m *Machine) decide(v Value) {
 		// A member whose trainer did not take part, or whose result was
 		// not the one decided, cannot follow: its state is behind the
 		// mesh's.
-		m.trainer = trainerJoining
+		m.trainer, m.owed = trainerJoining, true
 		m.joinAt = m.now
 		m.joiners[m.self] = m.now
 	case m.trainer == trainerJoining:
@@ -457,7 +464,9 @@ func (m *Machine) leftOut(why string) {
 	m.dirty = true
 	m.resetStep()
 	if m.trainer == trainerMember {
-		m.trainer = trainerJoining
+		// A submitted step was answered excluded above; a trainer that
+		// had not submitted learns it at its next Submit.
+		m.trainer, m.owed = trainerJoining, true
 		m.joinAt = m.now
 	}
 	m.reason = "the mesh went on without this node: " + why

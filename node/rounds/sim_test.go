@@ -438,7 +438,13 @@ func (s *Sim) failed(nd *simNode, e Fail) {
 	tr := &nd.tr
 	tr.pending = false
 	switch e.Code {
-	case CodeWaiting, CodeStepMismatch:
+	case CodeStepMismatch:
+		// The trainer submits only steps the node answered: a mismatch
+		// means the node moved on without telling it (it must say
+		// excluded, so the trainer loads the state of its new step).
+		s.fail("%s: %s: %s", nd.id, e.Code, e.Msg)
+		return
+	case CodeWaiting:
 		// The state is still good: join again at the same step.
 	case CodeBusy:
 		s.fail("%s: busy: the trainer submitted twice", nd.id)

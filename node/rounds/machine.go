@@ -44,8 +44,9 @@ type Machine struct {
 	// d.Last.Step, whose result this node holds (see heldLast): its next
 	// Submit is of that step and is answered with Apply.
 	behind bool
-	// owed: a trainer that was a member was dropped to joining without
-	// being told (it had not submitted); even if this node is admitted
+	// owed: a trainer that was a member, its join answered, was dropped
+	// to joining without being told (it had not submitted; a join still
+	// pending is answered by the later Admitted instead); even if this node is admitted
 	// again on its behalf, its state is that of its old step, so its next
 	// Submit is answered excluded and it must join again.
 	owed      bool
@@ -425,7 +426,7 @@ func (m *Machine) decide(v Value) {
 	if !slices.Contains(v.Next, m.self) {
 		m.d.List = nil
 		if m.trainer == trainerMember {
-			m.trainer, m.owed = trainerJoining, true
+			m.trainer, m.owed = trainerJoining, !m.joinPending
 			m.joinAt = m.now
 		}
 		if m.trainer != trainerNone {
@@ -441,7 +442,7 @@ func (m *Machine) decide(v Value) {
 		// A member whose trainer did not take part, or whose result was
 		// not the one decided, cannot follow: its state is behind the
 		// mesh's.
-		m.trainer, m.owed = trainerJoining, true
+		m.trainer = trainerJoining
 		m.joinAt = m.now
 		m.joiners[m.self] = m.now
 	case m.trainer == trainerJoining:
@@ -466,7 +467,7 @@ func (m *Machine) leftOut(why string) {
 	if m.trainer == trainerMember {
 		// A submitted step was answered excluded above; a trainer that
 		// had not submitted learns it at its next Submit.
-		m.trainer, m.owed = trainerJoining, true
+		m.trainer, m.owed = trainerJoining, !m.joinPending
 		m.joinAt = m.now
 	}
 	m.reason = "the mesh went on without this node: " + why

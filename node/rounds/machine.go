@@ -46,9 +46,9 @@ type Machine struct {
 	behind bool
 	// owed: a trainer that was a member, its join answered, was dropped
 	// to joining without being told (it had not submitted; a join still
-	// pending is answered by the later Admitted instead); even if this node is admitted
-	// again on its behalf, its state is that of its old step, so its next
-	// Submit is answered excluded and it must join again.
+	// pending is answered by the later Admitted instead). Even if this
+	// node is admitted again on its behalf, the trainer's state is that of
+	// its old step, so its next Submit is answered excluded: join again.
 	owed      bool
 	submitAt  time.Time
 	lastApply time.Time

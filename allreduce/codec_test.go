@@ -14,7 +14,7 @@ import (
 func goldenHeader() Header {
 	h := Header{
 		Version: Version, DType: BFloat16, Op: WeightedMean, Lane: 1, Lanes: 2,
-		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Part: 2, Parts: 5, Mesh: "lab",
+		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Part: 2, Parts: 5, Flags: FlagTrustedNetwork, Mesh: "lab",
 	}
 	for i := range h.MembersHash {
 		h.MembersHash[i] = byte(i)
@@ -26,7 +26,7 @@ func goldenHeader() Header {
 func TestHeaderGolden(t *testing.T) {
 	got := hex.EncodeToString(AppendHeader(nil, goldenHeader()))
 	want := "524d4152" + // magic
-		"03" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
+		"04" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
 		"0102030405060708" + // step
 		"00000009" + // attempt
 		"00000000000003e8" + // count
@@ -34,6 +34,7 @@ func TestHeaderGolden(t *testing.T) {
 		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" + // members hash
 		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf" + // schedule hash
 		"00000002" + "00000005" + // part, parts
+		"01" + // flags: trusted network
 		"6c6162" // mesh
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
@@ -72,16 +73,18 @@ func TestHeaderRejects(t *testing.T) {
 func TestMismatchNamesField(t *testing.T) {
 	want := goldenHeader()
 	cases := map[string]func(*Header){
-		"mesh":          func(h *Header) { h.Mesh = "other" },
-		"members_hash":  func(h *Header) { h.MembersHash[3]++ },
-		"dtype":         func(h *Header) { h.DType = Float32 },
-		"op":            func(h *Header) { h.Op = Sum },
-		"count":         func(h *Header) { h.Count++ },
-		"chunk_bytes":   func(h *Header) { h.ChunkBytes *= 2 },
-		"lanes":         func(h *Header) { h.Lanes = 4 },
-		"schedule_hash": func(h *Header) { h.ScheduleHash[0]++ },
-		"part":          func(h *Header) { h.Part++ },
-		"parts":         func(h *Header) { h.Parts++ },
+		"mesh":            func(h *Header) { h.Mesh = "other" },
+		"members_hash":    func(h *Header) { h.MembersHash[3]++ },
+		"dtype":           func(h *Header) { h.DType = Float32 },
+		"op":              func(h *Header) { h.Op = Sum },
+		"count":           func(h *Header) { h.Count++ },
+		"chunk_bytes":     func(h *Header) { h.ChunkBytes *= 2 },
+		"lanes":           func(h *Header) { h.Lanes = 4 },
+		"schedule_hash":   func(h *Header) { h.ScheduleHash[0]++ },
+		"part":            func(h *Header) { h.Part++ },
+		"parts":           func(h *Header) { h.Parts++ },
+		"trusted_network": func(h *Header) { h.Flags &^= FlagTrustedNetwork },
+		"flags":           func(h *Header) { h.Flags |= 0x80 },
 	}
 	// Fields a retry can change (the round's identity) are not settings.
 	identity := map[string]bool{"mesh": true, "members_hash": true, "part": true}
@@ -109,6 +112,9 @@ func TestControlGolden(t *testing.T) {
 		{control{Type: ctrlAck}, "01"},
 		{control{Type: ctrlReject, Code: rejectHeader, Reason: "op"}, "0201" + "0002" + "6f70"},
 		{control{Type: ctrlAbort, Code: causeHeader, Origin: "ab", Reason: "x"}, "03" + "01" + "0002" + "6162" + "0001" + "78"},
+		{control{Type: ctrlLane, Code: laneNone}, "04" + "00"},
+		{control{Type: ctrlLane, Code: laneOffer, Port: 0x1234, Token: [laneTokenLen]byte{1, 2}},
+			"04" + "01" + "1234" + "0102" + strings.Repeat("00", laneTokenLen-2)},
 	}
 	for _, c := range cases {
 		b := appendControl(nil, c.c)

@@ -62,6 +62,38 @@ type Config struct {
 	// waits for an abort notice naming the member where the failure began
 	// before it blames the neighbour. Default 250 ms.
 	NoticeGrace time.Duration
+
+	// DirectLanes gives every lane of at least DirectMinBytes its own TCP
+	// connection, set up over the lane's libp2p stream and secured with
+	// libp2p's TLS bound to both peer IDs: no muxer and no second cipher
+	// (a private mesh's XSalsa20) on the bulk path. Where no direct
+	// connection can be made (a relayed connection, a port the network
+	// drops) the lane stays on the libp2p stream and says so (LaneStats).
+	// Default true.
+	DirectLanes bool
+
+	// DirectMinBytes is the smallest lane (its part of the buffer, in wire
+	// bytes) that gets a direct connection; smaller ones stay on the
+	// stream, where a round costs no TCP or TLS handshake. Default 1 MiB;
+	// 0 upgrades every lane.
+	DirectMinBytes int
+
+	// TrustedNetwork makes direct lanes carry plaintext, for isolated
+	// cluster fabrics (as gloo and NCCL do): a lane connection is still
+	// authenticated at setup by a one-time token sent over the secure
+	// libp2p stream; the control plane, gossip and checkpoints stay
+	// encrypted. Every member must agree (it is in the header; a
+	// difference fails the round with ErrSettingsMismatch). Requires
+	// DirectLanes. Default false.
+	TrustedNetwork bool
+}
+
+// headerFlags are the Header flags this config sets.
+func (c Config) headerFlags() uint8 {
+	if c.TrustedNetwork {
+		return FlagTrustedNetwork
+	}
+	return 0
 }
 
 // DefaultConfig returns the production settings.
@@ -74,11 +106,15 @@ func DefaultConfig() Config {
 		HoldTimeout:  60 * time.Second,
 		MaxHeld:      64,
 		NoticeGrace:  250 * time.Millisecond,
+
+		DirectLanes:    true,
+		DirectMinBytes: 1 << 20,
 	}
 }
 
 // LocalConfig returns settings for tests on one machine: small chunks so
-// small buffers still pipeline, and timeouts short enough that a failing
+// small buffers still pipeline, every lane on a direct connection, and
+// timeouts short enough that a failing
 // test fails fast yet generous for a loaded machine running -race.
 func LocalConfig() Config {
 	c := DefaultConfig()
@@ -87,6 +123,7 @@ func LocalConfig() Config {
 	c.StartTimeout = 20 * time.Second
 	c.HoldTimeout = 20 * time.Second
 	c.NoticeGrace = 500 * time.Millisecond
+	c.DirectMinBytes = 0 // every lane takes the direct path
 	return c
 }
 
@@ -107,6 +144,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MaxHeld %d must be at least 1", ErrBadConfig, c.MaxHeld)
 	case c.NoticeGrace < 0:
 		return fmt.Errorf("%w: NoticeGrace %v must not be negative", ErrBadConfig, c.NoticeGrace)
+	case c.DirectMinBytes < 0:
+		return fmt.Errorf("%w: DirectMinBytes %d must not be negative", ErrBadConfig, c.DirectMinBytes)
+	case c.TrustedNetwork && !c.DirectLanes:
+		return fmt.Errorf("%w: TrustedNetwork needs DirectLanes (plaintext is only ever sent on direct lanes)", ErrBadConfig)
 	}
 	return nil
 }

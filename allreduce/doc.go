@@ -56,7 +56,7 @@
 //
 //	off  len  field
 //	0    4    magic "RMAR"
-//	4    1    version (3)
+//	4    1    version (4)
 //	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
 //	6    1    op: 1 sum, 2 mean, 3 weighted mean
 //	7    1    lane
@@ -71,7 +71,8 @@
 //	66   32   schedule hash: Plan.Hash of the round's plan
 //	98   4    part: which of the step's buffers (Round.Part)
 //	102  4    parts: how many buffers the step has (Round.Parts, >= 1)
-//	106  m    mesh name
+//	106  1    flags: bit 0 trusted network (Config.TrustedNetwork)
+//	107  m    mesh name
 //
 // The receiver holds an inbound stream until its own AllReduce for that
 // (step, attempt, part, lane) starts (at most HoldTimeout, at most MaxHeld
@@ -83,12 +84,22 @@
 //	        reason names the field), 2 round not started, 3 busy,
 //	        4 closing, 5 settings mismatch (a field no retry changes:
 //	        version, dtype, op, count, chunk bytes, lanes, schedule hash,
-//	        parts)
+//	        parts, flags)
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
 //	        cause: 0 peer failure, 1 header mismatch, 2 zero total
 //	        weight, 3 settings mismatch
 //
-// After an ack the sender writes frames, each a u32 length then the
+// Right after an ack the receiver writes a lane message (StreamTransport
+// only; direct.go has the exchange):
+//
+//	lane    [4][mode u8]   mode 0: stay on this stream; mode 1 (offer):
+//	        [port u16][token 32]: connect to that port on the IP this
+//	        stream's connection reached, write "RMLN" and the token, run
+//	        libp2p's TLS as client (not under trusted network), then
+//	        write one byte here: 'D' (the lane runs on the connection;
+//	        the stream is closed) or 'S' (it stays on this stream)
+//
+// After that the sender writes frames (on the stream or the connection), each a u32 length then the
 // payload; the receiver knows every frame's exact length from the schedule
 // and rejects any other length before reading the payload (and never
 // allocates from a length: the cap is MaxChunkBytes). For WeightedMean,

@@ -10,10 +10,19 @@ import (
 // frameHeaderLen is the length prefix of a data frame.
 const frameHeaderLen = 4
 
+// frameWriter writes a length prefix and its payload together (a direct
+// lane's connection).
+type frameWriter interface {
+	writeFrame(l, payload []byte) error
+}
+
 // WriteFrame writes one length-prefixed frame.
 func WriteFrame(w io.Writer, payload []byte) error {
 	var l [frameHeaderLen]byte
 	binary.BigEndian.PutUint32(l[:], uint32(len(payload)))
+	if fw, ok := w.(frameWriter); ok && len(payload) > 0 {
+		return fw.writeFrame(l[:], payload)
+	}
 	if _, err := w.Write(l[:]); err != nil {
 		return err
 	}
@@ -91,6 +100,13 @@ const (
 	ctrlAck    = 1 // [type]
 	ctrlReject = 2 // [type][code u8][u16 len][reason]
 	ctrlAbort  = 3 // [type][cause u8][u16 len][origin peer ID][u16 len][reason]
+	ctrlLane   = 4 // [type][mode u8] (mode laneOffer: [port u16][token 32]); version 4, after the ack
+)
+
+// Lane modes carried by ctrlLane. Append only.
+const (
+	laneNone  = 0 // stay on this stream
+	laneOffer = 1 // connect to the port and present the token (direct.go)
 )
 
 // Reject codes carried by ctrlReject. Append only.
@@ -116,9 +132,11 @@ const maxCtrlText = 1024
 // control is a decoded control message.
 type control struct {
 	Type   byte
-	Code   byte   // reject code or abort cause
+	Code   byte   // reject code, abort cause or lane mode
 	Origin string // raw peer ID bytes for ctrlAbort
 	Reason string
+	Port   uint16             // ctrlLane offer
+	Token  [laneTokenLen]byte // ctrlLane offer
 }
 
 // appendControl appends c's encoding to b; text fields are truncated to
@@ -133,6 +151,12 @@ func appendControl(b []byte, c control) []byte {
 		b = append(b, c.Code)
 		b = appendText(b, c.Origin)
 		b = appendText(b, c.Reason)
+	case ctrlLane:
+		b = append(b, c.Code)
+		if c.Code == laneOffer {
+			b = binary.BigEndian.AppendUint16(b, c.Port)
+			b = append(b, c.Token[:]...)
+		}
 	}
 	return b
 }
@@ -168,6 +192,23 @@ func readControl(r io.Reader) (control, error) {
 		c.Code = t[0]
 		if c.Origin, err = readText(r); err == nil {
 			c.Reason, err = readText(r)
+		}
+	case ctrlLane:
+		if _, err = io.ReadFull(r, t[:]); err != nil {
+			return control{}, noEOF(err)
+		}
+		c.Code = t[0]
+		switch c.Code {
+		case laneNone:
+		case laneOffer:
+			var b [2 + laneTokenLen]byte
+			if _, err = io.ReadFull(r, b[:]); err != nil {
+				return control{}, noEOF(err)
+			}
+			c.Port = binary.BigEndian.Uint16(b[:])
+			copy(c.Token[:], b[2:])
+		default:
+			return control{}, fmt.Errorf("%w: lane mode %d", ErrProtocol, c.Code)
 		}
 	default:
 		return control{}, fmt.Errorf("%w: control message type %d", ErrProtocol, c.Type)

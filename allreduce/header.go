@@ -7,13 +7,13 @@ import (
 )
 
 // Version is the wire version this package speaks.
-const Version = 3
+const Version = 4
 
 // headerMagic starts every stream.
 var headerMagic = [4]byte{'R', 'M', 'A', 'R'}
 
 // headerFixedLen is the header length before the mesh name.
-const headerFixedLen = 106
+const headerFixedLen = 107
 
 // Header opens every stream of a round; see the package doc for the byte
 // layout. Both ends build the header they expect from their own Round,
@@ -36,8 +36,18 @@ type Header struct {
 	// of one buffer).
 	Part  uint32
 	Parts uint32
+	// Flags (version 4): FlagTrustedNetwork when the member runs
+	// Config.TrustedNetwork; every member must agree.
+	Flags uint8
 	Mesh  string
 }
+
+// Header flags. Bit values are append only.
+const (
+	// FlagTrustedNetwork: lanes carry plaintext on their own TCP
+	// connections (Config.TrustedNetwork).
+	FlagTrustedNetwork = 1 << 0
+)
 
 // AppendHeader appends h's encoding to b.
 func AppendHeader(b []byte, h Header) []byte {
@@ -51,6 +61,7 @@ func AppendHeader(b []byte, h Header) []byte {
 	b = append(b, h.ScheduleHash[:]...)
 	b = binary.BigEndian.AppendUint32(b, h.Part)
 	b = binary.BigEndian.AppendUint32(b, h.Parts)
+	b = append(b, h.Flags)
 	return append(b, h.Mesh...)
 }
 
@@ -108,6 +119,7 @@ func decodeFixed(b []byte) (Header, int, error) {
 	copy(h.ScheduleHash[:], b[66:98])
 	h.Part = binary.BigEndian.Uint32(b[98:])
 	h.Parts = binary.BigEndian.Uint32(b[102:])
+	h.Flags = b[106]
 	if h.Version != Version {
 		return Header{}, 0, fmt.Errorf("%w: version %d, want %d", ErrBadHeader, h.Version, Version)
 	}
@@ -153,6 +165,8 @@ func mismatch(want, got Header) (reason string, settings bool) {
 		{"lanes", want.Lanes, got.Lanes, true},
 		{"schedule_hash", fmt.Sprintf("%x", want.ScheduleHash[:6]), fmt.Sprintf("%x", got.ScheduleHash[:6]), true},
 		{"parts", want.Parts, got.Parts, true},
+		{"trusted_network", want.Flags&FlagTrustedNetwork != 0, got.Flags&FlagTrustedNetwork != 0, true},
+		{"flags", want.Flags, got.Flags, true},
 		{"lane", want.Lane, got.Lane, false},
 	}
 	for _, f := range fields {

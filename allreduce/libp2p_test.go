@@ -87,7 +87,9 @@ func TestStreamAllReduce(t *testing.T) {
 	for _, n := range []int{2, 3, 4} {
 		t.Run(string(rune('0'+n)), func(t *testing.T) {
 			hs := newHosts(t, n)
-			ids, rs := streamRing(t, testConfig(), hs)
+			cfg := testConfig()
+			cfg.DirectLanes = false // streams only; direct_test.go covers the lanes
+			ids, rs := streamRing(t, cfg, hs)
 			round := Round{Mesh: "lab", Step: 1, Ring: ids}
 			for _, o := range []Options{{Wire: Float32, Op: Sum}, {Wire: BFloat16, Op: WeightedMean, Weight: 2}} {
 				src := testInputs(uint64(n), n, 50_001)
@@ -118,6 +120,15 @@ func evil(ctx context.Context, h host.Host, to peer.ID, hdr []byte, frames func(
 	}
 	if c.Type != ctrlAck {
 		return errors.New(c.Reason)
+	}
+	// Stay on the stream if offered a direct lane.
+	if c, err = readControl(s); err != nil {
+		return err
+	}
+	if c.Type == ctrlLane && c.Code == laneOffer {
+		if _, err := s.Write([]byte{laneStay}); err != nil {
+			return err
+		}
 	}
 	if frames != nil {
 		if err := frames(s); err != nil {
@@ -158,7 +169,7 @@ func TestStreamBadPeer(t *testing.T) {
 		if _, err := ReadHeader(s); err != nil {
 			return
 		}
-		if _, err := s.Write([]byte{ctrlAck}); err != nil {
+		if _, err := s.Write([]byte{ctrlAck, ctrlLane, laneNone}); err != nil {
 			return
 		}
 		_, _ = io.Copy(io.Discard, s)

@@ -4,29 +4,51 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 
 	"github.com/ringmesh/ringmesh/internal/p2pconf"
 )
 
 // StreamTransport is the libp2p Transport: one stream per lane per ring
-// edge per round, protocol ProtocolID.
+// edge per round, protocol ProtocolID, each lane of at least
+// Config.DirectMinBytes upgraded to its own TCP connection (direct.go).
 type StreamTransport struct {
 	h     host.Host
 	cfg   Config
 	log   *slog.Logger
 	inbox *inbox
+	mode  string               // LaneStats.Mode
+	sec   *libp2ptls.Transport // secures direct lanes; nil in plaintext or off
+	ctx   context.Context      // ends at Close
+	stop  context.CancelFunc
+	lanes laneCounters
 
-	mu      sync.Mutex
-	closed  bool
-	open    map[*trackedStream]struct{}
-	handles sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	open      map[*trackedStream]struct{}
+	conns     map[*laneConn]struct{}
+	listeners map[string]net.Listener // by local IP; nil: could not listen
+	pending   map[[laneTokenLen]byte]*pendingLane
+	unauth    map[string]int // inbound lane connections before their token, by IP
+	unauthN   int
+	failed    map[peer.ID]time.Time // last direct connection failure
+	handles   sync.WaitGroup
 }
+
+// Lane modes (LaneStats.Mode).
+const (
+	laneModeTLS       = "tls"
+	laneModePlaintext = "plaintext"
+	laneModeOff       = "off"
+)
 
 var _ Transport = (*StreamTransport)(nil)
 
@@ -40,11 +62,40 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 	logger = logger.With("component", "allreduce")
 	t := &StreamTransport{
 		h: h, cfg: cfg, log: logger,
-		inbox: newInbox(cfg, logger),
-		open:  make(map[*trackedStream]struct{}),
+		inbox:     newInbox(cfg, logger),
+		mode:      laneModeOff,
+		open:      make(map[*trackedStream]struct{}),
+		conns:     make(map[*laneConn]struct{}),
+		listeners: make(map[string]net.Listener),
+		pending:   make(map[[laneTokenLen]byte]*pendingLane),
+		unauth:    make(map[string]int),
+		failed:    make(map[peer.ID]time.Time),
+	}
+	t.ctx, t.stop = context.WithCancel(context.Background())
+	switch {
+	case cfg.DirectLanes && cfg.TrustedNetwork:
+		t.mode = laneModePlaintext
+	case cfg.DirectLanes:
+		sec, err := libp2ptls.New(libp2ptls.ID, h.Peerstore().PrivKey(h.ID()), nil)
+		if err != nil {
+			logger.Warn("direct lanes off: no TLS identity", "err", err)
+			break
+		}
+		t.sec, t.mode = sec, laneModeTLS
 	}
 	h.SetStreamHandler(protocol.ID(ProtocolID), t.handle)
 	return t
+}
+
+// LaneStats reports how the lanes ran so far.
+func (t *StreamTransport) LaneStats() LaneStats {
+	return LaneStats{
+		Mode:     t.mode,
+		Direct:   t.lanes.direct.Load(),
+		Fallback: t.lanes.fallback.Load(),
+		Stream:   t.lanes.stream.Load(),
+		Refused:  t.lanes.refused.Load(),
+	}
 }
 
 func (t *StreamTransport) handle(s network.Stream) {
@@ -101,12 +152,16 @@ func (t *StreamTransport) Dial(ctx context.Context, to peer.ID, h Header) (Strea
 	if err := dialHandshake(ctx, ts, h, t.cfg.StartTimeout); err != nil {
 		return nil, err
 	}
-	return ts, nil
+	return t.takeLane(ctx, to, ts)
 }
 
 // Accept implements Transport.
 func (t *StreamTransport) Accept(ctx context.Context, from peer.ID, h Header) (Stream, error) {
-	return t.inbox.accept(ctx, from, h)
+	s, err := t.inbox.accept(ctx, from, h)
+	if err != nil || s == nil {
+		return s, err
+	}
+	return t.offerLane(ctx, from, h, s.(*trackedStream))
 }
 
 // Abandon implements Transport.
@@ -114,8 +169,9 @@ func (t *StreamTransport) Abandon(from peer.ID, h Header, notice []byte) {
 	t.inbox.abandon(from, h, notice)
 }
 
-// Close removes the handler, rejects held streams, resets every open
-// stream and waits for running handlers. Rounds in progress fail.
+// Close removes the handler, rejects held streams, closes the lane
+// listeners, resets every open stream and lane connection and waits for
+// running handlers. Rounds in progress fail.
 func (t *StreamTransport) Close() error {
 	t.h.RemoveStreamHandler(protocol.ID(ProtocolID))
 	t.mu.Lock()
@@ -124,10 +180,26 @@ func (t *StreamTransport) Close() error {
 	for ts := range t.open {
 		open = append(open, ts)
 	}
+	conns := make([]*laneConn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.conns = make(map[*laneConn]struct{})
+	lns := t.listeners
+	t.listeners = make(map[string]net.Listener)
 	t.mu.Unlock()
+	t.stop()
+	for _, ln := range lns {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
 	t.inbox.close()
 	for _, ts := range open {
 		_ = ts.Stream.Reset()
+	}
+	for _, c := range conns {
+		resetTCP(c.raw)
 	}
 	t.handles.Wait()
 	return nil

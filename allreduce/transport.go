@@ -13,7 +13,7 @@ import (
 )
 
 // ProtocolID is the libp2p protocol of all-reduce streams.
-const ProtocolID = "/ringmesh/allreduce/1"
+const ProtocolID = "/ringmesh/allreduce/2"
 
 // Stream is one direction-agnostic byte stream between two members, as
 // libp2p's network.Stream provides it.
@@ -54,13 +54,7 @@ type Transport interface {
 func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
-	fail := func(err error) error {
-		_ = s.Reset()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
+	fail := resetter(ctx, s)
 	deadline := time.Now().Add(timeout)
 	_ = s.SetWriteDeadline(deadline)
 	if _, err := s.Write(AppendHeader(nil, h)); err != nil {
@@ -89,6 +83,18 @@ func dialHandshake(ctx context.Context, s Stream, h Header, timeout time.Duratio
 		err = fmt.Errorf("%w: control message %d during handshake", ErrProtocol, c.Type)
 	}
 	return fail(err)
+}
+
+// resetter returns a function that resets s and returns err, or ctx's
+// error once ctx has ended (the reset was then ours).
+func resetter(ctx context.Context, s Stream) func(error) error {
+	return func(err error) error {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 }
 
 // reject answers a held stream with a reject and closes it.

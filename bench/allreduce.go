@@ -26,6 +26,9 @@ type AllReduceConfig struct {
 	DType string
 	JSON  bool
 	Open  bool
+	// Lanes (local mode): "" (the default, direct lanes under TLS),
+	// "trusted" (--trusted-network) or "streams" (--no-direct-lanes).
+	Lanes string
 	// Floor (local mode) measures this machine's floor first (MeasureFloor)
 	// and reports each size's efficiency: floor CPU / the nodes' CPU.
 	Floor          bool
@@ -33,7 +36,7 @@ type AllReduceConfig struct {
 }
 
 func (c AllReduceConfig) bench() *arBench {
-	return &arBench{sizes: c.Sizes, iters: c.Iters, dtype: c.DType, json: c.JSON, open: c.Open, floor: c.Floor, stdout: c.Stdout, stderr: c.Stderr}
+	return &arBench{sizes: c.Sizes, iters: c.Iters, dtype: c.DType, json: c.JSON, open: c.Open, lanes: c.Lanes, floor: c.Floor, stdout: c.Stdout, stderr: c.Stderr}
 }
 
 // AllReduceLocal starts n local node processes (fast: --fast-detect;
@@ -55,8 +58,9 @@ type arBench struct {
 	iters  int
 	dtype  string
 	json   bool
-	open   bool // local nodes run an open mesh
-	floor  bool // measure the floor and report efficiency
+	open   bool   // local nodes run an open mesh
+	lanes  string // AllReduceConfig.Lanes
+	floor  bool   // measure the floor and report efficiency
 	stdout io.Writer
 	stderr io.Writer
 	pids   []int // local mode: the node processes, for CPU accounting
@@ -126,7 +130,14 @@ func (b *arBench) options() client.ReduceOptions {
 
 // runLocal benchmarks n local node processes.
 func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir string, keep bool, wait time.Duration) error {
-	cl, err := startLocal(n, nodeArgs(n, fast, b.open), profileDir, b.stderr)
+	args := nodeArgs(n, fast, b.open)
+	switch b.lanes {
+	case "trusted":
+		args = append(args, "--trusted-network")
+	case "streams":
+		args = append(args, "--no-direct-lanes")
+	}
+	cl, err := startLocal(n, args, profileDir, b.stderr)
 	if err != nil {
 		return err
 	}
@@ -191,7 +202,7 @@ func (b *arBench) runLocal(ctx context.Context, n int, fast bool, profileDir str
 		}
 		if floor != nil && cpu > 0 {
 			r.Floor = floor
-			r.FloorCPUS = floor.RoundCPU(n, wireBytes(size, b.dtype), size, !b.open)
+			r.FloorCPUS = floor.RoundCPU(n, wireBytes(size, b.dtype), size, b.cipher(wireBytes(size, b.dtype)))
 			r.Efficiency = r.FloorCPUS / cpu
 		}
 		fmt.Fprintf(b.stderr, "size %s: nodes used %.3f CPU-s per all-reduce (median %.4f s wall, %d cores)\n",
@@ -266,6 +277,23 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 		}
 	}
 	return times, cpuPer, nil
+}
+
+// cipher is what the lanes of a round of wire bytes are encrypted with:
+// lanes of at least 1 MiB (the nodes' default --allreduce-direct-min; 2
+// lanes) run direct under TLS or, trusted, in plaintext; the others on
+// libp2p streams, under the mesh secret's XSalsa20 too unless open.
+func (b *arBench) cipher(wire int64) Cipher {
+	if b.lanes != "streams" && wire/2 >= 1<<20 {
+		if b.lanes == "trusted" {
+			return CipherNone
+		}
+		return CipherTLS
+	}
+	if b.open {
+		return CipherTLS
+	}
+	return CipherTLSXSalsa
 }
 
 // wireBytes is how many bytes size bytes of float32 take on the wire.

@@ -65,17 +65,21 @@ func TestNodeArgs(t *testing.T) {
 func TestFloorModel(t *testing.T) {
 	f := Floor{GCMBytesPerCPUS: 1e9, XSalsaBytesPerCPUS: 1e9, TCPCPUSPerByte: 1e-9, AddBytesPerCPUS: 1e9}
 	// n=2, 1 GB: W = 1e9 per member; 2W/GCM + W*TCP + 0.5e9/add = 2+1+0.5 s;
-	// two members: 7 s open, +2*2 s with the secret.
-	if got := f.RoundCPU(2, 1e9, 1e9, false); got != 7 {
-		t.Errorf("open n=2: %v, want 7", got)
+	// two members: 7 s with TLS, +2*2 s with the secret's XSalsa20 on
+	// streams, -2*2 s in plaintext.
+	if got := f.RoundCPU(2, 1e9, 1e9, CipherTLS); got != 7 {
+		t.Errorf("TLS n=2: %v, want 7", got)
 	}
-	if got := f.RoundCPU(2, 1e9, 1e9, true); got != 11 {
-		t.Errorf("private n=2: %v, want 11", got)
+	if got := f.RoundCPU(2, 1e9, 1e9, CipherTLSXSalsa); got != 11 {
+		t.Errorf("private streams n=2: %v, want 11", got)
 	}
-	if half := f.RoundCPU(2, 5e8, 1e9, false); half != 4 {
+	if got := f.RoundCPU(2, 1e9, 1e9, CipherNone); got != 3 {
+		t.Errorf("plaintext n=2: %v, want 3", got)
+	}
+	if half := f.RoundCPU(2, 5e8, 1e9, CipherTLS); half != 4 {
 		t.Errorf("bfloat16 wire n=2: %v, want 4 (half the wire bytes, the same adds)", half)
 	}
-	if f.RoundCPU(1, 1e9, 1e9, true) != 0 {
+	if f.RoundCPU(1, 1e9, 1e9, CipherTLSXSalsa) != 0 {
 		t.Error("a ring of one moves nothing")
 	}
 }

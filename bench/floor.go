@@ -24,21 +24,34 @@ type Floor struct {
 	AddBytesPerCPUS    float64 `json:"reduce_Bps"`         // float32 bytes added
 }
 
+// Cipher is what a round's bytes are encrypted with.
+type Cipher int
+
+const (
+	CipherNone      Cipher = iota // trusted network: plaintext lanes
+	CipherTLS                     // direct lanes (TLS), or streams of an open mesh
+	CipherTLSXSalsa               // streams of a private mesh: TLS under libp2p's pnet
+)
+
 // RoundCPU is the floor, in CPU-seconds summed over the n members, of one
 // ring all-reduce of a buffer of size bytes of float32 that takes wire
 // bytes on the wire (size, or size/2 for 16-bit wire types): each member
 // sends and receives W = 2*wire*(n-1)/n bytes, seals what it sends and
-// opens what it receives (and, with a mesh secret, XSalsa20s both under
-// TLS), carries them over TCP, and adds size*(n-1)/n bytes of float32.
-// Conversions, framing, the muxer and scheduling are not in it: they are
-// what efficiency = floor / actual measures.
-func (f Floor) RoundCPU(n int, wire, size int64, private bool) float64 {
+// opens what it receives (per c: AES-GCM, and XSalsa20 on top for a
+// private mesh's streams, or nothing), carries them over TCP, and adds
+// size*(n-1)/n bytes of float32. Conversions, framing, the muxer and
+// scheduling are not in it: they are what efficiency = floor / actual
+// measures.
+func (f Floor) RoundCPU(n int, wire, size int64, c Cipher) float64 {
 	if n < 2 {
 		return 0
 	}
 	w := 2 * float64(wire) * float64(n-1) / float64(n)
-	per := 2*w/f.GCMBytesPerCPUS + w*f.TCPCPUSPerByte + float64(size)*float64(n-1)/float64(n)/f.AddBytesPerCPUS
-	if private {
+	per := w*f.TCPCPUSPerByte + float64(size)*float64(n-1)/float64(n)/f.AddBytesPerCPUS
+	if c >= CipherTLS {
+		per += 2 * w / f.GCMBytesPerCPUS
+	}
+	if c == CipherTLSXSalsa {
 		per += 2 * w / f.XSalsaBytesPerCPUS
 	}
 	return float64(n) * per

@@ -127,6 +127,39 @@ func (f factory) histogram(name, help string) prometheus.Histogram {
 	return h
 }
 
+// laneCollector exports the all-reduce transport's LaneStats: lanes sent
+// by how they ran, refused lane connections, and the lane mode.
+type laneCollector struct {
+	stats   func() allreduce.LaneStats
+	lanes   *prometheus.Desc
+	refused *prometheus.Desc
+	mode    *prometheus.Desc
+}
+
+func newLaneCollector(stats func() allreduce.LaneStats) *laneCollector {
+	return &laneCollector{
+		stats:   stats,
+		lanes:   prometheus.NewDesc("ringmesh_allreduce_lanes_total", "All-reduce lanes this node sent, by how they ran: direct (own TCP connection), fallback (a direct connection failed; libp2p stream), stream (small lane or direct lanes off).", []string{"path"}, nil),
+		refused: prometheus.NewDesc("ringmesh_allreduce_lane_conns_refused_total", "Inbound lane connections dropped: no valid token, failed handshake, over the limits.", nil, nil),
+		mode:    prometheus.NewDesc("ringmesh_allreduce_lane_mode", "1 for the lane mode this node runs: tls, plaintext (--trusted-network) or off.", []string{"mode"}, nil),
+	}
+}
+
+func (c *laneCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.lanes
+	ch <- c.refused
+	ch <- c.mode
+}
+
+func (c *laneCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.lanes, prometheus.CounterValue, float64(st.Direct), "direct")
+	ch <- prometheus.MustNewConstMetric(c.lanes, prometheus.CounterValue, float64(st.Fallback), "fallback")
+	ch <- prometheus.MustNewConstMetric(c.lanes, prometheus.CounterValue, float64(st.Stream), "stream")
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.mode, prometheus.GaugeValue, 1, st.Mode)
+}
+
 // count reads a counter's value (status shows the round counters; the
 // counter is the one record of them).
 func count(c prometheus.Counter) uint64 {

@@ -192,6 +192,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
+	n.metrics.reg.MustRegister(newLaneCollector(n.tr.LaneStats))
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
 	n.drv = newDriver(n, store, saved, n.result)
 	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger, n.metrics); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/rounds"
@@ -65,17 +66,21 @@ type StatusJSON struct {
 	Private    bool   `json:"private"`
 	SecretFile string `json:"secret_file,omitempty"`
 	// MetricsAddr is where /metrics is served (--metrics-addr), if at all.
-	MetricsAddr string            `json:"metrics_addr,omitempty"`
-	Self        SelfJSON          `json:"self"`
-	Members     []mesh.MemberJSON `json:"members"`
-	Rounds      RoundsJSON        `json:"rounds"`
+	MetricsAddr string   `json:"metrics_addr,omitempty"`
+	Self        SelfJSON `json:"self"`
+	// Lanes: how this node's all-reduce lanes ran (mode tls, plaintext
+	// under --trusted-network, or off) since it started.
+	Lanes   allreduce.LaneStats `json:"lanes"`
+	Members []mesh.MemberJSON   `json:"members"`
+	Rounds  RoundsJSON          `json:"rounds"`
 }
 
 // Status reports the node's view of the mesh and its round state.
 func (n *Node) Status() StatusJSON {
 	v := n.mesh.View()
 	st := StatusJSON{Mesh: n.cfg.Mesh.Mesh, Self: SelfJSON{ID: n.host.ID().String(), Addrs: []string{}},
-		Private: n.cfg.Mesh.PSKFile != "", SecretFile: n.cfg.Mesh.PSKFile, MetricsAddr: n.metricsSrv.Addr()}
+		Private: n.cfg.Mesh.PSKFile != "", SecretFile: n.cfg.Mesh.PSKFile, MetricsAddr: n.metricsSrv.Addr(),
+		Lanes: n.tr.LaneStats()}
 	for _, a := range n.host.Addrs() {
 		st.Self.Addrs = append(st.Self.Addrs, a.String()+"/p2p/"+n.host.ID().String())
 	}

@@ -26,6 +26,8 @@ func (st StatusJSON) WriteText(w io.Writer) {
 	if st.MetricsAddr != "" {
 		fmt.Fprintf(w, "metrics: %s\n", MetricsURL(st.MetricsAddr))
 	}
+	l := st.Lanes
+	fmt.Fprintf(w, "lanes: %s, %d direct, %d fallback, %d on streams, %d connections refused\n", laneMode(l.Mode), l.Direct, l.Fallback, l.Stream, l.Refused)
 	r := st.Rounds
 	fmt.Fprintf(w, "rounds: %s, next step %d, %d agreed members, %d applied, %d retries", r.State, r.NextStep, len(r.Members), r.Applied, r.Retries)
 	if r.Reason != "" {
@@ -74,6 +76,19 @@ func (st StatusJSON) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", id, m.State, inList, share, sps, ranks, link, m.Incarnation, strings.Join(m.Addrs, " "), g, m.CPUs, seen)
 	}
 	tw.Flush()
+}
+
+// laneMode says what a LaneStats mode means.
+func laneMode(mode string) string {
+	switch mode {
+	case "tls":
+		return "direct TCP under TLS"
+	case "plaintext":
+		return "direct TCP in PLAINTEXT (--trusted-network)"
+	case "off":
+		return "libp2p streams only (--no-direct-lanes)"
+	}
+	return mode
 }
 
 // MetricsURL is where a scraper finds the metrics served at addr ("off"

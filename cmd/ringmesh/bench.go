@@ -85,12 +85,17 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&b.JSON, "json", false, "print one JSON object per size")
 	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
 	fs.BoolVar(&b.Open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
+	fs.StringVar(&b.Lanes, "lanes", "", "local nodes: \"\" (direct lanes under TLS, the default), trusted (--trusted-network: plaintext lanes) or streams (--no-direct-lanes)")
 	fs.BoolVar(&b.Floor, "floor", false, "local nodes: first measure this machine's floor (AES-GCM, XSalsa20, loopback TCP, float32 adds; 4 s) and print each size's efficiency = floor CPU / the nodes' CPU")
 	profileDir := fs.String("profile-dir", "", "local nodes: write a CPU profile per node to DIR/node-I.pprof")
 	keep := fs.Bool("keep", false, "local nodes: keep their data dirs and logs (the path is printed)")
 	wait := fs.Duration("wait", 10*time.Minute, "bound on joining and waiting for the other members")
 	if code := cli.Parse(fs, args); code >= 0 {
 		return code
+	}
+	if b.Lanes != "" && b.Lanes != "trusted" && b.Lanes != "streams" {
+		fmt.Fprintf(stderr, "ringmesh bench allreduce: --lanes %q: want trusted or streams (or nothing)\n", b.Lanes)
+		return 2
 	}
 	b.Sizes = sizes
 	if len(b.Sizes) == 0 {

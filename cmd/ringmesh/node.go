@@ -60,6 +60,10 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.AllReduce.Lanes, "allreduce-lanes", cfg.AllReduce.Lanes, "parallel streams per all-reduce round, alternating ring directions (every member must use the same value)")
 	chunk := units.Size(cfg.AllReduce.ChunkBytes)
 	fs.Var(&chunk, "allreduce-chunk", "wire bytes per all-reduce frame, e.g. 1MiB: smaller starts the pipeline sooner, larger costs less per byte (every member must use the same value)")
+	noDirect := fs.Bool("no-direct-lanes", false, "keep every all-reduce lane on its libp2p stream instead of its own TCP connection (for networks where only the libp2p port is reachable; a failed direct connection falls back by itself)")
+	fs.BoolVar(&cfg.AllReduce.TrustedNetwork, "trusted-network", false, "send all-reduce lanes in PLAINTEXT on their own TCP connections, for isolated cluster fabrics (as gloo and NCCL do); lane connections are still authenticated over the encrypted mesh, the control plane, gossip and checkpoints stay encrypted; every member must agree")
+	minDirect := units.Size(cfg.AllReduce.DirectMinBytes)
+	fs.Var(&minDirect, "allreduce-direct-min", "smallest lane (its part of a buffer, in wire bytes) that gets its own TCP connection; smaller lanes stay on the libp2p stream")
 	checkpointFlags(fs, &cfg.Checkpoint)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text (key=value lines) or json (one object per line, for log collectors)")
@@ -76,6 +80,12 @@ func cmdNode(args []string, stderr io.Writer) int {
 	cfg.DataDir = *dataDir
 	cfg.Mesh.UserAgent = buildinfo.Agent()
 	cfg.AllReduce.ChunkBytes = int(chunk)
+	cfg.AllReduce.DirectMinBytes = int(minDirect)
+	cfg.AllReduce.DirectLanes = !*noDirect
+	if cfg.AllReduce.TrustedNetwork && *noDirect {
+		fmt.Fprintln(stderr, "ringmesh node: --trusted-network needs direct lanes; drop --no-direct-lanes")
+		return 2
+	}
 	if len(listen) > 0 {
 		cfg.Mesh.Listen = listen
 	}

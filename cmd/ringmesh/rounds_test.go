@@ -400,29 +400,39 @@ func retryTrial(t *testing.T, n, elems int, pattern func(rank, j int) float32) b
 }
 
 // TestSettingsMismatchFailsTheCall: nodes started with different
-// --allreduce-lanes cannot agree on any round; every trainer's all-reduce
-// fails with settings_mismatch naming the field instead of retrying until
-// its deadline, and the nodes keep serving.
+// --allreduce-lanes, or one with --trusted-network and one without, cannot
+// agree on any round; every trainer's all-reduce fails with
+// settings_mismatch naming the field instead of retrying until its
+// deadline, and the nodes keep serving.
 func TestSettingsMismatchFailsTheCall(t *testing.T) {
+	cases := []struct {
+		name   string
+		a, b   []string
+		field  string
+		values int
+	}{
+		{"lanes", []string{"--allreduce-lanes", "2"}, []string{"--allreduce-lanes", "1"}, "lanes: got", 1000},
+		// 1 MiB lanes: direct, so the plaintext ones would be used.
+		{"trusted network", []string{"--trusted-network"}, nil, "trusted_network: got", 1 << 19},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			settingsMismatch(t, c.a, c.b, c.field, c.values)
+		})
+	}
+}
+
+func settingsMismatch(t *testing.T, argsA, argsB []string, field string, values int) {
 	root := t.TempDir()
-	a := systest.Start(t, filepath.Join(root, "a"), "--min-members", "2", "--allreduce-lanes", "2")
-	b := systest.Start(t, filepath.Join(root, "b"), "--min-members", "2", "--allreduce-lanes", "1", "--join", a.Addr)
+	a := systest.Start(t, filepath.Join(root, "a"), append([]string{"--min-members", "2"}, argsA...)...)
+	b := systest.Start(t, filepath.Join(root, "b"), append([]string{"--min-members", "2", "--join", a.Addr}, argsB...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	bufs, step := joinedTrainers(t, ctx, []*systest.Proc{a, b}, 1000)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, buf := range bufs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
-		}()
-	}
-	wg.Wait()
+	bufs, step := joinedTrainers(t, ctx, []*systest.Proc{a, b}, values)
+	errs := reduceAll(ctx, bufs, step)
 	for i, err := range errs {
-		if !client.IsCode(err, localapi.CodeSettingsMismatch) || !strings.Contains(err.Error(), "lanes: got") {
-			t.Errorf("trainer %d: got %v, want settings_mismatch naming lanes", i, err)
+		if !client.IsCode(err, localapi.CodeSettingsMismatch) || !strings.Contains(err.Error(), field) {
+			t.Errorf("trainer %d: got %v, want settings_mismatch naming %q", i, err, field)
 		}
 		if testing.Verbose() {
 			t.Logf("trainer %d: %v", i, err)
@@ -471,4 +481,56 @@ func joinedTrainers(t *testing.T, ctx context.Context, ps []*systest.Proc, elems
 		}
 	}
 	return bufs, steps[0]
+}
+
+// TestDirectLanesInStatus: two node processes reduce a buffer whose lanes
+// are large enough for direct connections; the result is right, and each
+// node's status says its lanes ran direct under TLS, none fell back.
+func TestDirectLanesInStatus(t *testing.T) {
+	root := t.TempDir()
+	a := systest.Start(t, filepath.Join(root, "a"), "--min-members", "2")
+	b := systest.Start(t, filepath.Join(root, "b"), "--min-members", "2", "--join", a.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	procs := []*systest.Proc{a, b}
+	bufs, step := joinedTrainers(t, ctx, procs, 1<<19) // 2 MiB: two 1 MiB lanes
+	for i, buf := range bufs {
+		for j := range buf.Data {
+			buf.Data[j] = float32(i + 1)
+		}
+	}
+	errs := reduceAll(ctx, bufs, step)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("trainer %d: %v", i, err)
+		}
+		if got := bufs[i].Data[len(bufs[i].Data)-1]; got != 3 {
+			t.Errorf("trainer %d: last element %v, want 3", i, got)
+		}
+	}
+	for _, p := range procs {
+		st, err := systest.Status(p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := st.Lanes; l.Mode != "tls" || l.Direct < 2 || l.Fallback != 0 {
+			t.Errorf("node %s: lanes %+v, want mode tls, at least 2 direct, no fallback", p.Dir, l)
+		}
+	}
+}
+
+// reduceAll runs every buffer's all-reduce (sum) of step at once and
+// returns their errors.
+func reduceAll(ctx context.Context, bufs []*client.Buffer, step uint64) []error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(bufs))
+	for i, buf := range bufs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
+		}()
+	}
+	wg.Wait()
+	return errs
 }

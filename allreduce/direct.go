@@ -90,7 +90,7 @@ type laneResult struct {
 // directLanes reports whether a lane with header h is offered a direct
 // connection.
 func (t *StreamTransport) directLanes(h Header) bool {
-	if t.mode == laneModeOff {
+	if t.mode == LaneModeOff {
 		return false
 	}
 	lane := int64(h.Count) * int64(h.DType.Size()) / int64(max(h.Lanes, 1))

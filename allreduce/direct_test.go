@@ -37,9 +37,9 @@ func TestDirectLanes(t *testing.T) {
 		mode    string
 		direct  bool
 	}{
-		{"tls", false, 0, laneModeTLS, true},
-		{"plaintext", true, 0, laneModePlaintext, true},
-		{"small lanes stay", false, 1 << 20, laneModeTLS, false},
+		{"tls", false, 0, LaneModeTLS, true},
+		{"plaintext", true, 0, LaneModePlaintext, true},
+		{"small lanes stay", false, 1 << 20, LaneModeTLS, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,10 +90,10 @@ func TestDirectLaneFallback(t *testing.T) {
 		checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: step, Ring: ids}, src, opt), src, opt)
 	}
 	st0, st1 := transportOf(rs[0]).LaneStats(), transportOf(rs[1]).LaneStats()
-	if want := (LaneStats{Mode: laneModeTLS, Direct: 2, Fallback: 4}); st0 != want {
+	if want := (LaneStats{Mode: LaneModeTLS, Direct: 2, Fallback: 4}); st0 != want {
 		t.Errorf("member 0: lane stats %+v, want %+v", st0, want)
 	}
-	if want := (LaneStats{Mode: laneModeTLS, Direct: 6}); st1 != want {
+	if want := (LaneStats{Mode: LaneModeTLS, Direct: 6}); st1 != want {
 		t.Errorf("member 1: lane stats %+v, want %+v", st1, want)
 	}
 }

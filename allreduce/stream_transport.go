@@ -43,11 +43,11 @@ type StreamTransport struct {
 	handles   sync.WaitGroup
 }
 
-// Lane modes (LaneStats.Mode).
+// Lane modes: LaneStats.Mode.
 const (
-	laneModeTLS       = "tls"
-	laneModePlaintext = "plaintext"
-	laneModeOff       = "off"
+	LaneModeTLS       = "tls"
+	LaneModePlaintext = "plaintext"
+	LaneModeOff       = "off"
 )
 
 var _ Transport = (*StreamTransport)(nil)
@@ -63,7 +63,7 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 	t := &StreamTransport{
 		h: h, cfg: cfg, log: logger,
 		inbox:     newInbox(cfg, logger),
-		mode:      laneModeOff,
+		mode:      LaneModeOff,
 		open:      make(map[*trackedStream]struct{}),
 		conns:     make(map[*laneConn]struct{}),
 		listeners: make(map[string]net.Listener),
@@ -74,14 +74,14 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 	t.ctx, t.stop = context.WithCancel(context.Background())
 	switch {
 	case cfg.DirectLanes && cfg.TrustedNetwork:
-		t.mode = laneModePlaintext
+		t.mode = LaneModePlaintext
 	case cfg.DirectLanes:
 		sec, err := libp2ptls.New(libp2ptls.ID, h.Peerstore().PrivKey(h.ID()), nil)
 		if err != nil {
 			logger.Warn("direct lanes off: no TLS identity", "err", err)
 			break
 		}
-		t.sec, t.mode = sec, laneModeTLS
+		t.sec, t.mode = sec, LaneModeTLS
 	}
 	h.SetStreamHandler(protocol.ID(ProtocolID), t.handle)
 	return t

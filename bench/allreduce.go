@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/internal/units"
 	"github.com/ringmesh/ringmesh/node/client"
 )
@@ -280,11 +281,12 @@ func (b *arBench) localSize(ctx context.Context, clients []*client.Client, step 
 }
 
 // cipher is what the lanes of a round of wire bytes are encrypted with:
-// lanes of at least 1 MiB (the nodes' default --allreduce-direct-min; 2
-// lanes) run direct under TLS or, trusted, in plaintext; the others on
-// libp2p streams, under the mesh secret's XSalsa20 too unless open.
+// lanes of at least the nodes' default --allreduce-direct-min run direct
+// under TLS or, trusted, in plaintext; the others on libp2p streams,
+// under the mesh secret's XSalsa20 too unless open.
 func (b *arBench) cipher(wire int64) Cipher {
-	if b.lanes != "streams" && wire/2 >= 1<<20 {
+	cfg := allreduce.DefaultConfig() // the local nodes run its lanes and threshold
+	if b.lanes != "streams" && wire/int64(cfg.Lanes) >= int64(cfg.DirectMinBytes) {
 		if b.lanes == "trusted" {
 			return CipherNone
 		}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/internal/units"
 )
 
@@ -81,11 +82,11 @@ func (st StatusJSON) WriteText(w io.Writer) {
 // laneMode says what a LaneStats mode means.
 func laneMode(mode string) string {
 	switch mode {
-	case "tls":
+	case allreduce.LaneModeTLS:
 		return "direct TCP under TLS"
-	case "plaintext":
+	case allreduce.LaneModePlaintext:
 		return "direct TCP in PLAINTEXT (--trusted-network)"
-	case "off":
+	case allreduce.LaneModeOff:
 		return "libp2p streams only (--no-direct-lanes)"
 	}
 	return mode

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/internal/systest"
 	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/localapi"
@@ -513,7 +514,7 @@ func TestDirectLanesInStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l := st.Lanes; l.Mode != "tls" || l.Direct < 2 || l.Fallback != 0 {
+		if l := st.Lanes; l.Mode != allreduce.LaneModeTLS || l.Direct < 2 || l.Fallback != 0 {
 			t.Errorf("node %s: lanes %+v, want mode tls, at least 2 direct, no fallback", p.Dir, l)
 		}
 	}

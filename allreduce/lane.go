@@ -277,6 +277,9 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 				}
 			}
 			x.r.metrics.BytesReceived(l.k, sp.Len*ws)
+			if x.opt.Progress != nil {
+				x.opt.Progress.Add(int64(sp.Len * ws))
+			}
 			switch {
 			case t < last:
 				l.fwd <- f // never blocks: capacity is every chunk

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -138,6 +139,11 @@ type Options struct {
 	Wire   DType   // wire format; the buffers are always float32
 	Op     Op      // reduction
 	Weight float64 // this member's weight for WeightedMean (e.g. its sample count); finite, >= 0
+	// Progress, when set, counts the payload bytes this member receives in
+	// the call, as they arrive: a caller bounds a long round by its
+	// progress (no bytes for a while) rather than by its length. Local
+	// only: not part of the header, and members may differ.
+	Progress *atomic.Int64
 }
 
 // Result is what every member learns besides the reduced buffer.

@@ -140,6 +140,12 @@ type driver struct {
 	joins    []chan rounds.Admitted
 	reduce   context.CancelFunc
 	reduceWG sync.WaitGroup
+	// reducing is the running all-reduce's attempt; progress counts the
+	// bytes it received (allreduce.Options.Progress) and seen what the
+	// last tick reported to the machine.
+	reducing rounds.StartReduce
+	progress atomic.Int64
+	seen     int64
 	send     *senders
 	queue    []rounds.Event
 
@@ -223,9 +229,22 @@ func (d *driver) run(ctx context.Context) error {
 			}
 			d.step(r.ev)
 		case <-tick.C:
-			d.step(rounds.Tick{})
+			d.step(d.tickEvent())
 		}
 	}
+}
+
+// tickEvent is a Tick, or a ReduceProgress when the running all-reduce
+// received bytes since the last tick (the machine bounds a proposal's
+// all-reduce phase by its progress).
+func (d *driver) tickEvent() rounds.Event {
+	if d.reduce != nil {
+		if n := d.progress.Load(); n != d.seen {
+			d.seen = n
+			return rounds.ReduceProgress{Step: d.reducing.Step, Attempt: d.reducing.Attempt}
+		}
+	}
+	return rounds.Tick{}
 }
 
 // settleTimeout bounds how long a node that was told peers to join waits
@@ -365,7 +384,7 @@ func (d *driver) startReduce(e rounds.StartReduce) {
 		r.Links = append(r.Links, allreduce.Link{Egress: l.Egress, Ingress: l.Ingress})
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	d.reduce = cancel
+	d.reduce, d.reducing = cancel, e
 	sub.attempts++
 	if sub.attempts > 1 {
 		d.log.Info("round attempt", "step", e.Step, "attempt", sub.attempts, "ring", len(e.Ring))
@@ -408,7 +427,9 @@ func (d *driver) reduceParts(ctx context.Context, self peer.ID, r allreduce.Roun
 			return res, stalled, errPartStalled
 		}
 		r.Part = uint32(i)
-		if res, err = d.n.reducer.AllReduce(ctx, self, r, sub.src[p.Off:p.Off+p.N], dst[p.Off:p.Off+p.N], sub.opt); err != nil {
+		opt := sub.opt
+		opt.Progress = &d.progress
+		if res, err = d.n.reducer.AllReduce(ctx, self, r, sub.src[p.Off:p.Off+p.N], dst[p.Off:p.Off+p.N], opt); err != nil {
 			return res, "", err
 		}
 	}

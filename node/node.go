@@ -44,7 +44,10 @@ type Config struct {
 	FormTimeout time.Duration
 	// CommitTimeout bounds each phase of a round's proposal (promises, the
 	// all-reduce, accepts); a phase that runs out is retried with a higher
-	// ballot. Default 10s.
+	// ballot. The all-reduce phase runs out only after CommitTimeout
+	// without progress (the proposer's all-reduce received no bytes and no
+	// member reported ready), so a round longer than it completes.
+	// Default 10s.
 	CommitTimeout time.Duration
 	// RPCTimeout bounds opening a round stream and writing one message.
 	// Default 5s.

@@ -54,7 +54,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Mesh.HeartbeatInterval, "heartbeat", cfg.Mesh.HeartbeatInterval, "heartbeat interval")
 	fast := fs.Bool("fast-detect", false, "detect failures within about 1s (heartbeat 200ms) instead of the 5s defaults")
 	fs.DurationVar(&cfg.TrainerTimeout, "trainer-timeout", cfg.TrainerTimeout, "exclude this node's trainer if it does not submit the next step within this (0: never)")
-	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "bound on each phase of a round's proposal (promises, the all-reduce, accepts) before it is retried")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "bound on each phase of a round's proposal (promises, accepts) before it is retried; the all-reduce phase is retried only after this long without progress (no bytes received), so long rounds of large models complete")
 	fs.DurationVar(&cfg.FormWait, "form-wait", cfg.FormWait, "how long a node looks for a training mesh (with no new peer in view) before it may form one")
 	fs.DurationVar(&cfg.FormTimeout, "form-timeout", cfg.FormTimeout, "give up a newly formed mesh that a majority of its list stops advertising for this long before its first step")
 	fs.IntVar(&cfg.AllReduce.Lanes, "allreduce-lanes", cfg.AllReduce.Lanes, "parallel streams per all-reduce round, alternating ring directions (every member must use the same value)")

@@ -151,6 +151,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		}
 	case ReduceDone:
 		m.reduceDone(e)
+	case ReduceProgress:
+		m.reduceProgress(e)
 	case Reform:
 		m.reform(e.Step)
 	case SetLink:

@@ -49,3 +49,58 @@ func TestPartsReducePhaseBound(t *testing.T) {
 		}
 	}
 }
+
+// TestReducePhaseBoundedByProgress: an all-reduce that keeps moving bytes
+// is never abandoned however long it takes (here 10x PhaseTimeout), and
+// one that stops moving is abandoned PhaseTimeout after its last progress.
+func TestReducePhaseBoundedByProgress(t *testing.T) {
+	cfg := simConfig(1)
+	a := simID(0)
+	m := New(cfg, a, Durable{Epoch: 1, Step: 3, List: []ID{a}})
+	now := simEpoch
+	m.Step(now, TrainerJoin{StartStep: 3})
+	m.Step(now, ViewChanged{Settled: true})
+	var starts []StartReduce
+	var at []time.Duration
+	count := func(fx []Effect) {
+		for _, e := range fx {
+			if s, ok := e.(StartReduce); ok {
+				starts, at = append(starts, s), append(at, now.Sub(simEpoch))
+			}
+		}
+	}
+	count(m.Step(now, Submit{Step: 3}))
+	if len(starts) != 1 {
+		t.Fatalf("%d all-reduces started, want 1", len(starts))
+	}
+	first := starts[0]
+	long := 10 * cfg.PhaseTimeout
+	for now.Sub(simEpoch) < long {
+		now = now.Add(cfg.PhaseTimeout / 4)
+		count(m.Step(now, ReduceProgress{Step: first.Step, Attempt: first.Attempt}))
+	}
+	if len(starts) != 1 {
+		t.Fatalf("an all-reduce moving bytes was abandoned: attempts started at %v", at)
+	}
+	stalledAt := now
+	for now.Sub(stalledAt) < 3*cfg.PhaseTimeout && len(starts) == 1 {
+		now = now.Add(cfg.PhaseTimeout / 20)
+		count(m.Step(now, Tick{}))
+	}
+	switch {
+	case len(starts) == 1:
+		t.Fatalf("a stalled all-reduce was never abandoned (3x PhaseTimeout after its last progress)")
+	case now.Sub(stalledAt) <= cfg.PhaseTimeout:
+		t.Errorf("a stalled all-reduce was abandoned %v after its last progress, want after PhaseTimeout (%v)", now.Sub(stalledAt), cfg.PhaseTimeout)
+	}
+	// Progress of an abandoned attempt does not hold up the new one.
+	second := starts[1]
+	from := now
+	for now.Sub(from) < 3*cfg.PhaseTimeout && len(starts) == 2 {
+		now = now.Add(cfg.PhaseTimeout / 20)
+		count(m.Step(now, ReduceProgress{Step: first.Step, Attempt: first.Attempt}))
+	}
+	if len(starts) == 2 || second.Attempt == first.Attempt {
+		t.Errorf("progress reported for an old attempt kept attempt %v alive", second.Attempt)
+	}
+}

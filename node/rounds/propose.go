@@ -20,7 +20,7 @@ const (
 type proposal struct {
 	ballot   Ballot
 	phase    int
-	at       time.Time // phase start
+	at       time.Time // phase start; in phaseReduce, its last progress
 	sentAt   time.Time
 	promises map[ID]Message
 	value    Value
@@ -65,6 +65,7 @@ func (m *Machine) onReply(msg Message) {
 			return
 		}
 		p.readies[msg.From] = true
+		p.at = m.now // progress: the phase's clock restarts
 		if len(p.readies) == len(p.value.Ring) {
 			m.toAccept()
 		}
@@ -281,6 +282,16 @@ func (m *Machine) tickProposer(waiting string) {
 		return
 	}
 	m.propose()
+}
+
+// reduceProgress restarts the clock of this node's proposal's all-reduce
+// phase while its own all-reduce of that attempt moves bytes: the proposer
+// is in the ring, and a ring that stalls anywhere stalls every member
+// within a few chunks.
+func (m *Machine) reduceProgress(e ReduceProgress) {
+	if p := m.prop; p != nil && p.phase == phaseReduce && e.Step == m.d.Step && e.Attempt == p.ballot {
+		p.at = m.now
+	}
 }
 
 // phaseTimeout bounds a phase of this node's proposal. A buffer that

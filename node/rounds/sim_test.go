@@ -112,7 +112,10 @@ type Sim struct {
 	q     eventQueue
 	seq   uint64
 	nodes []*simNode
-	byID  map[ID]*simNode
+	// longReduces makes one all-reduce in ten last 1-3x PhaseTimeout,
+	// reporting progress as it goes (a large buffer on a slow link).
+	longReduces bool
+	byID        map[ID]*simNode
 
 	// network faults
 	cut      map[[2]ID]bool // cut[{a,b}]: a's messages do not reach b
@@ -322,7 +325,11 @@ func (s *Sim) startReduce(nd *simNode, e StartReduce) {
 	if r == nil {
 		r = &simReduce{ring: e.Ring, started: map[ID]bool{}, first: s.now}
 		s.reduces[k] = r
-		s.at(300*time.Millisecond, func() { s.finishReduce(k, "a ring member did not start") })
+		s.at(300*time.Millisecond, func() {
+			if len(r.started) < len(r.ring) {
+				s.finishReduce(k, "a ring member did not start")
+			}
+		})
 	}
 	if r.done {
 		s.at(0, func() { s.step(nd, ReduceDone{Step: e.Step, Attempt: e.Attempt, Err: fmt.Errorf("round over")}) })
@@ -330,8 +337,30 @@ func (s *Sim) startReduce(nd *simNode, e StartReduce) {
 	}
 	r.started[nd.id] = true
 	if len(r.started) == len(r.ring) {
-		s.at(s.dur(5*time.Millisecond, 40*time.Millisecond), func() { s.finishReduce(k, "") })
+		d := s.dur(5*time.Millisecond, 40*time.Millisecond)
+		if s.longReduces && s.rng.IntN(10) == 0 {
+			// A large buffer on a slow link: longer than the phase
+			// timeout, with progress reported as bytes arrive.
+			d = s.dur(s.nodes[0].m.cfg.PhaseTimeout, 3*s.nodes[0].m.cfg.PhaseTimeout)
+			s.reportProgress(k, e)
+		}
+		s.at(d, func() { s.finishReduce(k, "") })
 	}
+}
+
+// reportProgress reports a running all-reduce's progress to its members every
+// 100ms, as node does while bytes arrive, until it ends.
+func (s *Sim) reportProgress(k reduceKey, e StartReduce) {
+	r := s.reduces[k]
+	if r.done {
+		return
+	}
+	for _, id := range r.ring {
+		if r.started[id] {
+			s.step(s.byID[id], ReduceProgress{Step: e.Step, Attempt: e.Attempt})
+		}
+	}
+	s.at(100*time.Millisecond, func() { s.reportProgress(k, e) })
 }
 
 func (s *Sim) finishReduce(k reduceKey, why string) {

@@ -29,6 +29,7 @@ func simSize(seed uint64) int { return 3 + int(seed%7) }
 
 func runSchedule(seed uint64, trace bool) (*Sim, error) {
 	s := newSim(seed, simSize(seed))
+	s.longReduces = true
 	s.traceOn = trace
 	s.traceMsgs = trace && os.Getenv("SIM_TRACE_MSGS") != ""
 	return s, s.run(simFaultFor, simSettle)

@@ -233,6 +233,15 @@ type ReduceDone struct {
 	Settings bool
 }
 
+// ReduceProgress: the all-reduce of Step's Attempt on this node moved
+// bytes since the last report. A proposal's all-reduce phase ends when no
+// progress is reported for PhaseTimeout, not when the round is long: a
+// large buffer on a slow link may take minutes.
+type ReduceProgress struct {
+	Step    uint64
+	Attempt Ballot
+}
+
 // Tick carries time forward; node sends one every Config.Tick.
 type Tick struct{}
 
@@ -243,16 +252,17 @@ type SetLink struct{ Link Link }
 // of Step, because a majority of the last list is gone for good.
 type Reform struct{ Step uint64 }
 
-func (Recv) isEvent()         {}
-func (ViewChanged) isEvent()  {}
-func (TrainerJoin) isEvent()  {}
-func (TrainerLeave) isEvent() {}
-func (Submit) isEvent()       {}
-func (PartsReady) isEvent()   {}
-func (ReduceDone) isEvent()   {}
-func (Tick) isEvent()         {}
-func (Reform) isEvent()       {}
-func (SetLink) isEvent()      {}
+func (Recv) isEvent()           {}
+func (ViewChanged) isEvent()    {}
+func (TrainerJoin) isEvent()    {}
+func (TrainerLeave) isEvent()   {}
+func (Submit) isEvent()         {}
+func (PartsReady) isEvent()     {}
+func (ReduceDone) isEvent()     {}
+func (ReduceProgress) isEvent() {}
+func (Tick) isEvent()           {}
+func (Reform) isEvent()         {}
+func (SetLink) isEvent()        {}
 
 // Effect is an output of Machine.Step. Node performs them in order:
 // Persist before any Send that follows it.
@@ -377,7 +387,10 @@ type Config struct {
 	Resend time.Duration
 	// PhaseTimeout bounds each phase of a proposal (promises, all-reduce,
 	// accepts); a phase that runs out is abandoned and retried with a
-	// higher ballot. Default 10s.
+	// higher ballot. The all-reduce phase is bounded by progress: it runs
+	// out PhaseTimeout after the proposer's own all-reduce last moved
+	// bytes (ReduceProgress) or a ring member last reported ready, however
+	// long the whole round takes. Default 10s.
 	PhaseTimeout time.Duration
 	// RetryBackoff is the first pause before a new ballot; it doubles up to
 	// 20x. Default 20ms.

@@ -732,6 +732,14 @@ class DistributedOptimizer:
                 self._overlap = None
                 log.warning("DDP comm hook not registered (%s): no overlap with the mesh, and local ranks' gradients "
                             "are averaged with equal weights", e)
+        if self._overlap is not None and self.lead:
+            # With overlap, .grad must not be the node's buffer: DDP copies
+            # each bucket's hook result (this host's gradients) into .grad
+            # when backward ends, and once the hook marked the last part the
+            # node may already have written the mesh's result there; that
+            # copy would overwrite it. The result is copied into .grad after
+            # the round (scatter) instead.
+            self.averager.bind_grads = False
 
     # The wrapped optimizer's surface.
     @property

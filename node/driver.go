@@ -501,7 +501,7 @@ func (n *Node) join(ctx context.Context, start uint64, needState bool) (rounds.A
 	case <-ctx.Done():
 		d.call(func() { d.joins = slices.DeleteFunc(d.joins, func(c chan rounds.Admitted) bool { return c == w }) })
 		s := d.snap.Load()
-		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: fmt.Sprintf("not admitted yet: node is %s %s", s.state, s.reason)}
+		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: fmt.Sprintf("not admitted yet: node is %s: %s", s.state, s.reason)}
 	}
 }
 

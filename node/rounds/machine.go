@@ -53,6 +53,10 @@ type Machine struct {
 	submitAt  time.Time
 	lastApply time.Time
 	formedAt  time.Time // when this node took its place in a newly formed list
+	// newJob: this node left a dormant list for a trainer that came back
+	// at another step (a new job): it forms from the trainer's step and
+	// the forming peers', not from the old list's (see tickOutside).
+	newJob bool
 
 	peers   map[ID]Peer
 	peerAt  time.Time // when the view last gained a live peer
@@ -459,13 +463,7 @@ func (m *Machine) leftOut(why string) {
 		m.fail(CodeExcluded, "the mesh went on without this node (%s): join again", why)
 	}
 	m.submitted = false
-	m.d.List = nil
-	// It was an acceptor of this step and forgets that now: it may only be
-	// admitted at a later step.
-	m.d.Step++
-	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
-	m.dirty = true
-	m.resetStep()
+	m.leaveList()
 	if m.trainer == trainerMember {
 		// A submitted step was answered excluded above; a trainer that
 		// had not submitted learns it at its next Submit.
@@ -473,6 +471,57 @@ func (m *Machine) leftOut(why string) {
 		m.joinAt = m.now
 	}
 	m.reason = "the mesh went on without this node: " + why
+}
+
+// leaveList takes this node out of its list. It was an acceptor of the
+// open step and forgets that now, so it may only be admitted at a later
+// step.
+func (m *Machine) leaveList() {
+	m.d.List = nil
+	m.d.Step++
+	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
+	m.dirty = true
+	m.resetStep()
+}
+
+// dormant reports whether this node's list trains no more while its own
+// trainer came back at another step than the list's: FormWait after the
+// trainer's join, a majority of the list (this node included) is live and
+// says at this epoch or a later one that it does not train (idle,
+// joining or forming), and no live member trains. Nobody would admit the
+// trainer then (a second job on nodes that stayed up), so the list is
+// left and the trainer forms a new mesh. A minority cut off from a
+// training majority never sees a majority quiet.
+func (m *Machine) dormant() bool {
+	if m.trainer != trainerJoining || m.submitted || m.att.running || m.now.Sub(m.joinAt) < m.cfg.FormWait {
+		return false
+	}
+	quiet := 1 // this node: its trainer is joining
+	for _, id := range m.d.List {
+		p, ok := m.peers[id]
+		if id == m.self || !ok || !p.Live {
+			continue
+		}
+		switch {
+		case p.Info.State == StateTraining || p.Info.State == StateWaiting:
+			return false
+		case p.Info.Epoch >= m.d.Epoch:
+			quiet++
+		}
+	}
+	return quiet >= majority(len(m.d.List))
+}
+
+// leaveDormant: the list is dormant; this node leaves it (as leftOut
+// does) and its trainer forms a new mesh, from the step its state is at,
+// with the other nodes whose trainers came back.
+func (m *Machine) leaveDormant() {
+	step := m.d.Step
+	m.leaveList()
+	m.formedAt = time.Time{}
+	m.joinAt = m.now
+	m.newJob = true
+	m.reason = fmt.Sprintf("no member of the last list (at step %d) is training: forming a new mesh from the trainer's step %d", step, m.startStep)
 }
 
 // reform is the operator's answer to a majority of the list that is gone

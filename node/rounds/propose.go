@@ -201,15 +201,21 @@ func (m *Machine) tick() {
 		m.tickOutside()
 		return
 	}
+	m.newJob = false // it is a member again
 	if m.trainer == trainerMember && !m.submitted && !m.joinPending && m.cfg.TrainerTimeout > 0 && m.now.Sub(m.lastApply) > m.cfg.TrainerTimeout {
 		m.trainer = trainerNone
 		m.reason = fmt.Sprintf("excluded: the trainer did not submit step %d within %s", m.d.Step, m.cfg.TrainerTimeout)
+	}
+	if m.dormant() {
+		m.leaveDormant()
+		return
 	}
 	if m.trainer == trainerJoining {
 		// A member whose trainer's state is not at the open step joins at
 		// the next one like any joiner (and stays an acceptor meanwhile).
 		m.joiners[m.self] = m.now
 		m.askJoin(sortIDs(append(slices.Clone(m.d.List), m.trainingPeers()...)))
+		m.reason = fmt.Sprintf("waiting for a training member to admit the trainer (at step %d) at the mesh's next step (%d)", m.startStep, m.d.Step+1)
 	}
 	if m.d.Last == nil && (m.formedAt.IsZero() || m.listAgrees()) {
 		// Restarted in a list that has not decided yet, or a majority of
@@ -441,13 +447,24 @@ func (m *Machine) tickOutside() {
 	}
 	set := []ID{m.self}
 	var forming []Peer
+	// The new mesh starts no lower than the trainer's state, this node's
+	// own step and any step a present peer announces (step numbers name
+	// checkpoints), in an epoch above every epoch a present peer
+	// announces. A new job on nodes whose list went dormant (newJob)
+	// starts where its trainers say, however far the old list went: its
+	// epoch is new, so an (epoch, step) pair is still never decided twice.
 	s, e := max(m.startStep, m.d.Step), m.d.Epoch
+	if m.newJob {
+		s = m.startStep
+	}
 	for id, p := range m.peers {
 		if !p.Live {
 			continue
 		}
-		// Never form below a step a present peer announces.
-		s, e = max(s, p.Info.Step), max(e, p.Info.Epoch)
+		e = max(e, p.Info.Epoch)
+		if !m.newJob || p.Info.State == StateForming {
+			s = max(s, p.Info.Step)
+		}
 		if p.Info.State == StateForming {
 			set = append(set, id)
 			forming = append(forming, p)
@@ -503,6 +520,7 @@ func (m *Machine) form() {
 	m.formSet, m.formHash = nil, ""
 	m.trainer, m.lastApply = trainerMember, m.now
 	m.reason = ""
+	m.newJob = false
 	m.emit(Admitted{Step: start, Epoch: epoch, List: slices.Clone(set), Formed: start == m.startStep})
 }
 
@@ -538,11 +556,7 @@ func (m *Machine) abandonFormation() {
 		m.fail(CodeExcluded, "the mesh formed at step %d never decided a step: join again", m.d.Step)
 	}
 	m.submitted, m.joinPending = false, false
-	m.d.List = nil
-	m.d.Step++ // see leftOut
-	m.d.Promised, m.d.Accepted, m.d.Value, m.d.Result = Ballot{}, Ballot{}, nil, nil
-	m.dirty = true
-	m.resetStep()
+	m.leaveList()
 	m.formedAt = time.Time{}
 	if m.trainer != trainerNone {
 		m.trainer, m.joinAt = trainerJoining, m.now

@@ -73,3 +73,64 @@ func TestReformAfterMajorityGone(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondJobOnIdleNodes (issue 25 item 4): list {0,1,2} trains a job
+// to its end and every trainer leaves; the nodes stay up. A second job's
+// trainers join at step 0 wanting state: nobody trains to admit them, so
+// the idle list is left and they form a new mesh, in a later epoch, at
+// the step their state is at (0), and train.
+func TestSecondJobOnIdleNodes(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		s := newSim(seed, 3)
+		for _, nd := range s.nodes {
+			nd.m.cfg.MinMembers = 3
+		}
+		var oldEpoch, oldStep uint64
+		var second bool
+		first := map[ID]uint64{} // the second job's first applied step
+		applies := map[ID]int{}
+		s.onApply = func(nd *simNode, step uint64) {
+			if !second {
+				return
+			}
+			if nd.m.d.Epoch <= oldEpoch {
+				t.Fatalf("seed %d: %s applied step %d of epoch %d in the second job (the first ran in epoch %d)", seed, nd.id, step, nd.m.d.Epoch, oldEpoch)
+			}
+			if _, ok := first[nd.id]; !ok {
+				first[nd.id] = step
+			}
+			applies[nd.id]++
+		}
+		script := func() {
+			s.at(4*time.Second, func() {
+				for _, nd := range s.nodes {
+					nd.tr.active = false
+					nd.tr.gen++
+					nd.runOn = false
+					s.step(nd, TrainerLeave{Reason: "trainer left"})
+				}
+			})
+			s.at(6*time.Second, func() {
+				oldEpoch, oldStep = s.nodes[0].m.d.Epoch, s.nodes[0].m.d.Step
+				second = true
+				for _, nd := range s.nodes {
+					nd.tr.step = 0
+					s.startTrainer(nd)
+				}
+			})
+		}
+		runScript(t, s, nil, script, 20*time.Second)
+		if oldStep < 3 {
+			t.Fatalf("seed %d: the first job reached only step %d", seed, oldStep)
+		}
+		for _, nd := range s.nodes {
+			if applies[nd.id] == 0 {
+				st, why := nd.m.State()
+				t.Fatalf("seed %d: %s applied no step of the second job (it is %s: %s)", seed, nd.id, st, why)
+			}
+			if first[nd.id] != 0 {
+				t.Errorf("seed %d: %s began the second job at step %d, want 0 (its trainer's step)", seed, nd.id, first[nd.id])
+			}
+		}
+	}
+}

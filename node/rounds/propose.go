@@ -287,7 +287,25 @@ func (m *Machine) tickProposer(waiting string) {
 	if !m.offersComplete() && m.now.Sub(m.submitAt) < m.cfg.OfferWait {
 		return
 	}
+	if m.d.Last == nil && m.offerCount() < m.cfg.MinMembers && m.now.Sub(m.submitAt) < m.cfg.OfferWait {
+		// A list's first step waits for MinMembers members' trainers (a
+		// list can exist before its trainers do: formed by an earlier
+		// job, or with a trainer that went away), up to OfferWait.
+		return
+	}
 	m.propose()
+}
+
+// offerCount is how many members that offered the open step can still
+// take part (this node included).
+func (m *Machine) offerCount() int {
+	n := 0
+	for _, id := range m.d.List {
+		if m.offering(id) {
+			n++
+		}
+	}
+	return n
 }
 
 // reduceProgress restarts the clock of this node's proposal's all-reduce

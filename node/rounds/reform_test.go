@@ -134,3 +134,43 @@ func TestSecondJobOnIdleNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstStepWaitsForMinMembers (issue 25 item 6): a list {0,1} that
+// never decided a step (formed earlier, its trainers gone) with
+// MinMembers 2. Node 0's trainer comes back first, at the list's step:
+// it is a member at once, but the first step waits for node 1's trainer
+// instead of training alone.
+func TestFirstStepWaitsForMinMembers(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		s := newSim(seed, 2)
+		list := []ID{simID(0), simID(1)}
+		for _, nd := range s.nodes {
+			d := Durable{Epoch: 1, Step: 0, List: list}
+			nd.m = New(s.nodes[0].m.cfg, nd.id, d)
+			nd.m.cfg.MinMembers = 2
+			nd.m.acceptHook = s.acceptHook(nd.id)
+			nd.disk = d
+		}
+		late := 1500 * time.Millisecond // within OfferWait (2s)
+		var startedAt time.Time
+		var rings [][]ID
+		s.onApply = func(nd *simNode, step uint64) {
+			if step == 0 {
+				rings = append(rings, nd.m.d.Last.Value.Ring)
+				if startedAt.IsZero() || s.now.Before(startedAt) {
+					t.Fatalf("seed %d: %s applied step 0 before node 1's trainer came", seed, nd.id)
+				}
+			}
+		}
+		script := func() { s.at(late, func() { startedAt = s.now }) }
+		runScript(t, s, map[int]time.Duration{1: late}, script, 10*time.Second)
+		if len(rings) != 2 {
+			t.Fatalf("seed %d: step 0 applied by %d nodes, want 2", seed, len(rings))
+		}
+		for _, r := range rings {
+			if len(r) != 2 {
+				t.Errorf("seed %d: step 0's ring %v, want both members", seed, r)
+			}
+		}
+	}
+}

@@ -15,7 +15,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 SIMS     ?= 100000
 CHAOS    ?= 10m
 
-.PHONY: help build test test-go test-python lint tidy demo bench fuzz sim chaos clean
+.PHONY: help build test test-deps test-go test-python lint tidy demo bench fuzz sim chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,7 +28,13 @@ REVISION := $(REV)$(if $(REV),$(shell git diff --quiet HEAD 2>/dev/null || echo 
 build: ## build bin/ringmesh
 	$(GO) build -ldflags "-X github.com/ringmesh/ringmesh/internal/buildinfo.Revision=$(REVISION)" -o $(BIN) ./cmd/ringmesh
 
-test: build test-go test-python ## run every test (Go with -race, then the Python client)
+test: test-deps build test-go test-python ## run every test (Go with -race, then the Python client); installs what they need (root) or says how
+
+# test-deps installs the packages the tests need (as root, with apt-get)
+# or stops with the command to run; RINGMESH_SKIP_DEPS=1 skips the check
+# (the lab tests then skip, the torch tests fail).
+test-deps:
+	@[ "$${RINGMESH_SKIP_DEPS:-0}" = 1 ] || PYTHON=$(PYTHON) scripts/test-deps.sh
 
 # node/rounds is pure single-goroutine code: its simulation runs without
 # -race (the race detector slows it tenfold and has nothing to find there).

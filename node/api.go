@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
 // apiServer serves the local trainer API on DATA_DIR/ringmesh.sock.
@@ -343,7 +344,10 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 		return fromErr(err)
 	}
 	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List),
-		Share: shareOf(a.List, a.Shares, s.n.host.ID())}
+		Share: shareOf(a.List, a.Shares, s.n.host.ID()), RunID: runID(s.n.cfg.Mesh.Mesh, a.Epoch)}
+	if a.Formed {
+		resp.Formed = s.n.newMesh(a)
+	}
 	if req.WantCheckpoint {
 		start := req.StartStep
 		if a.Formed {
@@ -357,6 +361,21 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 		resp.Checkpoint, resp.Fetch = cr.Checkpoint, cr.Fetch
 	}
 	return resp
+}
+
+// newMesh reports whether the trainer admitted with a keeps its own state
+// in a mesh that has decided no step yet: its list was formed at a.Step (a
+// formation now, or one this node restarted in before the first decision),
+// so every member's trainer starts from the state it brought. a.Formed
+// alone also admits a trainer into its node's running list at the trainer's
+// step (it joined again, or is one step behind): not a new mesh.
+func (n *Node) newMesh(a rounds.Admitted) bool {
+	var fresh bool
+	n.drv.call(func() {
+		d := n.drv.m.Durable()
+		fresh = d.Last == nil && d.Epoch == a.Epoch && d.Step == a.Step
+	})
+	return fresh
 }
 
 func (s *apiServer) allReduce(st *apiConn, req *localapi.Request) localapi.Response {

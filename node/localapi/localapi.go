@@ -182,6 +182,16 @@ type Response struct {
 	Share *Share `json:"share,omitempty"`
 	// join: the checkpoint holding the state at the entry step, when any.
 	Checkpoint *CheckpointInfo `json:"checkpoint,omitempty"`
+	// join: the trainer is in a mesh formed anew at Step (no step of its
+	// epoch decided yet), keeping its own state, as every member's trainer
+	// does: it was not admitted into a running mesh. Trainers that want to
+	// start from one state (torch DDP's broadcast of rank 0's parameters)
+	// agree on it among Members then (PROTOCOL.md, "A new mesh's first
+	// step").
+	Formed bool `json:"formed,omitempty"`
+	// join: the run of the epoch joined ("MESH/eEPOCH"): the checkpoints
+	// saved in it carry this RunID.
+	RunID string `json:"run_id,omitempty"`
 
 	// checkpoint_list
 	Checkpoints []CheckpointInfo `json:"checkpoints,omitempty"`

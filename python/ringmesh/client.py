@@ -23,6 +23,7 @@ _DEFAULTS: Dict[str, Any] = {
     "members": [], "member_count": 0, "total_weight": 0.0, "attempts": 0,
     "joiners": [], "save_checkpoint": False, "checkpoint": None,
     "checkpoints": [], "fetches": [], "fetch": None, "status": None,
+    "formed": False, "run_id": "",
 }
 
 
@@ -274,7 +275,11 @@ class Client:
         waits (bounded) for the checkpoint of the entry step, fetches it and
         writes it to ``dest`` (absolute path; default
         DATA_DIR/join-checkpoint.ckpt); ``checkpoint`` describes it
-        (``path``, ``step``, ``root``): load it before training. When no
+        (``path``, ``step``, ``root``): load it before training. ``formed``
+        is True when the node is in a mesh formed anew at ``step`` (none of
+        its steps decided yet; every member's trainer keeps the state it
+        brought) rather than admitted into a running one; ``run_id`` names
+        the run (the checkpoints saved in it carry it). When no
         member saved it in time the node answers code ``unavailable``: join
         again. ``timeout`` (seconds, None: no limit) bounds the wait; the
         node is asked in ``poll``-second slices so a hung node is noticed.

@@ -26,7 +26,10 @@ this node falls out of the mesh (codes ``waiting``, ``excluded``,
 ``not_member``) it joins again, loads the checkpoint of its entry step and
 returns False: the step was not applied (with ``reconnect_timeout``, also
 when the local node restarts; ``resume=True`` starts a restarted mesh from
-its newest checkpoint).
+its newest checkpoint). The members of a newly formed mesh start from one
+state, as DDP broadcasts rank 0's parameters: the member with the lowest
+peer ID saves its state through its node and the others load it in
+``join`` (``sync_initial_state``).
 
 Gradients live in one shared-memory buffer, laid out parameter after
 parameter in ``model.parameters()`` order; the node all-reduces it in place
@@ -104,6 +107,13 @@ class Membership:
     share: Optional[Dict[str, int]] = None
     # loaded: the checkpoint file the join loaded (None: the state stayed).
     loaded: Optional[str] = None
+    # formed: the join put this trainer into a mesh formed anew at ``step``
+    # (not admitted into a running one); run_id: the run it joined.
+    formed: bool = False
+    run_id: str = ""
+    # synced_from: in a new mesh, the member whose state every member
+    # started from (sync_initial_state; this node's own ID on that member).
+    synced_from: Optional[str] = None
 
     @property
     def fraction(self) -> float:
@@ -425,13 +435,31 @@ def default_checkpoint_dir(client: Client) -> str:
     return os.path.join(client.data_dir, "trainer")
 
 
+# How long the members of a new mesh wait for the state of its first step
+# that the member with the lowest peer ID saves (sync_initial_state).
+SYNC_TIMEOUT = 60.0
+
+
 def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], client: Client,
          start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
          max_unavailable: int = 3, resume: bool = False, scheduler: Optional[Any] = None,
-         local_ranks: int = 0) -> Membership:
+         local_ranks: int = 0, sync_initial_state: bool = True,
+         sync_timeout: float = SYNC_TIMEOUT) -> Membership:
     """Join the mesh, waiting until the node is a training member, and load
     the mesh's checkpoint of the entry step into model and optimizer when
     this node was admitted into a running mesh.
+
+    ``sync_initial_state`` (default True): when the node formed a new mesh
+    with others (the answer's ``formed``), every member starts its first
+    step from one state, as torch DDP broadcasts rank 0's parameters: the
+    member with the lowest peer ID saves its state (model with buffers,
+    optimizer, scheduler; ``save``) as the checkpoint of the entry step,
+    and every other member fetches it through its node (verified) and
+    loads it (``load``; the random number generators stay each host's).
+    Without it each host keeps the state it brought, and hosts that did
+    not initialize alike train different models. Every member must use the
+    same setting. A member that gets no such checkpoint within
+    ``sync_timeout`` seconds raises RingmeshError (code ``unavailable``).
 
     ``start_step`` is the step the model's state is at (0 for a fresh
     model, the current step when training before): a mesh this node forms
@@ -466,7 +494,8 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
             unavailable += 1
             log.warning("join: %s (try %d)", e.message, unavailable)
     m = Membership(step=resp.step, members=resp.members, self_id=client.self_id, checkpoint=resp.checkpoint or resumed,
-                   share=resp.get("share"), loaded=resumed["path"] if resumed else None)
+                   share=resp.get("share"), loaded=resumed["path"] if resumed else None, formed=bool(resp.formed),
+                   run_id=resp.run_id or "")
     state_step = start_step
     ck = resp.checkpoint
     if ck and ck.get("path") and start_step != m.step and (ck.get("step", 0) == m.step or ck.get("step", 0) > start_step):
@@ -477,7 +506,83 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     if state_step != m.step:
         log.warning("joined at step %d with state of step %d: no checkpoint of the entry step from the mesh",
                     m.step, state_step)
+    if sync_initial_state and m.formed and len(m.members) > 1:
+        _sync_initial_state(m, model, optimizer, scheduler, client, directory, sync_timeout)
     return m
+
+
+def _sync_initial_state(m: Membership, model, optimizer, scheduler, client: Client, directory: str,
+                        timeout: float) -> None:
+    """The first step of a new mesh starts from one state: the member with
+    the lowest peer ID saves its own as the checkpoint of the entry step;
+    the others wait (up to ``timeout`` seconds) until their node knows it,
+    fetch it through the node (every chunk verified against its root) and
+    load it (plain tensors only, see ``load``)."""
+    source, step = min(m.members), m.step
+
+    def ours(k, local_only):
+        # A checkpoint of this run's first step that the source saved: no
+        # other member saves one of that step in a run nothing was decided in.
+        if k.get("step", 0) != step or k.get("run_id", "") != m.run_id:
+            return False
+        return bool(k.get("local")) if local_only else (source in (k.get("providers") or []) or bool(k.get("local")))
+
+    dest = os.path.join(directory, "initial-state.pt")
+    if source == m.self_id:
+        # A trainer of the source that starts again before the first step
+        # is decided takes what it saved before: the others may have it.
+        held = [k for k in client.checkpoint_list() if ours(k, True)]
+        if held:
+            r = client.checkpoint_fetch(dest, root=held[0]["root"])
+            _load_initial(m, r.checkpoint, model, optimizer, scheduler)
+        else:
+            resp = save(model, optimizer, step, client, directory, scheduler=scheduler)
+            log.info("new mesh of %d members at step %d: this member's state is everyone's start (checkpoint %s)",
+                     len(m.members), step, (resp.checkpoint or {}).get("root", ""))
+        m.synced_from = source
+        return
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    said, why = False, ""
+    while True:
+        found = [k for k in client.checkpoint_list() if ours(k, False)]
+        if found:
+            try:
+                r = client.checkpoint_fetch(dest, root=found[0]["root"])
+            except RingmeshError as e:
+                # The source went away mid-fetch, or served bad chunks: its
+                # node may still serve it, or the mesh forms again.
+                why = f"; last fetch: {e.code}: {e.message}"
+                log.debug("initial state of step %d not fetched: %s", step, e)
+            else:
+                _load_initial(m, r.checkpoint, model, optimizer, scheduler)
+                m.synced_from = source
+                return
+        now = time.monotonic()
+        if now >= deadline:
+            raise RingmeshError(
+                P.CODE_UNAVAILABLE,
+                f"new mesh at step {step}: no state from {_short(source)} within {timeout:g}s{why}. The member with "
+                "the lowest peer ID saves the state every member of a new mesh starts from; its trainer failed, is "
+                "still loading, or runs with sync_initial_state=False (every member must use the same setting). "
+                "Start the trainers again, or pass sync_initial_state=False to all to start from each host's own "
+                "state", P.OP_JOIN)
+        if not said and now - t0 >= 5:
+            log.info("new mesh at step %d: waiting for the initial state from %s", step, _short(source))
+            said = True
+        time.sleep(0.1)
+
+
+def _load_initial(m: Membership, ck: Dict[str, Any], model, optimizer, scheduler) -> None:
+    state = load(ck["path"], model, optimizer, scheduler, restore_rng=False)
+    if state["step"] != m.step:
+        raise CheckpointError(ck["path"], f"{ck['path']}: the initial state of the new mesh's step {m.step} holds "
+                                          f"step {state['step']}")
+    m.checkpoint, m.loaded = ck, ck["path"]
+    m._initial_file = ck["path"]  # loaded without the RNG states (DistributedOptimizer's local ranks do alike)
+    m.extra = state.get("extra") or {}
+    log.info("new mesh of %d members at step %d: loaded the initial state of %s (checkpoint %s)",
+             len(m.members), m.step, _short(min(m.members)), ck.get("root", ""))
 
 
 def _resume(model, optimizer, client: Client, start_step: int, directory: Optional[str],
@@ -656,6 +761,13 @@ class DistributedOptimizer:
     ``resume``: the first ``join`` starts from the newest checkpoint the
     node knows (for restarting a whole mesh).
 
+    ``sync_initial_state`` (default True): the first step of a new mesh
+    starts every member from one state, as DDP broadcasts rank 0's
+    parameters: the member with the lowest peer ID saves its state through
+    its node and the others fetch and load it in ``join`` (waiting up to
+    ``sync_timeout`` seconds; see ``join``). False: each host keeps the
+    state it brought (same seeds on every host, or diverging models).
+
     ``scheduler``: a per-step LR scheduler; ``step()`` steps it after the
     wrapped optimizer on every applied step (do not step it yourself), and
     its state goes into every checkpoint and is loaded with it, so a joiner
@@ -682,7 +794,8 @@ class DistributedOptimizer:
                  checkpoint_dir: Optional[str] = None, join_timeout: Optional[float] = None,
                  bind_grads: bool = True, reconnect_timeout: Optional[float] = None, resume: bool = False,
                  sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None,
-                 overlap: bool = True, part_mb: float = 25.0):
+                 overlap: bool = True, part_mb: float = 25.0, sync_initial_state: bool = True,
+                 sync_timeout: float = SYNC_TIMEOUT):
         from ._local import LocalGroup
         self.local = LocalGroup.detect(local_group)
         self.lead = self.local is None or self.local.lead
@@ -704,6 +817,8 @@ class DistributedOptimizer:
             reconnect_timeout = float(os.environ.get("RINGMESH_RECONNECT_TIMEOUT", "0") or 0)
         self.reconnect_timeout = reconnect_timeout
         self.resume = resume
+        self.sync_initial_state = sync_initial_state
+        self.sync_timeout = sync_timeout
         self.averager = GradientAverager(model, self.client, wire=wire, bind_grads=bind_grads,
                                          sync_buffers=sync_buffers)
         self.membership: Optional[Membership] = None
@@ -823,7 +938,9 @@ class DistributedOptimizer:
                 raise
         if self.local is not None:
             d = self.local.bcast_json(None if m is None else {
-                "step": m.step, "members": m.members, "self_id": m.self_id, "share": m.share, "loaded": m.loaded})
+                "step": m.step, "members": m.members, "self_id": m.self_id, "share": m.share, "loaded": m.loaded,
+                "formed": m.formed, "run_id": m.run_id, "synced_from": m.synced_from,
+                "restore_rng": m.loaded != getattr(m, "_initial_file", None)})
             while "waiting" in d:  # rank 0 still waits for the mesh
                 d = self.local.bcast_json(None)
             if "error" in d:
@@ -831,11 +948,16 @@ class DistributedOptimizer:
                                     P.OP_JOIN)
             if m is None:
                 m = Membership(step=d["step"], members=d["members"], self_id=d["self_id"], share=d["share"],
-                               loaded=d["loaded"])
+                               loaded=d["loaded"], formed=d["formed"], run_id=d["run_id"],
+                               synced_from=d["synced_from"])
                 if m.loaded:
-                    m.extra = load(m.loaded, self.model, self.optimizer, self.scheduler).get("extra") or {}
+                    # A new mesh's initial state leaves the random number
+                    # generators alone, as on rank 0.
+                    m.extra = load(m.loaded, self.model, self.optimizer, self.scheduler,
+                                   restore_rng=d["restore_rng"]).get("extra") or {}
             # Every local rank starts from rank 0's parameters and buffers
-            # (a fresh mesh: rank 0's initialization).
+            # (a fresh mesh: rank 0's initialization, or the state of the
+            # mesh's member with the lowest peer ID that rank 0 loaded).
             self.local.broadcast_module(self.model)
         self.membership = m
         self._snapshot_buffers()
@@ -861,7 +983,8 @@ class DistributedOptimizer:
                 timeout = self._JOIN_SLICE if left is None else max(min(self._JOIN_SLICE, left), 0.001)
             try:
                 m = join(self.model, self.optimizer, self.client, start, timeout=timeout,
-                         checkpoint_dir=self.checkpoint_dir, scheduler=self.scheduler, local_ranks=self.local_size)
+                         checkpoint_dir=self.checkpoint_dir, scheduler=self.scheduler, local_ranks=self.local_size,
+                         sync_initial_state=self.sync_initial_state, sync_timeout=self.sync_timeout)
                 if resumed is not None and m.loaded is None:
                     m.loaded, m.checkpoint = resumed["path"], m.checkpoint or resumed
                 return m

@@ -585,6 +585,12 @@ def _load_initial(m: Membership, ck: Dict[str, Any], model, optimizer, scheduler
              len(m.members), m.step, _short(min(m.members)), ck.get("root", ""))
 
 
+def _run_epoch(run_id: str) -> int:
+    """The epoch of a checkpoint's run ID ("MESH/eEPOCH"); -1 when none."""
+    tail = run_id.rpartition("/e")[2]
+    return int(tail) if run_id and tail.isdigit() else -1
+
+
 def _resume(model, optimizer, client: Client, start_step: int, directory: Optional[str],
             scheduler=None) -> Optional[Dict[str, Any]]:
     """Load the newest checkpoint past start_step that can be fetched
@@ -593,8 +599,10 @@ def _resume(model, optimizer, client: Client, start_step: int, directory: Option
     directory = directory or default_checkpoint_dir(client)
     os.makedirs(directory, exist_ok=True)
     dest = os.path.join(directory, "resume-state.pt")
+    # Newest run first (a second job on the same nodes starts again at a
+    # low step in a later epoch), then newest step.
     newer = sorted((k for k in client.checkpoint_list() if k.get("step", 0) > start_step),
-                   key=lambda k: k.get("step", 0), reverse=True)
+                   key=lambda k: (_run_epoch(k.get("run_id", "")), k.get("step", 0)), reverse=True)
     for k in newer[:3]:
         try:
             r = client.checkpoint_fetch(dest, root=k["root"])

@@ -13,9 +13,10 @@
 // persists the machine's durable state (DATA_DIR/rounds.state.0 and .1,
 // written in turn, fdatasynced; state.go) before any message that depends
 // on it is sent, sends messages through a bounded queue per peer, runs
-// the all-reduce of the trainer's buffer into a result buffer backed by
-// DATA_DIR/result.f32 (a shared mapping that outlives the process, so a
-// result reported ready survives a crash),
+// the all-reduce of the trainer's buffer into a result buffer (a shared
+// mapping of a file that outlives the process, so a result reported ready
+// survives a crash: /dev/shm/ringmesh-HASH-result.f32 where /dev/shm is a
+// tmpfs with room, else DATA_DIR/result.f32; result.go),
 // applies decided results to the trainer's buffer, answers the trainer and
 // publishes the heartbeat payload.
 //

@@ -391,6 +391,14 @@ func (t *StreamTransport) takeLane(ctx context.Context, to peer.ID, s *trackedSt
 	case c.Code == laneNone:
 		t.lanes.stream.Add(1)
 		return s, nil
+	case t.mode == LaneModeOff:
+		// Direct lanes are off here (no security transport): decline the
+		// offer and stay on the stream, never dialling in plaintext.
+		if err := t.declineLane(s); err != nil {
+			return nil, fail(err)
+		}
+		t.lanes.stream.Add(1)
+		return s, nil
 	}
 	lc, cerr := t.connectLane(ctx, to, s, c)
 	if ctx.Err() != nil {
@@ -422,6 +430,16 @@ func (t *StreamTransport) takeLane(ctx context.Context, to peer.ID, s *trackedSt
 
 // connectLane opens, authenticates and secures the direct connection the
 // receiver `to` offered in c, or says why it cannot.
+// declineLane answers a lane offer: stay on the stream.
+func (t *StreamTransport) declineLane(s *trackedStream) error {
+	_ = s.SetWriteDeadline(time.Now().Add(t.cfg.FrameTimeout))
+	if _, err := s.Write([]byte{laneStay}); err != nil {
+		return fmt.Errorf("write lane decision: %w", err)
+	}
+	_ = s.SetWriteDeadline(time.Time{})
+	return nil
+}
+
 func (t *StreamTransport) connectLane(ctx context.Context, to peer.ID, s *trackedStream, c control) (*laneConn, error) {
 	t.mu.Lock()
 	failedAt, failed := t.failed[to]
@@ -440,6 +458,10 @@ func (t *StreamTransport) connectLane(ctx context.Context, to peer.ID, s *tracke
 }
 
 func (t *StreamTransport) dialLane(ctx context.Context, to peer.ID, s *trackedStream, c control) (*laneConn, error) {
+	if t.mode != LaneModePlaintext && (t.mode != LaneModeTLS || t.sec == nil) {
+		// Plaintext goes only on the lanes of a trusted network.
+		return nil, fmt.Errorf("no security transport for a lane in mode %s", t.mode)
+	}
 	ip, err := manet.ToIP(s.Conn().RemoteMultiaddr())
 	if err != nil {
 		return nil, fmt.Errorf("no IP address to connect to: %w", err)
@@ -460,7 +482,7 @@ func (t *StreamTransport) dialLane(ctx context.Context, to peer.ID, s *trackedSt
 		return nil, fmt.Errorf("write token: %w", err)
 	}
 	var conn net.Conn = raw
-	if t.sec != nil {
+	if t.mode == LaneModeTLS {
 		sc, err := t.sec.SecureOutbound(dctx, raw, to)
 		if err != nil {
 			resetTCP(raw)

@@ -214,6 +214,14 @@ func TestDirectUnauthenticatedRefused(t *testing.T) {
 	_, _ = rand.Read(tok)
 	_, _ = c.Write(append([]byte(laneMagic), tok...))
 	refused("unknown token", c)
+	// The dialler sees a refused connection closed before the listener's
+	// goroutine stops counting it: wait, or the idle ones below would
+	// meet the per-IP limit early (a flake seen under load).
+	eventually(t, "the refused connections to be uncounted", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return tr.unauthN == 0
+	})
 	var idle []net.Conn
 	for range maxUnauthLanesPerIP {
 		idle = append(idle, dial())
@@ -243,4 +251,34 @@ func TestDirectUnauthenticatedRefused(t *testing.T) {
 		return tr.unauthN == 0
 	})
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 2, Ring: ids}, src, opt), src, opt)
+}
+
+// TestDirectLanesOffSender (issue 26 defect 1): a member with direct
+// lanes off sends to one that offers TLS lanes. It declines the offers
+// and stays on its streams (it has no security transport, so it must not
+// dial in plaintext): the rounds succeed, its lanes are counted as
+// stream lanes, and none of its lanes reaches the receiver's listener.
+func TestDirectLanesOffSender(t *testing.T) {
+	hs := newHosts(t, 2)
+	on, off := testConfig(), testConfig()
+	off.DirectLanes = false
+	ids := []peer.ID{hs[0].ID(), hs[1].ID()}
+	var rs []*Reducer
+	for i, cfg := range []Config{on, off} {
+		tr := NewStreamTransport(hs[i], cfg, nil)
+		t.Cleanup(func() { _ = tr.Close() })
+		rs = append(rs, New(cfg, tr, nil, nil))
+	}
+	opt := sameOpts(2, Options{Wire: Float32, Op: Sum})
+	src := testInputs(13, 2, 60_000)
+	for step := uint64(1); step <= 2; step++ {
+		checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: step, Ring: ids}, src, opt), src, opt)
+	}
+	sent := uint64(2 * on.Lanes)
+	if st, want := transportOf(rs[1]).LaneStats(), (LaneStats{Mode: LaneModeOff, Stream: sent}); st != want {
+		t.Errorf("lanes-off member: lane stats %+v, want %+v", st, want)
+	}
+	if st := transportOf(rs[0]).LaneStats(); st.Refused != 0 || st.Direct+st.Fallback+st.Stream != sent {
+		t.Errorf("TLS member: lane stats %+v, want %d lanes sent and none refused", st, sent)
+	}
 }

@@ -413,18 +413,25 @@ func (d *driver) reduceParts(ctx context.Context, self peer.ID, r allreduce.Roun
 	r.Parts = uint32(len(sub.parts))
 	var timeout <-chan time.Time
 	if d.cfg.TrainerTimeout > 0 && len(sub.parts) > 1 {
-		t := time.NewTimer(d.cfg.TrainerTimeout)
+		// Timed from the submit, not from this attempt: a retry (the
+		// neighbours' attempt failed first, waiting for the stalled part)
+		// must not restart the clock.
+		t := time.NewTimer(max(time.Until(sub.start.Add(d.cfg.TrainerTimeout)), 0))
 		defer t.Stop()
 		timeout = t.C
 	}
 	for i, p := range sub.parts {
 		select {
-		case <-sub.ready[i]:
-		case <-ctx.Done():
-			return res, "", ctx.Err()
-		case <-timeout:
-			stalled = fmt.Sprintf("the trainer did not mark part %d of step %d ready within %s (--trainer-timeout)", i, sub.step, d.cfg.TrainerTimeout)
-			return res, stalled, errPartStalled
+		case <-sub.ready[i]: // a part marked ready is never stalled, however late the attempt
+		default:
+			select {
+			case <-sub.ready[i]:
+			case <-ctx.Done():
+				return res, "", ctx.Err()
+			case <-timeout:
+				stalled = fmt.Sprintf("the trainer did not mark part %d of step %d ready within %s (--trainer-timeout)", i, sub.step, d.cfg.TrainerTimeout)
+				return res, stalled, errPartStalled
+			}
 		}
 		r.Part = uint32(i)
 		opt := sub.opt

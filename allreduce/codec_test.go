@@ -14,7 +14,7 @@ import (
 func goldenHeader() Header {
 	h := Header{
 		Version: Version, DType: BFloat16, Op: WeightedMean, Lane: 1, Lanes: 2,
-		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Part: 2, Parts: 5, Flags: FlagTrustedNetwork, Mesh: "lab",
+		Step: 0x0102030405060708, Attempt: 9, Count: 1000, ChunkBytes: 1 << 20, Part: 2, Parts: 5, Flags: FlagTrustedNetwork, Offset: 0x1122334455, Mesh: "lab",
 	}
 	for i := range h.MembersHash {
 		h.MembersHash[i] = byte(i)
@@ -26,7 +26,7 @@ func goldenHeader() Header {
 func TestHeaderGolden(t *testing.T) {
 	got := hex.EncodeToString(AppendHeader(nil, goldenHeader()))
 	want := "524d4152" + // magic
-		"04" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
+		"05" + "02" + "03" + "01" + "02" + "03" + // version dtype op lane lanes meshlen
 		"0102030405060708" + // step
 		"00000009" + // attempt
 		"00000000000003e8" + // count
@@ -35,6 +35,7 @@ func TestHeaderGolden(t *testing.T) {
 		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf" + // schedule hash
 		"00000002" + "00000005" + // part, parts
 		"01" + // flags: trusted network
+		"0000001122334455" + // part offset
 		"6c6162" // mesh
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
@@ -83,6 +84,7 @@ func TestMismatchNamesField(t *testing.T) {
 		"schedule_hash":   func(h *Header) { h.ScheduleHash[0]++ },
 		"part":            func(h *Header) { h.Part++ },
 		"parts":           func(h *Header) { h.Parts++ },
+		"part_offset":     func(h *Header) { h.Offset += 50 },
 		"trusted_network": func(h *Header) { h.Flags &^= FlagTrustedNetwork },
 		"flags":           func(h *Header) { h.Flags |= 0x80 },
 	}

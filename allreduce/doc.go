@@ -56,7 +56,7 @@
 //
 //	off  len  field
 //	0    4    magic "RMAR"
-//	4    1    version (4)
+//	4    1    version (5)
 //	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
 //	6    1    op: 1 sum, 2 mean, 3 weighted mean
 //	7    1    lane
@@ -72,7 +72,9 @@
 //	98   4    part: which of the step's buffers (Round.Part)
 //	102  4    parts: how many buffers the step has (Round.Parts, >= 1)
 //	106  1    flags: bit 0 trusted network (Config.TrustedNetwork)
-//	107  m    mesh name
+//	107  8    part offset: the part's first element in the step's whole
+//	          buffer (Round.Offset; 0 for a step of one buffer)
+//	115  m    mesh name
 //
 // The receiver holds an inbound stream until its own AllReduce for that
 // (step, attempt, part, lane) starts (at most HoldTimeout, at most MaxHeld
@@ -84,7 +86,7 @@
 //	        reason names the field), 2 round not started, 3 busy,
 //	        4 closing, 5 settings mismatch (a field no retry changes:
 //	        version, dtype, op, count, chunk bytes, lanes, schedule hash,
-//	        parts, flags)
+//	        parts, part offset, flags)
 //	abort   [3][cause u8][u16 len][origin peer ID][u16 len][reason]
 //	        cause: 0 peer failure, 1 header mismatch, 2 zero total
 //	        weight, 3 settings mismatch

@@ -7,13 +7,13 @@ import (
 )
 
 // Version is the wire version this package speaks.
-const Version = 4
+const Version = 5
 
 // headerMagic starts every stream.
 var headerMagic = [4]byte{'R', 'M', 'A', 'R'}
 
 // headerFixedLen is the header length before the mesh name.
-const headerFixedLen = 107
+const headerFixedLen = 115
 
 // Header opens every stream of a round; see the package doc for the byte
 // layout. Both ends build the header they expect from their own Round,
@@ -39,7 +39,12 @@ type Header struct {
 	// Flags (version 4): FlagTrustedNetwork when the member runs
 	// Config.TrustedNetwork; every member must agree.
 	Flags uint8
-	Mesh  string
+	// Offset (version 5): the part's first element in the step's whole
+	// buffer (Round.Offset), so members that cut the buffer into parts at
+	// different places fail with a settings mismatch instead of mixing
+	// elements.
+	Offset uint64
+	Mesh   string
 }
 
 // Header flags. Bit values are append only.
@@ -62,6 +67,7 @@ func AppendHeader(b []byte, h Header) []byte {
 	b = binary.BigEndian.AppendUint32(b, h.Part)
 	b = binary.BigEndian.AppendUint32(b, h.Parts)
 	b = append(b, h.Flags)
+	b = binary.BigEndian.AppendUint64(b, h.Offset)
 	return append(b, h.Mesh...)
 }
 
@@ -120,6 +126,7 @@ func decodeFixed(b []byte) (Header, int, error) {
 	h.Part = binary.BigEndian.Uint32(b[98:])
 	h.Parts = binary.BigEndian.Uint32(b[102:])
 	h.Flags = b[106]
+	h.Offset = binary.BigEndian.Uint64(b[107:])
 	if h.Version != Version {
 		return Header{}, 0, fmt.Errorf("%w: version %d, want %d", ErrBadHeader, h.Version, Version)
 	}
@@ -165,6 +172,7 @@ func mismatch(want, got Header) (reason string, settings bool) {
 		{"lanes", want.Lanes, got.Lanes, true},
 		{"schedule_hash", fmt.Sprintf("%x", want.ScheduleHash[:6]), fmt.Sprintf("%x", got.ScheduleHash[:6]), true},
 		{"parts", want.Parts, got.Parts, true},
+		{"part_offset", want.Offset, got.Offset, true},
 		{"trusted_network", want.Flags&FlagTrustedNetwork != 0, got.Flags&FlagTrustedNetwork != 0, true},
 		{"flags", want.Flags, got.Flags, true},
 		{"lane", want.Lane, got.Lane, false},

@@ -204,6 +204,7 @@ func (x *run) header(k int) Header {
 		ScheduleHash: x.plan.Hash(),
 		Part:         x.round.Part,
 		Parts:        max(x.round.Parts, 1),
+		Offset:       x.round.Offset,
 		Flags:        x.r.cfg.headerFlags(),
 		Mesh:         x.round.Mesh,
 	}

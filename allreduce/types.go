@@ -104,7 +104,10 @@ type Round struct {
 	// a round of its own, Part 0..Parts-1 in turn, all with the same
 	// Step and Attempt. Zero Parts means 1.
 	Part, Parts uint32
-	Ring        []peer.ID // the same on every member
+	// Offset is Part's first element in the step's whole buffer (0 for a
+	// step of one buffer): every member must cut the step alike.
+	Offset uint64
+	Ring   []peer.ID // the same on every member
 	// Links, when set, are the ring members' agreed link rates (aligned
 	// with Ring): the round runs PlanRound's order and segments. Without
 	// them the ring goes in Ring's order with equal segments.

@@ -433,7 +433,7 @@ func (d *driver) reduceParts(ctx context.Context, self peer.ID, r allreduce.Roun
 				return res, stalled, errPartStalled
 			}
 		}
-		r.Part = uint32(i)
+		r.Part, r.Offset = uint32(i), uint64(p.Off)
 		opt := sub.opt
 		opt.Progress = &d.progress
 		if res, err = d.n.reducer.AllReduce(ctx, self, r, sub.src[p.Off:p.Off+p.N], dst[p.Off:p.Off+p.N], opt); err != nil {

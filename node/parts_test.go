@@ -162,9 +162,19 @@ func TestAllReduceInPartsBadCalls(t *testing.T) {
 // TestAllReduceInPartsMismatch: members that cut the step into different
 // parts are told settings_mismatch (no retry mends it), not left waiting.
 func TestAllReduceInPartsMismatch(t *testing.T) {
+	t.Run("parts", func(t *testing.T) {
+		partsMismatch(t, [][][2]int64{{{50, 50}, {0, 50}}, {{0, 100}}}, "count")
+	})
+	// Same count and sizes, cut at other offsets (issue 26 defect 5:
+	// both applied the step, with elements mixed up).
+	t.Run("offsets", func(t *testing.T) {
+		partsMismatch(t, [][][2]int64{{{0, 50}, {50, 50}}, {{50, 50}, {0, 50}}}, "part_offset")
+	})
+}
+
+func partsMismatch(t *testing.T, layouts [][][2]int64, field string) {
 	_, bufs := joinedMesh(t, 2, 100, time.Minute)
 	ctx := ctxT(t, 2*time.Minute)
-	layouts := [][][2]int64{{{50, 50}, {0, 50}}, {{0, 100}}}
 	errs := make(chan error, 2)
 	for i, b := range bufs {
 		go func() {
@@ -183,7 +193,11 @@ func TestAllReduceInPartsMismatch(t *testing.T) {
 		}()
 	}
 	for range 2 {
-		wantCode(t, "parts that differ between members", <-errs, localapi.CodeSettingsMismatch)
+		err := <-errs
+		wantCode(t, "parts that differ between members", err, localapi.CodeSettingsMismatch)
+		if err != nil && !strings.Contains(err.Error(), field) {
+			t.Errorf("the error does not name %s: %v", field, err)
+		}
 	}
 }
 

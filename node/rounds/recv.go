@@ -42,6 +42,13 @@ func (m *Machine) recv(msg Message) {
 		m.catchUp(msg)
 		return
 	case msg.Epoch > m.d.Epoch && msg.Type == MsgAhead && m.member() && slices.Contains(m.d.List, msg.From):
+		if m.majorityStays() {
+			// A member re-formed elsewhere (an operator's reform on a
+			// minority): a majority of this node's list is still here,
+			// in its epoch, and may go on deciding without it.
+			m.drop("ahead from a re-formed member while the majority holds")
+			return
+		}
 		m.leftOut(fmt.Sprintf("member %s went on to epoch %d", short(msg.From), msg.Epoch))
 		return
 	case msg.Epoch != m.d.Epoch:
@@ -358,3 +365,15 @@ func (m *Machine) heldValue() *Value {
 // short is how a member is named in reasons: libp2p's ShortString, the
 // form libp2p's own logs use.
 func short(id ID) string { return id.ShortString() }
+
+// majorityStays reports whether a majority of the list (this node
+// included) is live and has not said it moved to a later epoch.
+func (m *Machine) majorityStays() bool {
+	n := 0
+	for _, id := range m.d.List {
+		if p, ok := m.peers[id]; id == m.self || (ok && p.Live && p.Info.Epoch <= m.d.Epoch) {
+			n++
+		}
+	}
+	return n >= majority(len(m.d.List))
+}

@@ -174,3 +174,63 @@ func TestFirstStepWaitsForMinMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestReformedMinorityDoesNotEjectMajority (issue 26 defect 7): list
+// {0..4} trains; node 0 is cut off and its operator re-forms it (a newer
+// epoch). Once the cut heals, node 0 answers the others' messages of the
+// old epoch with ahead at its newer one; the four that hold a majority
+// of the list must not take that as being left out: they keep their list
+// and train on in their epoch.
+func TestReformedMinorityDoesNotEjectMajority(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		s := newSim(seed, 5)
+		for _, nd := range s.nodes {
+			nd.m.cfg.MinMembers = 3
+		}
+		var epoch uint64
+		var healed bool
+		after := map[ID]int{} // steps applied in the old epoch after the heal
+		s.onApply = func(nd *simNode, step uint64) {
+			if healed && nd.m.d.Epoch == epoch {
+				after[nd.id]++
+			}
+		}
+		script := func() {
+			s.at(4*time.Second, func() {
+				epoch = s.nodes[1].m.d.Epoch
+				cutGroups(s, []int{0}, []int{1, 2, 3, 4})
+				// The majority decides nothing until after the heal (its
+				// trainers pause, within the trainer timeout), so node 0
+				// is still in its list.
+				for _, nd := range s.nodes[1:] {
+					nd.tr.hungTo = s.now.Add(1800 * time.Millisecond)
+				}
+			})
+			s.at(4200*time.Millisecond, func() {
+				// Node 0 forms a mesh of its own in the new epoch.
+				s.nodes[0].m.cfg.MinMembers = 1
+				s.step(s.nodes[0], Reform{})
+			})
+			s.at(5*time.Second, func() {
+				s.heal()
+				healed = true
+			})
+		}
+		runScriptEach(t, s, nil, script, 20*time.Second, func() {
+			if !healed {
+				return
+			}
+			for _, nd := range s.nodes[1:] {
+				if nd.up && (nd.m.d.Epoch != epoch || !nd.m.member()) {
+					st, why := nd.m.State()
+					t.Fatalf("seed %d: %s left its list of epoch %d (now epoch %d, %s: %s)", seed, nd.id, epoch, nd.m.d.Epoch, st, why)
+				}
+			}
+		})
+		for _, nd := range s.nodes[1:] {
+			if after[nd.id] == 0 {
+				t.Fatalf("seed %d: %s applied no step of epoch %d after the heal", seed, nd.id, epoch)
+			}
+		}
+	}
+}

@@ -147,7 +147,14 @@ type driver struct {
 	progress atomic.Int64
 	seen     int64
 	send     *senders
-	queue    []rounds.Event
+	// sendMsg sends a round message (d.send.send; tests capture it).
+	sendMsg func(rounds.Message)
+	// unsaved: a Persist failed, so the machine's state since is not on
+	// disk: nothing is sent until a save of its current state succeeds
+	// (a promise that leaves must be durable, even one that did not
+	// change the state again).
+	unsaved bool
+	queue   []rounds.Event
 
 	// samples is the local trainer's smoothed samples per second (its
 	// weight over the time from the last answer to its next submit);
@@ -195,6 +202,7 @@ func newDriver(n *Node, store *stateStore, st savedState, result *resultBuf) *dr
 func (d *driver) run(ctx context.Context) error {
 	d.ctx = ctx
 	d.send = newSenders(ctx, d)
+	d.sendMsg = d.send.send
 	defer close(d.exited)
 	defer d.send.wait()
 	views := d.n.mesh.Watch(ctx)
@@ -278,18 +286,19 @@ func (d *driver) step(ev rounds.Event) {
 	for len(d.queue) > 0 {
 		ev := d.queue[0]
 		d.queue = d.queue[1:]
-		skipSends := false
+		retried := false
 		for _, e := range d.m.Step(time.Now(), ev) {
 			switch e := e.(type) {
 			case rounds.Persist:
-				if err := d.store.save(savedState{Boot: d.boot, ResultLen: uint64(d.result.len()), Durable: e.State}); err != nil {
-					// What follows depends on the state being on disk.
-					d.log.Error("persist round state", "err", err)
-					skipSends = true
-				}
+				// What follows depends on the state being on disk.
+				d.unsaved = !d.persist(e.State)
 			case rounds.Send:
-				if !skipSends {
-					d.send.send(e.Msg)
+				if d.unsaved && !retried {
+					retried = true
+					d.unsaved = !d.persist(d.m.Durable())
+				}
+				if !d.unsaved {
+					d.sendMsg(e.Msg)
 				}
 			case rounds.Publish:
 				if err := d.n.mesh.SetPayload(encodePayload(e.Info, d.samples, int(d.n.localRanks.Load()))); err != nil {
@@ -307,6 +316,16 @@ func (d *driver) step(ev rounds.Event) {
 		}
 	}
 	d.publishSnapshot()
+}
+
+// persist saves the machine's durable state s; false (logged) when it
+// could not.
+func (d *driver) persist(s rounds.Durable) bool {
+	if err := d.store.save(savedState{Boot: d.boot, ResultLen: uint64(d.result.len()), Durable: s}); err != nil {
+		d.log.Error("persist round state; round messages are held until it succeeds", "err", err)
+		return false
+	}
+	return true
 }
 
 func (d *driver) publishSnapshot() {

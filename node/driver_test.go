@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -105,5 +109,65 @@ func TestAttemptsHaveTheirOwnRoundIdentity(t *testing.T) {
 				t.Fatalf("attempt %v: member %s starts round %v, member %s round %v", e.Attempt, self, o, a, r)
 			}
 		}
+	}
+}
+
+// TestFailedPersistHoldsPromises (issue 26 defect 9): when the round state
+// cannot be written, no promise leaves, not even for a prepare sent again
+// (which does not change the state again, so the machine asks for no new
+// write): a promise is sent only once the state that holds it is on disk.
+func TestFailedPersistHoldsPromises(t *testing.T) {
+	ids := make([]peer.ID, 3)
+	for i := range ids {
+		_, pub, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids[i], err = peer.IDFromPublicKey(pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(ids)
+	a, b := ids[0], ids[1]
+	res, err := openResult(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.close()
+	dir := filepath.Join(t.TempDir(), "not-yet") // missing: every save fails
+	var sent []rounds.Message
+	d := &driver{log: slog.New(slog.DiscardHandler), result: res, store: &stateStore{dir: dir}, ctx: context.Background(),
+		m:       rounds.New(machineConfig(LocalConfig()), a, rounds.Durable{Epoch: 1, List: ids}),
+		sendMsg: func(m rounds.Message) { sent = append(sent, m) }}
+	d.m.Step(time.Now(), rounds.Tick{}) // its first heartbeat (this driver has no mesh)
+	ballot := rounds.Ballot{N: 1, By: b}
+	prepare := rounds.Message{Type: rounds.MsgPrepare, From: b, To: a, Epoch: 1, Ballot: ballot}
+	promises := func() int {
+		n := 0
+		for _, m := range sent {
+			if m.Type == rounds.MsgPromise {
+				n++
+			}
+		}
+		return n
+	}
+	d.step(rounds.Recv{Msg: prepare})
+	d.step(rounds.Recv{Msg: prepare}) // resent
+	if n := promises(); n != 0 {
+		t.Fatalf("%d promises sent while the state could not be written", n)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d.step(rounds.Recv{Msg: prepare})
+	if n := promises(); n != 1 {
+		t.Fatalf("%d promises sent once the state could be written, want 1", n)
+	}
+	_, saved, err := openStateStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.Durable.Promised != ballot {
+		t.Fatalf("the state on disk promised %v, want %v (the promise that left)", saved.Durable.Promised, ballot)
 	}
 }

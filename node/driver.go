@@ -226,6 +226,11 @@ func (d *driver) run(ctx context.Context) error {
 		case f := <-d.calls:
 			f()
 		case r := <-d.done:
+			if !d.current(r.ev) {
+				// An all-reduce stopped since (its outcome was already
+				// given to the machine, or its attempt was replaced).
+				continue
+			}
 			if r.stalled != "" {
 				d.stopReduce()
 				d.answer(nil, &roundError{Code: localapi.CodeExcluded, Msg: r.stalled})
@@ -354,6 +359,14 @@ func (d *driver) answer(res *roundResult, err error) {
 	if sub == nil {
 		return
 	}
+	// The trainer may release its buffer once answered: no all-reduce
+	// may read it after that (a refusal can come while one runs). The
+	// machine learns that the stopped attempt failed.
+	if d.reduce != nil {
+		d.stopReduce()
+		d.queue = append(d.queue, rounds.ReduceDone{Step: d.reducing.Step, Attempt: d.reducing.Attempt,
+			Err: errors.New("node: the all-reduce was stopped: the trainer's call was answered")})
+	}
 	d.sub = nil
 	d.answered = time.Now()
 	if err == nil {
@@ -460,6 +473,11 @@ func (d *driver) reduceParts(ctx context.Context, self peer.ID, r allreduce.Roun
 		}
 	}
 	return res, "", nil
+}
+
+// current reports whether ev is the outcome of the running all-reduce.
+func (d *driver) current(ev rounds.ReduceDone) bool {
+	return d.reduce != nil && ev.Step == d.reducing.Step && ev.Attempt == d.reducing.Attempt
 }
 
 // stopReduce cancels the running all-reduce and waits for it.

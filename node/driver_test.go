@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,4 +171,61 @@ func TestFailedPersistHoldsPromises(t *testing.T) {
 	if saved.Durable.Promised != ballot {
 		t.Fatalf("the state on disk promised %v, want %v (the promise that left)", saved.Durable.Promised, ballot)
 	}
+}
+
+// blockingReducer's all-reduce reads its source until its context ends.
+type blockingReducer struct {
+	started  chan struct{}
+	returned atomic.Bool
+}
+
+func (b *blockingReducer) AllReduce(ctx context.Context, _ peer.ID, _ allreduce.Round, _, _ []float32, _ allreduce.Options) (allreduce.Result, error) {
+	close(b.started)
+	<-ctx.Done()
+	b.returned.Store(true)
+	return allreduce.Result{}, ctx.Err()
+}
+
+// TestRefusalStopsTheReduceFirst (issue 26 defect 8): a refusal (a Fail
+// effect) that answers the trainer while its all-reduce runs stops that
+// all-reduce first, so the trainer may release its buffer at once; the
+// machine is told the attempt failed.
+func TestRefusalStopsTheReduceFirst(t *testing.T) {
+	_, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := peer.IDFromPublicKey(pub)
+	res, err := openResult(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.close()
+	br := &blockingReducer{started: make(chan struct{})}
+	d := &driver{n: &Node{reducer: br, host: selfHost{id: self}}, log: slog.New(slog.DiscardHandler), result: res,
+		store: &stateStore{dir: t.TempDir()}, ctx: context.Background(), done: make(chan reduceDone, 4),
+		m:       rounds.New(machineConfig(LocalConfig()), self, rounds.Durable{Epoch: 1, List: []peer.ID{self}}),
+		sendMsg: func(rounds.Message) {}}
+	now := time.Now()
+	d.m.Step(now, rounds.TrainerJoin{StartStep: 0})
+	d.m.Step(now, rounds.ViewChanged{Settled: true}) // a member in training (outside the driver: no mesh here)
+	sub := newSubmit(0, make([]float32, 16), allreduce.Options{Wire: allreduce.Float32, Op: allreduce.Sum}, nil)
+	d.sub = sub
+	d.step(rounds.Submit{Step: 0})
+	<-br.started
+	// A second submit of the step is refused busy: that answers the
+	// pending call.
+	d.step(rounds.Submit{Step: 0})
+	select {
+	case r := <-sub.reply:
+		if r.err == nil {
+			t.Fatal("the refusal answered success")
+		}
+	default:
+		t.Fatal("the trainer was not answered")
+	}
+	if !br.returned.Load() {
+		t.Fatal("the trainer was answered while its all-reduce still read its buffer")
+	}
+	d.stopReduce()
 }

@@ -3,6 +3,7 @@ package allreduce
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -25,14 +26,18 @@ import (
 // stream: laneNone (the lane stays on the stream), or laneOffer with the
 // port of its lane listener on the IP the sender reached it on and a
 // one-time random token. The sender connects to that IP and port, writes
-// laneMagic and the token, and (unless TrustedNetwork) runs libp2p's TLS
-// handshake as client bound to the receiver's peer ID. It then writes one
+// laneMagic and the token, and runs libp2p's TLS handshake as client bound
+// to the receiver's peer ID; with TrustedNetwork (plaintext) it instead
+// waits for the listener's confirmation (laneAck of the token), so that
+// no gradient goes to another process that holds the offered port
+// (header version 5). It then writes one
 // decision byte on the stream: laneDirect (and closes the stream; the lane
 // runs on the connection) or laneStay (the connection failed; the lane
 // runs on the stream: the fallback, logged and counted). The receiver's
 // listener reads the magic and token into a fixed buffer under a deadline,
 // drops a connection whose token is not pending before anything else, runs
-// the TLS server handshake bound to the sender's peer ID, and hands the
+// the TLS server handshake bound to the sender's peer ID (or, in
+// plaintext, writes the confirmation), and hands the
 // connection to the waiting Accept. From there on the lane's bytes are
 // exactly those it would send on the stream.
 const (
@@ -336,7 +341,16 @@ func (t *StreamTransport) authLane(raw *net.TCPConn, ip string) {
 		return
 	}
 	var c net.Conn = raw
-	if t.sec != nil {
+	if t.sec == nil {
+		// Plaintext: confirm to the dialler that it reached this lane
+		// listener (TLS's handshake does that under TLS).
+		ack := laneAck(tok)
+		if _, err := raw.Write(ack[:]); err != nil {
+			t.refuse(raw, "lane confirmation not written", err)
+			t.handOver(p, laneResult{err: fmt.Errorf("confirm the lane of %s: %w", p.from, err)})
+			return
+		}
+	} else {
 		ctx, cancel := context.WithTimeout(t.ctx, timeout)
 		sc, err := t.sec.SecureInbound(ctx, raw, p.from)
 		cancel()
@@ -482,6 +496,19 @@ func (t *StreamTransport) dialLane(ctx context.Context, to peer.ID, s *trackedSt
 		return nil, fmt.Errorf("write token: %w", err)
 	}
 	var conn net.Conn = raw
+	if t.mode == LaneModePlaintext {
+		// Nothing else says that the listener that took the connection is
+		// the receiver's (another process may hold the offered port):
+		// wait for its confirmation before sending plaintext.
+		var got [laneAckLen]byte
+		if _, err := io.ReadFull(raw, got[:]); err != nil || got != laneAck(c.Token) {
+			resetTCP(raw)
+			if err == nil {
+				err = errors.New("wrong confirmation")
+			}
+			return nil, fmt.Errorf("the lane's listener did not confirm (another process on the offered port?): %w", err)
+		}
+	}
 	if t.mode == LaneModeTLS {
 		sc, err := t.sec.SecureOutbound(dctx, raw, to)
 		if err != nil {
@@ -501,6 +528,17 @@ func (t *StreamTransport) dialLane(ctx context.Context, to peer.ID, s *trackedSt
 	t.conns[lc] = struct{}{}
 	t.mu.Unlock()
 	return lc, nil
+}
+
+// laneAckLen is the length of a plaintext lane's confirmation.
+const laneAckLen = 8
+
+// laneAck is what a lane listener answers a plaintext lane's token with:
+// it read the token, so it is a ringmesh lane listener that was offered
+// to the dialler, not another process that holds the port.
+func laneAck(tok [laneTokenLen]byte) [laneAckLen]byte {
+	h := sha256.Sum256(append([]byte(laneMagic+" ack "), tok[:]...))
+	return [laneAckLen]byte(h[:laneAckLen])
 }
 
 // resetTCP aborts a TCP connection: the peer's reads and writes fail.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -280,5 +281,59 @@ func TestDirectLanesOffSender(t *testing.T) {
 	}
 	if st := transportOf(rs[0]).LaneStats(); st.Refused != 0 || st.Direct+st.Fallback+st.Stream != sent {
 		t.Errorf("TLS member: lane stats %+v, want %d lanes sent and none refused", st, sent)
+	}
+}
+
+// TestDirectTrustedImpostorPort (issue 26 defect 4): in trusted
+// (plaintext) mode, member 1's offered lane port is held by another
+// process that does not speak the lane protocol. Member 0 waits for the
+// listener's confirmation, does not get it, and falls back to the stream:
+// the rounds succeed, the fallbacks are counted, and the impostor gets no
+// more than the token.
+func TestDirectTrustedImpostorPort(t *testing.T) {
+	n := 2
+	cfg := testConfig()
+	cfg.TrustedNetwork = true
+	ids, rs := streamRing(t, cfg, newHosts(t, n))
+	opt := sameOpts(n, Options{Wire: Float32, Op: Sum})
+	src := testInputs(15, n, 30_000)
+	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
+	tr := transportOf(rs[1])
+	var addr string
+	tr.mu.Lock()
+	for _, ln := range tr.listeners {
+		addr = ln.Addr().String()
+		_ = ln.Close()
+	}
+	tr.mu.Unlock()
+	imp, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot take over the lane port %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = imp.Close() })
+	var got atomic.Int64
+	go func() {
+		for {
+			c, err := imp.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				n, _ := io.Copy(io.Discard, c)
+				got.Add(n)
+			}()
+		}
+	}()
+	for step := uint64(2); step <= 3; step++ {
+		checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: step, Ring: ids}, src, opt), src, opt)
+	}
+	if st := transportOf(rs[0]).LaneStats(); st.Fallback == 0 {
+		t.Errorf("member 0: lane stats %+v, want fallbacks to the stream", st)
+	}
+	_ = imp.Close()
+	if max := int64(len(laneMagic) + laneTokenLen); got.Load() > 2*max {
+		t.Errorf("the impostor received %d bytes, want at most the magic and token of each dial", got.Load())
 	}
 }

@@ -83,6 +83,7 @@ type laneCounters struct {
 // arriving after that is reset instead of handed over.
 type pendingLane struct {
 	from peer.ID
+	ip   string          // of the stream the offer went out on ("" unknown)
 	ch   chan laneResult // capacity 1
 	done bool
 }
@@ -126,6 +127,9 @@ func (t *StreamTransport) offerLane(ctx context.Context, from peer.ID, h Header,
 	var tok [laneTokenLen]byte
 	_, _ = rand.Read(tok[:])
 	p := &pendingLane{from: from, ch: make(chan laneResult, 1)}
+	if ip, err := manet.ToIP(s.Conn().RemoteMultiaddr()); err == nil {
+		p.ip = ip.String()
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -133,6 +137,9 @@ func (t *StreamTransport) offerLane(ctx context.Context, from peer.ID, h Header,
 		return nil, ErrClosed
 	}
 	t.pending[tok] = p
+	if p.ip != "" {
+		t.expected[p.ip]++
+	}
 	t.mu.Unlock()
 	defer t.unoffer(tok, p)
 	if err := t.writeControl(s, control{Type: ctrlLane, Code: laneOffer, Port: uint16(port), Token: tok}); err != nil {
@@ -189,6 +196,11 @@ func (t *StreamTransport) unoffer(tok [laneTokenLen]byte, p *pendingLane) {
 	t.mu.Lock()
 	if t.pending[tok] == p {
 		delete(t.pending, tok)
+	}
+	if !p.done && p.ip != "" {
+		if t.expected[p.ip]--; t.expected[p.ip] <= 0 {
+			delete(t.expected, p.ip)
+		}
 	}
 	p.done = true
 	var left *laneConn
@@ -275,7 +287,11 @@ func (t *StreamTransport) acceptLanes(ln net.Listener) {
 		raw := nc.(*net.TCPConn)
 		ip := raw.RemoteAddr().(*net.TCPAddr).IP.String()
 		t.mu.Lock()
-		if t.closed || t.unauthN >= maxUnauthLanes || t.unauth[ip] >= maxUnauthLanesPerIP {
+		// A member's lane comes from an IP this node offered a lane to:
+		// outsiders filling the global cap cannot deny it (its own cap
+		// grows with the offers made to that IP).
+		member := t.expected[ip]
+		if t.closed || t.unauth[ip] >= maxUnauthLanesPerIP+member || (member == 0 && t.unauthN >= maxUnauthLanes) {
 			closed := t.closed
 			t.mu.Unlock()
 			if !closed {
@@ -295,8 +311,10 @@ func (t *StreamTransport) acceptLanes(ln net.Listener) {
 
 // refuse counts, logs and resets an inbound lane connection.
 func (t *StreamTransport) refuse(raw *net.TCPConn, why string, err error) {
-	t.lanes.refused.Add(1)
-	t.log.Warn("refused lane connection", "remote", raw.RemoteAddr().String(), "reason", why, "err", err)
+	n := t.lanes.refused.Add(1)
+	t.refuseLog.Do(func() {
+		t.log.Warn("refused lane connection (logged at most every 10 s)", "remote", raw.RemoteAddr().String(), "reason", why, "err", err, "refused_total", n)
+	})
 	resetTCP(raw)
 }
 

@@ -337,3 +337,44 @@ func TestDirectTrustedImpostorPort(t *testing.T) {
 		t.Errorf("the impostor received %d bytes, want at most the magic and token of each dial", got.Load())
 	}
 }
+
+// TestDirectOutsidersCannotTakeMembersLanes (issue 26 defect 3): outsiders
+// without the mesh secret hold idle connections to member 1's lane port
+// from 8 addresses, filling the global cap of unauthenticated lane
+// connections. The members' lanes still connect directly: they come from
+// an address member 1 offered lanes to.
+func TestDirectOutsidersCannotTakeMembersLanes(t *testing.T) {
+	n := 2
+	ids, rs := streamRing(t, testConfig(), newHosts(t, n))
+	opt := sameOpts(n, Options{Wire: Float32, Op: Sum})
+	src := testInputs(17, n, 30_000)
+	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
+	tr := transportOf(rs[1])
+	var addr string
+	tr.mu.Lock()
+	for _, ln := range tr.listeners {
+		addr = ln.Addr().String()
+	}
+	tr.mu.Unlock()
+	for ip := 2; ip < 2+maxUnauthLanes/maxUnauthLanesPerIP; ip++ {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(ip))}}
+		for range maxUnauthLanesPerIP {
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Skipf("cannot dial from 127.0.0.%d: %v", ip, err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}
+	eventually(t, "the outsiders to fill the cap", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return tr.unauthN == maxUnauthLanes
+	})
+	before := transportOf(rs[0]).LaneStats()
+	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 2, Ring: ids}, src, opt), src, opt)
+	after := transportOf(rs[0]).LaneStats()
+	if after.Fallback != before.Fallback || after.Direct == before.Direct {
+		t.Errorf("member 0's lanes with the cap full: %+v (before the round %+v), want direct, no fallback", after, before)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	"golang.org/x/time/rate"
 
 	"github.com/ringmesh/ringmesh/internal/p2pconf"
 )
@@ -39,6 +40,11 @@ type StreamTransport struct {
 	pending   map[[laneTokenLen]byte]*pendingLane
 	unauth    map[string]int // inbound lane connections before their token, by IP
 	unauthN   int
+	// expected counts the pending lane offers by the IP of the stream
+	// they went out on: members' lane connections come from there and
+	// are not held to the global cap that outsiders can fill.
+	expected  map[string]int
+	refuseLog rate.Sometimes        // refusal log lines: the first, then one per 10 s
 	failed    map[peer.ID]time.Time // last direct connection failure
 	handles   sync.WaitGroup
 }
@@ -69,6 +75,8 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 		listeners: make(map[string]net.Listener),
 		pending:   make(map[[laneTokenLen]byte]*pendingLane),
 		unauth:    make(map[string]int),
+		expected:  make(map[string]int),
+		refuseLog: rate.Sometimes{First: 1, Interval: 10 * time.Second},
 		failed:    make(map[peer.ID]time.Time),
 	}
 	t.ctx, t.stop = context.WithCancel(context.Background())

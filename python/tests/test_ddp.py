@@ -120,6 +120,25 @@ class DDPExampleTest(unittest.TestCase):
         self.assertLessEqual(max(added, removed), 5, "\n".join(changed))
         self.assertTrue(any("DistributedOptimizer" in line for line in changed))
 
+    def test_documented_torchrun_command_runs(self):
+        """The torchrun command the example's README gives for this torch
+        (Debian 12's 1.13 needs --redirects 1 --tee 1) starts every local
+        rank."""
+        with open(os.path.join(DDP_DIR, "README.md")) as f:
+            text = " ".join(f.read().split())
+        m = re.search(r"`(torchrun --standalone --redirects 1 --tee 1 --nproc_per_node 8) train_ringmesh.py`", text)
+        self.assertIsNotNone(m, "the README no longer gives the torchrun command for torch 1.13")
+        args = m.group(1).split()[1:]
+        args[args.index("8")] = "2"
+        with tempfile.TemporaryDirectory(prefix="ringmesh-pytest-") as tmp:
+            script = os.path.join(tmp, "ranks.py")
+            with open(script, "w") as f:
+                f.write("import os\nprint('started rank', os.environ['RANK'], flush=True)\n")
+            r = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args, script],
+                               capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-2000:])
+        self.assertEqual(sorted(re.findall(r"started rank (\d)", r.stdout)), ["0", "1"], r.stdout)
+
     def test_run_local_shellcheck(self):
         if not shutil.which("shellcheck"):
             self.skipTest("shellcheck not installed (apt-get install shellcheck)")

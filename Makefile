@@ -15,7 +15,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 SIMS     ?= 100000
 CHAOS    ?= 10m
 
-.PHONY: help build test test-deps test-go test-python lint tidy demo bench fuzz sim chaos clean
+.PHONY: help build install test test-deps test-go test-python lint tidy demo bench fuzz sim chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,11 @@ help: ## list the targets
 # (GOFLAGS=-buildvcs=false, or a tarball without .git).
 REV      := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 REVISION := $(REV)$(if $(REV),$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty))
+
+PREFIX   ?= /usr/local
+
+install: build ## install bin/ringmesh into PREFIX/bin (default /usr/local/bin)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ringmesh
 
 build: ## build bin/ringmesh
 	$(GO) build -ldflags "-X github.com/ringmesh/ringmesh/internal/buildinfo.Revision=$(REVISION)" -o $(BIN) ./cmd/ringmesh

@@ -27,8 +27,10 @@ const (
 	joinBackoffMin = 100 * time.Millisecond
 	joinBackoffMax = 10 * time.Second
 	// joinWarnEvery is how often a join address that keeps failing is
-	// warned about again.
-	joinWarnEvery = time.Minute
+	// warned about again; joinForeignWarnEvery when it answers but as
+	// another mesh (another secret), which only the operator can fix.
+	joinWarnEvery        = time.Minute
+	joinForeignWarnEvery = 10 * time.Second
 	// dhtInterval is how often the DHT is used to advertise and find peers.
 	dhtInterval = 30 * time.Second
 )
@@ -81,7 +83,7 @@ func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan
 		if err != nil || ai.ID == m.self {
 			continue
 		}
-		g.Go(func() error { return m.join(ctx, *ai) })
+		g.Go(func() error { return m.join(ctx, s, *ai) })
 	}
 	if m.cfg.MDNS {
 		g.Go(func() error { return m.runMDNS(ctx, dials) })
@@ -95,12 +97,14 @@ func (m *Mesh) startDiscovery(ctx context.Context, g *errgroup.Group, dials chan
 // exponential backoff (cenkalti/backoff) until connected, then checks again
 // every joinBackoffMax. An address that does not answer is a warning, at
 // the first failure and every joinWarnEvery after, naming the address: a
-// node whose --join is wrong must not sit alone in silence.
+// node whose --join is wrong must not sit alone in silence. One that
+// answers but fails the handshake (a mesh with another secret, or not a
+// ringmesh node) says so, every joinForeignWarnEvery.
 //
 // A plain address (no /p2p/ID) first has its peer ID learned by handshake
 // (learnPeerID), retried the same way; from then on it is dialled like a
 // full one, and learned again after a failed dial.
-func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
+func (m *Mesh) join(ctx context.Context, addr string, ai peer.AddrInfo) error {
 	plain := ai.ID == ""
 	if !plain {
 		m.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
@@ -161,12 +165,22 @@ func (m *Mesh) join(ctx context.Context, ai peer.AddrInfo) error {
 		if failingSince.IsZero() {
 			failingSince = now
 		}
-		if warned.IsZero() || now.Sub(warned) >= joinWarnEvery {
+		foreign := foreignMesh(err)
+		every := joinWarnEvery
+		if foreign {
+			every = joinForeignWarnEvery
+		}
+		switch {
+		case !warned.IsZero() && now.Sub(warned) < every:
+			m.logger.Debug("join dial failed", "peer", ai.ID, "err", err, "retry", next)
+		case foreign:
+			warned = now
+			m.logger.Warn(m.foreignMessage(addr), "failing_for", now.Sub(failingSince).Round(time.Second),
+				"retry_in", next.Round(time.Millisecond), "err", err)
+		default:
 			warned = now
 			m.logger.Warn("join address does not answer; retrying", "addrs", ai.Addrs, "peer", ai.ID,
 				"failing_for", now.Sub(failingSince).Round(time.Second), "retry_in", next.Round(time.Millisecond), "err", err)
-		} else {
-			m.logger.Debug("join dial failed", "peer", ai.ID, "err", err, "retry", next)
 		}
 		t.Reset(next)
 	}

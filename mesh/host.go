@@ -100,6 +100,9 @@ func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]b
 	if err != nil {
 		cm.Close()
 		rm.Close()
+		if strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("cannot listen on %v: another process (another node?) holds the port; stop it or choose another --listen: %w", cfg.Listen, err)
+		}
 		return nil, fmt.Errorf("libp2p host: %w", err)
 	}
 	return h, nil

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/p2p/net/pnet"
 	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/multiformats/go-multiaddr"
@@ -91,7 +93,7 @@ func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 		}
 	}
 	if err := mss.SelectProtoOrFail(noise.ID, conn); err != nil {
-		return "", fmt.Errorf("%s: no libp2p Noise handshake there (a different mesh secret, or not a ringmesh node): %w", a, err)
+		return "", fmt.Errorf("%s: no libp2p Noise handshake there (%w): %w", a, errForeign, err)
 	}
 	tpt, err := noise.New(noise.ID, m.key, nil)
 	if err != nil {
@@ -103,8 +105,43 @@ func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 	}
 	sc, err := st.SecureOutbound(ctx, conn, "")
 	if err != nil {
-		return "", fmt.Errorf("%s: handshake (a different mesh secret, or not a ringmesh node): %w", a, err)
+		return "", fmt.Errorf("%s: handshake (%w): %w", a, errForeign, err)
 	}
 	defer sc.Close()
 	return sc.RemotePeer(), nil
+}
+
+// errForeign marks a join address that answers but fails the handshake.
+var errForeign = errors.New("a different mesh secret, or not a ringmesh node")
+
+// foreignMesh reports whether a join dial reached the address but failed
+// the connection's handshake: the remote has another mesh secret (the
+// private-network layer turns the security negotiation into noise), is an
+// open mesh while this node is private (or the reverse), or is no libp2p
+// node at all. A refused or timed-out dial is not foreign.
+func foreignMesh(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errForeign) {
+		return true
+	}
+	// A member of this mesh under another peer ID (its data dir was
+	// replaced) passed the handshake: not another mesh.
+	var mismatch sec.ErrPeerIDMismatch
+	if errors.As(err, &mismatch) || strings.Contains(err.Error(), "peer id mismatch") {
+		return false
+	}
+	// libp2p's upgrader wraps every failure of the security negotiation
+	// in this text (and no type).
+	return strings.Contains(err.Error(), "failed to negotiate security protocol")
+}
+
+// foreignMessage is the warning about join address addr answering as
+// another mesh.
+func (m *Mesh) foreignMessage(addr string) string {
+	if m.psk == nil {
+		return addr + " refuses this node: it belongs to a private mesh (or is not a ringmesh node), and this node runs an open mesh without a secret: join it with its token"
+	}
+	return addr + " belongs to a mesh with another secret (or is not a ringmesh node): check the join token (this node uses the secret in " + m.cfg.PSKFile + ")"
 }

@@ -82,6 +82,11 @@ type Config struct {
 	// advertises no link estimate and rounds run the classic ring with
 	// equal segments.
 	NoLinkProbe bool
+	// Lock is the data dir lock, when the caller took it (LockDataDir)
+	// before writing to the data dir itself; it stays the caller's to
+	// release. Nil: Open takes it first thing, and the node releases it
+	// when it closes.
+	Lock *DataDirLock
 }
 
 // DefaultConfig returns the production defaults.
@@ -128,6 +133,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: form timeout %s must exceed form wait %s", c.FormTimeout, c.FormWait)
 	case c.TrainerTimeout < 0:
 		return errors.New("node: trainer timeout must not be negative")
+	case c.Lock != nil && !c.Lock.holds(c.DataDir):
+		return fmt.Errorf("node: the lock given is not one on data dir %s", c.DataDir)
 	}
 	m := c.Mesh
 	m.DataDir = c.DataDir
@@ -160,14 +167,19 @@ type Node struct {
 	// localRanks is how many processes the attached trainer speaks for
 	// (its join's LocalRanks; 0 before a join).
 	localRanks atomic.Int32
+	// lock is the data dir lock Open took (nil when Config.Lock was given).
+	lock *DataDirLock
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
 }
 
 // Open builds the node: the libp2p host (listening), the all-reduce and
-// round protocols, and the control socket. Run starts it.
-func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
+// round protocols, and the control socket. Run starts it. It takes the data
+// dir lock (unless cfg.Lock holds it) before it reads or writes anything
+// else there: a second node on a data dir fails at once, saying so, without
+// touching the first one's identity or incarnation.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -178,8 +190,19 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err := privateDir(cfg.DataDir, logger); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(),
-		inbound: inbound{streams: map[network.Stream]struct{}{}}}
+	var lock *DataDirLock
+	if cfg.Lock == nil {
+		if lock, err = LockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				lock.Close()
+			}
+		}()
+	}
+	n = &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(),
+		inbound: inbound{streams: map[network.Stream]struct{}{}}, lock: lock}
 	cfg.Mesh.Registerer = n.metrics.reg
 	store, saved, err := openStateStore(cfg.DataDir)
 	if err != nil {
@@ -268,6 +291,7 @@ func (n *Node) shutdown() {
 	n.tr.Close()
 	n.result.close()
 	n.mesh.Close()
+	n.lock.Close()
 }
 
 // privateDir creates the data dir 0700, or takes group and other access

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -45,12 +48,17 @@ func JoinToken(ctx context.Context, dataDir string, explicit []string) (credenti
 // ApplyJoin sets cfg.Mesh.Join from --join values: join tokens are
 // replaced by their addresses and set the mesh name (meshSet: the operator
 // named one, which must agree); it returns the token, nil when none (all
-// tokens must be of one mesh).
+// tokens must be of one mesh). Every value is checked here, before the node
+// writes anything to its data dir: a mistyped address must not leave a
+// secret behind.
 func ApplyJoin(cfg *Config, join []string, meshSet bool) (*credentials.Token, error) {
 	var tok *credentials.Token
 	cfg.Mesh.Join = nil
 	for _, j := range join {
 		if !credentials.IsToken(j) {
+			if err := mesh.CheckJoinAddr(j); err != nil {
+				return nil, fmt.Errorf("--join %q is neither a join token nor a member address: %w", j, err)
+			}
 			cfg.Mesh.Join = append(cfg.Mesh.Join, j)
 			continue
 		}
@@ -79,37 +87,63 @@ func ApplyJoin(cfg *Config, join []string, meshSet bool) (*credentials.Token, er
 // (--insecure-open-mesh) only, nothing, said loudly in the log. A private
 // node on the default listen addresses drops their QUIC twin: private
 // networks are TCP-only in libp2p.
-func SetupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) error {
-	err := setupSecret(cfg, tok, open, logger)
+//
+// A fresh data dir told to --join member addresses without a token is
+// refused: a secret of its own would make it a mesh of its own, which the
+// members refuse, and would then refuse the right token.
+//
+// Call done once the node started (ok) or failed to (!ok): a secret that
+// SetupSecret created is then announced, or removed, so that a failed
+// first start leaves no secret that the right token would be refused for.
+func SetupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) (done func(ok bool), err error) {
+	created, err := setupSecret(cfg, tok, open, logger)
 	if err == nil && cfg.Mesh.PSKFile != "" && slices.Equal(cfg.Mesh.Listen, mesh.DefaultConfig().Listen) {
 		cfg.Mesh.Listen = slices.DeleteFunc(slices.Clone(cfg.Mesh.Listen), func(a string) bool { return !strings.Contains(a, "/tcp/") })
 	}
-	return err
+	dataDir := cfg.DataDir
+	return func(ok bool) {
+		switch {
+		case created == "":
+		case !ok:
+			if err := os.Remove(created); err != nil && !errors.Is(err, os.ErrNotExist) {
+				logger.Warn("could not remove the secret this failed start created", "secret", created, "err", err)
+			}
+		case tok == nil:
+			logger.Info("new private mesh: created its secret; print a join token for other hosts with 'ringmesh token --data-dir "+dataDir+"'", "secret", created)
+		}
+	}, err
 }
 
-func setupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) error {
+// setupSecret is SetupSecret; created is the secret file it wrote, if any.
+func setupSecret(cfg *Config, tok *credentials.Token, open bool, logger *slog.Logger) (created string, err error) {
 	switch {
 	case open && (tok != nil || cfg.Mesh.PSKFile != ""):
-		return fmt.Errorf("--insecure-open-mesh cannot be combined with --psk or a join token")
+		return "", fmt.Errorf("--insecure-open-mesh cannot be combined with --psk or a join token")
 	case open:
 		logger.Warn("OPEN MESH (--insecure-open-mesh): no mesh secret; any peer that reaches this node can join, read the model and add gradients")
-		return nil
+		return "", nil
 	case cfg.Mesh.PSKFile != "" && tok != nil:
-		return fmt.Errorf("--psk cannot be combined with a join token (the token carries the mesh secret)")
+		return "", fmt.Errorf("--psk cannot be combined with a join token (the token carries the mesh secret)")
 	case cfg.Mesh.PSKFile != "":
-		return nil
+		return "", nil
 	}
 	var from []byte
 	if tok != nil {
 		from = tok.Secret
+	} else if len(cfg.Mesh.Join) > 0 {
+		path := filepath.Join(cfg.DataDir, credentials.SecretFile)
+		if _, err := credentials.ReadSecret(path); errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("--join %s: this data dir has no mesh secret yet, and a member address cannot give it one: "+
+				"join with a token ('ringmesh token --data-dir DIR' on a member prints it), or give the mesh's secret with --psk FILE", cfg.Mesh.Join[0])
+		}
 	}
-	path, created, err := credentials.Ensure(cfg.DataDir, from)
+	path, made, err := credentials.Ensure(cfg.DataDir, from)
 	if err != nil {
-		return err
+		return "", err
 	}
 	cfg.Mesh.PSKFile = path
-	if created && tok == nil {
-		logger.Info("new private mesh: created its secret; print a join token for other hosts with 'ringmesh token --data-dir "+cfg.DataDir+"'", "secret", path)
+	if made {
+		created = path
 	}
-	return nil
+	return created, nil
 }

@@ -106,6 +106,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
 	}
+	node.RouteLibraryLogs(logger)
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -130,15 +131,28 @@ func cmdNode(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
-	if err := node.SetupSecret(&cfg, tok, *open, logger); err != nil {
+	// The data dir lock first: a second node on it must stop before it
+	// writes a secret, opens libp2p with the first one's identity or bumps
+	// its incarnation.
+	lock, err := node.LockDataDir(cfg.DataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
+	cfg.Lock = lock
+	secretDone, err := node.SetupSecret(&cfg, tok, *open, logger)
+	if err != nil {
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 2
 	}
 	n, err := node.Open(ctx, cfg, logger)
 	if err != nil {
+		secretDone(false)
 		fmt.Fprintf(stderr, "ringmesh node: %v\n", err)
 		return 1
 	}
+	secretDone(true)
 	st := n.Status()
 	logger.Info("node started", "version", buildinfo.Version(), "id", st.Self.ID, "mesh", st.Mesh, "private", st.Private, "addrs", st.Self.Addrs,
 		"socket", cfg.DataDir+"/ringmesh.sock", "metrics", node.MetricsURL(st.MetricsAddr))

@@ -62,7 +62,7 @@ func TestLogFormatJSON(t *testing.T) {
 // default log level, naming the address, and the node keeps retrying.
 func TestBadJoinWarns(t *testing.T) {
 	const bad = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWHQofZyJqdVdrZZnP4kpmhZ4brPx1Sjtjgp5Ld3GGSs2D"
-	p := startOwn(t, t.TempDir()+"/n", "--join", bad, "--log-level", "info")
+	p := startOwn(t, withSecret(t, t.TempDir()+"/n"), "--join", bad, "--log-level", "info")
 	systest.Eventually(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(p.Log)
 		if err != nil {

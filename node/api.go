@@ -319,6 +319,16 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		return n.ckpt.fetch(n.runCtx, req)
 	case localapi.OpReform:
 		return n.reform()
+	case localapi.OpStateHash:
+		if bad := s.isTrainer(st); bad != nil {
+			return *bad
+		}
+		if !validStateHash(req.Hash, localapi.MinStateHash, localapi.MaxStateHash) {
+			return apiErr(localapi.CodeBadRequest, "state_hash: hash must be %d to %d lowercase hex characters", localapi.MinStateHash, localapi.MaxStateHash)
+		}
+		sn := n.drv.snap.Load()
+		sc := n.check.report(sn.epoch, req.Step, req.Hash[:stateHashLen], time.Now(), n.mesh.View(), sn.list)
+		return localapi.Response{Step: req.Step, StateCheck: sc}
 	}
 	return apiErr(localapi.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -339,7 +349,10 @@ func (s *apiServer) join(st *apiConn, req *localapi.Request) localapi.Response {
 		return *bad
 	}
 	s.n.localRanks.Store(int32(max(1, req.LocalRanks)))
-	a, err := s.n.join(ctx, req.StartStep, req.WantCheckpoint)
+	if req.Resync {
+		s.n.check.resync()
+	}
+	a, err := s.n.join(ctx, req.StartStep, req.WantCheckpoint, req.Resync)
 	if err != nil {
 		return fromErr(err)
 	}
@@ -465,5 +478,6 @@ func (s *apiServer) reduced(res roundResult, err error) localapi.Response {
 		}
 	}
 	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.ring[0] == s.n.host.ID()
+	resp.StateCheck = s.n.check.pending()
 	return resp
 }

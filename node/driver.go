@@ -306,7 +306,7 @@ func (d *driver) step(ev rounds.Event) {
 					d.sendMsg(e.Msg)
 				}
 			case rounds.Publish:
-				if err := d.n.mesh.SetPayload(encodePayload(e.Info, d.samples, int(d.n.localRanks.Load()))); err != nil {
+				if err := d.n.setInfo(e.Info, d.samples, int(d.n.localRanks.Load())); err != nil {
 					d.log.Warn("set payload", "err", err)
 				}
 			case rounds.StartReduce:
@@ -527,13 +527,14 @@ func (d *driver) admitted(e rounds.Admitted) {
 // join waits until this node is a training member.
 // With needState (the trainer asked for the state of its entry step), a
 // member whose trainer is not at the list's step joins at the next step so
-// that a checkpoint is saved for it.
-func (n *Node) join(ctx context.Context, start uint64, needState bool) (rounds.Admitted, error) {
+// that a checkpoint is saved for it; with resync (its state diverged from
+// the mesh's) also one that is.
+func (n *Node) join(ctx context.Context, start uint64, needState, resync bool) (rounds.Admitted, error) {
 	d := n.drv
 	w := make(chan rounds.Admitted, 1)
 	if !d.call(func() {
 		d.joins = append(d.joins, w)
-		d.step(rounds.TrainerJoin{StartStep: start, NeedState: needState})
+		d.step(rounds.TrainerJoin{StartStep: start, NeedState: needState, Resync: resync})
 	}) {
 		return rounds.Admitted{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -29,6 +30,13 @@ type payload struct {
 	// LocalRanks: how many trainer processes the node's trainer speaks
 	// for (status only).
 	LocalRanks int `json:"lr,omitempty"`
+	// StateEpoch, States: the fingerprints of the model state the node's
+	// trainer reported for its last steps of epoch StateEpoch, as
+	// [[step, "hash"], ...] newest first (PROTOCOL.md, "State checks").
+	// Decoded on their own (decodeStateAds): malformed ones are ignored,
+	// the rest of the payload still counts.
+	StateEpoch uint64          `json:"he,omitempty"`
+	States     json.RawMessage `json:"h,omitempty"`
 }
 
 const maxPayload = 1024
@@ -49,9 +57,47 @@ func decodePayload(b []byte) (payload, bool) {
 }
 
 func encodePayload(i rounds.Info, samples float64, localRanks int) []byte {
-	b, _ := json.Marshal(payload{State: i.State, Epoch: i.Epoch, Step: i.Step, List: i.List,
-		Speed: i.Speed, Samples: samples, Egress: i.Link.Egress, Ingress: i.Link.Ingress, LocalRanks: localRanks})
+	return encodePayloadStates(i, samples, localRanks, stateAds{})
+}
+
+// encodePayloadStates is encodePayload with the trainer's state hashes.
+func encodePayloadStates(i rounds.Info, samples float64, localRanks int, st stateAds) []byte {
+	p := payload{State: i.State, Epoch: i.Epoch, Step: i.Step, List: i.List,
+		Speed: i.Speed, Samples: samples, Egress: i.Link.Egress, Ingress: i.Link.Ingress, LocalRanks: localRanks}
+	if len(st.Ads) > 0 {
+		p.StateEpoch, p.States = st.Epoch, st.encode()
+	}
+	b, _ := json.Marshal(p)
 	return b
+}
+
+// payloadPub is what the node advertises: the round machine's Info (the
+// driver publishes it) and the trainer's state hashes (the state check
+// does), encoded into one payload whenever either changes.
+type payloadPub struct {
+	mu         sync.Mutex
+	info       rounds.Info
+	samples    float64
+	localRanks int
+	states     stateAds
+}
+
+// setInfo publishes the round machine's Info.
+func (n *Node) setInfo(i rounds.Info, samples float64, localRanks int) error {
+	p := &n.pub
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.info, p.samples, p.localRanks = i, samples, localRanks
+	return n.mesh.SetPayload(encodePayloadStates(p.info, p.samples, p.localRanks, p.states))
+}
+
+// setStates publishes the trainer's state hashes.
+func (n *Node) setStates(st stateAds) error {
+	p := &n.pub
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.states = st
+	return n.mesh.SetPayload(encodePayloadStates(p.info, p.samples, p.localRanks, p.states))
 }
 
 func (p payload) info() rounds.Info {

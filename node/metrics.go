@@ -46,6 +46,10 @@ type metrics struct {
 	ckRepl     prometheus.Counter
 	ckRefused  *prometheus.CounterVec // reason
 
+	stateChecks   *prometheus.CounterVec // result
+	stateDiverged prometheus.Gauge
+	stateResyncs  prometheus.Counter
+
 	lastApply time.Time // driver goroutine only
 }
 
@@ -82,6 +86,9 @@ func newMetrics() *metrics {
 	m.ckRejected = f.counterVec("ringmesh_checkpoint_announcements_rejected_total", "Checkpoint announcements dropped, by reason.", "reason")
 	m.ckRepl = f.counter("ringmesh_checkpoint_replications_total", "Background checkpoint replications started.")
 	m.ckRefused = f.counterVec("ringmesh_checkpoint_refused_total", "Checkpoints not fetched or replicated, by reason (no_space, untrusted).", "reason")
+	m.stateChecks = f.counterVec("ringmesh_state_checks_total", "Comparisons of the trainer's model state hash with the other members', by result (agree, diverged, unchecked: no other member reported the step).", "result")
+	m.stateDiverged = f.gauge("ringmesh_state_diverged", "1 when the last state check with a verdict found the trainer's model state diverged from the mesh's majority, else 0.")
+	m.stateResyncs = f.counter("ringmesh_state_resyncs_total", "Joins of the trainer to re-sync its model state from the mesh after a state check found it diverged.")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every known label value from the start, so a dashboard shows 0, not
 	// "no data", for what has not happened yet.
@@ -92,6 +99,7 @@ func newMetrics() *metrics {
 		m.probes:      {"ok", "failed"},
 		m.ckRejected:  checkpoint.AnnouncementRejections,
 		m.ckRefused:   checkpoint.Refusals,
+		m.stateChecks: stateResults,
 	} {
 		for _, v := range values {
 			vec.WithLabelValues(v)

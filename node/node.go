@@ -167,6 +167,10 @@ type Node struct {
 	// localRanks is how many processes the attached trainer speaks for
 	// (its join's LocalRanks; 0 before a join).
 	localRanks atomic.Int32
+	// pub is the heartbeat payload; check compares the trainer's state
+	// hashes with the other members' (statecheck.go).
+	pub   payloadPub
+	check *stateCheck
 	// lock is the data dir lock Open took (nil when Config.Lock was given).
 	lock *DataDirLock
 
@@ -217,6 +221,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 		m.Close()
 		return nil, err
 	}
+	n.check = newStateCheck(n.host.ID(), n.log, n.metrics, func(a stateAds) {
+		if err := n.setStates(a); err != nil {
+			n.log.Warn("set payload", "err", err)
+		}
+	})
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.metrics.reg.MustRegister(newLaneCollector(n.tr.LaneStats))
 	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
@@ -266,6 +275,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.api.serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	g.Go(func() error { return n.metricsSrv.serve(gctx) })
+	g.Go(func() error { return n.check.run(gctx, n) })
 	if n.probe != nil {
 		g.Go(func() error { return n.probe.run(gctx) })
 	}

@@ -73,6 +73,9 @@ type StatusJSON struct {
 	Lanes   allreduce.LaneStats `json:"lanes"`
 	Members []mesh.MemberJSON   `json:"members"`
 	Rounds  RoundsJSON          `json:"rounds"`
+	// StateCheck: how the trainer's model state compares with the other
+	// members' (PROTOCOL.md, "State checks").
+	StateCheck StateCheckJSON `json:"state_check"`
 }
 
 // Status reports the node's view of the mesh and its round state.
@@ -104,6 +107,7 @@ func (n *Node) Status() StatusJSON {
 			ads[m.ID] = pl
 		}
 	}
+	st.StateCheck = n.check.status()
 	st.Rounds.Plan = []PlanJSON{}
 	for i, id := range sn.list {
 		p := PlanJSON{ID: id.String()}

@@ -35,6 +35,7 @@ func (st StatusJSON) WriteText(w io.Writer) {
 		fmt.Fprintf(w, " (%s)", r.Reason)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, st.StateCheck.text())
 	plan := map[string]PlanJSON{}
 	for _, p := range r.Plan {
 		plan[p.ID] = p
@@ -99,4 +100,25 @@ func MetricsURL(addr string) string {
 		return "off"
 	}
 	return "http://" + addr + "/metrics"
+}
+
+// text is the state check line of `ringmesh status`.
+func (sc StateCheckJSON) text() string {
+	counts := fmt.Sprintf("checks: %d agree, %d diverged, %d unchecked; re-syncs: %d", sc.Checks[stateAgree], sc.Checks[stateDiverged],
+		sc.Checks[stateUnchecked], sc.Resyncs)
+	l := sc.Last
+	switch {
+	case l == nil && sc.Reported == 0:
+		return "state check: no state hash reported by the trainer yet"
+	case l == nil:
+		return fmt.Sprintf("state check: step %d reported, not compared yet", sc.Reported)
+	case sc.Diverged && sc.Verdict != nil:
+		l = sc.Verdict
+		return fmt.Sprintf("state check: DIVERGED: the trainer's model state differs from the mesh's majority (last verdict, step %d: "+
+			"%d of %d reporting members hold this state, hash %s, majority %s); the trainer must re-sync from the mesh (%s)",
+			l.Step, l.Agree, l.Reporting, l.Hash, l.Majority, counts)
+	case l.Reporting < 2:
+		return fmt.Sprintf("state check: step %d: no other member reported a state hash for it (a single member, or another check_every) (%s)", l.Step, counts)
+	}
+	return fmt.Sprintf("state check: step %d: agrees, %d of %d members hold this state (hash %s) (%s)", l.Step, l.Agree, l.Reporting, l.Hash, counts)
 }

@@ -57,6 +57,19 @@ const (
 	// OpAllReduceWait waits for the pending all-reduce of Step and answers
 	// as a plain allreduce does.
 	OpAllReduceWait = "allreduce_wait"
+	// OpStateHash reports a fingerprint (Hash) of the model state the
+	// trainer holds at Step (after applying Step-1). The node advertises it
+	// and compares it with the other members' (PROTOCOL.md, "State
+	// checks"); Response.StateCheck says what the comparisons found.
+	OpStateHash = "state_hash"
+)
+
+// State hashes a trainer reports (OpStateHash): lowercase hex, at least
+// MinStateHash and at most MaxStateHash characters; the node compares the
+// first MinStateHash.
+const (
+	MinStateHash = 16
+	MaxStateHash = 64
 )
 
 // MaxParts bounds an all-reduce's Parts.
@@ -144,6 +157,14 @@ type Request struct {
 	// DATA_DIR/join-checkpoint.ckpt); Response.Checkpoint describes it. No
 	// such checkpoint in time: code "unavailable" (join again).
 	WantCheckpoint bool `json:"want_checkpoint,omitempty"`
+	// join: the trainer's state diverged from the mesh's (a state check
+	// said so): even when the trainer is at the list's step, the node is
+	// admitted as a joiner at a later step, for which a member saves the
+	// checkpoint the trainer loads (with WantCheckpoint).
+	Resync bool `json:"resync,omitempty"`
+
+	// state_hash: the fingerprint of the trainer's state at Step.
+	Hash string `json:"hash,omitempty"`
 }
 
 // Response answers the request with the same ID.
@@ -202,6 +223,29 @@ type Response struct {
 
 	// status: the same object `ringmesh status --json` prints.
 	Status json.RawMessage `json:"status,omitempty"`
+
+	// allreduce, state_hash: a state check found the trainer's state
+	// diverged from the mesh's (Diverged), and the trainer has not joined
+	// with Resync since; state_hash: else the last check decided, if any.
+	StateCheck *StateCheck `json:"state_check,omitempty"`
+}
+
+// StateCheck is the outcome of one comparison of the trainer's model state
+// with the other members' (PROTOCOL.md, "State checks").
+type StateCheck struct {
+	Epoch uint64 `json:"epoch"`
+	Step  uint64 `json:"step"`
+	Hash  string `json:"hash"` // this trainer's
+	// Majority is the hash the check found the mesh holds: the one most
+	// members reported; on a tie, that of the member first in the agreed
+	// list among those holding a tied hash.
+	Majority string `json:"majority"`
+	// Agree counts the members that reported this trainer's hash, this one
+	// included; Reporting the members that reported a hash for the step
+	// (1: nobody else did, no verdict).
+	Agree     int  `json:"agree"`
+	Reporting int  `json:"reporting"`
+	Diverged  bool `json:"diverged"`
 }
 
 // Share is a trainer's part of one step's global batch: of a batch of b

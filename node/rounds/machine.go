@@ -143,7 +143,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		}
 		m.settled = e.Settled
 	case TrainerJoin:
-		m.trainerJoin(e.StartStep, e.NeedState)
+		m.trainerJoin(e.StartStep, e.NeedState, e.Resync)
 	case TrainerLeave:
 		m.trainerGone(e.Reason)
 	case Submit:
@@ -244,12 +244,13 @@ func (m *Machine) resetStep() {
 	m.retryAt = time.Time{}
 }
 
-// trainerJoin: a trainer whose state is at start wants to train.
-func (m *Machine) trainerJoin(start uint64, needState bool) {
+// trainerJoin: a trainer whose state is at start wants to train. One
+// that resyncs holds a state that is not the list's at any step.
+func (m *Machine) trainerJoin(start uint64, needState, resync bool) {
 	m.startStep, m.joinAt = start, m.now
 	m.submitted, m.joinPending, m.owed = false, false, false
-	m.behind = m.member() && start+1 == m.d.Step && m.heldLast()
-	if m.member() && (start == m.d.Step || m.behind || !needState) {
+	m.behind = !resync && m.member() && start+1 == m.d.Step && m.heldLast()
+	if !resync && m.member() && (start == m.d.Step || m.behind || !needState) {
 		// The trainer is where the mesh is, or one step behind with the
 		// decided result of that step held here, or takes the mesh's step
 		// as it is: it is a member again as soon as a majority of the list

@@ -192,9 +192,15 @@ type ViewChanged struct {
 // joins at the next step like a joiner, so that a checkpoint of its entry
 // step is saved for it; without it, a member is answered at once with its
 // open step (the trainer takes the mesh's step as it is).
+//
+// Resync: the trainer's state diverged from the mesh's (a state check said
+// so), so the state it holds at StartStep is not the list's even when the
+// step is: a member joins at the next step like a joiner (NeedState is
+// implied), never at once.
 type TrainerJoin struct {
 	StartStep uint64
 	NeedState bool
+	Resync    bool
 }
 
 // TrainerLeave: the trainer left, disconnected or was excluded.

@@ -265,7 +265,7 @@ class Client:
     # -- membership ---------------------------------------------------------
 
     def join(self, start_step: int = 0, timeout: Optional[float] = None, want_checkpoint: bool = False,
-             dest: Optional[str] = None, poll: float = 30.0, local_ranks: int = 0) -> Response:
+             dest: Optional[str] = None, poll: float = 30.0, local_ranks: int = 0, resync: bool = False) -> Response:
         """Wait until this node is a training member; return the response
         with ``step`` (the entry step) and ``members``.
 
@@ -286,7 +286,11 @@ class Client:
         Raises RingmeshError with code ``timeout`` when the time is up.
         ``local_ranks``: how many processes this trainer speaks for (the
         torchrun local ranks that reduced among themselves first; shown in
-        ``ringmesh status``).
+        ``ringmesh status``). ``resync``: this trainer's state diverged from
+        the mesh's (a state check said so, see ``state_hash``): the node is
+        admitted as a joiner at a later step even when the trainer is at the
+        list's step, so that with ``want_checkpoint`` it gets the mesh's
+        state of its entry step.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         said = None
@@ -300,6 +304,8 @@ class Client:
             req = {"op": P.OP_JOIN, "start_step": int(start_step), "timeout_ms": max(int(slice_s * 1000), 1)}
             if local_ranks > 1:
                 req["local_ranks"] = int(local_ranks)
+            if resync:
+                req["resync"] = True
             if want_checkpoint:
                 req["want_checkpoint"] = True
                 if dest:
@@ -315,6 +321,16 @@ class Client:
                 if e.message != said:
                     log.info("waiting for the mesh (%.0fs): %s", time.monotonic() - t0, e.message)
                     said = e.message
+
+    def state_hash(self, step: int, digest: str) -> Response:
+        """Report ``digest`` (16 to 64 lowercase hex characters) as the
+        fingerprint of the model state this trainer holds at ``step`` (after
+        applying ``step - 1``). The node compares it with the other members'
+        (PROTOCOL.md, "State checks"); the answer's ``state_check`` (None
+        while none is decided) says what a comparison found: ``step``,
+        ``agree``, ``reporting``, ``majority``, ``diverged`` (True: load the
+        mesh's state, ``join(resync=True, want_checkpoint=True)``)."""
+        return self._call({"op": P.OP_STATE_HASH, "step": int(step), "hash": str(digest)})
 
     def membership(self) -> Response:
         """The node's state (``state``, ``reason``), ``next_step`` and the

@@ -36,6 +36,8 @@ OP_CHECKPOINT_LIST = "checkpoint_list"
 OP_CHECKPOINT_FETCH = "checkpoint_fetch"
 OP_PART_READY = "part_ready"  # a part of the pending all-reduce in parts is in the buffer
 OP_ALLREDUCE_WAIT = "allreduce_wait"  # the outcome of the pending all-reduce in parts
+OP_STATE_HASH = "state_hash"  # a fingerprint of the trainer's model state at a step (state checks)
+MIN_STATE_HASH, MAX_STATE_HASH = 16, 64  # lowercase hex characters
 MAX_PARTS = 4096
 
 # Error codes in a response's "code".

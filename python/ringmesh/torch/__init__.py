@@ -29,7 +29,10 @@ when the local node restarts; ``resume=True`` starts a restarted mesh from
 its newest checkpoint). The members of a newly formed mesh start from one
 state, as DDP broadcasts rank 0's parameters: the member with the lowest
 peer ID saves its state through its node and the others load it in
-``join`` (``sync_initial_state``).
+``join`` (``sync_initial_state``). Every ``check_every`` steps the members
+compare a hash of their state through the mesh; a member whose state
+diverged from the majority's re-syncs from the mesh's checkpoint
+(``DistributedOptimizer``, "state checks").
 
 Gradients live in one shared-memory buffer, laid out parameter after
 parameter in ``model.parameters()`` order; the node all-reduces it in place
@@ -43,6 +46,7 @@ replaced by ``set_to_none``) are copied in and out.
 from __future__ import annotations
 
 import collections
+import hashlib
 import inspect
 import logging
 import os
@@ -444,7 +448,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
          start_step: int = 0, timeout: Optional[float] = None, checkpoint_dir: Optional[str] = None,
          max_unavailable: int = 3, resume: bool = False, scheduler: Optional[Any] = None,
          local_ranks: int = 0, sync_initial_state: bool = True,
-         sync_timeout: float = SYNC_TIMEOUT) -> Membership:
+         sync_timeout: float = SYNC_TIMEOUT, resync: bool = False) -> Membership:
     """Join the mesh, waiting until the node is a training member, and load
     the mesh's checkpoint of the entry step into model and optimizer when
     this node was admitted into a running mesh.
@@ -472,7 +476,12 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
     locally or announced in the mesh) when it is past ``start_step``, so a
     mesh restarted as a whole goes on from where it was rather than from
     step 0. ``local_ranks``: how many processes this trainer speaks for
-    (see ``DistributedOptimizer``)."""
+    (see ``DistributedOptimizer``).
+
+    ``resync``: the model's state diverged from the mesh's (a state check
+    said so): the node is admitted at a later step as a joiner, also when
+    it is at the list's step, and the mesh's checkpoint of that step is
+    loaded."""
     directory = checkpoint_dir or default_checkpoint_dir(client)
     dest = os.path.join(directory, "join-state.pt")
     os.makedirs(directory, exist_ok=True)
@@ -486,7 +495,7 @@ def join(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], cli
         want = unavailable < max_unavailable
         try:
             resp = client.join(start_step, timeout=timeout, want_checkpoint=want, dest=dest if want else None,
-                               local_ranks=local_ranks)
+                               local_ranks=local_ranks, resync=resync)
             break
         except RingmeshError as e:
             if e.code != P.CODE_UNAVAILABLE:
@@ -583,6 +592,44 @@ def _load_initial(m: Membership, ck: Dict[str, Any], model, optimizer, scheduler
     m.extra = state.get("extra") or {}
     log.info("new mesh of %d members at step %d: loaded the initial state of %s (checkpoint %s)",
              len(m.members), m.step, _short(min(m.members)), ck.get("root", ""))
+
+
+# A fingerprint's sample of each tensor: this many elements, evenly strided.
+_HASH_SAMPLES = 64
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def state_hash(tensors) -> str:
+    """A cheap, exact fingerprint of ``tensors`` (a model's parameters and
+    buffers): sha256 over each tensor's shape and dtype, the sum of its
+    elements' bit patterns as integers (exact and independent of the order
+    of summation, so the same bits give the same sum on any device) and a
+    strided sample of its elements' bits; 32 hex characters. Computed where
+    the tensors are (one small copy to the CPU per device, never the whole
+    model)."""
+    h = hashlib.sha256()
+    per_device: Dict[Any, List[torch.Tensor]] = {}
+    with torch.no_grad():
+        for t in tensors:
+            t = t.detach()
+            if t.is_complex():
+                t = torch.view_as_real(t)
+            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+            if t.numel() == 0:
+                continue
+            flat = t.reshape(-1)
+            if flat.dtype == torch.bool:
+                bits = flat.to(torch.uint8)
+            else:
+                it = _INT_OF_SIZE.get(flat.element_size())
+                bits = flat.view(it) if it is not None else flat.contiguous().view(torch.uint8)
+            stride = max(1, bits.numel() // _HASH_SAMPLES)
+            out = per_device.setdefault(t.device, [])
+            out.append(bits.sum(dtype=torch.int64).reshape(1))
+            out.append(bits[::stride][:_HASH_SAMPLES].to(torch.int64))
+        for dev in sorted(per_device, key=str):
+            h.update(torch.cat(per_device[dev]).cpu().numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def _run_epoch(run_id: str) -> int:
@@ -789,6 +836,22 @@ class DistributedOptimizer:
     DDP's ``broadcast_buffers`` keeps them equal); a running mean then equals
     the single-process one over the global batch.
 
+    ``check_every`` (default 100; 0: off): state checks. After every
+    applied step whose ``next_step`` is a multiple of it, local rank 0
+    reports a fingerprint of the parameters and the averaged buffers
+    (``state_hash``) to its node, which compares it with the other
+    members' (PROTOCOL.md, "State checks"). When the node finds this
+    host's state differs from the majority's (a bug, a bit flip, code that
+    changed the weights outside the optimizer), it logs an error, says so
+    in ``ringmesh status`` and its metrics, and ``step`` re-syncs: it
+    joins again as a joiner, loads the mesh's checkpoint of the entry
+    step on every local rank, logs an error naming that step and returns
+    False (``resyncs`` counts them; ``state_check`` is the node's last
+    answer). Every member should use the same ``check_every``. The check
+    is exact: hosts whose hardware rounds the optimizer's update
+    differently (a CPU host and a GPU host) drift apart by rounding and
+    are re-synced too; use a larger ``check_every`` or 0 there.
+
     ``reconnect_timeout`` > 0: when the local node goes away during an
     all-reduce (it crashed or restarted), wait up to that many seconds for
     it to come back on the same data dir, reconnect, join again (loading the
@@ -803,7 +866,7 @@ class DistributedOptimizer:
                  bind_grads: bool = True, reconnect_timeout: Optional[float] = None, resume: bool = False,
                  sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None,
                  overlap: bool = True, part_mb: float = 25.0, sync_initial_state: bool = True,
-                 sync_timeout: float = SYNC_TIMEOUT):
+                 sync_timeout: float = SYNC_TIMEOUT, check_every: int = 100):
         from ._local import LocalGroup
         self.local = LocalGroup.detect(local_group)
         self.lead = self.local is None or self.local.lead
@@ -827,6 +890,12 @@ class DistributedOptimizer:
         self.resume = resume
         self.sync_initial_state = sync_initial_state
         self.sync_timeout = sync_timeout
+        if check_every < 0:
+            raise ValueError(f"check_every {check_every}: want 0 (off) or a positive number of steps")
+        self.check_every = int(check_every)
+        self.resyncs = 0
+        self.state_check: Optional[Dict[str, Any]] = None  # the node's last answer about a state check
+        self._resynced_at = -1  # the entry step of the last re-sync
         self.averager = GradientAverager(model, self.client, wire=wire, bind_grads=bind_grads,
                                          sync_buffers=sync_buffers)
         self.membership: Optional[Membership] = None
@@ -930,16 +999,18 @@ class DistributedOptimizer:
         if self.membership is None:
             self.join()
 
-    def join(self) -> Membership:
+    def join(self, resync: bool = False) -> Membership:
         """Join the mesh and load the checkpoint of the entry step (the
         first join with ``resume``: the newest checkpoint, see ``join``);
         with local ranks, rank 0 joins and every rank loads the same
-        state."""
+        state. ``resync``: this host's state diverged from the mesh's; it
+        joins as a joiner and loads the mesh's state even at the list's
+        step."""
         first = self.membership is None
         m = None
         if self.lead:
             try:
-                m = self._lead_join(first)
+                m = self._lead_join(first, resync)
             except BaseException as e:
                 if self.local is not None:
                     self.local.bcast_json({"error": [getattr(e, "code", ""), str(e)]})
@@ -976,7 +1047,7 @@ class DistributedOptimizer:
     # collective never reaches the process group's timeout.
     _JOIN_SLICE = 60.0
 
-    def _lead_join(self, first: bool) -> Membership:
+    def _lead_join(self, first: bool, resync: bool = False) -> Membership:
         start = self.start_step if first else self.membership.step
         resumed = None
         if self.resume and first:
@@ -992,7 +1063,8 @@ class DistributedOptimizer:
             try:
                 m = join(self.model, self.optimizer, self.client, start, timeout=timeout,
                          checkpoint_dir=self.checkpoint_dir, scheduler=self.scheduler, local_ranks=self.local_size,
-                         sync_initial_state=self.sync_initial_state, sync_timeout=self.sync_timeout)
+                         sync_initial_state=self.sync_initial_state, sync_timeout=self.sync_timeout,
+                         resync=resync)
                 if resumed is not None and m.loaded is None:
                     m.loaded, m.checkpoint = resumed["path"], m.checkpoint or resumed
                 return m
@@ -1205,7 +1277,64 @@ class DistributedOptimizer:
                 self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
                 and resp.members and resp.members[0] == self.client.self_id)):
             self._save_quietly(resp.next_step)
+        return not self._check_state(resp)
+
+    def _check_state(self, resp: Response) -> bool:
+        """The state check after an applied step: report this host's state
+        hash when ``next_step`` is a multiple of ``check_every``, and
+        re-sync from the mesh when the node says the state diverged (in
+        this answer or the all-reduce's). Returns whether it re-synced."""
+        verdict = resp.get("state_check")
+        if self.check_every > 0 and resp.next_step % self.check_every == 0:
+            answer = None
+            if self.lead:
+                try:
+                    answer = self.client.state_hash(resp.next_step, self.state_hash()).get("state_check")
+                except (RingmeshError, RingmeshConnectionError) as e:
+                    log.warning("state hash of step %d not reported to the node: %s", resp.next_step, e)
+            if self.local is not None:
+                answer = self.local.bcast_json(answer)
+            if answer is not None:
+                self.state_check = answer
+                if not (verdict and verdict.get("diverged")):
+                    verdict = answer
+        if not (verdict and verdict.get("diverged")) or int(verdict.get("step", 0)) < self._resynced_at:
+            return False
+        self._resync(verdict)
         return True
+
+    def state_hash(self) -> str:
+        """The fingerprint of this host's state that state checks compare:
+        every parameter, and the floating-point buffers the mesh averages
+        (``sync_buffers``); see ``ringmesh.torch.state_hash``."""
+        seen, tensors = set(), []
+        for t in list(self.model.parameters()) + list(self.averager.buffers):
+            if id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+        return state_hash(tensors)
+
+    def _resync(self, verdict: Dict[str, Any]) -> None:
+        """This host's state diverged from the mesh's: join again as a
+        joiner and load the mesh's checkpoint of the entry step."""
+        if self.lead:
+            log.error("state check: this host's model state at step %d differs from the mesh's: %d of %d reporting "
+                      "members hold it (hash %s, the majority's %s); re-syncing from the mesh rather than training on",
+                      verdict.get("step", 0), verdict.get("agree", 0), verdict.get("reporting", 0),
+                      verdict.get("hash", ""), verdict.get("majority", ""))
+        self.resyncs += 1
+        self.rejoins += 1
+        self.join(resync=True)
+        m = self.membership
+        self._resynced_at = m.step
+        if self.lead:
+            ck = m.checkpoint or {}
+            if m.loaded:
+                log.error("state check: re-synced from the mesh's checkpoint of step %d (root %s); training goes on "
+                          "at step %d", ck.get("step", m.step), ck.get("root", ""), m.step)
+            else:
+                log.error("state check: joined again at step %d but got no checkpoint of the mesh's state: this host "
+                          "still holds its diverged state", m.step)
 
     def _say_changes(self, resp: Response) -> None:
         """Log what a trainer wants to know of an applied round: retries

@@ -42,7 +42,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs := cli.NewFlagSet("node", nodeHelp, stderr)
 	var listen, join cli.Strings
 	dataDir := fs.String("data-dir", "", "directory for the identity key, control socket and checkpoints (required)")
-	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001 and its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1)")
+	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable; default /ip4/0.0.0.0/tcp/4001, plus its QUIC twin /ip4/0.0.0.0/udp/4001/quic-v1 with --insecure-open-mesh: a private mesh is TCP only)")
 	fs.Var(&join, "join", "join token from 'ringmesh token', or a member address: /ip4/A/tcp/P[/p2p/ID], /dns4/HOST/tcp/P (repeatable)")
 	fs.StringVar(&cfg.Mesh.Mesh, "mesh", cfg.Mesh.Mesh, "mesh name: separates meshes on one network")
 	noMDNS := fs.Bool("no-mdns", false, "disable mDNS discovery on the local network")

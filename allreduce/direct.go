@@ -10,8 +10,10 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -57,25 +59,59 @@ const (
 	// during which its lanes stay on streams without trying.
 	laneDialTimeout = 5 * time.Second
 	laneFailMemory  = 5 * time.Minute
+
+	// laneListenRetry is how long after a failed listen on a local IP
+	// lanes arriving there stay on streams before the listen is tried
+	// again.
+	laneListenRetry = time.Minute
+
+	// portsWarnEvery bounds the warning about running out of local
+	// ports for lane connections.
+	portsWarnEvery = time.Minute
 )
 
 // LaneStats says how this node's lanes ran: Direct, Fallback and Stream
 // count the lanes it sent (each lane of each round it dialled), Refused
 // the inbound lane connections it dropped (no valid token, a failed
-// handshake, over the limits).
+// handshake, over the limits), PortsExhausted the lane dials that failed
+// because this host had no local port left (each also a Fallback).
 type LaneStats struct {
 	// Mode is "tls" (direct lanes under libp2p's TLS), "plaintext"
 	// (TrustedNetwork) or "off" (every lane on its libp2p stream).
-	Mode     string `json:"mode"`
-	Direct   uint64 `json:"direct"`
-	Fallback uint64 `json:"fallback"`
-	Stream   uint64 `json:"stream"`
-	Refused  uint64 `json:"refused"`
+	Mode           string `json:"mode"`
+	Direct         uint64 `json:"direct"`
+	Fallback       uint64 `json:"fallback"`
+	Stream         uint64 `json:"stream"`
+	Refused        uint64 `json:"refused"`
+	PortsExhausted uint64 `json:"ports_exhausted"`
 }
 
 // laneCounters are LaneStats' counters.
 type laneCounters struct {
-	direct, fallback, stream, refused atomic.Uint64
+	direct, fallback, stream, refused, portsExhausted atomic.Uint64
+}
+
+// relayed reports whether c runs through a relay (or is otherwise
+// limited): its multiaddrs' IPs are the relay's, not the peer's, so no
+// lane connection is offered or dialled over it.
+func relayed(c network.Conn) bool {
+	if c.Stat().Limited {
+		return true
+	}
+	for _, a := range []ma.Multiaddr{c.LocalMultiaddr(), c.RemoteMultiaddr()} {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// portsExhausted reports whether a lane dial failed because this host has
+// no local (ephemeral) port left to connect from: with every lane of every
+// part and attempt on its own connection, closed ones pile up in
+// TIME_WAIT.
+func portsExhausted(err error) bool {
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EADDRINUSE)
 }
 
 // pendingLane is an offered token waiting for its connection. done (under
@@ -228,17 +264,14 @@ func (t *StreamTransport) writeControl(s Stream, c control) error {
 
 // laneListener returns the port of the lane listener on the IP s's
 // connection arrived at, starting one if needed; false when the
-// connection is relayed or has no IP, or the listener cannot be opened.
+// connection is relayed or has no IP, or the listener cannot be opened
+// (tried again laneListenRetry after a failure).
 func (t *StreamTransport) laneListener(s *trackedStream) (int, bool) {
 	c := s.Conn()
-	local := c.LocalMultiaddr()
-	if c.Stat().Limited {
+	if relayed(c) {
 		return 0, false
 	}
-	if _, err := local.ValueForProtocol(ma.P_CIRCUIT); err == nil {
-		return 0, false
-	}
-	ip, err := manet.ToIP(local)
+	ip, err := manet.ToIP(c.LocalMultiaddr())
 	if err != nil {
 		return 0, false
 	}
@@ -249,17 +282,18 @@ func (t *StreamTransport) laneListener(s *trackedStream) (int, bool) {
 		return 0, false
 	}
 	if ln, ok := t.listeners[key]; ok {
-		if ln == nil { // failed before
-			return 0, false
-		}
 		return ln.Addr().(*net.TCPAddr).Port, true
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(key, "0"))
-	if err != nil {
-		t.listeners[key] = nil
-		t.log.Warn("cannot open a lane listener; lanes arriving on this address stay on libp2p streams", "ip", key, "err", err)
+	if at, ok := t.listenFailed[key]; ok && time.Since(at) < laneListenRetry {
 		return 0, false
 	}
+	ln, err := t.listen("tcp", net.JoinHostPort(key, "0"))
+	if err != nil {
+		t.listenFailed[key] = time.Now()
+		t.log.Warn("cannot open a lane listener; lanes arriving on this address stay on libp2p streams until it is tried again", "ip", key, "err", err, "retry_after", laneListenRetry)
+		return 0, false
+	}
+	delete(t.listenFailed, key)
 	t.listeners[key] = ln
 	t.log.Info("lane listener", "addr", ln.Addr().String(), "mode", t.mode)
 	t.handles.Add(1)
@@ -303,14 +337,20 @@ func (t *StreamTransport) acceptLanes(ln net.Listener) {
 		}
 		t.unauthN++
 		t.unauth[ip]++
+		t.authing[raw] = struct{}{}
 		t.handles.Add(1)
 		t.mu.Unlock()
 		go t.authLane(raw, ip)
 	}
 }
 
-// refuse counts, logs and resets an inbound lane connection.
+// refuse counts, logs and resets an inbound lane connection (once the
+// transport is closing it only resets it: Close reset it).
 func (t *StreamTransport) refuse(raw *net.TCPConn, why string, err error) {
+	if t.ctx.Err() != nil {
+		resetTCP(raw)
+		return
+	}
 	n := t.lanes.refused.Add(1)
 	t.refuseLog.Do(func() {
 		t.log.Warn("refused lane connection (logged at most every 10 s)", "remote", raw.RemoteAddr().String(), "reason", why, "err", err, "refused_total", n)
@@ -329,6 +369,7 @@ func (t *StreamTransport) authLane(raw *net.TCPConn, ip string) {
 		}
 		released = true
 		t.mu.Lock()
+		delete(t.authing, raw)
 		t.unauthN--
 		if t.unauth[ip]--; t.unauth[ip] <= 0 {
 			delete(t.unauth, ip)
@@ -423,9 +464,12 @@ func (t *StreamTransport) takeLane(ctx context.Context, to peer.ID, s *trackedSt
 	case c.Code == laneNone:
 		t.lanes.stream.Add(1)
 		return s, nil
-	case t.mode == LaneModeOff:
+	case t.mode == LaneModeOff || relayed(s.Conn()):
 		// Direct lanes are off here (no security transport): decline the
-		// offer and stay on the stream, never dialling in plaintext.
+		// offer and stay on the stream, never dialling in plaintext. Over
+		// a relayed connection the offer's address would be the relay's
+		// (a lying member could aim the dial at any port there): stay
+		// too.
 		if err := t.declineLane(s); err != nil {
 			return nil, fail(err)
 		}
@@ -480,6 +524,16 @@ func (t *StreamTransport) connectLane(ctx context.Context, to peer.ID, s *tracke
 		return nil, errors.New("recent direct connection failure")
 	}
 	lc, err := t.dialLane(ctx, to, s, c)
+	if err != nil && ctx.Err() == nil && portsExhausted(err) {
+		// This host's fault, not the peer's: no failure memory (the dial
+		// fails at once, and lanes go direct again when ports free up).
+		n := t.lanes.portsExhausted.Add(1)
+		t.portsLog.Do(func() {
+			t.log.Warn("this host ran out of local ports for direct lane connections (closed lane connections wait in TIME_WAIT); lanes fall back to libp2p streams. Use fewer lanes (--allreduce-lanes) or larger parts, or widen net.ipv4.ip_local_port_range and set net.ipv4.tcp_tw_reuse=1 (logged at most every minute)",
+				"peer", to, "err", err, "ports_exhausted_total", n)
+		})
+		return nil, err
+	}
 	if err != nil && ctx.Err() == nil {
 		t.mu.Lock()
 		t.failed[to] = time.Now()
@@ -500,8 +554,8 @@ func (t *StreamTransport) dialLane(ctx context.Context, to peer.ID, s *trackedSt
 	}
 	dctx, cancel := context.WithTimeout(ctx, laneDialTimeout+t.authTimeout())
 	defer cancel()
-	d := net.Dialer{Timeout: laneDialTimeout}
-	nc, err := d.DialContext(dctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(int(c.Port))))
+	defer context.AfterFunc(t.ctx, cancel)() // Close ends the dial too
+	nc, err := t.dial(dctx, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(int(c.Port))))
 	if err != nil {
 		return nil, err
 	}

@@ -36,17 +36,28 @@ type StreamTransport struct {
 	closed    bool
 	open      map[*trackedStream]struct{}
 	conns     map[*laneConn]struct{}
-	listeners map[string]net.Listener // by local IP; nil: could not listen
-	pending   map[[laneTokenLen]byte]*pendingLane
-	unauth    map[string]int // inbound lane connections before their token, by IP
-	unauthN   int
+	listeners map[string]net.Listener // by local IP
+	// listenFailed is when a listen on a local IP last failed: lanes
+	// arriving there stay on streams for laneListenRetry.
+	listenFailed map[string]time.Time
+	pending      map[[laneTokenLen]byte]*pendingLane
+	unauth       map[string]int // inbound lane connections before their token, by IP
+	unauthN      int
+	// authing holds those connections, for Close to reset.
+	authing map[*net.TCPConn]struct{}
 	// expected counts the pending lane offers by the IP of the stream
 	// they went out on: members' lane connections come from there and
 	// are not held to the global cap that outsiders can fill.
 	expected  map[string]int
 	refuseLog rate.Sometimes        // refusal log lines: the first, then one per 10 s
+	portsLog  rate.Sometimes        // out-of-ports warnings: the first, then one per minute
 	failed    map[peer.ID]time.Time // last direct connection failure
 	handles   sync.WaitGroup
+
+	// dial connects a lane and listen opens a lane listener (tests
+	// replace them to inject failures).
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	listen func(network, addr string) (net.Listener, error)
 }
 
 // Lane modes: LaneStats.Mode.
@@ -68,16 +79,21 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 	logger = logger.With("component", "allreduce")
 	t := &StreamTransport{
 		h: h, cfg: cfg, log: logger,
-		inbox:     newInbox(cfg, logger),
-		mode:      LaneModeOff,
-		open:      make(map[*trackedStream]struct{}),
-		conns:     make(map[*laneConn]struct{}),
-		listeners: make(map[string]net.Listener),
-		pending:   make(map[[laneTokenLen]byte]*pendingLane),
-		unauth:    make(map[string]int),
-		expected:  make(map[string]int),
-		refuseLog: rate.Sometimes{First: 1, Interval: 10 * time.Second},
-		failed:    make(map[peer.ID]time.Time),
+		inbox:        newInbox(cfg, logger),
+		mode:         LaneModeOff,
+		open:         make(map[*trackedStream]struct{}),
+		conns:        make(map[*laneConn]struct{}),
+		listeners:    make(map[string]net.Listener),
+		listenFailed: make(map[string]time.Time),
+		pending:      make(map[[laneTokenLen]byte]*pendingLane),
+		unauth:       make(map[string]int),
+		authing:      make(map[*net.TCPConn]struct{}),
+		expected:     make(map[string]int),
+		refuseLog:    rate.Sometimes{First: 1, Interval: 10 * time.Second},
+		portsLog:     rate.Sometimes{First: 1, Interval: portsWarnEvery},
+		failed:       make(map[peer.ID]time.Time),
+		dial:         (&net.Dialer{Timeout: laneDialTimeout}).DialContext,
+		listen:       net.Listen,
 	}
 	t.ctx, t.stop = context.WithCancel(context.Background())
 	switch {
@@ -98,11 +114,12 @@ func NewStreamTransport(h host.Host, cfg Config, logger *slog.Logger) *StreamTra
 // LaneStats reports how the lanes ran so far.
 func (t *StreamTransport) LaneStats() LaneStats {
 	return LaneStats{
-		Mode:     t.mode,
-		Direct:   t.lanes.direct.Load(),
-		Fallback: t.lanes.fallback.Load(),
-		Stream:   t.lanes.stream.Load(),
-		Refused:  t.lanes.refused.Load(),
+		Mode:           t.mode,
+		Direct:         t.lanes.direct.Load(),
+		Fallback:       t.lanes.fallback.Load(),
+		Stream:         t.lanes.stream.Load(),
+		Refused:        t.lanes.refused.Load(),
+		PortsExhausted: t.lanes.portsExhausted.Load(),
 	}
 }
 
@@ -178,8 +195,9 @@ func (t *StreamTransport) Abandon(from peer.ID, h Header, notice []byte) {
 }
 
 // Close removes the handler, rejects held streams, closes the lane
-// listeners, resets every open stream and lane connection and waits for
-// running handlers. Rounds in progress fail.
+// listeners, resets every open stream and lane connection (inbound ones
+// still being authenticated too) and waits for running handlers. Rounds
+// in progress fail.
 func (t *StreamTransport) Close() error {
 	t.h.RemoveStreamHandler(protocol.ID(ProtocolID))
 	t.mu.Lock()
@@ -195,6 +213,13 @@ func (t *StreamTransport) Close() error {
 	t.conns = make(map[*laneConn]struct{})
 	lns := t.listeners
 	t.listeners = make(map[string]net.Listener)
+	// Inbound lane connections that have not presented a token (an
+	// outsider's half-open ones among them) are reset now, not waited
+	// for.
+	authing := make([]*net.TCPConn, 0, len(t.authing))
+	for raw := range t.authing {
+		authing = append(authing, raw)
+	}
 	t.mu.Unlock()
 	t.stop()
 	for _, ln := range lns {
@@ -208,6 +233,9 @@ func (t *StreamTransport) Close() error {
 	}
 	for _, c := range conns {
 		resetTCP(c.raw)
+	}
+	for _, raw := range authing {
+		resetTCP(raw)
 	}
 	t.handles.Wait()
 	return nil

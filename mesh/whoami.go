@@ -49,18 +49,49 @@ func (m *Mesh) learnPeerID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 		return "", fmt.Errorf("resolve %s: %w", a, err)
 	}
 	// A name may resolve to many members (a Kubernetes headless Service)
-	// and to this node: the first other member that answers wins.
+	// and to this node: the first other member that answers wins. The
+	// addresses are tried happy-eyeballs style (RFC 8305), each
+	// joinStagger after the previous one or as soon as it fails, all
+	// under ctx: an address that never answers (a dead pod's, a
+	// blackholed one) holds up the others by joinStagger, not by the
+	// whole dial budget.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the attempts still running
+	type answer struct {
+		id  peer.ID
+		err error
+	}
+	answers := make(chan answer, len(addrs))
+	next := time.NewTimer(0)
+	defer next.Stop()
 	var errs []error
 	self := false
-	for _, ra := range addrs {
-		id, err := m.handshakeID(ctx, ra)
-		switch {
-		case err != nil:
-			errs = append(errs, err)
-		case id == m.self:
-			self = true
-		default:
-			return id, nil
+	for started, running := 0, 0; started < len(addrs) || running > 0; {
+		var start <-chan time.Time
+		if started < len(addrs) {
+			start = next.C
+		}
+		select {
+		case <-start:
+			ra := addrs[started]
+			started++
+			running++
+			go func() {
+				id, err := m.handshakeID(ctx, ra)
+				answers <- answer{id, err}
+			}()
+			next.Reset(joinStagger)
+		case r := <-answers:
+			running--
+			switch {
+			case r.err != nil:
+				errs = append(errs, r.err)
+			case r.id == m.self:
+				self = true
+			default:
+				return r.id, nil
+			}
+			next.Reset(0) // the next address now
 		}
 	}
 	switch {
@@ -72,6 +103,11 @@ func (m *Mesh) learnPeerID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 	return "", fmt.Errorf("resolve %s: no addresses", a)
 }
 
+// joinStagger is how long learnPeerID waits for one resolved address to
+// answer before it tries the next one as well (RFC 8305's connection
+// attempt delay).
+const joinStagger = 250 * time.Millisecond
+
 func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID, error) {
 	var d manet.Dialer
 	c, err := d.DialContext(ctx, a)
@@ -79,6 +115,8 @@ func (m *Mesh) handshakeID(ctx context.Context, a multiaddr.Multiaddr) (peer.ID,
 		return "", err
 	}
 	defer c.Close()
+	// Another address answered first (or the budget ran out): stop now.
+	defer context.AfterFunc(ctx, func() { _ = c.Close() })()
 	deadline := time.Now().Add(dialTimeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl

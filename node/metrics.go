@@ -136,11 +136,13 @@ func (f factory) histogram(name, help string) prometheus.Histogram {
 }
 
 // laneCollector exports the all-reduce transport's LaneStats: lanes sent
-// by how they ran, refused lane connections, and the lane mode.
+// by how they ran, refused lane connections, lane dials out of local
+// ports, and the lane mode.
 type laneCollector struct {
 	stats   func() allreduce.LaneStats
 	lanes   *prometheus.Desc
 	refused *prometheus.Desc
+	ports   *prometheus.Desc
 	mode    *prometheus.Desc
 }
 
@@ -149,6 +151,7 @@ func newLaneCollector(stats func() allreduce.LaneStats) *laneCollector {
 		stats:   stats,
 		lanes:   prometheus.NewDesc("ringmesh_allreduce_lanes_total", "All-reduce lanes this node sent, by how they ran: direct (own TCP connection), fallback (a direct connection failed; libp2p stream), stream (small lane or direct lanes off).", []string{"path"}, nil),
 		refused: prometheus.NewDesc("ringmesh_allreduce_lane_conns_refused_total", "Inbound lane connections dropped: no valid token, failed handshake, over the limits.", nil, nil),
+		ports:   prometheus.NewDesc("ringmesh_allreduce_lane_ports_exhausted_total", "Direct lane dials that failed because this host had no local port left (lane connections in TIME_WAIT); those lanes fell back to libp2p streams.", nil, nil),
 		mode:    prometheus.NewDesc("ringmesh_allreduce_lane_mode", "1 for the lane mode this node runs: tls, plaintext (--trusted-network) or off.", []string{"mode"}, nil),
 	}
 }
@@ -156,6 +159,7 @@ func newLaneCollector(stats func() allreduce.LaneStats) *laneCollector {
 func (c *laneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lanes
 	ch <- c.refused
+	ch <- c.ports
 	ch <- c.mode
 }
 
@@ -165,6 +169,7 @@ func (c *laneCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.lanes, prometheus.CounterValue, float64(st.Fallback), "fallback")
 	ch <- prometheus.MustNewConstMetric(c.lanes, prometheus.CounterValue, float64(st.Stream), "stream")
 	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.ports, prometheus.CounterValue, float64(st.PortsExhausted))
 	ch <- prometheus.MustNewConstMetric(c.mode, prometheus.GaugeValue, 1, st.Mode)
 }
 

@@ -28,7 +28,11 @@ func (st StatusJSON) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "metrics: %s\n", MetricsURL(st.MetricsAddr))
 	}
 	l := st.Lanes
-	fmt.Fprintf(w, "lanes: %s, %d direct, %d fallback, %d on streams, %d connections refused\n", laneMode(l.Mode), l.Direct, l.Fallback, l.Stream, l.Refused)
+	fmt.Fprintf(w, "lanes: %s, %d direct, %d fallback, %d on streams, %d connections refused", laneMode(l.Mode), l.Direct, l.Fallback, l.Stream, l.Refused)
+	if l.PortsExhausted > 0 {
+		fmt.Fprintf(w, ", %d dials out of local ports (TIME_WAIT)", l.PortsExhausted)
+	}
+	fmt.Fprintln(w)
 	r := st.Rounds
 	fmt.Fprintf(w, "rounds: %s, next step %d, %d agreed members, %d applied, %d retries", r.State, r.NextStep, len(r.Members), r.Applied, r.Retries)
 	if r.Reason != "" {

@@ -270,7 +270,7 @@ type stateCollector struct {
 
 func newStateCollector(n *Node) *stateCollector {
 	return &stateCollector{n: n,
-		members:  prometheus.NewDesc("ringmesh_members", "Members in this node's view, by state (self excluded).", []string{"state"}, nil),
+		members:  prometheus.NewDesc("ringmesh_members", "Members in this node's view, by state, this node included (as ringmesh status lists them).", []string{"state"}, nil),
 		step:     prometheus.NewDesc("ringmesh_round_next_step", "The next step this node's rounds will decide.", nil, nil),
 		epoch:    prometheus.NewDesc("ringmesh_round_epoch", "The epoch of the agreed member list.", nil, nil),
 		listSize: prometheus.NewDesc("ringmesh_round_list_members", "Members of the agreed list (the ring).", nil, nil),
@@ -292,10 +292,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []mesh.State{mesh.Alive, mesh.Suspect, mesh.Dead, mesh.Left} {
 		byState[s.String()] = 0
 	}
+	self := false
 	for _, m := range c.n.mesh.View().Members {
-		if m.ID != c.n.host.ID() {
-			byState[m.State.String()]++
-		}
+		byState[m.State.String()]++
+		self = self || m.ID == c.n.host.ID()
+	}
+	if !self {
+		byState[mesh.Alive.String()]++ // a running node is alive to itself
 	}
 	for s, k := range byState {
 		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(k), s)

@@ -115,7 +115,7 @@ func TestMetricsScrape(t *testing.T) {
 			{"ringmesh_allreduce_sent_bytes_total", []string{"lane", "0"}, func(v float64) bool { return v > 0 }, "> 0"},
 			{"ringmesh_allreduce_received_bytes_total", nil, func(v float64) bool { return v >= 20*(1<<16)*4/2 }, ">= half the buffer per round"},
 			{"ringmesh_allreduce_busbw_bytes_per_second", nil, func(v float64) bool { return v > 0 }, "> 0"},
-			{"ringmesh_members", []string{"state", "alive"}, func(v float64) bool { return v == 1 }, "1 (the other node)"},
+			{"ringmesh_members", []string{"state", "alive"}, func(v float64) bool { return v == 2 }, "2 (both nodes, as status lists them)"},
 			{"ringmesh_round_list_members", nil, func(v float64) bool { return v == 2 }, "2"},
 			{"ringmesh_round_next_step", nil, func(v float64) bool { return v >= 20 }, ">= 20"},
 			{"ringmesh_round_state", nil, func(v float64) bool { return v == 1 }, "1 (one state at a time)"},

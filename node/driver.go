@@ -114,6 +114,9 @@ type snapshot struct {
 	dropped       uint64
 	samples       float64 // the local trainer's samples per second
 	link          rounds.Link
+	// waitingFor: the members whose offer of the submitted step this
+	// node still waits for (rounds.Machine.WaitingFor).
+	waitingFor []peer.ID
 }
 
 // driver owns the rounds machine. One goroutine (run) feeds it every event
@@ -341,16 +344,18 @@ func (d *driver) publishSnapshot() {
 	for _, n := range d.m.Dropped {
 		dropped += n
 	}
+	waiting := d.m.WaitingFor()
 	old := d.snap.Load()
 	if old != nil && old.state == st && old.reason == why && old.epoch == epoch && old.step == step &&
-		slices.Equal(old.list, list) && old.dropped == dropped && slices.Equal(old.shares, shares) && old.samples == d.samples && old.link == d.link {
+		slices.Equal(old.list, list) && old.dropped == dropped && slices.Equal(old.shares, shares) && old.samples == d.samples && old.link == d.link &&
+		slices.Equal(old.waitingFor, waiting) {
 		return
 	}
 	if old == nil || old.state != st || old.reason != why {
 		d.log.Info("round state", "state", st, "reason", why, "epoch", epoch, "step", step, "members", len(list))
 	}
 	d.snap.Store(&snapshot{state: st, reason: why, epoch: epoch, step: step, list: slices.Clone(list),
-		shares: slices.Clone(shares), dropped: dropped, samples: d.samples, link: d.link})
+		shares: slices.Clone(shares), dropped: dropped, samples: d.samples, link: d.link, waitingFor: waiting})
 }
 
 // answer replies to the pending submit, with res when err is nil.

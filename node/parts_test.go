@@ -270,3 +270,31 @@ func unwrap(err error) error {
 	}
 	return err
 }
+
+// TestStatusNamesWhomAStepWaitsFor (issue 25 item 9): a member whose
+// trainer submitted a step while another's has not says in status whom
+// the step waits for; once that trainer submits, the list is empty.
+func TestStatusNamesWhomAStepWaitsFor(t *testing.T) {
+	ns, bufs := joinedMesh(t, 2, 10, time.Minute)
+	ctx := ctxT(t, 2*time.Minute)
+	done := make(chan error, 1)
+	go func() { _, err := bufs[0].AllReduce(ctx, 0, client.ReduceOptions{}); done <- err }()
+	other := ns[1].Status().Self.ID
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if w := ns[0].Status().Rounds.WaitingFor; len(w) == 1 && w[0] == other {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never named %s as awaited: %+v", other, ns[0].Status().Rounds)
+		}
+	}
+	if _, err := bufs[1].AllReduce(ctx, 0, client.ReduceOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w := ns[0].Status().Rounds.WaitingFor; len(w) != 0 {
+		t.Errorf("after the step, status still waits for %v", w)
+	}
+}

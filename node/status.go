@@ -37,6 +37,9 @@ type RoundsJSON struct {
 	Applied  uint64   `json:"applied"` // rounds applied since start
 	Retries  uint64   `json:"retries"` // extra attempts since start
 	Dropped  uint64   `json:"dropped"` // round messages dropped: malformed, or not fitting the sender's role
+	// WaitingFor: the members whose trainers' offers of the next step
+	// this node, having submitted it, still waits for.
+	WaitingFor []string `json:"waiting_for,omitempty"`
 	// Plan: each member of the agreed list, its share of the next step's
 	// global batch and what its node advertises.
 	Plan []PlanJSON `json:"plan"`
@@ -97,7 +100,7 @@ func (n *Node) Status() StatusJSON {
 	st.Self.ProbedOut, st.Self.ProbedIn = n.probe.probed()
 	st.Rounds = RoundsJSON{State: sn.state, Reason: sn.reason, Epoch: sn.epoch, NextStep: sn.step, Members: idStrings(sn.list),
 		Applied: count(n.metrics.roundsApplied), Retries: count(n.metrics.roundRetries),
-		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load()}
+		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load(), WaitingFor: idStrings(sn.waitingFor)}
 	if st.Rounds.Members == nil {
 		st.Rounds.Members = []string{}
 	}

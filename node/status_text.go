@@ -38,6 +38,13 @@ func (st StatusJSON) WriteText(w io.Writer) {
 	if r.Reason != "" {
 		fmt.Fprintf(w, " (%s)", r.Reason)
 	}
+	if len(r.WaitingFor) > 0 {
+		short := make([]string, len(r.WaitingFor))
+		for i, id := range r.WaitingFor {
+			short[i] = ShortID(id)
+		}
+		fmt.Fprintf(w, "; step %d waits for the trainers of %s", r.NextStep, strings.Join(short, ", "))
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, st.StateCheck.text())
 	plan := map[string]PlanJSON{}

@@ -414,6 +414,28 @@ func (m *Machine) offersComplete() bool {
 	return true
 }
 
+// WaitingFor lists the members of the list whose offer of the open step
+// this node, having submitted it, still waits for: live, and training as
+// far as their heartbeats say (the members offersComplete waits for).
+// Status shows them: a step that does not go on names whom it waits for.
+func (m *Machine) WaitingFor() []ID {
+	if !m.submitted || !m.member() {
+		return nil
+	}
+	var out []ID
+	for _, id := range m.d.List {
+		if id == m.self || m.offers[id] {
+			continue
+		}
+		p, ok := m.peers[id]
+		if !ok || !p.Live || (m.heardAt(p) && (p.Info.State == StateIdle || p.Info.State == StateJoining)) {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
 // askJoin sends a join request to each live peer of ids, every JoinPoll.
 func (m *Machine) askJoin(ids []ID) {
 	if m.now.Sub(m.askAt) < m.cfg.JoinPoll {

@@ -551,7 +551,11 @@ func (n *Node) join(ctx context.Context, start uint64, needState, resync bool) (
 	case <-ctx.Done():
 		d.call(func() { d.joins = slices.DeleteFunc(d.joins, func(c chan rounds.Admitted) bool { return c == w }) })
 		s := d.snap.Load()
-		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: fmt.Sprintf("not admitted yet: node is %s: %s", s.state, s.reason)}
+		msg := "not admitted yet: node is " + s.state
+		if s.reason != "" {
+			msg += ": " + s.reason
+		}
+		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: msg}
 	}
 }
 

@@ -54,8 +54,10 @@ import pickle
 import random
 import re
 import stat
+import sys
 import tempfile
 import time
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -667,6 +669,57 @@ def _short(peer_id: str) -> str:
     return f"<peer.ID {peer_id[:2]}*{peer_id[-6:]}>" if len(peer_id) > 10 else peer_id
 
 
+# The DistributedOptimizers alive in this process: a DistributedSampler
+# given none uses the one there is.
+_OPTIMIZERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _the_optimizer() -> "DistributedOptimizer":
+    alive = list(_OPTIMIZERS)
+    if len(alive) > 1:  # some may be garbage in a cycle
+        import gc
+        gc.collect()
+        alive = list(_OPTIMIZERS)
+    if len(alive) == 1:
+        return alive[0]
+    if not alive:
+        raise RuntimeError("ringmesh.torch.DistributedSampler: no DistributedOptimizer in this process yet: build "
+                           "the optimizer (rt.DistributedOptimizer(torch.optim.SGD(...), model)) before iterating "
+                           "the loader, or pass it: DistributedSampler(dataset, optimizer)")
+    raise RuntimeError(f"ringmesh.torch.DistributedSampler: {len(alive)} DistributedOptimizers in this process: pass "
+                       "the one that steps this loader's batches: DistributedSampler(dataset, optimizer)")
+
+
+def _ddp_running(module: torch.nn.Module, depth: int = 1):
+    """The torch DDP whose forward is running ``module`` right now (found
+    on the call stack above ``depth`` frames), or None."""
+    ddp = torch.nn.parallel.DistributedDataParallel
+    f = sys._getframe(depth)
+    for _ in range(16):
+        if f is None:
+            return None
+        me = f.f_locals.get("self")
+        if isinstance(me, ddp) and me.module is module:
+            return me
+        f = f.f_back
+    return None
+
+
+class _Progress:
+    """What one progress interval saw (see DistributedOptimizer)."""
+
+    def __init__(self):
+        self.reset(time.monotonic())
+
+    def reset(self, now: float) -> None:
+        self.t0 = now
+        self.steps = 0
+        self.samples = 0.0
+        self.wait = 0.0
+        self.rejoins = 0
+        self.mesh_samples = 0.0
+
+
 class GradientAverager:
     """Averages a model's gradients across the mesh through one shared
     buffer (see the module doc for the layout and the zero-copy binding)."""
@@ -866,7 +919,8 @@ class DistributedOptimizer:
                  bind_grads: bool = True, reconnect_timeout: Optional[float] = None, resume: bool = False,
                  sync_buffers: bool = True, scheduler: Optional[Any] = None, local_group: Optional[Any] = None,
                  overlap: bool = True, part_mb: float = 25.0, sync_initial_state: bool = True,
-                 sync_timeout: float = SYNC_TIMEOUT, check_every: int = 100):
+                 sync_timeout: float = SYNC_TIMEOUT, check_every: int = 100,
+                 progress_every: Optional[float] = None, progress_steps: int = 0):
         from ._local import LocalGroup
         self.local = LocalGroup.detect(local_group)
         self.lead = self.local is None or self.local.lead
@@ -912,11 +966,44 @@ class DistributedOptimizer:
         self._warned_weights = False
         self._buf_snap: Optional[List[torch.Tensor]] = None
         self._overlap = None
-        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-        if ddp and overlap and self.averager.grad_elems > 0:
+        self._overlap_wanted = overlap
+        self._part_bytes = int(part_mb * (1 << 20))
+        self._watch = None
+        # extra: plain data saved with every checkpoint this optimizer
+        # writes (a joiner finds it in ``membership.extra``).
+        self.extra: Dict[str, Any] = {}
+        # progress_every: seconds between progress lines (logger
+        # ringmesh.torch, INFO); progress_steps: also every that many steps
+        # (0: by time only). RINGMESH_PROGRESS=SECONDS sets the default; 0
+        # turns them off.
+        if progress_every is None:
+            progress_every = float(os.environ.get("RINGMESH_PROGRESS", "30") or 0)
+        self.progress_every = float(progress_every)
+        self.progress_steps = int(progress_steps)
+        self._progress = _Progress()
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            self._attach_ddp(model)
+        else:
+            # A model that DDP wraps later (the tutorial's order: the
+            # optimizer gets the bare model, the Trainer wraps it) is found
+            # at its first forward under DDP, before its first backward.
+            me = weakref.ref(self)  # the model must not keep the optimizer alive
+
+            def watch(module, inputs):
+                opt = me()
+                if opt is not None:
+                    opt._find_wrapper(module, inputs)
+            self._watch = model.register_forward_pre_hook(watch)
+        _OPTIMIZERS.add(self)
+
+    def _attach_ddp(self, model) -> None:
+        """Take over a DDP model: its comm hook weights the local ranks
+        and hands the buckets to the mesh (overlap)."""
+        self.model = model
+        if self._overlap_wanted and self.averager.grad_elems > 0:
             from ._overlap import Overlap
-            self._overlap = Overlap(self.averager, int(part_mb * (1 << 20)))
-        if ddp and (self.local is not None or self._overlap is not None):
+            self._overlap = Overlap(self.averager, self._part_bytes)
+        if self.local is not None or self._overlap is not None:
             try:
                 model.register_comm_hook(self, _mesh_hook)
                 self._hooked = True
@@ -932,6 +1019,33 @@ class DistributedOptimizer:
             # copy would overwrite it. The result is copied into .grad after
             # the round (scatter) instead.
             self.averager.bind_grads = False
+            with torch.no_grad():
+                for p, v in zip(self.averager.params, self.averager.views):
+                    if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
+                        p.grad = p.grad.clone()
+
+    def _find_wrapper(self, module, inputs) -> None:
+        """Forward pre-hook of the bare model given to the optimizer: when
+        a torch DDP runs it, the optimizer takes that DDP over (before the
+        step's backward), as if it had been given the DDP model; without
+        it, DDP would average the local ranks' gradients and the optimizer
+        average them again, with no overlap."""
+        ddp = _ddp_running(module, 3)
+        if ddp is None:
+            if self.local is None:  # a single process without DDP: nothing to find
+                self._unwatch()
+            return
+        self._unwatch()
+        if self._pending is not None:
+            raise RuntimeError("ringmesh.torch.DistributedOptimizer: the model was wrapped in "
+                               "DistributedDataParallel between synchronize() and step()")
+        log.debug("the model runs under torch DDP: the optimizer hooks into its buckets")
+        self._attach_ddp(ddp)
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.remove()
+            self._watch = None
 
     # The wrapped optimizer's surface.
     @property
@@ -1115,15 +1229,19 @@ class DistributedOptimizer:
         self._need_join()
         self._syncs += 1
         n, host = self._weights(batch_size)
+        t0 = time.monotonic()
         if self.local is None and self._overlap is not None:
             outcome = self._mesh_round(lambda: self._overlap_round(host, gather=True))
         elif self.local is None:
             outcome = self._mesh_round(lambda: self.averager.average(self.membership.step, host))
         else:
             outcome = self._sync_local(n, host)
+        self._progress.wait += time.monotonic() - t0
         if outcome["ok"]:
             self._pending = Response(outcome["resp"])
+            self._pending_samples = host
             return True
+        self._progress.rejoins += 1
         self.rejoins += 1
         self._pending = None
         self._restore_buffers()
@@ -1277,7 +1395,63 @@ class DistributedOptimizer:
                 self.checkpoint_every > 0 and resp.next_step % self.checkpoint_every == 0
                 and resp.members and resp.members[0] == self.client.self_id)):
             self._save_quietly(resp.next_step)
+        self._count_progress(resp)
         return not self._check_state(resp)
+
+    def _count_progress(self, resp: Response) -> None:
+        """Count an applied step; every ``progress_every`` seconds (or
+        ``progress_steps`` steps) local rank 0 logs a progress line at INFO:
+        the step, samples/s of the mesh and of this host, and how long the
+        trainer waited for the mesh in the interval (naming the member the
+        mesh's plan measures slowest when the wait was a large part)."""
+        pr = self._progress
+        pr.steps += 1
+        pr.samples += float(getattr(self, "_pending_samples", 0) or 0)
+        pr.mesh_samples += float(resp.total_weight or 0)
+        now = time.monotonic()
+        by_time = self.progress_every > 0 and now - pr.t0 >= self.progress_every
+        by_steps = self.progress_steps > 0 and pr.steps >= self.progress_steps
+        if not (by_time or by_steps):
+            return
+        if self.lead and log.isEnabledFor(logging.INFO):
+            log.info("%s", self._progress_line(resp, now))
+        pr.reset(now)
+
+    def _progress_line(self, resp: Response, now: float) -> str:
+        pr = self._progress
+        dt = max(now - pr.t0, 1e-9)
+        line = (f"step {resp.next_step - 1}: {pr.steps} steps in {dt:.1f}s, "
+                f"{pr.mesh_samples / dt:.0f} samples/s in the mesh "
+                f"({pr.samples / dt:.0f} on this host), {len(resp.members or [])} members; "
+                f"waited {pr.wait:.1f}s ({100 * pr.wait / dt:.0f}%) for the mesh")
+        if pr.rejoins:
+            line += f"; {pr.rejoins} rejoins"
+        if pr.wait >= 0.2 * dt:
+            slow = self._slowest_member()
+            if slow:
+                line += f", slowest member {slow}"
+        return line
+
+    def _slowest_member(self) -> str:
+        """The other member with the fewest samples/s per share of the
+        batch in the node's plan ("" when the node cannot say)."""
+        try:
+            st = self.client.status() or {}
+        except (RingmeshError, RingmeshConnectionError) as e:
+            log.debug("status for the progress line: %s", e)
+            return ""
+        if not isinstance(st, dict):
+            st = dict(st)
+        st = st.get("status", st) or {}
+        me = self.client.self_id
+        worst = None
+        for p in (st.get("rounds") or {}).get("plan") or []:
+            rate = float(p.get("samples_per_s") or 0)
+            if p.get("id") == me or rate <= 0:
+                continue
+            if worst is None or rate < worst[0]:
+                worst = (rate, p["id"])
+        return f"{_short(worst[1])} ({worst[0]:.0f} samples/s)" if worst else ""
 
     def _check_state(self, resp: Response) -> bool:
         """The state check after an applied step: report this host's state
@@ -1368,7 +1542,8 @@ class DistributedOptimizer:
 
     def _save_quietly(self, step: int) -> None:
         try:
-            save(self.model, self.optimizer, step, self.client, self.checkpoint_dir, scheduler=self.scheduler)
+            save(self.model, self.optimizer, step, self.client, self.checkpoint_dir, extra=self.extra or None,
+                 scheduler=self.scheduler)
         except (RingmeshError, RingmeshConnectionError, OSError) as e:
             log.warning("checkpoint of step %d not handed to the node: %s", step, e)
 
@@ -1378,8 +1553,8 @@ class DistributedOptimizer:
         (rank 0 holds the same state)."""
         if not self.lead:
             return None
-        return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir, extra,
-                    scheduler=self.scheduler)
+        return save(self.model, self.optimizer, self.next_step, self.client, self.checkpoint_dir,
+                    dict(self.extra, **(extra or {})) or None, scheduler=self.scheduler)
 
     def close(self) -> None:
         """Free the shared gradient buffer."""
@@ -1436,44 +1611,137 @@ def DistributedDataParallel(module: torch.nn.Module, **kwargs) -> torch.nn.paral
 
 
 class DistributedSampler(torch.utils.data.Sampler):
-    """Batches for a ``DataLoader(dataset, batch_sampler=...)`` that follow
-    the mesh: step k's global batch is ``batch_size`` indices of epoch
-    k // steps_per_epoch's permutation of the dataset (seeded by ``seed`` and
-    the epoch; in order with ``shuffle=False``), the same on every host, and
-    this process gets its host's share of it (by the agreed shares) and its
-    local rank's part of that. The position is the mesh's step, so a host
-    that joins, or rejoins after a failure, goes on at the entry step:
-    across kills and joins every step's batch is computed once, by whoever
-    holds its parts when it commits. (The step a member dies in is reduced
-    over the survivors' parts, as ``total_weight`` of the answer says: the
-    dead member's part of that one step is not computed; the next step's
-    shares cover the whole batch again.)
+    """Data for a ``DataLoader`` that follows the mesh. Two ways to use it:
 
-    One iteration covers what remains of the current epoch (``set_epoch``
-    is accepted for drop-in use; the mesh's step decides). The loader must
-    not prefetch (``num_workers=0``): the share of step k+1 is known only
-    once step k is committed. A local rank whose part is empty gets one
+    **As torch's** ``DistributedSampler``: ``DataLoader(dataset,
+    batch_size=B, sampler=rt.DistributedSampler(dataset))``. ``B`` stays
+    the per-rank batch size, as in torch DDP: every local rank of every
+    host gets ``B`` samples per step, so step k's global batch is ``B`` x
+    local ranks x hosts (every host must run the same ``B`` and
+    ``--nproc_per_node``), cut from epoch k // steps_per_epoch's
+    permutation of the dataset (seeded by ``seed`` and the epoch), the
+    same on every host; by rank, not by the hosts' speeds. ``len()`` is
+    ``steps_per_epoch * B`` (so ``len(loader)`` is the steps of an epoch),
+    with steps_per_epoch = len(dataset) // (B x ranks of the mesh when it
+    formed; a joiner takes the mesh's number from the checkpoint it
+    loads). The optimizer is the process's ``DistributedOptimizer``
+    (``optimizer=`` picks one), found when the loader is first iterated, so
+    it may be built after the loader. ``num_replicas``, ``rank`` and
+    ``drop_last`` are accepted for drop-in use and ignored: the mesh
+    decides.
+
+    **As a batch sampler** (``batch_size=`` given: the global batch):
+    ``DataLoader(dataset, batch_sampler=rt.DistributedSampler(dataset, opt,
+    batch_size=G))``: step k's global batch is ``G`` indices of epoch k //
+    steps_per_epoch's permutation, and this process gets its host's share
+    of it (by the agreed shares, which follow the hosts' speeds) and its
+    local rank's part of that. A local rank whose part is empty gets one
     sample with weight zero.
+
+    Either way the position is the mesh's step, so a host that joins, or
+    rejoins after a failure, goes on at the entry step: across kills and
+    joins every step's batch is computed once, by whoever holds its parts
+    when it commits. (The step a member dies in is reduced over the
+    survivors' parts, as ``total_weight`` of the answer says: the dead
+    member's part of that one step is not computed; the next step's shares
+    cover the whole batch again.)
+
+    ``set_epoch(e)`` says which epoch the next iteration covers: what
+    remains of it (nothing, when the mesh is past it: a host that joined
+    late or resumed skips the epochs done). An iteration not preceded by a
+    ``set_epoch`` (the tutorial's ``next(iter(loader))`` peek at the batch
+    size, or a loop without set_epoch) covers what remains of the mesh's
+    current epoch, so it is never empty while training goes on. The
+    loader must not prefetch (``num_workers=0``): the share of step k+1 is
+    known only once step k is committed.
     """
 
-    def __init__(self, dataset, optimizer: DistributedOptimizer, batch_size: int, shuffle: bool = True,
-                 seed: int = 0):
+    _EXTRA = "ringmesh.sampler"
+
+    def __init__(self, dataset, optimizer: Optional["DistributedOptimizer"] = None,
+                 batch_size: Optional[int] = None, shuffle: bool = True, seed: int = 0,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, drop_last: bool = False):
+        if optimizer is not None and not isinstance(optimizer, DistributedOptimizer):
+            raise TypeError(f"ringmesh.torch.DistributedSampler: optimizer is a {type(optimizer).__name__}, not a "
+                            "ringmesh.torch.DistributedOptimizer (num_replicas and rank are not needed: the mesh "
+                            "decides)")
         self.n = dataset if isinstance(dataset, int) else len(dataset)
-        if not 0 < batch_size <= self.n:
+        if batch_size is not None and not 0 < batch_size <= self.n:
             raise ValueError(f"batch_size {batch_size} for a dataset of {self.n}")
-        self.opt = optimizer
-        self.batch_size = batch_size
+        self._opt = optimizer
+        self.batch_size = batch_size  # the global batch (batch sampler); None: per-rank, from the DataLoader
+        self.per_rank: Optional[int] = None
         self.shuffle = shuffle
         self.seed = seed
-        self.steps_per_epoch = self.n // batch_size
+        self.steps_per_epoch = self.n // batch_size if batch_size else 0
         self.epoch: Optional[int] = None
+        self._armed = False  # set_epoch was called since the last iteration began
         self._perm = (None, None)
+
+    @property
+    def opt(self) -> "DistributedOptimizer":
+        if self._opt is None:
+            self._opt = _the_optimizer()
+        return self._opt
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self._armed = True
+
+    # -- per-rank mode ------------------------------------------------------
+
+    def _per_rank(self) -> int:
+        """The DataLoader's per-rank batch size (its BatchSampler over this
+        sampler)."""
+        if self.per_rank is None:
+            bs = torch.utils.data.BatchSampler
+            f = sys._getframe(1)
+            for _ in range(8):
+                if f is None:
+                    break
+                me = f.f_locals.get("self")
+                if isinstance(me, bs) and me.sampler is self:
+                    self.per_rank = int(me.batch_size)
+                    break
+                f = f.f_back
+            if self.per_rank is None:
+                import gc
+                for r in gc.get_referrers(self):
+                    if isinstance(r, dict):
+                        owners = [o for o in gc.get_referrers(r) if isinstance(o, bs)]
+                        r = owners[0] if owners else r
+                    if isinstance(r, bs) and r.sampler is self:
+                        self.per_rank = int(r.batch_size)
+                        break
+            if self.per_rank is None:
+                raise RuntimeError("ringmesh.torch.DistributedSampler: use it as DataLoader(dataset, batch_size=B, "
+                                   "sampler=...) (B per rank), or give batch_size= (the global batch) and pass it "
+                                   "as batch_sampler=")
+        return self.per_rank
+
+    def _setup_per_rank(self) -> None:
+        """steps_per_epoch of the per-rank mode: the mesh's (a checkpoint's
+        extra), or from the ranks of the mesh this trainer formed."""
+        opt = self.opt
+        b = self._per_rank()
+        m = opt.membership if opt.membership is not None else opt.join()
+        agreed = (m.extra or {}).get(self._EXTRA) or opt.extra.get(self._EXTRA)
+        if agreed and int(agreed.get("per_rank", b)) == b:
+            self.steps_per_epoch = int(agreed["steps_per_epoch"])
+        if not self.steps_per_epoch:
+            g = b * opt.local_size * opt.world
+            self.steps_per_epoch = max(self.n // g, 1)
+        opt.extra[self._EXTRA] = {"steps_per_epoch": self.steps_per_epoch, "per_rank": b}
 
     def __len__(self) -> int:
-        return self.steps_per_epoch
+        if self.batch_size:
+            return self.steps_per_epoch
+        b = self._per_rank()
+        if not self.steps_per_epoch:
+            self._setup_per_rank()
+        return self.steps_per_epoch * b
+
+    # -- both ---------------------------------------------------------------
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm[0] != epoch:
@@ -1485,24 +1753,50 @@ class DistributedSampler(torch.utils.data.Sampler):
                 self._perm = (epoch, torch.arange(self.n))
         return self._perm[1]
 
-    def global_batch(self, step: int) -> torch.Tensor:
-        """The dataset indices of step ``step``'s global batch."""
+    def global_batch(self, step: int, size: Optional[int] = None) -> torch.Tensor:
+        """The dataset indices of step ``step``'s global batch (of ``size``,
+        default the sampler's global batch size)."""
+        size = size or self.batch_size
         epoch, i = divmod(step, self.steps_per_epoch)
-        return self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        perm = self._permutation(epoch)
+        lo = i * size
+        if lo + size <= self.n:
+            return perm[lo:lo + size]
+        return perm[torch.arange(lo, lo + size) % self.n]  # the mesh grew mid-epoch: wrap around
 
     def __iter__(self):
+        per_rank = not self.batch_size
+        if per_rank:
+            b = self._per_rank()
+            if not self.steps_per_epoch:
+                self._setup_per_rank()
         opt = self.opt
-        epoch = self.epoch if self.epoch is not None else opt.next_step // self.steps_per_epoch
+        armed, self._armed = self._armed, False
+        if armed and self.epoch is not None:
+            epoch = self.epoch
+        else:
+            epoch = opt.next_step // self.steps_per_epoch
         end = (epoch + 1) * self.steps_per_epoch
+        return self._per_rank_iter(epoch, end, b) if per_rank else self._batch_iter(end)
+
+    def _next_step(self, asked, end) -> Optional[int]:
+        opt = self.opt
+        k = opt.next_step
+        if k >= end:
+            return None
+        if asked == opt._syncs:
+            raise RuntimeError("ringmesh.torch.DistributedSampler: a batch was asked for before the last one was "
+                               "stepped (a prefetching DataLoader?): use num_workers=0, the next step's share is "
+                               "known only once this step is committed")
+        return k
+
+    def _batch_iter(self, end):
+        opt = self.opt
         asked = None
         while True:
-            k = opt.next_step
-            if k >= end:
+            k = self._next_step(asked, end)
+            if k is None:
                 return
-            if asked == opt._syncs:
-                raise RuntimeError("ringmesh.torch.DistributedSampler: a batch was asked for before the last one was "
-                                   "stepped (a prefetching DataLoader?): use num_workers=0, the next step's share is "
-                                   "known only once this step is committed")
             asked = opt._syncs
             g = self.global_batch(k)
             h = opt.shard(self.batch_size)
@@ -1513,3 +1807,17 @@ class DistributedSampler(torch.utils.data.Sampler):
                 idx = g[h.start:h.start + 1].tolist() or g[:1].tolist()
             opt._batch = (k, n, h.stop - h.start)
             yield idx
+
+    def _per_rank_iter(self, epoch, end, b):
+        opt = self.opt
+        asked = None
+        while True:
+            k = self._next_step(asked, end)
+            if k is None:
+                return
+            asked = opt._syncs
+            host = b * opt.local_size
+            g = self.global_batch(k, host * opt.world)
+            lo = opt.rank * host + opt.local_rank * b
+            opt._batch = (k, b, host)
+            yield from g[lo:lo + b].tolist()

@@ -126,6 +126,9 @@ class Client:
     sent one at a time; a Client may be shared between threads.
     """
 
+    # join logs an unchanged wait again after this many seconds.
+    WAIT_REPEAT = 30.0
+
     def __init__(self, data_dir: str, timeout: float = 300.0, name: Optional[str] = None):
         self.data_dir = os.path.abspath(data_dir)
         self.socket_path = os.path.join(self.data_dir, P.SOCKET_NAME)
@@ -293,7 +296,7 @@ class Client:
         state of its entry step.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        said = None
+        said, said_at = None, 0.0
         t0 = time.monotonic()
         while True:
             # Short slices at first, so that a trainer waiting for members
@@ -318,9 +321,12 @@ class Client:
             except RingmeshError as e:
                 if e.code != P.CODE_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
                     raise
-                if e.message != said:
-                    log.info("waiting for the mesh (%.0fs): %s", time.monotonic() - t0, e.message)
-                    said = e.message
+                now = time.monotonic()
+                if e.message != said or now - said_at >= self.WAIT_REPEAT:
+                    # A new reason at once; the same one again every
+                    # WAIT_REPEAT seconds, with the time waited so far.
+                    log.info("waiting for the mesh (%.0fs): %s", now - t0, e.message)
+                    said, said_at = e.message, now
 
     def state_hash(self, step: int, digest: str) -> Response:
         """Report ``digest`` (16 to 64 lowercase hex characters) as the

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -13,7 +14,10 @@ import (
 	"github.com/ringmesh/ringmesh/internal/systest"
 )
 
-var chaosFor = flag.Duration("chaos.for", 45*time.Second, "TestLabChaos: how long faults are injected (make chaos: 10m)")
+var (
+	chaosFor   = flag.Duration("chaos.for", 45*time.Second, "TestLabChaos: how long faults are injected (make chaos: 10m)")
+	chaosHosts = flag.Int("chaos.hosts", 5, "TestLabChaos: how many hosts (make chaos CHAOS_HOSTS=9)")
+)
 
 // chaosLab is a namespace lab with a node process per host that can be
 // killed and restarted in place.
@@ -51,33 +55,38 @@ func (ln *chaosLab) restart(i int) *systest.Proc {
 	return p
 }
 
-// TestLabChaos is the chaos test of the rounds issue: 5 hosts in network
-// namespaces train with trainers whose every result is checkable (each
-// member contributes integers derived from its ID and the step, summed
-// exactly, and each trainer checks the sum of its ring); for -chaos.for
-// (make chaos: minutes) one fault at a time, sometimes two overlapping, is
-// injected at random: a node SIGKILLed and restarted on its data dir, a
-// host cut off from all others, a 3|2 split, a 3|2 split with a node of
-// the majority killed. Afterwards every applied step matches across
-// members, no trainer applies a step twice or skips one, and once all is
-// healed the mesh trains with all five again.
+// TestLabChaos is the chaos test of the rounds issue: 5 hosts
+// (-chaos.hosts) in network namespaces train with trainers whose every
+// result is checkable (each member contributes integers derived from its
+// ID and the step, summed exactly, and each trainer checks the sum of its
+// ring); for -chaos.for (make chaos: minutes) one fault at a time,
+// sometimes two overlapping, is injected at random: a node SIGKILLed and
+// restarted on its data dir, a host cut off from all others, a
+// majority|minority split (3|2 of 5), such a split with a node of the
+// majority killed. Afterwards every applied step matches across members,
+// no trainer applies a step twice or skips one, and once all is healed
+// the mesh trains with every host again.
 func TestLabChaos(t *testing.T) {
 	netlab.Require(t)
-	lab := netlab.New(t, 5, netlab.DefaultConfig())
+	n := *chaosHosts
+	if n < 3 {
+		t.Fatalf("-chaos.hosts %d: want at least 3", n)
+	}
+	lab := netlab.New(t, n, netlab.DefaultConfig())
 	root := t.TempDir()
 	dumpLogsOnFailure(t, root)
-	args := []string{"--no-mdns", "--no-dht", "--fast-detect", "--min-members", "5", "--log-level", "debug"}
+	args := []string{"--no-mdns", "--no-dht", "--fast-detect", "--min-members", fmt.Sprint(n), "--log-level", "debug"}
 	ln := &chaosLab{t: t, lab: lab, args: args, bin: systest.Binary(t), down: map[int]bool{}}
-	ln.ps = systest.LabCluster(t, lab, root, 5, args...)
+	ln.ps = systest.LabCluster(t, lab, root, n, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), *chaosFor+5*time.Minute)
 	defer cancel()
 	tctx, stop := context.WithCancel(ctx)
 	tr := &trainers{t: t, ctx: tctx, led: newLedger(), size: 4 << 10, steps: 1 << 40, exact: true, killed: map[string]bool{}}
-	runs := make([]string, 5)
+	runs := make([]string, n)
 	for i, p := range ln.ps {
 		runs[i] = tr.start(p)
 	}
-	tr.waitRound("start", 5)
+	tr.waitRound("start", n)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 15))
 	t.Logf("chaos for %s, seed %d", *chaosFor, seed)
@@ -90,8 +99,8 @@ func TestLabChaos(t *testing.T) {
 	}
 	restart := func(i int) { runs[i] = tr.start(ln.restart(i)) }
 	split := func() ([]int, []int) {
-		perm := rng.Perm(5)
-		a, b := perm[:3], perm[3:]
+		perm := rng.Perm(n)
+		a, b := perm[:n/2+1], perm[n/2+1:]
 		slices.Sort(a)
 		slices.Sort(b)
 		return a, b
@@ -101,16 +110,16 @@ func TestLabChaos(t *testing.T) {
 	for time.Now().Before(end) {
 		switch f := rng.IntN(4); f {
 		case 0:
-			i := rng.IntN(5)
+			i := rng.IntN(n)
 			t.Logf("fault: kill node %d", i)
 			kill(i)
 			hold(200*time.Millisecond, 3*time.Second)
 			restart(i)
 			faults["kill"]++
 		case 1:
-			i := rng.IntN(5)
+			i := rng.IntN(n)
 			var others []int
-			for j := range 5 {
+			for j := range n {
 				if j != i {
 					others = append(others, j)
 				}
@@ -131,7 +140,7 @@ func TestLabChaos(t *testing.T) {
 			// Overlapping: a node of the majority side dies during the
 			// split; nobody has a majority until it is back or healed.
 			a, b := split()
-			i := a[rng.IntN(3)]
+			i := a[rng.IntN(len(a))]
 			t.Logf("fault: split %v | %v, kill node %d", a, b, i)
 			lab.Partition(a, b)
 			hold(500*time.Millisecond, 3*time.Second)
@@ -144,13 +153,13 @@ func TestLabChaos(t *testing.T) {
 		hold(500*time.Millisecond, 4*time.Second)
 	}
 	healed := time.Now()
-	tr.waitRound("all five after the last heal", 5)
-	t.Logf("after the last heal, a five-member round in %s", time.Since(healed).Round(time.Millisecond))
+	tr.waitRound(fmt.Sprintf("all %d after the last heal", n), n)
+	t.Logf("after the last heal, a %d-member round in %s", n, time.Since(healed).Round(time.Millisecond))
 	stop()
 	tr.wg.Wait()
 	steps := tr.led.check(t)
 	t.Logf("faults %v; %d steps applied, %d trainer runs, every result the exact sum of its ring", faults, steps, len(tr.led.runs))
-	for _, i := range []int{0, 1, 2, 3, 4} {
+	for i := range n {
 		if st, err := systest.Status(ln.ps[i].Dir); err == nil {
 			t.Logf("node %d (%s): epoch %d, rounds %s, dropped %v", i, filepath.Base(ln.ps[i].Dir), st.Rounds.Epoch, st.Rounds.State, st.Rounds.Dropped)
 		}

@@ -237,16 +237,7 @@ func TestDirectCloseResetsUnauthenticated(t *testing.T) {
 	src := testInputs(23, 2, 30_000)
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
 	tr := transportOf(rs[1])
-	var addr string
-	tr.mu.Lock()
-	for _, ln := range tr.listeners {
-		addr = ln.Addr().String()
-	}
-	tr.mu.Unlock()
-	if addr == "" {
-		t.Fatal("member 1 has no lane listener")
-	}
-	c, err := net.Dial("tcp", addr)
+	c, err := net.Dial("tcp", laneAddr(t, tr, false))
 	if err != nil {
 		t.Fatal(err)
 	}

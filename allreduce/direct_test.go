@@ -16,6 +16,26 @@ import (
 
 func transportOf(r *Reducer) *StreamTransport { return r.tr.(*StreamTransport) }
 
+// laneAddr is the address of tr's lane listener (closing it first when
+// closeIt: the port is then free but still offered); the test fails when
+// there is none.
+func laneAddr(t *testing.T, tr *StreamTransport, closeIt bool) string {
+	t.Helper()
+	var addr string
+	tr.mu.Lock()
+	for _, ln := range tr.listeners {
+		addr = ln.Addr().String()
+		if closeIt {
+			_ = ln.Close()
+		}
+	}
+	tr.mu.Unlock()
+	if addr == "" {
+		t.Fatal("no lane listener")
+	}
+	return addr
+}
+
 // eventually polls cond until it holds (or fails the test after 30 s).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -81,12 +101,7 @@ func TestDirectLaneFallback(t *testing.T) {
 	opt := sameOpts(n, Options{Wire: Float32, Op: Sum})
 	src := testInputs(5, n, 30_000)
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
-	tr := transportOf(rs[1])
-	tr.mu.Lock()
-	for _, ln := range tr.listeners {
-		_ = ln.Close()
-	}
-	tr.mu.Unlock()
+	laneAddr(t, transportOf(rs[1]), true)
 	for step := uint64(2); step <= 3; step++ {
 		checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: step, Ring: ids}, src, opt), src, opt)
 	}
@@ -180,15 +195,7 @@ func TestDirectUnauthenticatedRefused(t *testing.T) {
 	src := testInputs(11, n, 20_000)
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
 	tr := transportOf(rs[1])
-	var addr string
-	tr.mu.Lock()
-	for _, ln := range tr.listeners {
-		addr = ln.Addr().String()
-	}
-	tr.mu.Unlock()
-	if addr == "" {
-		t.Fatal("member 1 has no lane listener")
-	}
+	addr := laneAddr(t, tr, false)
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -298,14 +305,7 @@ func TestDirectTrustedImpostorPort(t *testing.T) {
 	opt := sameOpts(n, Options{Wire: Float32, Op: Sum})
 	src := testInputs(15, n, 30_000)
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
-	tr := transportOf(rs[1])
-	var addr string
-	tr.mu.Lock()
-	for _, ln := range tr.listeners {
-		addr = ln.Addr().String()
-		_ = ln.Close()
-	}
-	tr.mu.Unlock()
+	addr := laneAddr(t, transportOf(rs[1]), true)
 	imp, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("cannot take over the lane port %s: %v", addr, err)
@@ -350,12 +350,7 @@ func TestDirectOutsidersCannotTakeMembersLanes(t *testing.T) {
 	src := testInputs(17, n, 30_000)
 	checkOutcomes(t, runRound(testCtx(t), rs, Round{Mesh: "lab", Step: 1, Ring: ids}, src, opt), src, opt)
 	tr := transportOf(rs[1])
-	var addr string
-	tr.mu.Lock()
-	for _, ln := range tr.listeners {
-		addr = ln.Addr().String()
-	}
-	tr.mu.Unlock()
+	addr := laneAddr(t, tr, false)
 	for ip := 2; ip < 2+maxUnauthLanes/maxUnauthLanesPerIP; ip++ {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(ip))}}
 		for range maxUnauthLanesPerIP {

@@ -64,8 +64,13 @@ func (m *Machine) onReply(msg Message) {
 			m.abandon()
 			return
 		}
-		p.readies[msg.From] = true
-		p.at = m.now // progress: the phase's clock restarts
+		if !p.readies[msg.From] {
+			// Progress: a member finished. A ready sent again (every
+			// Resend until the step is decided) is none, or a proposer
+			// holding its own result would never time the phase out.
+			p.readies[msg.From] = true
+			p.at = m.now
+		}
 		if len(p.readies) == len(p.value.Ring) {
 			m.toAccept()
 		}

@@ -1790,14 +1790,20 @@ class DistributedSampler(torch.utils.data.Sampler):
                                "known only once this step is committed")
         return k
 
-    def _batch_iter(self, end):
-        opt = self.opt
+    def _steps(self, end):
+        """The steps to give batches for, each once the last was stepped
+        (_next_step), up to end."""
         asked = None
         while True:
             k = self._next_step(asked, end)
             if k is None:
                 return
-            asked = opt._syncs
+            asked = self.opt._syncs
+            yield k
+
+    def _batch_iter(self, end):
+        opt = self.opt
+        for k in self._steps(end):
             g = self.global_batch(k)
             h = opt.shard(self.batch_size)
             mine = opt.local_shard(self.batch_size)
@@ -1810,12 +1816,7 @@ class DistributedSampler(torch.utils.data.Sampler):
 
     def _per_rank_iter(self, epoch, end, b):
         opt = self.opt
-        asked = None
-        while True:
-            k = self._next_step(asked, end)
-            if k is None:
-                return
-            asked = opt._syncs
+        for k in self._steps(end):
             host = b * opt.local_size
             g = self.global_batch(k, host * opt.world)
             lo = opt.rank * host + opt.local_rank * b

@@ -70,14 +70,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(script, nproc, args, data_dir=None, **extra_env):
-    """torchrun of script on this "host" (its own local rendezvous)."""
+def torchrun(script, nproc, args, data_dir=None, cwd=None, **extra_env):
+    """torchrun of script on this "host" (its own local rendezvous), in
+    cwd when given."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYPATH, **extra_env)
     if data_dir:
         env["RINGMESH_DATA_DIR"] = data_dir
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *torchrun_fix(), script, *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                            start_new_session=True)
 
 
 def finish(test, procs, timeout=300):

@@ -18,13 +18,13 @@ WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT), without its agent.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import unittest
 
 from . import nodes
+from .test_ddp import free_port
 
 PYPATH = os.path.join(nodes.REPO, "python")
 
@@ -64,12 +64,6 @@ while opt.next_step < steps:
 print(json.dumps({"params": digest(model.parameters()), "grads": grads, "early": early,
                   "lead": opt.local_rank == 0}), flush=True)
 '''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OverlapLocalRanksTest(unittest.TestCase):

@@ -21,7 +21,7 @@ import time
 import unittest
 
 from . import nodes
-from .test_ddp import finish, free_port, kill_group, torchrun_fix
+from .test_ddp import finish, kill_group, torchrun
 
 TUT_DIR = os.path.join(nodes.REPO, "examples", "pytorch", "tutorial")
 PLAIN = os.path.join(TUT_DIR, "multinode.py")
@@ -36,15 +36,6 @@ def changed_lines(a_path, b_path):
         b = f.read().splitlines()
     return [line for line in difflib.unified_diff(a, b, lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-
-
-def torchrun(script, nproc, args, data_dir, cwd, **extra_env):
-    """torchrun of script on this "host": its own local rendezvous port."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYPATH, RINGMESH_DATA_DIR=data_dir, **extra_env)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *torchrun_fix(), script, *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                            start_new_session=True)
 
 
 # One process: the tutorial's order (optimizer from the bare model, loader

@@ -6,12 +6,6 @@ FUZZTIME ?= 20s
 PKGS     := ./...
 GLOO     ?= bench/gloo_allreduce.py
 
-# github.com/NVIDIA/go-nvml's cgo wrappers call functions its nvml.h marks
-# deprecated, so gcc prints a page of -Wdeprecated-declarations warnings on
-# every build that compiles it afresh. Go's default -O2 -g is kept; a
-# CGO_CFLAGS in the environment wins.
-export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
-
 SIMS     ?= 100000
 CHAOS    ?= 10m
 CHAOS_HOSTS ?= 5

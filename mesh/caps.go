@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/ringmesh/ringmesh/internal/nvml"
 )
 
 // maxGPUs caps the GPUs advertised in a heartbeat.
@@ -45,17 +45,17 @@ func DetectCapabilities(lib nvml.Interface) Capabilities {
 }
 
 func detectGPUs(lib nvml.Interface) (gpus []GPU) {
-	if ret := lib.Init(); ret != nvml.SUCCESS {
+	if ret := lib.Init(); ret != nvml.Success {
 		return nil
 	}
 	defer lib.Shutdown()
 	n, ret := lib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
+	if ret != nvml.Success {
 		return nil
 	}
 	for i := 0; i < n && len(gpus) < maxGPUs; i++ {
 		dev, ret := lib.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
+		if ret != nvml.Success {
 			continue
 		}
 		gpus = append(gpus, readGPU(dev))
@@ -65,16 +65,16 @@ func detectGPUs(lib nvml.Interface) (gpus []GPU) {
 
 func readGPU(dev nvml.Device) GPU {
 	var g GPU
-	if name, ret := dev.GetName(); ret == nvml.SUCCESS {
+	if name, ret := dev.GetName(); ret == nvml.Success {
 		g.Name = truncate(name, maxGPUNameLen)
 	}
-	if uuid, ret := dev.GetUUID(); ret == nvml.SUCCESS {
+	if uuid, ret := dev.GetUUID(); ret == nvml.Success {
 		g.UUID = truncate(uuid, maxGPUUUIDLen)
 	}
-	if mem, ret := dev.GetMemoryInfo(); ret == nvml.SUCCESS {
+	if mem, ret := dev.GetMemoryInfo(); ret == nvml.Success {
 		g.MemoryBytes = mem.Total
 	}
-	if u, ret := dev.GetUtilizationRates(); ret == nvml.SUCCESS && u.Gpu <= 100 {
+	if u, ret := dev.GetUtilizationRates(); ret == nvml.Success && u.Gpu <= 100 {
 		g.UtilizationPct = int(u.Gpu)
 	}
 	return g

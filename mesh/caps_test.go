@@ -5,17 +5,44 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/ringmesh/ringmesh/internal/nvml"
 )
 
-func mockGPU(name, uuid string, mem uint64, util uint32) *mock.Device {
-	return &mock.Device{
-		GetNameFunc:       func() (string, nvml.Return) { return name, nvml.SUCCESS },
-		GetUUIDFunc:       func() (string, nvml.Return) { return uuid, nvml.SUCCESS },
-		GetMemoryInfoFunc: func() (nvml.Memory, nvml.Return) { return nvml.Memory{Total: mem}, nvml.SUCCESS },
+// fakeLib and fakeGPU are NVML as a set of functions; calling a nil one
+// panics, which fails the test.
+type fakeLib struct {
+	InitFunc, ShutdownFunc     func() nvml.Return
+	DeviceGetCountFunc         func() (int, nvml.Return)
+	DeviceGetHandleByIndexFunc func(int) (nvml.Device, nvml.Return)
+}
+
+func (f *fakeLib) Init() nvml.Return                  { return f.InitFunc() }
+func (f *fakeLib) Shutdown() nvml.Return              { return f.ShutdownFunc() }
+func (f *fakeLib) DeviceGetCount() (int, nvml.Return) { return f.DeviceGetCountFunc() }
+func (f *fakeLib) DeviceGetHandleByIndex(i int) (nvml.Device, nvml.Return) {
+	return f.DeviceGetHandleByIndexFunc(i)
+}
+
+type fakeGPU struct {
+	GetNameFunc, GetUUIDFunc func() (string, nvml.Return)
+	GetMemoryInfoFunc        func() (nvml.Memory, nvml.Return)
+	GetUtilizationRatesFunc  func() (nvml.Utilization, nvml.Return)
+}
+
+func (g *fakeGPU) GetName() (string, nvml.Return)            { return g.GetNameFunc() }
+func (g *fakeGPU) GetUUID() (string, nvml.Return)            { return g.GetUUIDFunc() }
+func (g *fakeGPU) GetMemoryInfo() (nvml.Memory, nvml.Return) { return g.GetMemoryInfoFunc() }
+func (g *fakeGPU) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
+	return g.GetUtilizationRatesFunc()
+}
+
+func mockGPU(name, uuid string, mem uint64, util uint32) *fakeGPU {
+	return &fakeGPU{
+		GetNameFunc:       func() (string, nvml.Return) { return name, nvml.Success },
+		GetUUIDFunc:       func() (string, nvml.Return) { return uuid, nvml.Success },
+		GetMemoryInfoFunc: func() (nvml.Memory, nvml.Return) { return nvml.Memory{Total: mem}, nvml.Success },
 		GetUtilizationRatesFunc: func() (nvml.Utilization, nvml.Return) {
-			return nvml.Utilization{Gpu: util}, nvml.SUCCESS
+			return nvml.Utilization{Gpu: util}, nvml.Success
 		},
 	}
 }
@@ -28,12 +55,12 @@ func TestDetectCapabilitiesMixedHost(t *testing.T) {
 		mockGPU("NVIDIA GeForce RTX 4090", "GPU-4090-0", 24<<30, 0),
 	}
 	shutdowns := 0
-	lib := &mock.Interface{
-		InitFunc:           func() nvml.Return { return nvml.SUCCESS },
-		ShutdownFunc:       func() nvml.Return { shutdowns++; return nvml.SUCCESS },
-		DeviceGetCountFunc: func() (int, nvml.Return) { return len(devs), nvml.SUCCESS },
+	lib := &fakeLib{
+		InitFunc:           func() nvml.Return { return nvml.Success },
+		ShutdownFunc:       func() nvml.Return { shutdowns++; return nvml.Success },
+		DeviceGetCountFunc: func() (int, nvml.Return) { return len(devs), nvml.Success },
 		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) {
-			return devs[i], nvml.SUCCESS
+			return devs[i], nvml.Success
 		},
 	}
 	got := DetectCapabilities(lib)
@@ -61,15 +88,15 @@ func TestDetectCapabilitiesMixedHost(t *testing.T) {
 // TestDetectCapabilitiesNoDriver: Init fails, so no other NVML call is made
 // and the host is a CPU host.
 func TestDetectCapabilitiesNoDriver(t *testing.T) {
-	lib := &mock.Interface{
-		InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND },
+	lib := &fakeLib{
+		InitFunc: func() nvml.Return { return nvml.ErrorLibraryNotFound },
 		DeviceGetCountFunc: func() (int, nvml.Return) {
 			t.Error("DeviceGetCount called after a failed Init")
-			return 0, nvml.ERROR_UNINITIALIZED
+			return 0, nvml.ErrorUninitialized
 		},
 		ShutdownFunc: func() nvml.Return {
 			t.Error("Shutdown called after a failed Init")
-			return nvml.ERROR_UNINITIALIZED
+			return nvml.ErrorUninitialized
 		},
 	}
 	got := DetectCapabilities(lib)
@@ -86,17 +113,17 @@ func TestDetectCapabilitiesNoDriver(t *testing.T) {
 func TestDetectCapabilitiesSkipsBrokenGPU(t *testing.T) {
 	half := mockGPU("NVIDIA V100", "GPU-v100", 16<<30, 5)
 	half.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
-		return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED
+		return nvml.Utilization{}, nvml.ErrorNotSupported
 	}
-	lib := &mock.Interface{
-		InitFunc:           func() nvml.Return { return nvml.SUCCESS },
-		ShutdownFunc:       func() nvml.Return { return nvml.SUCCESS },
-		DeviceGetCountFunc: func() (int, nvml.Return) { return 2, nvml.SUCCESS },
+	lib := &fakeLib{
+		InitFunc:           func() nvml.Return { return nvml.Success },
+		ShutdownFunc:       func() nvml.Return { return nvml.Success },
+		DeviceGetCountFunc: func() (int, nvml.Return) { return 2, nvml.Success },
 		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) {
 			if i == 0 {
-				return nil, nvml.ERROR_GPU_IS_LOST
+				return nil, nvml.ErrorGPUIsLost
 			}
-			return half, nvml.SUCCESS
+			return half, nvml.Success
 		},
 	}
 	got := DetectCapabilities(lib).GPUs

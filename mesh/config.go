@@ -6,10 +6,10 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ringmesh/ringmesh/internal/nvml"
 )
 
 // Hard limits of the wire format (see doc.go). Config values may be lower,

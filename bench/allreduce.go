@@ -403,33 +403,43 @@ func slowestEgress(ctx context.Context, c *client.Client) float64 {
 // falls out of the mesh meanwhile joins again.
 func (b *arBench) waitWorld(ctx context.Context, c *client.Client, tiny *client.Buffer, step uint64, world int) (uint64, []string, error) {
 	last := -1
-	for {
-		resp, err := tiny.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
-		if client.Rejoinable(err) {
-			fmt.Fprintf(b.stderr, "step %d: %v; joining again\n", step, err)
-			if resp, err = joinMesh(ctx, c, "join", b.stderr); err != nil {
-				return 0, nil, fmt.Errorf("join again: %w", err)
+	var ring []string
+	err := client.Loop{
+		Step: func(ctx context.Context) (bool, error) {
+			resp, err := tiny.AllReduce(ctx, step, client.ReduceOptions{Reduce: "sum"})
+			if err != nil {
+				return false, err
+			}
+			if len(resp.Members) >= world {
+				step, ring = resp.NextStep, resp.Members
+				return true, nil
+			}
+			if len(resp.Members) != last {
+				last = len(resp.Members)
+				fmt.Fprintf(b.stderr, "waiting for %d members: %d at step %d\n", world, last, resp.Step)
+			}
+			step = resp.NextStep
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+				return false, nil
+			}
+		},
+		Rejoin: func(ctx context.Context, cause *client.APIError) error {
+			fmt.Fprintf(b.stderr, "step %d: %v; joining again\n", step, cause)
+			resp, err := joinMesh(ctx, c, "join", b.stderr)
+			if err != nil {
+				return fmt.Errorf("join again: %w", err)
 			}
 			step = resp.Step
-			continue
-		}
-		if err != nil {
-			return 0, nil, fmt.Errorf("step %d while waiting for %d members: %w", step, world, err)
-		}
-		if len(resp.Members) >= world {
-			return resp.NextStep, resp.Members, nil
-		}
-		if len(resp.Members) != last {
-			last = len(resp.Members)
-			fmt.Fprintf(b.stderr, "waiting for %d members: %d at step %d\n", world, last, resp.Step)
-		}
-		step = resp.NextStep
-		select {
-		case <-ctx.Done():
-			return 0, nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+			return nil
+		},
+	}.Run(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("step %d while waiting for %d members: %w", step, world, err)
 	}
+	return step, ring, nil
 }
 
 // liveSize runs one warm-up and b.iters timed rounds of buf on this host.

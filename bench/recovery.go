@@ -203,27 +203,28 @@ func (r *recBench) loop(ctx context.Context, i int, dir string) error {
 		return err
 	}
 	step := resp.Step
-	for {
-		r.mu.Lock()
-		r.started[i] = time.Now()
-		r.mu.Unlock()
-		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
-		switch {
-		case err == nil:
+	return client.Loop{
+		Step: func(ctx context.Context) (bool, error) {
+			r.mu.Lock()
+			r.started[i] = time.Now()
+			r.mu.Unlock()
+			resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: "mean"})
+			if err != nil {
+				return false, err
+			}
 			r.mu.Lock()
 			r.applied[i] = append(r.applied[i], recApplied{step: resp.Step, members: resp.Members, at: time.Now()})
 			r.mu.Unlock()
 			step = resp.NextStep
-		case client.Rejoinable(err):
-			fmt.Fprintf(r.stderr, "%s: %v; joining again\n", who, err)
-			if resp, err = joinMesh(ctx, c, who, r.stderr); err != nil {
-				return err
-			}
+			return false, nil
+		},
+		Rejoin: func(ctx context.Context, cause *client.APIError) error {
+			fmt.Fprintf(r.stderr, "%s: %v; joining again\n", who, cause)
+			resp, err := joinMesh(ctx, c, who, r.stderr)
 			step = resp.Step
-		default:
 			return err
-		}
-	}
+		},
+	}.Run(ctx)
 }
 
 // poll calls cond every 5 ms until it reports done, a loop fails, ctx ends

@@ -63,14 +63,22 @@ func (s *Synthetic) Run(ctx context.Context) error {
 	if s.Exact {
 		op = "sum"
 	}
-	for step < s.Steps {
-		s.fill(buf.Data, step, self)
-		resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: op})
-		switch {
-		case err == nil:
+	return client.Loop{
+		Step: func(ctx context.Context) (bool, error) {
+			if step >= s.Steps {
+				return true, nil
+			}
+			s.fill(buf.Data, step, self)
+			resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: op})
+			if client.IsCode(err, localapi.CodeStepMismatch) {
+				return false, fmt.Errorf("trainer %s: %w", s.Dir, err)
+			}
+			if err != nil {
+				return false, err
+			}
 			if s.Exact {
 				if err := checkSum(buf.Data, resp.Step, resp.Members); err != nil {
-					return fmt.Errorf("trainer %s: %w", s.Dir, err)
+					return false, fmt.Errorf("trainer %s: %w", s.Dir, err)
 				}
 			}
 			s.Record(Applied{Step: resp.Step, Digest: Digest(buf.Data), Members: resp.Members, At: time.Now(), Joins: joins})
@@ -78,18 +86,15 @@ func (s *Synthetic) Run(ctx context.Context) error {
 			if s.Pause > 0 {
 				time.Sleep(s.Pause)
 			}
-		case client.IsCode(err, localapi.CodeStepMismatch):
-			return fmt.Errorf("trainer %s: %w", s.Dir, err)
-		case client.Rejoinable(err):
-			if step, err = s.join(ctx, c); err != nil {
-				return err
-			}
+			return false, nil
+		},
+		Rejoin: func(ctx context.Context, _ *client.APIError) error {
+			var err error
+			step, err = s.join(ctx, c)
 			joins++
-		default:
 			return err
-		}
-	}
-	return nil
+		},
+	}.Run(ctx)
 }
 
 func (s *Synthetic) join(ctx context.Context, c *client.Client) (uint64, error) {

@@ -2,7 +2,6 @@ package meshtrain
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -77,20 +76,23 @@ func (l *loop) run(ctx context.Context) (Result, error) {
 	if err := l.join(ctx, "start"); err != nil {
 		return l.result(), err
 	}
-	for l.step < l.cfg.Steps {
-		err := l.runStep(ctx)
-		switch {
-		case err == nil:
-		case rejoinable(err):
-			var ae *client.APIError
-			errors.As(err, &ae)
-			l.log.Info("rejoining", "step", l.step, "code", ae.Code, "err", err)
-			if err := l.join(ctx, ae.Code); err != nil {
-				return l.result(), err
+	steps := client.Loop{
+		Step: func(ctx context.Context) (bool, error) {
+			if l.step >= l.cfg.Steps {
+				return true, nil
 			}
-		default:
-			return l.result(), err
-		}
+			return false, l.runStep(ctx)
+		},
+		Rejoin: func(ctx context.Context, cause *client.APIError) error {
+			l.log.Info("rejoining", "step", l.step, "code", cause.Code, "err", cause)
+			return l.join(ctx, cause.Code)
+		},
+		// A step mismatch is resolved by joining again: the join takes the
+		// mesh's state from a checkpoint.
+		RejoinCodes: []string{localapi.CodeStepMismatch},
+	}
+	if err := steps.Run(ctx); err != nil {
+		return l.result(), err
 	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -107,13 +109,6 @@ func (l *loop) result() Result {
 // maxUnavailable is how many joins answered "unavailable" (no checkpoint of
 // the entry step in time) the loop makes before it joins without one.
 const maxUnavailable = 3
-
-// rejoinable reports whether err is an answer that joining again fixes:
-// client.Rejoinable, and a step mismatch, which this loop resolves by
-// joining again (taking the mesh's state from a checkpoint).
-func rejoinable(err error) bool {
-	return client.Rejoinable(err) || client.IsCode(err, localapi.CodeStepMismatch)
-}
 
 // join waits until the node is a training member, loads the checkpoint it
 // hands over when that brings the state to the entry step, and sets the

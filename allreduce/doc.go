@@ -2,7 +2,7 @@
 // which chunk goes where at each step, the reduce kernels and wire-format
 // conversions, the round protocol (header handshake, frames, abort
 // notices), and two Transports: StreamTransport over libp2p streams
-// (protocol /ringmesh/allreduce/1) and MemNetwork, in memory with fault
+// (ProtocolID, /ringmesh/allreduce/2) and MemNetwork, in memory with fault
 // hooks, for tests. It knows nothing of membership: callers hand it the
 // ordered ring and a round id (Round) and get back the reduced buffer or a
 // *PeerError naming the peer the round failed on.

@@ -29,7 +29,7 @@ func newHosts(t testing.TB, n int) []host.Host {
 		opts := p2pconf.HostOptions()
 		if os.Getenv("RINGMESH_BENCH_INSECURE") != "" {
 			// Plaintext, only to measure what encryption costs.
-			rm, err := p2pconf.ResourceManager()
+			rm, err := p2pconf.ResourceManager(p2pconf.PeerMemory)
 			if err != nil {
 				t.Fatal(err)
 			}

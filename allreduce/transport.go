@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ringmesh/ringmesh/internal/p2pconf"
 )
 
 // ProtocolID is the libp2p protocol of all-reduce streams.
-const ProtocolID = "/ringmesh/allreduce/2"
+const ProtocolID = string(p2pconf.AllReduceProtocol)
 
 // Stream is one direction-agnostic byte stream between two members, as
 // libp2p's network.Stream provides it.

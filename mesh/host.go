@@ -21,17 +21,13 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 	"github.com/multiformats/go-multiaddr"
-)
 
-// streamWindow is the yamux per-stream receive window: large enough that a
-// bulk stream on a fast, high-latency link is not window-limited.
-const streamWindow = 16 << 20
+	"github.com/ringmesh/ringmesh/internal/p2pconf"
+)
 
 // buildHost makes the libp2p host: identity, listen addresses, TLS then
 // Noise, yamux, bounded resource manager, optional private network and
@@ -41,7 +37,7 @@ func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]b
 	if err != nil {
 		return nil, err
 	}
-	rm, err := resourceManager(cfg.PeerMemory)
+	rm, err := p2pconf.ResourceManager(cfg.PeerMemory, rcmgr.WithConnRateLimiters(connRateLimiter()))
 	if err != nil {
 		return nil, err
 	}
@@ -52,14 +48,10 @@ func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]b
 		rm.Close()
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}
-	mux := *yamux.DefaultTransport
-	mux.MaxStreamWindowSize = streamWindow
-	opts := []libp2p.Option{
+	opts := append(p2pconf.Security(),
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen...),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, &mux),
+		libp2p.Muxer(yamux.ID, p2pconf.Muxer()),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		// No SO_REUSEPORT: a second node on a busy port must fail to
@@ -68,7 +60,7 @@ func buildHost(cfg Config, key crypto.PrivKey, psk pnet.PSK, allow map[peer.ID]b
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableRelay(),
 		libp2p.Ping(true),
-	}
+	)
 	if cfg.Registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
 	} else {
@@ -140,27 +132,6 @@ func isTCP(a multiaddr.Multiaddr) bool {
 		}
 	}
 	return tcp && !ws
-}
-
-// resourceManager scales libp2p's defaults to the machine, then gives every
-// peer room for bulk streams (peerMemory bytes, 64 MiB per stream) while
-// keeping it bounded.
-func resourceManager(peerMemory int64) (network.ResourceManager, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	scaled := limits.AutoScale()
-	part := rcmgr.PartialLimitConfig{
-		System:      rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(max(4*peerMemory, int64(scaled.ToPartialLimitConfig().System.Memory)))},
-		Transient:   rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)},
-		PeerDefault: rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory), Streams: 1024, StreamsInbound: 512, StreamsOutbound: 512},
-		Stream:      rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(64 << 20)},
-		Conn:        rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)},
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(part.Build(scaled)), rcmgr.WithConnRateLimiters(connRateLimiter()))
-	if err != nil {
-		return nil, fmt.Errorf("resource manager: %w", err)
-	}
-	return rm, nil
 }
 
 // readPSK reads a /key/swarm/psk/1.0.0/ private network key.

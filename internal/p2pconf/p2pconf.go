@@ -1,8 +1,9 @@
-// Package p2pconf owns the tuned libp2p host options shared by the
-// production host (mesh) and the all-reduce tests and benchmarks: security
-// transport order, the stream multiplexer and its flow-control windows, and
-// resource-manager limits sized so a bulk all-reduce stream is never
-// throttled while one peer still cannot exhaust a host.
+// Package p2pconf owns the tuned libp2p host options, the one source for
+// the production host (mesh) and the all-reduce tests and benchmarks:
+// security transport order, the stream multiplexer and its flow-control
+// windows, the all-reduce protocol's ID, and resource-manager limits sized
+// so a bulk all-reduce stream is never throttled while one peer still
+// cannot exhaust a host.
 package p2pconf
 
 import (
@@ -19,46 +20,47 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 )
 
-// AllReduceProtocol is the protocol whose streams carry bulk gradient data;
-// it gets its own, larger, resource-manager limits. It mirrors
-// allreduce.ProtocolID (p2pconf must not import allreduce).
-const AllReduceProtocol = protocol.ID("/ringmesh/allreduce/1")
+// AllReduceProtocol is the protocol whose streams carry bulk gradient data
+// (allreduce.ProtocolID is this); it gets its own, larger,
+// resource-manager limits.
+const AllReduceProtocol = protocol.ID("/ringmesh/allreduce/2")
 
-// StreamWindow is the largest yamux receive window per stream (bytes).
-// Larger windows keep a fast link busy across the round trip; each window
-// is charged to the connection's resource scope while it is in use.
-const StreamWindow = 32 << 20
+// StreamWindow is the largest yamux receive window per stream (bytes):
+// large enough that a bulk stream on a fast, high-latency link is not
+// window-limited; each window is charged to the connection's resource
+// scope while it is in use.
+const StreamWindow = 16 << 20
 
-// BulkMemory is the resource-manager memory allowed to one connection, one
-// peer and the all-reduce protocol: enough for several streams at
-// StreamWindow each.
-const BulkMemory = 512 << 20
+// PeerMemory is the default resource-manager memory of one peer (and one
+// connection, and the all-reduce protocol per peer): room for several bulk
+// streams at StreamWindow each, yet one peer cannot exhaust the host.
+const PeerMemory = 1 << 30
 
-// HostOptions returns the libp2p options ringmesh hosts are built with:
-// TLS 1.3 first (AES-GCM, hardware accelerated on common CPUs), Noise as the
-// fallback, yamux with StreamWindow windows, and a resource manager whose
-// limits start from go-libp2p's auto-scaled defaults with the per-stream,
-// per-connection, per-peer and all-reduce protocol memory raised to
-// BulkMemory. Transports and listen addresses are left to the caller.
-func HostOptions() []libp2p.Option {
+// Security returns the security transports in order of preference: TLS 1.3
+// first (AES-GCM, hardware accelerated on common CPUs), Noise as the
+// fallback.
+func Security() []libp2p.Option {
 	return []libp2p.Option{
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, Muxer()),
-		resourceManagerOption(),
 	}
 }
 
-// resourceManagerOption builds the resource manager when the host is built,
-// so a construction error surfaces from libp2p.New.
-func resourceManagerOption() libp2p.Option {
-	return func(cfg *libp2p.Config) error {
-		rm, err := ResourceManager()
-		if err != nil {
-			return err
-		}
-		return libp2p.ResourceManager(rm)(cfg)
-	}
+// HostOptions returns Security, yamux with StreamWindow windows and
+// ResourceManager(PeerMemory): the tuning of the production host for tests
+// and benchmarks that build bare hosts. Transports and listen addresses are
+// left to the caller.
+func HostOptions() []libp2p.Option {
+	return append(Security(),
+		libp2p.Muxer(yamux.ID, Muxer()),
+		func(cfg *libp2p.Config) error {
+			// Built with the host, so that an error surfaces from libp2p.New.
+			rm, err := ResourceManager(PeerMemory)
+			if err != nil {
+				return err
+			}
+			return libp2p.ResourceManager(rm)(cfg)
+		})
 }
 
 // Muxer returns the yamux multiplexer with StreamWindow windows.
@@ -68,25 +70,30 @@ func Muxer() *yamux.Transport {
 	return &t
 }
 
-// ResourceManager returns a resource manager with the limits described on
-// HostOptions.
-func ResourceManager() (network.ResourceManager, error) {
-	bulk := rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(BulkMemory)}
+// ResourceManager returns a resource manager whose limits start from
+// go-libp2p's auto-scaled defaults, with peerMemory bytes for one peer, one
+// connection, the transient scope and the all-reduce protocol per peer,
+// 64 MiB per stream, and four peers' worth for the whole host and the
+// all-reduce protocol. opts go to rcmgr (the mesh adds its connection rate
+// limiter).
+func ResourceManager(peerMemory int64, opts ...rcmgr.Option) (network.ResourceManager, error) {
+	peer := rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory)}
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	base := scaling.AutoScale()
 	partial := rcmgr.PartialLimitConfig{
-		Stream:       bulk,
-		Conn:         bulk,
-		PeerDefault:  bulk,
-		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{AllReduceProtocol: bulk},
+		System:       rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(max(4*peerMemory, int64(base.ToPartialLimitConfig().System.Memory)))},
+		Transient:    peer,
+		PeerDefault:  rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(peerMemory), Streams: 1024, StreamsInbound: 512, StreamsOutbound: 512},
+		Stream:       rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(64 << 20)},
+		Conn:         peer,
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{AllReduceProtocol: peer},
 		Protocol: map[protocol.ID]rcmgr.ResourceLimits{AllReduceProtocol: {
-			Memory:  rcmgr.LimitVal64(4 * BulkMemory),
+			Memory:  rcmgr.LimitVal64(4 * peerMemory),
 			Streams: 1024,
 		}},
-		System: rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(8 * BulkMemory)},
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(base)))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(base)), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("p2pconf: resource manager: %w", err)
 	}

@@ -337,8 +337,8 @@ func BenchmarkLabAllReduce(b *testing.B) {
 }
 
 // BenchmarkLabGloo is the peer baseline of BenchmarkLabAllReduce on the
-// same lab: torch.distributed gloo, one rank per host (testdata/gloo_lab.py,
-// the measurement of the repository's bench/gloo_allreduce.py), 4 hosts with
+// same lab: torch.distributed gloo, one rank per host (the repository's
+// bench/gloo_allreduce.py with --rank), 4 hosts with
 // egress shaped to 1 Gbit/s. Skipped without root or python3-torch.
 func BenchmarkLabGloo(b *testing.B) {
 	const n, rate = 4, 1_000_000_000
@@ -369,7 +369,8 @@ func labGloo(b *testing.B, lab *netlab.Lab, n int, mib string) string {
 	outs := make([]bytes.Buffer, n)
 	cmds := make([]*exec.Cmd, n)
 	for i := range n {
-		cmds[i] = lab.Command(ctx, i, "/usr/bin/python3", "testdata/gloo_lab.py", fmt.Sprint(i), fmt.Sprint(n), master, "29517", mib, "5")
+		cmds[i] = lab.Command(ctx, i, "/usr/bin/python3", "../../bench/gloo_allreduce.py",
+			"--rank", fmt.Sprint(i), "--world", fmt.Sprint(n), "--master", master+":29517", mib, "5")
 		cmds[i].Env = append(os.Environ(), "GLOO_SOCKET_IFNAME="+lab.Host(i).Iface)
 		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
 		if err := cmds[i].Start(); err != nil {

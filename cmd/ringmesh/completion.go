@@ -16,22 +16,6 @@ Prints a shell completion script for ringmesh's commands and flags:
   ringmesh completion bash > /etc/bash_completion.d/ringmesh
   ringmesh completion zsh > "${fpath[1]}/_ringmesh"`
 
-// commandTree lists the commands and their subcommands, each with the
-// function that runs it: what completion (spf13/cobra) completes.
-var commandTree = []struct {
-	name, short string
-	run         func(args []string, stdout, stderr io.Writer) int
-	sub         []string
-}{
-	{"node", "run a node on this host until SIGINT/SIGTERM", func(a []string, _, e io.Writer) int { return cmdNode(a, e) }, nil},
-	{"status", "show the local node's members and round state", cmdStatus, nil},
-	{"token", "print a join token for the local node's mesh", cmdToken, nil},
-	{"bench", "benchmarks", cmdBench, []string{"allreduce", "recovery", "checkpoint", "train"}},
-	{"demo", "local nodes train a model together; one is killed and rejoins", cmdDemo, nil},
-	{"checkpoint", "save, list and fetch checkpoints through the local node", cmdCheckpoint, []string{"save", "ls", "get"}},
-	{"reform", "re-form the mesh when a majority of its list is gone for good", cmdReform, nil},
-}
-
 // completionRoot builds the cobra command tree, with each command's own
 // flags, for cobra's completion scripts and its __complete helper.
 func completionRoot(stdout io.Writer) *cobra.Command {
@@ -39,8 +23,12 @@ func completionRoot(stdout io.Writer) *cobra.Command {
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true}}
 	root.SetOut(stdout)
 	noop := func(*cobra.Command, []string) {}
-	for _, c := range commandTree {
-		cmd := &cobra.Command{Use: c.name, Short: c.short, Run: noop}
+	for _, c := range commands() {
+		cmd := &cobra.Command{Use: c.name, Short: c.short, Run: noop, ValidArgs: c.args}
+		if c.args != nil {
+			root.AddCommand(cmd)
+			continue
+		}
 		if len(c.sub) == 0 {
 			if fs := cli.Describe(c.run); fs != nil {
 				cmd.Flags().AddFlagSet(fs)
@@ -55,8 +43,6 @@ func completionRoot(stdout io.Writer) *cobra.Command {
 		}
 		root.AddCommand(cmd)
 	}
-	root.AddCommand(&cobra.Command{Use: "completion", Short: "print a shell completion script", Run: noop,
-		ValidArgs: []string{"bash", "zsh", "fish"}})
 	return root
 }
 

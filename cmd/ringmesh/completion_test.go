@@ -54,3 +54,25 @@ func TestGNUFlags(t *testing.T) {
 		t.Errorf("node --help: exit %d; want 0 listing --metrics-addr:\n%s", code, errb.String())
 	}
 }
+
+// TestEveryCommandAnswersHelp: every command of the table is in the usage
+// text, dispatches, and answers --help with exit 0 (bench and checkpoint
+// through each subcommand).
+func TestEveryCommandAnswersHelp(t *testing.T) {
+	u := usage()
+	for _, c := range commands() {
+		if !strings.Contains(u, "\n  "+c.name+" ") {
+			t.Errorf("usage does not list %s", c.name)
+		}
+		calls := [][]string{{c.name, "--help"}}
+		for _, s := range c.sub {
+			calls = append(calls, []string{c.name, s, "--help"})
+		}
+		for _, args := range calls {
+			var out, errOut strings.Builder
+			if code := run(args, &out, &errOut); code != 0 || out.Len()+errOut.Len() == 0 {
+				t.Errorf("ringmesh %s: exit %d, %d bytes of help; want 0 and help", strings.Join(args, " "), code, out.Len()+errOut.Len())
+			}
+		}
+	}
+}

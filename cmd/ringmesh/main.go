@@ -1,13 +1,6 @@
-// Command ringmesh is the one binary of a ringmesh host. Subcommands:
-//
-//	ringmesh node        run a node (until SIGINT/SIGTERM)
-//	ringmesh status      show the local node's view of the mesh
-//	ringmesh token       print a join token for the local node's mesh
-//	ringmesh bench       measure all-reduce, recovery, checkpoint fetch and mixed-speed training
-//	ringmesh demo        local nodes train together; one is killed and rejoins
-//	ringmesh checkpoint  save, list and fetch checkpoints through the local node
-//	ringmesh reform      re-form the mesh when a majority of its list is gone for good
-//	ringmesh completion  print a shell completion script
+// Command ringmesh is the one binary of a ringmesh host: node, status,
+// token, bench, demo, checkpoint, reform and completion (the table in
+// commands.go, which usage, dispatch and shell completion all read).
 //
 // It only turns flags into package configs; the logic lives in the packages.
 package main
@@ -23,20 +16,15 @@ import (
 	"github.com/ringmesh/ringmesh/internal/buildinfo"
 )
 
-const usage = `ringmesh: a peer-to-peer training mesh
+// usageHead and usageTail frame the command table in the usage text.
+const usageHead = `ringmesh: a peer-to-peer training mesh
 
 usage: ringmesh <command> [flags]
 
 commands:
-  node        run a node on this host until SIGINT/SIGTERM
-  status      show the local node's members and round state (--json)
-  token       print a join token: 'ringmesh node --join TOKEN' on another host joins the mesh
-  bench       benchmarks: bench allreduce, recovery, checkpoint, train
-  demo        local nodes train a model together; one is killed and rejoins
-  checkpoint  save, list (ls) and fetch (get) checkpoints through the local node
-  reform      re-form the mesh as a new epoch when a majority of its list is gone for good
-  completion  print a shell completion script (bash, zsh, fish)
+`
 
+const usageTail = `
 Run 'ringmesh <command> --help' for the flags of a command, and
 'ringmesh --version' for the version and VCS revision of this build. Flags
 can also be set in the environment: RINGMESH_<FLAG> for node (dashes as
@@ -55,37 +43,26 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	for _, c := range commands() {
+		if c.name == cmd {
+			return c.run(rest, stdout, stderr)
+		}
+	}
 	switch cmd {
-	case "node":
-		return cmdNode(rest, stderr)
-	case "status":
-		return cmdStatus(rest, stdout, stderr)
-	case "token":
-		return cmdToken(rest, stdout, stderr)
-	case "bench":
-		return cmdBench(rest, stdout, stderr)
-	case "demo":
-		return cmdDemo(rest, stdout, stderr)
-	case "checkpoint":
-		return cmdCheckpoint(rest, stdout, stderr)
-	case "reform":
-		return cmdReform(rest, stdout, stderr)
-	case "completion":
-		return cmdCompletion(rest, stdout, stderr)
 	case "__complete", "__completeNoDesc":
 		return cmdComplete(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, buildinfo.Version())
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
 	}
-	fmt.Fprintf(stderr, "ringmesh: unknown command %q\n\n%s", cmd, usage)
+	fmt.Fprintf(stderr, "ringmesh: unknown command %q\n\n%s", cmd, usage())
 	return 2
 }
 

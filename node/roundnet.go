@@ -135,7 +135,7 @@ func (n *Node) handleRound(s network.Stream) {
 				s.Close()
 				return
 			}
-			if errors.Is(err, errBadMsg) {
+			if errors.Is(err, rounds.ErrMalformed) {
 				n.log.Warn("bad round message", "peer", from, "err", err)
 				n.drv.badMessage.Add(1)
 			}

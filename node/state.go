@@ -51,52 +51,15 @@ const (
 )
 
 // encodeState encodes s as the seq'th state: version, sequence number,
-// the state, and a SHA-256 of all that.
+// boot ID (u8 length, bytes), result buffer length (u64), the durable
+// state (rounds.AppendDurable), and a SHA-256 of all that.
 func encodeState(s savedState, seq uint64) ([]byte, error) {
-	d := s.Durable
 	b := binary.BigEndian.AppendUint64([]byte{stateVersion}, seq)
-	var err error
 	b = append(append(b, byte(len(s.Boot))), s.Boot...)
 	b = binary.BigEndian.AppendUint64(b, s.ResultLen)
-	b = binary.BigEndian.AppendUint64(b, d.Epoch)
-	b = binary.BigEndian.AppendUint64(b, d.Step)
-	if d.List != nil {
-		b = append(b, 1)
-		if b, err = appendValue(b, rounds.Value{Ring: d.List}); err != nil {
-			return nil, err
-		}
-	} else {
-		b = append(b, 0)
-	}
-	if b, err = appendBallot(b, d.Promised); err != nil {
+	b, err := rounds.AppendDurable(b, s.Durable)
+	if err != nil {
 		return nil, err
-	}
-	if b, err = appendBallot(b, d.Accepted); err != nil {
-		return nil, err
-	}
-	var flags byte
-	if d.Value != nil {
-		flags |= 1
-	}
-	if d.Result != nil {
-		flags |= 2
-	}
-	if d.Last != nil {
-		flags |= 4
-	}
-	b = append(b, flags)
-	for _, v := range []*rounds.Value{d.Value, d.Result} {
-		if v != nil {
-			if b, err = appendValue(b, *v); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if d.Last != nil {
-		b = binary.BigEndian.AppendUint64(b, d.Last.Step)
-		if b, err = appendValue(b, d.Last.Value); err != nil {
-			return nil, err
-		}
 	}
 	sum := sha256.Sum256(b)
 	return append(b, sum[:]...), nil
@@ -112,37 +75,28 @@ func decodeState(b []byte) (savedState, uint64, error) {
 	if want := sha256.Sum256(body); !bytes.Equal(sum, want[:]) {
 		return s, 0, errors.New("node: round state: checksum mismatch")
 	}
-	dec := &decoder{b: body[1:]}
+	rest := body[1:]
 	var seq uint64
 	if b[0] == stateVersion {
-		seq = dec.u64()
+		if len(rest) < 8 {
+			return savedState{}, 0, errStateTruncated
+		}
+		seq, rest = binary.BigEndian.Uint64(rest), rest[8:]
 	}
-	if l := dec.bytes(1); l != nil {
-		s.Boot = string(dec.bytes(int(l[0])))
+	if len(rest) < 1 || len(rest) < 1+int(rest[0])+8 {
+		return savedState{}, 0, errStateTruncated
 	}
-	s.ResultLen = dec.u64()
-	d := &s.Durable
-	d.Epoch, d.Step = dec.u64(), dec.u64()
-	if has := dec.bytes(1); has != nil && has[0] == 1 {
-		d.List = dec.value().Ring
+	s.Boot, rest = string(rest[1:1+rest[0]]), rest[1+rest[0]:]
+	s.ResultLen = binary.BigEndian.Uint64(rest)
+	d, err := rounds.DecodeDurable(rest[8:])
+	if err != nil {
+		return savedState{}, 0, fmt.Errorf("node: round state: %w", err)
 	}
-	d.Promised, d.Accepted = dec.ballot(), dec.ballot()
-	flags := dec.bytes(1)
-	if dec.err == nil && flags[0]&1 != 0 {
-		d.Value = dec.value()
-	}
-	if dec.err == nil && flags[0]&2 != 0 {
-		d.Result = dec.value()
-	}
-	if dec.err == nil && flags[0]&4 != 0 {
-		step := dec.u64()
-		d.Last = &rounds.Decided{Step: step, Value: *dec.value()}
-	}
-	if dec.err != nil {
-		return savedState{}, 0, fmt.Errorf("node: round state: %w", dec.err)
-	}
+	s.Durable = d
 	return s, seq, nil
 }
+
+var errStateTruncated = errors.New("node: round state: truncated")
 
 // stateStore writes the durable state into the slot files in turn. Owned
 // by the driver's loop.

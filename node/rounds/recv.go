@@ -5,9 +5,6 @@ import (
 	"slices"
 )
 
-// maxList bounds a list or ring carried in a value.
-const maxList = 1024
-
 // recv checks a message against its sender's role and this node's state,
 // then acts on it. What does not fit is counted in Dropped and ignored.
 func (m *Machine) recv(msg Message) {

@@ -97,52 +97,6 @@ func ShareRange(list []ID, shares []uint32, id ID) (lo, hi uint32, ok bool) {
 	return 0, 0, false
 }
 
-// MsgType is the kind of a round message. Values are on the wire: append
-// only.
-type MsgType uint8
-
-// Round messages.
-const (
-	MsgOffer    MsgType = 1  // member -> list: my trainer submitted Step
-	MsgPrepare  MsgType = 2  // proposer -> list: phase 1 of (Step, Ballot)
-	MsgPromise  MsgType = 3  // acceptor -> proposer: Accepted, Value (if any)
-	MsgNack     MsgType = 4  // acceptor -> proposer: Ballot = the higher one promised
-	MsgStart    MsgType = 5  // proposer -> ring: all-reduce (Step, Ballot) over Value.Ring
-	MsgReady    MsgType = 6  // ring member -> proposer: I hold the result of (Step, Ballot)
-	MsgFailed   MsgType = 7  // ring member -> proposer: my all-reduce of (Step, Ballot) failed
-	MsgAccept   MsgType = 8  // proposer -> list: phase 2 of (Step, Ballot, Value)
-	MsgAccepted MsgType = 9  // acceptor -> proposer
-	MsgCommit   MsgType = 10 // -> list and Next: Step decided Value
-	MsgAhead    MsgType = 11 // member -> stale member: I am at Step and no longer hold yours
-	MsgSync     MsgType = 12 // member -> member at a later step: tell me how my Step ended
-	MsgJoin     MsgType = 13 // non-member -> training member: admit me
-	MsgFormed   MsgType = 14 // member -> forming peer it formed with: you are in Value.Next at Step
-	msgTypeEnd  MsgType = 15
-)
-
-var msgNames = [...]string{"", "offer", "prepare", "promise", "nack", "start", "ready", "failed",
-	"accept", "accepted", "commit", "ahead", "sync", "join", "formed"}
-
-func (t MsgType) String() string {
-	if t > 0 && t < msgTypeEnd {
-		return msgNames[t]
-	}
-	return "unknown"
-}
-
-// Message is one round message. From is set by the sender and checked by
-// the transport (it is the authenticated remote peer); To is the receiver.
-type Message struct {
-	Type     MsgType
-	From, To ID
-	Epoch    uint64
-	Step     uint64
-	Ballot   Ballot
-	Accepted Ballot // promise: the ballot of Value, zero when none
-	Value    *Value // promise (accepted value), start, accept, commit
-	Held     *Value // promise, failed: the attempt whose result the sender holds
-}
-
 // Info is what a node advertises in its heartbeat: a hint for liveness and
 // for whom to wait; it never changes the agreed list.
 type Info struct {
@@ -339,44 +293,6 @@ const (
 	CodeBusy             = "busy"
 	CodeSettingsMismatch = "settings_mismatch"
 )
-
-// Decided is the decision of one step, kept to answer members that missed
-// it.
-type Decided struct {
-	Step  uint64
-	Value Value
-}
-
-// Durable is what a node must not forget across a restart (raft persists
-// its term, vote and log the same way): its place in the mesh's history
-// and its acceptor state for the open step.
-type Durable struct {
-	Epoch    uint64
-	Step     uint64 // the next step to decide; nothing below it is ever formed or joined
-	List     []ID   // the agreed list for Step; nil when not a member
-	Promised Ballot // acceptor: the highest ballot promised for Step
-	Accepted Ballot // acceptor: the ballot of AcceptedValue
-	Value    *Value // acceptor: the value accepted for Step
-	// Result is the attempt of Step whose all-reduce result this node
-	// holds. Node keeps that result in a file-backed buffer that outlives
-	// the process (not the machine), so a member killed after it reported
-	// ready can still apply the step when it is decided.
-	Result *Value
-	Last   *Decided
-	// LastHeld: this node holds the result of Last (it was in its ring and
-	// its all-reduce succeeded) and its trainer has not applied it yet (it
-	// had not submitted the step, had left, or the node restarted). A
-	// trainer at Last.Step can still apply it: node keeps the result until
-	// the next StartReduce.
-	LastHeld bool
-	// FormEpoch and FormHash are the last formation this node advertised
-	// while forming (FormHash covers its set, start step and epoch). The
-	// lowest member of that set may have formed it from the heartbeat
-	// alone, so this node never advertises another formation at
-	// FormEpoch or below: two lists can never share an epoch and step.
-	FormEpoch uint64
-	FormHash  string
-}
 
 // Config holds the machine's timing. Every wait is bounded by one of them.
 type Config struct {

@@ -36,6 +36,12 @@
 // state files. Decoders take untrusted bytes: they bound every length and
 // return an error that wraps ErrMalformed, never panic.
 //
+// One file per role: machine.go (Step, tick, decide), trainer.go (the
+// local trainer's join and submit), propose.go (the proposer), acceptor.go
+// (the acceptor), ring.go (a ring member's all-reduce), join.go (joins),
+// form.go (formation and re-forming), recv.go (checks of a message against
+// its sender's role, catching up), plan.go (ring links and batch shares).
+//
 // sim_test.go drives 3 to 9 machines (one schedule in 50: 17 to 33, a
 // lab's list) over a seeded network with delays, reordering, duplicates,
 // drops, crashes and restarts, partitions and trainer faults, and checks

@@ -6,22 +6,6 @@ import (
 	"time"
 )
 
-// trainer states, as the machine sees the local trainer.
-const (
-	trainerNone    = iota // no trainer, or it left or was excluded
-	trainerJoining        // it called join and waits to be a member
-	trainerMember         // it trains at d.Step
-)
-
-// attempt is this node's part in one all-reduce of the open step.
-type attempt struct {
-	ballot  Ballot
-	value   Value
-	running bool
-	ok      bool // the all-reduce succeeded: the scratch buffer holds its result
-	sentAt  time.Time
-}
-
 // Machine is the round, join and recovery protocol of one node. It does no
 // I/O, reads no clock and starts no goroutine: node feeds it events with
 // Step and performs the effects it returns. It is not safe for concurrent
@@ -178,6 +162,86 @@ func (m *Machine) drain() {
 	}
 }
 
+// tick does what time asks for: resends, timeouts, proposals, joins and
+// formation.
+func (m *Machine) tick() {
+	for id, t := range m.joiners {
+		if m.now.Sub(t) > m.cfg.JoinTTL {
+			delete(m.joiners, id)
+		}
+	}
+	if !m.member() {
+		m.tickOutside()
+		return
+	}
+	m.newJob = false // it is a member again
+	if m.trainer == trainerMember && !m.submitted && !m.joinPending && m.cfg.TrainerTimeout > 0 && m.now.Sub(m.lastApply) > m.cfg.TrainerTimeout {
+		m.trainer = trainerNone
+		m.reason = fmt.Sprintf("excluded: the trainer did not submit step %d within %s", m.d.Step, m.cfg.TrainerTimeout)
+	}
+	if m.dormant() {
+		m.leaveDormant()
+		return
+	}
+	if m.trainer == trainerJoining {
+		// A member whose trainer's state is not at the open step joins at
+		// the next one like any joiner (and stays an acceptor meanwhile).
+		m.joiners[m.self] = m.now
+		m.askJoin(sortIDs(append(slices.Clone(m.d.List), m.trainingPeers()...)))
+		m.reason = fmt.Sprintf("waiting for a training member to admit the trainer (at step %d) at the mesh's next step (%d)", m.startStep, m.d.Step+1)
+	}
+	if m.d.Last == nil && (m.formedAt.IsZero() || m.listAgrees()) {
+		// Restarted in a list that has not decided yet, or a majority of
+		// the list says it holds the same list: the formation stands.
+		m.formedAt = m.now
+	}
+	if m.d.Last == nil && m.now.Sub(m.formedAt) > m.cfg.FormTimeout {
+		// Formed, but the list never decided a step: too few of its
+		// members took their place in it. Form again (a newer epoch).
+		m.abandonFormation()
+		return
+	}
+	waiting := m.waitingReason()
+	if waiting != "" {
+		// A member of the list that went on to a newer epoch (the
+		// operator re-formed the mesh there): ask it; its answer, not its
+		// heartbeat, takes this node out of the list.
+		for _, id := range m.d.List {
+			if p, ok := m.peers[id]; ok && p.Live && p.Info.Epoch > m.d.Epoch {
+				m.askSync(id)
+			}
+		}
+	}
+	if m.joinPending && waiting == "" {
+		if ahead := m.aheadPeer(); ahead != "" && m.now.Sub(m.joinAt) < m.cfg.JoinTTL {
+			// A member of the list says it is further on (a restarted
+			// node's list may be long gone): ask it before the trainer is
+			// told this step. The heartbeat only delays the answer; the
+			// sync reply decides, and JoinTTL bounds the wait.
+			m.askSync(ahead)
+		} else {
+			m.joinPending, m.lastApply = false, m.now
+			a := Admitted{Step: m.trainerStep(), Epoch: m.d.Epoch, List: slices.Clone(m.d.List), Formed: true}
+			if a.Step == m.d.Step {
+				a.Shares = m.openShares()
+			}
+			m.emit(a)
+		}
+	}
+	if waiting != "" && m.submitted && !m.att.ok && !m.att.running {
+		m.submitted = false
+		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", waiting)
+	}
+	if m.submitted && m.now.Sub(m.offerAt) >= m.cfg.Resend {
+		m.offerAt = m.now
+		m.sendAll(m.d.List, m.at(MsgOffer))
+	}
+	if !m.att.ballot.IsZero() && !m.att.running && m.now.Sub(m.att.sentAt) >= m.cfg.Resend {
+		m.sendResult()
+	}
+	m.tickProposer(waiting)
+}
+
 func (m *Machine) flush() []Effect {
 	m.setState()
 	info := m.info()
@@ -242,151 +306,6 @@ func (m *Machine) resetStep() {
 	m.hint = nil
 	m.fails = 0
 	m.retryAt = time.Time{}
-}
-
-// trainerJoin: a trainer whose state is at start wants to train. One
-// that resyncs holds a state that is not the list's at any step.
-func (m *Machine) trainerJoin(start uint64, needState, resync bool) {
-	m.startStep, m.joinAt = start, m.now
-	m.submitted, m.joinPending, m.owed = false, false, false
-	m.behind = !resync && m.member() && start+1 == m.d.Step && m.heldLast()
-	if !resync && m.member() && (start == m.d.Step || m.behind || !needState) {
-		// The trainer is where the mesh is, or one step behind with the
-		// decided result of that step held here, or takes the mesh's step
-		// as it is: it is a member again as soon as a majority of the list
-		// is reachable.
-		m.trainer, m.lastApply, m.joinPending = trainerMember, m.now, true
-		return
-	}
-	m.trainer = trainerJoining
-	m.askAt = time.Time{}
-}
-
-// heldLast reports whether this node holds the result of the last decided
-// step, which its trainer has not applied, and is a member of the step
-// after it.
-func (m *Machine) heldLast() bool {
-	l := m.d.Last
-	return m.d.LastHeld && l != nil && l.Step+1 == m.d.Step && m.member() && slices.Contains(l.Value.Ring, m.self)
-}
-
-// trainerStep is the step the member trainer's state is at.
-func (m *Machine) trainerStep() uint64 {
-	if m.behind && m.heldLast() {
-		return m.d.Step - 1
-	}
-	return m.d.Step
-}
-
-func (m *Machine) trainerGone(reason string) {
-	m.trainer, m.submitted, m.joinPending, m.behind = trainerNone, false, false, false
-	m.reason = reason
-}
-
-func (m *Machine) fail(code, format string, args ...any) {
-	m.emit(Fail{Code: code, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
-}
-
-func (m *Machine) submit(step uint64, sized bool) {
-	switch {
-	case m.trainer != trainerMember || !m.member() || m.joinPending:
-		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
-	case m.submitted:
-		m.fail(CodeBusy, "an all-reduce for step %d is already in flight", m.d.Step)
-	case m.owed:
-		m.fail(CodeExcluded, "the mesh went on without this node since the trainer's step %d: join again", step)
-	case m.behind && m.heldLast():
-		if step != m.d.Step-1 {
-			m.emit(Fail{Code: CodeStepMismatch, Msg: fmt.Sprintf("the trainer is at step %d, got %d", m.d.Step-1, step), NextStep: m.d.Step - 1})
-			return
-		}
-		// Decided already, and this node holds its result.
-		m.behind, m.d.LastHeld, m.dirty = false, false, true
-		m.lastApply = m.now
-		m.emit(Apply{Step: step, Value: m.d.Last.Value})
-	case step != m.d.Step:
-		m.fail(CodeStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
-	case m.state == StateWaiting:
-		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
-	default:
-		if sized {
-			m.measure()
-		}
-		m.submitted, m.submitAt = true, m.now
-		m.offerAt = time.Time{}
-	}
-}
-
-// measure folds the trainer's last step into its smoothed speed: its
-// share over the time from the last answer to this submit.
-func (m *Machine) measure() {
-	if m.lastApply.IsZero() {
-		return
-	}
-	dt := m.now.Sub(m.lastApply).Seconds()
-	_, shares := m.Shares()
-	lo, hi, ok := ShareRange(m.d.List, shares, m.self)
-	if !ok || dt <= 0 {
-		return
-	}
-	v := float64(hi-lo) / max(dt, 1e-4)
-	if m.speed == 0 {
-		m.speed = v
-	} else {
-		m.speed += speedSmoothing * (v - m.speed)
-	}
-}
-
-// speedSmoothing is the weight of the newest step in the smoothed speed.
-const speedSmoothing = 0.3
-
-// openShares is the open step's shares (aligned with d.List).
-func (m *Machine) openShares() []uint32 {
-	_, s := m.Shares()
-	return slices.Clone(s)
-}
-
-// Shares returns the agreed list of the open step and its shares of the
-// global batch (aligned with it): those decided with the last step, or
-// equal shares when the list did not come from a decision (a formed
-// list).
-func (m *Machine) Shares() ([]ID, []uint32) {
-	if l := m.d.Last; l != nil && l.Step+1 == m.d.Step && len(l.Value.Shares) == len(m.d.List) && slices.Equal(l.Value.Next, m.d.List) {
-		return m.d.List, l.Value.Shares
-	}
-	return m.d.List, EqualShares(len(m.d.List))
-}
-
-func (m *Machine) reduceDone(e ReduceDone) {
-	a := &m.att
-	if e.Step != m.d.Step || e.Attempt != a.ballot || !a.running {
-		return
-	}
-	a.running, a.ok = false, e.Err == nil && m.submitted
-	if a.ok {
-		// Persisted with the next state change (this node's accept of the
-		// value comes right after its ready), not on its own: that saves
-		// an fsync per step; a crash in between only loses the claim.
-		v := a.value
-		m.d.Result = &v
-	}
-	m.sendResult()
-	if e.Settings && m.submitted {
-		m.submitted = false
-		m.fail(CodeSettingsMismatch, "the ring's members disagree on step %d's settings (%v): every trainer must pass the same buffer length, wire type and reduce op, and every node run with the same all-reduce lanes, chunk size and --trusted-network", m.d.Step, e.Err)
-	}
-}
-
-// sendResult tells the attempt's proposer how this node's all-reduce ended.
-func (m *Machine) sendResult() {
-	t := MsgFailed
-	if m.att.ok {
-		t = MsgReady
-	}
-	m.att.sentAt = m.now
-	r := m.at(t)
-	r.Ballot = m.att.ballot
-	m.send(m.att.ballot.By, r)
 }
 
 // decide applies the decision of the open step.
@@ -485,71 +404,6 @@ func (m *Machine) leaveList() {
 	m.resetStep()
 }
 
-// dormant reports whether this node's list trains no more while its own
-// trainer came back at another step than the list's: FormWait after the
-// trainer's join, a majority of the list (this node included) is live and
-// says at this epoch or a later one that it does not train (idle,
-// joining or forming), and no live member trains. Nobody would admit the
-// trainer then (a second job on nodes that stayed up), so the list is
-// left and the trainer forms a new mesh. A minority cut off from a
-// training majority never sees a majority quiet.
-func (m *Machine) dormant() bool {
-	if m.trainer != trainerJoining || m.submitted || m.att.running || m.now.Sub(m.joinAt) < m.cfg.FormWait {
-		return false
-	}
-	quiet := 1 // this node: its trainer is joining
-	for _, id := range m.d.List {
-		p, ok := m.peers[id]
-		if id == m.self || !ok || !p.Live {
-			continue
-		}
-		switch {
-		case p.Info.State == StateTraining || p.Info.State == StateWaiting:
-			return false
-		case p.Info.Epoch >= m.d.Epoch:
-			quiet++
-		}
-	}
-	return quiet >= majority(len(m.d.List))
-}
-
-// leaveDormant: the list is dormant; this node leaves it (as leftOut
-// does) and its trainer forms a new mesh, from the step its state is at,
-// with the other nodes whose trainers came back.
-func (m *Machine) leaveDormant() {
-	step := m.d.Step
-	m.leaveList()
-	m.formedAt = time.Time{}
-	m.joinAt = m.now
-	m.newJob = true
-	m.reason = fmt.Sprintf("no member of the last list (at step %d) is training: forming a new mesh from the trainer's step %d", step, m.startStep)
-}
-
-// reform is the operator's answer to a majority of the list that is gone
-// for good: this node leaves its list and forms a new mesh, in an epoch
-// above every epoch it has seen, at a step no lower than any it has
-// applied or seen, with whichever nodes are forming. A step of the old
-// epoch that a majority may still decide is never re-decided: the new
-// epoch's steps are other pairs (epoch, step).
-func (m *Machine) reform(step uint64) {
-	if m.submitted {
-		m.fail(CodeExcluded, "the mesh is re-formed by the operator: join again")
-	}
-	maxE, maxS := m.d.Epoch, m.d.Step
-	for _, p := range m.peers {
-		maxE, maxS = max(maxE, p.Info.Epoch), max(maxS, p.Info.Step)
-	}
-	m.d = Durable{Epoch: maxE + 1, Step: max(maxS, step), FormEpoch: m.d.FormEpoch, FormHash: m.d.FormHash}
-	m.dirty = true
-	m.submitted, m.joinPending, m.behind = false, false, false
-	m.resetStep()
-	m.formedAt = time.Time{}
-	if m.trainer != trainerNone {
-		m.trainer, m.joinAt = trainerJoining, m.now
-	}
-	m.reason = fmt.Sprintf("re-formed by the operator: forming epoch %d from step %d", m.d.Epoch+1, m.d.Step)
-}
-
 func (m *Machine) setState() {
 	switch {
 	case m.member() && m.trainer == trainerJoining:
@@ -606,3 +460,7 @@ func (m *Machine) info() Info {
 
 // at returns a message of type t about the open step.
 func (m *Machine) at(t MsgType) Message { return Message{Type: t, Step: m.d.Step} }
+
+// short is how a member is named in reasons: libp2p's ShortString, the
+// form libp2p's own logs use.
+func short(id ID) string { return id.ShortString() }

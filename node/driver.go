@@ -319,7 +319,7 @@ func (d *driver) step(ev rounds.Event) {
 			case rounds.Admitted:
 				d.admitted(e)
 			case rounds.Fail:
-				d.answer(nil, &roundError{Code: e.Code, Msg: e.Msg, NextStep: e.NextStep})
+				d.answer(nil, &roundError{Code: reasonCode(e.Reason), Msg: e.Msg, NextStep: e.NextStep})
 			}
 		}
 	}

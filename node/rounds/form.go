@@ -166,7 +166,7 @@ func (m *Machine) listAgrees() bool {
 
 func (m *Machine) abandonFormation() {
 	if m.submitted {
-		m.fail(CodeExcluded, "the mesh formed at step %d never decided a step: join again", m.d.Step)
+		m.fail(ReasonExcluded, "the mesh formed at step %d never decided a step: join again", m.d.Step)
 	}
 	m.submitted, m.joinPending = false, false
 	m.leaveList()
@@ -225,7 +225,7 @@ func (m *Machine) leaveDormant() {
 // epoch's steps are other pairs (epoch, step).
 func (m *Machine) reform(step uint64) {
 	if m.submitted {
-		m.fail(CodeExcluded, "the mesh is re-formed by the operator: join again")
+		m.fail(ReasonExcluded, "the mesh is re-formed by the operator: join again")
 	}
 	maxE, maxS := m.d.Epoch, m.d.Step
 	for _, p := range m.peers {

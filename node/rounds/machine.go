@@ -230,7 +230,7 @@ func (m *Machine) tick() {
 	}
 	if waiting != "" && m.submitted && !m.att.ok && !m.att.running {
 		m.submitted = false
-		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", waiting)
+		m.fail(ReasonWaiting, "not in the majority, waiting to rejoin: %s", waiting)
 	}
 	if m.submitted && m.now.Sub(m.offerAt) >= m.cfg.Resend {
 		m.offerAt = m.now
@@ -319,7 +319,7 @@ func (m *Machine) decide(v Value) {
 		m.emit(Apply{Step: step, Value: v})
 		applied = true
 	case m.submitted:
-		m.fail(CodeExcluded, "the mesh decided step %d without this node's result: join again", step)
+		m.fail(ReasonExcluded, "the mesh decided step %d without this node's result: join again", step)
 	}
 	// A trainer that has not submitted the step (it joined again after a
 	// restart, or left) can still apply it: this node holds its result.
@@ -380,7 +380,7 @@ func (m *Machine) decide(v Value) {
 // leftOut: the mesh went past this node's step without it.
 func (m *Machine) leftOut(why string) {
 	if m.submitted {
-		m.fail(CodeExcluded, "the mesh went on without this node (%s): join again", why)
+		m.fail(ReasonExcluded, "the mesh went on without this node (%s): join again", why)
 	}
 	m.submitted = false
 	m.leaveList()

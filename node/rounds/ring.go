@@ -69,7 +69,7 @@ func (m *Machine) reduceDone(e ReduceDone) {
 	m.sendResult()
 	if e.Settings && m.submitted {
 		m.submitted = false
-		m.fail(CodeSettingsMismatch, "the ring's members disagree on step %d's settings (%v): every trainer must pass the same buffer length, wire type and reduce op, and every node run with the same all-reduce lanes, chunk size and --trusted-network", m.d.Step, e.Err)
+		m.fail(ReasonSettingsMismatch, "the ring's members disagree on step %d's settings (%v): every trainer must pass the same buffer length, wire type and reduce op, and every node run with the same all-reduce lanes, chunk size and --trusted-network", m.d.Step, e.Err)
 	}
 }
 

@@ -463,19 +463,19 @@ func (s *Sim) admitted(nd *simNode, e Admitted) {
 }
 
 func (s *Sim) failed(nd *simNode, e Fail) {
-	s.logf("%s fail %s: %s", nd.id, e.Code, e.Msg)
+	s.logf("%s fail %s: %s", nd.id, e.Reason, e.Msg)
 	tr := &nd.tr
 	tr.pending = false
-	switch e.Code {
-	case CodeStepMismatch:
+	switch e.Reason {
+	case ReasonStepMismatch:
 		// The trainer submits only steps the node answered: a mismatch
 		// means the node moved on without telling it (it must say
 		// excluded, so the trainer loads the state of its new step).
-		s.fail("%s: %s: %s", nd.id, e.Code, e.Msg)
+		s.fail("%s: %s: %s", nd.id, e.Reason, e.Msg)
 		return
-	case CodeWaiting:
+	case ReasonWaiting:
 		// The state is still good: join again at the same step.
-	case CodeBusy:
+	case ReasonBusy:
 		s.fail("%s: busy: the trainer submitted twice", nd.id)
 		return
 	default:

@@ -64,21 +64,21 @@ func (m *Machine) aheadPeer() ID {
 	return ""
 }
 
-func (m *Machine) fail(code, format string, args ...any) {
-	m.emit(Fail{Code: code, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
+func (m *Machine) fail(r Reason, format string, args ...any) {
+	m.emit(Fail{Reason: r, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
 }
 
 func (m *Machine) submit(step uint64, sized bool) {
 	switch {
 	case m.trainer != trainerMember || !m.member() || m.joinPending:
-		m.fail(CodeNotMember, "node is %s, not a training member: call join first", m.state)
+		m.fail(ReasonNotMember, "node is %s, not a training member: call join first", m.state)
 	case m.submitted:
-		m.fail(CodeBusy, "an all-reduce for step %d is already in flight", m.d.Step)
+		m.fail(ReasonBusy, "an all-reduce for step %d is already in flight", m.d.Step)
 	case m.owed:
-		m.fail(CodeExcluded, "the mesh went on without this node since the trainer's step %d: join again", step)
+		m.fail(ReasonExcluded, "the mesh went on without this node since the trainer's step %d: join again", step)
 	case m.behind && m.heldLast():
 		if step != m.d.Step-1 {
-			m.emit(Fail{Code: CodeStepMismatch, Msg: fmt.Sprintf("the trainer is at step %d, got %d", m.d.Step-1, step), NextStep: m.d.Step - 1})
+			m.emit(Fail{Reason: ReasonStepMismatch, Msg: fmt.Sprintf("the trainer is at step %d, got %d", m.d.Step-1, step), NextStep: m.d.Step - 1})
 			return
 		}
 		// Decided already, and this node holds its result.
@@ -86,9 +86,9 @@ func (m *Machine) submit(step uint64, sized bool) {
 		m.lastApply = m.now
 		m.emit(Apply{Step: step, Value: m.d.Last.Value})
 	case step != m.d.Step:
-		m.fail(CodeStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
+		m.fail(ReasonStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
 	case m.state == StateWaiting:
-		m.fail(CodeWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
+		m.fail(ReasonWaiting, "not in the majority, waiting to rejoin: %s", m.reason)
 	default:
 		if sized {
 			m.measure()

@@ -262,10 +262,10 @@ type Admitted struct {
 	Shares []uint32 // of Step's global batch, aligned with List; nil: equal
 }
 
-// Fail answers the trainer's pending Submit with an error (Code is a local
-// API code) or, with Join set, its pending TrainerJoin.
+// Fail answers the trainer's pending Submit with an error: Reason, Msg
+// (the same in words, for the trainer) and the step the mesh expects.
 type Fail struct {
-	Code     string
+	Reason   Reason
 	Msg      string
 	NextStep uint64
 }
@@ -284,15 +284,29 @@ func (Fail) isEffect()        {}
 func (Persist) isEffect()     {}
 func (Publish) isEffect()     {}
 
-// Local API error codes the machine uses in Fail.
+// Reason is why the machine fails a trainer's call (Fail). Node answers
+// the trainer with the local API error code of each (node/codes.go).
+type Reason uint8
+
+// Failure reasons.
 const (
-	CodeNotMember        = "not_member"
-	CodeWaiting          = "waiting"
-	CodeExcluded         = "excluded"
-	CodeStepMismatch     = "step_mismatch"
-	CodeBusy             = "busy"
-	CodeSettingsMismatch = "settings_mismatch"
+	ReasonNotMember        Reason = iota + 1 // not a training member: join first
+	ReasonWaiting                            // a member, but not in the majority: waiting to rejoin
+	ReasonExcluded                           // the mesh went on without the trainer: join again
+	ReasonStepMismatch                       // the trainer's step is not the one the mesh expects (Fail.NextStep)
+	ReasonBusy                               // an all-reduce of the step is already in flight
+	ReasonSettingsMismatch                   // the ring's trainers or nodes disagree on settings no retry changes
+	reasonEnd
 )
+
+var reasonNames = [...]string{"", "not a member", "waiting", "excluded", "step mismatch", "busy", "settings mismatch"}
+
+func (r Reason) String() string {
+	if r > 0 && r < reasonEnd {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
 
 // Config holds the machine's timing. Every wait is bounded by one of them.
 type Config struct {

@@ -1,6 +1,9 @@
 package rounds
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // Decided is the decision of one step, kept to answer members that missed
 // it.
@@ -49,10 +52,14 @@ type Durable struct {
 //	promised ballot | accepted ballot
 //	u8 flags: bit 0 value follows, bit 1 result follows, bit 2 last follows
 //	[value] [result] [u64 last step | last value]
+//	u64 form epoch | u8 n | n bytes form hash
 //
-// Trailing bytes are ignored. LastHeld, FormEpoch and FormHash are not in
-// the layout: a restarted node has them zero. It fails where a message
-// would (a peer ID over 255 bytes, a list over 1,024 peers).
+// The form epoch and hash came last, later: a state without them (written
+// before) decodes with them zero, and trailing bytes after them are
+// ignored. LastHeld is not kept: a restarted node does not claim a result
+// it may no longer hold, and its trainer joins again. It fails where a
+// message would (a peer ID over 255 bytes, a list over 1,024 peers) and on
+// a form hash over 255 bytes.
 func AppendDurable(b []byte, d Durable) ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, d.Epoch)
 	b = binary.BigEndian.AppendUint64(b, d.Step)
@@ -95,7 +102,12 @@ func AppendDurable(b []byte, d Durable) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return b, nil
+	if len(d.FormHash) > 255 {
+		return nil, fmt.Errorf("rounds: form hash of %d bytes, at most 255", len(d.FormHash))
+	}
+	b = binary.BigEndian.AppendUint64(b, d.FormEpoch)
+	b = append(b, byte(len(d.FormHash)))
+	return append(b, d.FormHash...), nil
 }
 
 // DecodeDurable decodes a durable state that AppendDurable encoded. An
@@ -118,6 +130,12 @@ func DecodeDurable(b []byte) (Durable, error) {
 	if dec.err == nil && flags[0]&4 != 0 {
 		step := dec.u64()
 		d.Last = &Decided{Step: step, Value: *dec.value()}
+	}
+	if dec.err == nil && len(dec.b) > 0 {
+		d.FormEpoch = dec.u64()
+		if n := dec.bytes(1); n != nil {
+			d.FormHash = string(dec.bytes(int(n[0])))
+		}
 	}
 	if dec.err != nil {
 		return Durable{}, dec.err

@@ -10,7 +10,7 @@ func TestDurableGolden(t *testing.T) {
 	p := testPeer(t)
 	v := Value{Attempt: Ballot{N: 4, By: p}, Ring: []ID{p}, Next: []ID{p}}
 	d := Durable{Epoch: 2, Step: 9, List: []ID{p}, Promised: Ballot{N: 5, By: p}, Accepted: v.Attempt,
-		Value: &v, Last: &Decided{Step: 8, Value: v}}
+		Value: &v, Last: &Decided{Step: 8, Value: v}, FormEpoch: 3, FormHash: "ab"}
 	got, err := AppendDurable(nil, d)
 	if err != nil {
 		t.Fatal(err)
@@ -21,7 +21,8 @@ func TestDurableGolden(t *testing.T) {
 		"01" + "0000000000000000" + "00" + "0001" + id + "0000" + "0000" + "0000" + // a list: a value whose ring it is
 		"0000000000000005" + id + "0000000000000004" + id + // promised 5, accepted 4
 		"05" + value + // a value and a last decision follow, no result
-		"0000000000000008" + value // the last decision: step 8
+		"0000000000000008" + value + // the last decision: step 8
+		"0000000000000003" + "02" + "6162" // form epoch 3, form hash "ab"
 	if hex.EncodeToString(got) != want {
 		t.Errorf("encode:\n got %x\nwant %s", got, want)
 	}
@@ -35,6 +36,15 @@ func TestDurableGolden(t *testing.T) {
 	if back, err := DecodeDurable(append(got, 1, 2, 3)); err != nil || !reflect.DeepEqual(back, d) {
 		t.Errorf("with trailing bytes: got %+v, %v; want %+v", back, err, d)
 	}
+	// A state written before the form epoch and hash were kept.
+	old := d
+	old.FormEpoch, old.FormHash = 0, ""
+	if back, err := DecodeDurable(got[:len(got)-11]); err != nil || !reflect.DeepEqual(back, old) {
+		t.Errorf("without the form tail: got %+v, %v; want %+v", back, err, old)
+	}
+	if _, err := DecodeDurable(got[:len(got)-1]); err == nil {
+		t.Error("a cut form hash decoded")
+	}
 }
 
 func TestDurableRejects(t *testing.T) {
@@ -44,7 +54,7 @@ func TestDurableRejects(t *testing.T) {
 		"truncated": good[:len(good)-1],
 		"too many peers": func() []byte {
 			b := append([]byte{}, good...)
-			b[len(b)-8], b[len(b)-7] = 0xff, 0xff // the result's ring
+			b[len(b)-17], b[len(b)-16] = 0xff, 0xff // the result's ring, before the 9-byte form tail
 			return b
 		}(),
 	}

@@ -9,6 +9,8 @@ GLOO     ?= bench/gloo_allreduce.py
 SIMS     ?= 100000
 CHAOS    ?= 10m
 CHAOS_HOSTS ?= 5
+CHAOS_SIZE ?= 4096
+CHAOS_PARTS ?= 1
 
 .PHONY: help build install test test-deps test-go test-python lint tidy demo bench fuzz sim chaos clean
 
@@ -82,8 +84,8 @@ sim: ## run SIMS (100000) seeded fault schedules of the round protocol
 	@$(GO) test -count=1 -v -timeout 60m -run 'TestSimulation$$' ./node/rounds -sim.schedules=$(SIMS) > .sim.log 2>&1; rc=$$?; \
 		grep -E '^(sim:|--- FAIL|FAIL|ok)|seed|replay' .sim.log; rm -f .sim.log; exit $$rc
 
-chaos: build ## inject CHAOS (10m) of kills, isolations and splits into CHAOS_HOSTS (5) nodes in a namespace lab (root)
-	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 90m -run 'TestLabChaos$$' ./cmd/ringmesh -chaos.for=$(CHAOS) -chaos.hosts=$(CHAOS_HOSTS) > .chaos.log 2>&1; rc=$$?; \
+chaos: build ## inject CHAOS (10m) of kills, isolations and splits into CHAOS_HOSTS (5) nodes in a namespace lab (root); CHAOS_SIZE elements per round (4096; 2097152 takes direct lanes), CHAOS_PARTS parts (1)
+	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 90m -run 'TestLabChaos$$' ./cmd/ringmesh -chaos.for=$(CHAOS) -chaos.hosts=$(CHAOS_HOSTS) -chaos.size=$(CHAOS_SIZE) -chaos.parts=$(CHAOS_PARTS) > .chaos.log 2>&1; rc=$$?; \
 		grep -E '^(--- |FAIL|ok|PASS)|chaos_test.go|rounds_test.go|netlab: skipping' .chaos.log; \
 		if [ $$rc != 0 ]; then echo "full log: .chaos.log"; else rm -f .chaos.log; fi; exit $$rc
 

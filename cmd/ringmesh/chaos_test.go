@@ -17,6 +17,8 @@ import (
 var (
 	chaosFor   = flag.Duration("chaos.for", 45*time.Second, "TestLabChaos: how long faults are injected (make chaos: 10m)")
 	chaosHosts = flag.Int("chaos.hosts", 5, "TestLabChaos: how many hosts (make chaos CHAOS_HOSTS=9)")
+	chaosSize  = flag.Int("chaos.size", 4<<10, "TestLabChaos: float32 elements per round; from 1M (4 MiB) up, lanes take direct TCP connections (make chaos CHAOS_SIZE=2097152)")
+	chaosParts = flag.Int("chaos.parts", 1, "TestLabChaos: trainers submit each round in this many parts (make chaos CHAOS_PARTS=4)")
 )
 
 // chaosLab is a namespace lab with a node process per host that can be
@@ -81,7 +83,7 @@ func TestLabChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *chaosFor+5*time.Minute)
 	defer cancel()
 	tctx, stop := context.WithCancel(ctx)
-	tr := &trainers{t: t, ctx: tctx, led: newLedger(), size: 4 << 10, steps: 1 << 40, exact: true, killed: map[string]bool{}}
+	tr := &trainers{t: t, ctx: tctx, led: newLedger(), size: *chaosSize, parts: *chaosParts, steps: 1 << 40, exact: true, killed: map[string]bool{}}
 	runs := make([]string, n)
 	for i, p := range ln.ps {
 		runs[i] = tr.start(p)
@@ -89,7 +91,7 @@ func TestLabChaos(t *testing.T) {
 	tr.waitRound("start", n)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 15))
-	t.Logf("chaos for %s, seed %d", *chaosFor, seed)
+	t.Logf("chaos for %s, seed %d, %d hosts, rounds of %d elements in %d parts", *chaosFor, seed, n, *chaosSize, max(*chaosParts, 1))
 	hold := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(rng.Int64N(int64(hi-lo)))) }
 	kill := func(i int) {
 		tr.mu.Lock()
@@ -159,9 +161,19 @@ func TestLabChaos(t *testing.T) {
 	tr.wg.Wait()
 	steps := tr.led.check(t)
 	t.Logf("faults %v; %d steps applied, %d trainer runs, every result the exact sum of its ring", faults, steps, len(tr.led.runs))
+	// A part's lane of at least 1 MiB (allreduce's DirectMinBytes) runs on
+	// its own TCP connection: then every node, restarted or not, took part
+	// in the last all-member round over direct lanes.
+	direct := 4 * *chaosSize / max(*chaosParts, 1) / 2 >= 1<<20
 	for i := range n {
-		if st, err := systest.Status(ln.ps[i].Dir); err == nil {
-			t.Logf("node %d (%s): epoch %d, rounds %s, dropped %v", i, filepath.Base(ln.ps[i].Dir), st.Rounds.Epoch, st.Rounds.State, st.Rounds.Dropped)
+		st, err := systest.Status(ln.ps[i].Dir)
+		if err != nil {
+			t.Errorf("node %d: status: %v", i, err)
+			continue
+		}
+		t.Logf("node %d (%s): epoch %d, rounds %s, dropped %v, lanes %+v", i, filepath.Base(ln.ps[i].Dir), st.Rounds.Epoch, st.Rounds.State, st.Rounds.Dropped, st.Lanes)
+		if direct && st.Lanes.Direct == 0 {
+			t.Errorf("node %d: no direct lane with rounds of %d elements in %d parts", i, *chaosSize, max(*chaosParts, 1))
 		}
 	}
 }

@@ -183,6 +183,7 @@ type trainers struct {
 	size   int
 	steps  uint64
 	exact  bool // systest.Synthetic.Exact: every result checked against the exact sum of its ring
+	parts  int  // systest.Synthetic.Parts
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	killed map[string]bool // runs whose node was killed: their errors are expected
@@ -213,7 +214,7 @@ func (tr *trainers) start(p *systest.Proc) string {
 	tr.wg.Add(1)
 	go func() {
 		defer tr.wg.Done()
-		s := &systest.Synthetic{Dir: p.Dir, Size: tr.size, Steps: tr.steps, Pause: 2 * time.Millisecond, Exact: tr.exact, Record: tr.led.recorder(run)}
+		s := &systest.Synthetic{Dir: p.Dir, Size: tr.size, Steps: tr.steps, Pause: 2 * time.Millisecond, Exact: tr.exact, Parts: tr.parts, Record: tr.led.recorder(run)}
 		err := s.Run(tr.ctx)
 		tr.mu.Lock()
 		expected := tr.killed[run] || tr.ctx.Err() != nil

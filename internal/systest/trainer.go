@@ -36,6 +36,10 @@ type Synthetic struct {
 	// sum of the contributions of its ring: Run fails on the first element
 	// that differs.
 	Exact bool
+	// Parts > 1 submits each round in that many parts (AllReduceParts),
+	// marking them ready one after another as a backward pass would, and
+	// waits for the result.
+	Parts int
 	// Record is called for every applied round, in order.
 	Record func(Applied)
 }
@@ -69,7 +73,7 @@ func (s *Synthetic) Run(ctx context.Context) error {
 				return true, nil
 			}
 			s.fill(buf.Data, step, self)
-			resp, err := buf.AllReduce(ctx, step, client.ReduceOptions{Reduce: op})
+			resp, err := s.reduce(ctx, buf, step, client.ReduceOptions{Reduce: op})
 			if client.IsCode(err, localapi.CodeStepMismatch) {
 				return false, fmt.Errorf("trainer %s: %w", s.Dir, err)
 			}
@@ -95,6 +99,30 @@ func (s *Synthetic) Run(ctx context.Context) error {
 			return err
 		},
 	}.Run(ctx)
+}
+
+// reduce all-reduces buf for step, whole or in s.Parts parts.
+func (s *Synthetic) reduce(ctx context.Context, buf *client.Buffer, step uint64, opt client.ReduceOptions) (localapi.Response, error) {
+	if s.Parts <= 1 {
+		return buf.AllReduce(ctx, step, opt)
+	}
+	n := int64(len(buf.Data))
+	var parts [][2]int64
+	for i := range int64(s.Parts) {
+		lo, hi := n*i/int64(s.Parts), n*(i+1)/int64(s.Parts)
+		if hi > lo {
+			parts = append(parts, [2]int64{lo, hi - lo})
+		}
+	}
+	if err := buf.AllReduceParts(ctx, step, opt, parts); err != nil {
+		return localapi.Response{}, err
+	}
+	for i := range parts {
+		if err := buf.PartReady(ctx, step, i); err != nil {
+			return localapi.Response{}, err
+		}
+	}
+	return buf.Wait(ctx, step)
 }
 
 func (s *Synthetic) join(ctx context.Context, c *client.Client) (uint64, error) {

@@ -375,25 +375,15 @@ func (b *arBench) runLive(ctx context.Context, dataDir string, world int, wait t
 // slowestEgress is the lowest egress estimate among the members of the
 // node's agreed list (bytes/s), 0 when any is unknown.
 func slowestEgress(ctx context.Context, c *client.Client) float64 {
-	resp, err := c.Status(ctx)
-	if err != nil {
+	st, err := c.Status(ctx)
+	if err != nil || len(st.Rounds.Plan) == 0 {
 		return 0
 	}
-	var st struct {
-		Rounds struct {
-			Plan []struct {
-				Egress float64 `json:"egress_Bps"`
-			} `json:"plan"`
-		} `json:"rounds"`
-	}
-	if json.Unmarshal(resp.Status, &st) != nil || len(st.Rounds.Plan) == 0 {
-		return 0
-	}
-	slow := st.Rounds.Plan[0].Egress
+	slow := st.Rounds.Plan[0].EgressBps
 	for _, p := range st.Rounds.Plan {
-		slow = min(slow, p.Egress)
+		slow = min(slow, p.EgressBps)
 	}
-	return slow
+	return float64(slow)
 }
 
 // waitWorld keeps the mesh stepping with 1-element rounds (so that joiners

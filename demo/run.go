@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringmesh/ringmesh/internal/nodeproc"
 	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/train"
 	"github.com/ringmesh/ringmesh/train/meshtrain"
 )
@@ -211,7 +212,11 @@ func (d *Demo) startNodes(ctx context.Context) error {
 		n.proc, n.id, n.state = p, p.ID, "joining"
 		d.mu.Unlock()
 		if i == 0 {
-			t, err := node.JoinToken(ctx, n.dir, nil)
+			st, err := client.ReadStatus(ctx, n.dir)
+			if err != nil {
+				return fmt.Errorf("join token of %s: %w", n.name, err)
+			}
+			t, err := node.JoinToken(st, nil)
 			if err != nil {
 				return fmt.Errorf("join token of %s: %w", n.name, err)
 			}

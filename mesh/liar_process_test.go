@@ -100,7 +100,7 @@ func TestLiarMemberAgainstProcesses(t *testing.T) {
 			}
 			seen := false
 			for _, m := range st.Members {
-				seen = seen || (m.ID == liar.Self().String() && m.State == mesh.Alive)
+				seen = seen || (m.ID == liar.Self().String() && m.State == mesh.Alive.String())
 			}
 			if !seen {
 				return fmt.Errorf("%s does not see the liar alive yet", filepath.Base(p.Dir))
@@ -162,7 +162,7 @@ func TestLiarMemberAgainstProcesses(t *testing.T) {
 				return err
 			}
 			for _, m := range st.Members {
-				if m.ID == victim.ID && m.State != mesh.Alive {
+				if m.ID == victim.ID && m.State != mesh.Alive.String() {
 					return fmt.Errorf("%s sees the victim %v", filepath.Base(p.Dir), m.State)
 				}
 			}

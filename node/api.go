@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -299,11 +298,8 @@ func (s *apiServer) handle(st *apiConn, req *localapi.Request) localapi.Response
 		return localapi.Response{Self: n.host.ID().String(), State: sn.state, Reason: sn.reason, NextStep: sn.step,
 			Members: idStrings(sn.list), MemberCount: len(sn.list)}
 	case localapi.OpStatus:
-		b, err := json.Marshal(n.Status())
-		if err != nil {
-			return apiErr(localapi.CodeInternal, "%v", err)
-		}
-		return localapi.Response{Status: b}
+		st := n.Status()
+		return localapi.Response{Status: &st}
 	case localapi.OpLeave:
 		if bad := s.isTrainer(st); bad != nil {
 			return *bad

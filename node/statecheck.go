@@ -163,24 +163,6 @@ type stateReport struct {
 	stale bool
 }
 
-// StateCheckJSON is the state checks in a status report.
-type StateCheckJSON struct {
-	// Last is the last comparison decided (null: none yet); Verdict the
-	// last one with a verdict (another member reported its step).
-	Last    *localapi.StateCheck `json:"last"`
-	Verdict *localapi.StateCheck `json:"verdict"`
-	// Diverged: Verdict found this trainer's state diverged from the
-	// mesh's majority (ringmesh_state_diverged).
-	Diverged bool `json:"diverged"`
-	// Reported is the step of the trainer's last report (0: none).
-	Reported uint64 `json:"reported"`
-	// Checks counts the comparisons by result (agree, diverged,
-	// unchecked: no other member reported the step) since the node
-	// started; Resyncs the trainer's joins to re-sync its state.
-	Checks  map[string]uint64 `json:"checks"`
-	Resyncs uint64            `json:"resyncs"`
-}
-
 // stateCheck keeps the trainer's reports and decides them.
 type stateCheck struct {
 	self    peer.ID
@@ -431,10 +413,10 @@ func (c *stateCheck) resync() {
 	}
 }
 
-func (c *stateCheck) status() StateCheckJSON {
+func (c *stateCheck) status() localapi.StateCheckStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := StateCheckJSON{Checks: map[string]uint64{}, Resyncs: c.resyncs}
+	st := localapi.StateCheckStatus{Checks: map[string]uint64{}, Resyncs: c.resyncs}
 	if c.last != nil {
 		v := *c.last
 		st.Last = &v

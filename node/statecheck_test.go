@@ -149,7 +149,7 @@ func TestStateCheckDecides(t *testing.T) {
 	if !st.Diverged || st.Checks[stateDiverged] != 1 || st.Verdict == nil || st.Verdict.Step != 10 {
 		t.Fatalf("status %+v", st)
 	}
-	if txt := st.text(); !strings.Contains(txt, "DIVERGED") || !strings.Contains(txt, "1 of 3") {
+	if txt := stateCheckText(st); !strings.Contains(txt, "DIVERGED") || !strings.Contains(txt, "1 of 3") {
 		t.Fatalf("status text: %s", txt)
 	}
 	b2, _ := json.Marshal(st)

@@ -10,12 +10,13 @@ import (
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/internal/units"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
-// WriteText writes st for people, as `ringmesh status` shows it: the mesh,
-// its privacy and addresses, the round state, and one line per member with
-// its share, speed, local ranks and link estimate.
-func (st StatusJSON) WriteText(w io.Writer) {
+// WriteStatus writes st for people, as `ringmesh status` shows it: the
+// mesh, its privacy and addresses, the round state, and one line per member
+// with its share, speed, local ranks and link estimate.
+func WriteStatus(w io.Writer, st localapi.Status) {
 	privacy := "private (peers need the mesh secret; 'ringmesh token' prints a join token)"
 	if !st.Private {
 		privacy = "OPEN (--insecure-open-mesh: any peer that reaches it can join)"
@@ -46,8 +47,8 @@ func (st StatusJSON) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "; step %d waits for the trainers of %s", r.NextStep, strings.Join(short, ", "))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, st.StateCheck.text())
-	plan := map[string]PlanJSON{}
+	fmt.Fprintln(w, stateCheckText(st.StateCheck))
+	plan := map[string]localapi.PlanEntry{}
 	for _, p := range r.Plan {
 		plan[p.ID] = p
 	}
@@ -113,8 +114,8 @@ func MetricsURL(addr string) string {
 	return "http://" + addr + "/metrics"
 }
 
-// text is the state check line of `ringmesh status`.
-func (sc StateCheckJSON) text() string {
+// stateCheckText is the state check line of `ringmesh status`.
+func stateCheckText(sc localapi.StateCheckStatus) string {
 	counts := fmt.Sprintf("checks: %d agree, %d diverged, %d unchecked; re-syncs: %d", sc.Checks[stateAgree], sc.Checks[stateDiverged],
 		sc.Checks[stateUnchecked], sc.Resyncs)
 	l := sc.Last

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,16 +11,13 @@ import (
 
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/credentials"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
-// JoinToken builds the join token of the node running on dataDir: its
+// JoinToken builds the join token of the node whose status is st: its
 // mesh, its secret, and up to 4 addresses (explicit ones first, then the
 // node's own and its alive members'). An open mesh has no token.
-func JoinToken(ctx context.Context, dataDir string, explicit []string) (credentials.Token, error) {
-	st, err := ReadStatus(ctx, dataDir)
-	if err != nil {
-		return credentials.Token{}, err
-	}
+func JoinToken(st localapi.Status, explicit []string) (credentials.Token, error) {
 	if !st.Private {
 		return credentials.Token{}, fmt.Errorf("this node runs an open mesh (--insecure-open-mesh): there is no secret to share; join it with a member address")
 	}
@@ -31,7 +27,7 @@ func JoinToken(ctx context.Context, dataDir string, explicit []string) (credenti
 	}
 	cands := append([]string{}, st.Self.Addrs...)
 	for _, m := range st.Members {
-		if m.State != mesh.Alive {
+		if m.State != mesh.Alive.String() {
 			continue
 		}
 		for _, a := range m.Addrs {

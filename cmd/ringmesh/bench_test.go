@@ -23,7 +23,7 @@ import (
 	"github.com/ringmesh/ringmesh/internal/netlab"
 	"github.com/ringmesh/ringmesh/internal/systest"
 	"github.com/ringmesh/ringmesh/internal/units"
-	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
 )
 
 // runBench runs `ringmesh bench args...` as a subprocess with a deadline
@@ -452,7 +452,7 @@ func BenchmarkLabAllReduceMixed(b *testing.B) {
 func waitLinks(b *testing.B, ps []*systest.Proc) {
 	systest.Eventually(b, 2*time.Minute, func() error {
 		for i, p := range ps {
-			st, err := node.ReadStatus(context.Background(), p.Dir)
+			st, err := client.ReadStatus(context.Background(), p.Dir)
 			if err != nil {
 				return err
 			}
@@ -463,7 +463,7 @@ func waitLinks(b *testing.B, ps []*systest.Proc) {
 		return nil
 	})
 	for i, p := range ps {
-		st, _ := node.ReadStatus(context.Background(), p.Dir)
+		st, _ := client.ReadStatus(context.Background(), p.Dir)
 		b.Logf("host %d: egress %.0f Mbit/s, ingress %.0f Mbit/s (estimates)", i, float64(st.Self.EgressBps)*8/1e6, float64(st.Self.IngressBps)*8/1e6)
 	}
 	time.Sleep(3 * time.Second)

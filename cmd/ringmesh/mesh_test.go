@@ -22,7 +22,11 @@ func memberState(dir, id string) (mesh.State, uint64, error) {
 	}
 	for _, m := range st.Members {
 		if m.ID == id {
-			return m.State, m.Incarnation, nil
+			var s mesh.State
+			if err := s.UnmarshalText([]byte(m.State)); err != nil {
+				return 0, 0, err
+			}
+			return s, m.Incarnation, nil
 		}
 	}
 	return 0, 0, fmt.Errorf("%s does not see %s", filepath.Base(dir), id)
@@ -149,7 +153,7 @@ func TestLabMDNSDiscovery(t *testing.T) {
 			}
 			var alive []string
 			for _, m := range st.Members {
-				if m.State == mesh.Alive {
+				if m.State == mesh.Alive.String() {
 					alive = append(alive, m.ID)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
@@ -46,7 +47,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 func showStatus(ctx context.Context, dataDir string, asJSON bool, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := node.ReadStatus(ctx, dataDir)
+	st, err := client.ReadStatus(ctx, dataDir)
 	if err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func showStatus(ctx context.Context, dataDir string, asJSON bool, w io.Writer) e
 		_, err = fmt.Fprintln(w, string(out))
 		return err
 	}
-	st.WriteText(w)
+	node.WriteStatus(w, st)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/credentials"
 )
 
@@ -54,5 +55,9 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 func tokenFor(dataDir string, explicit []string) (credentials.Token, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return node.JoinToken(ctx, dataDir, explicit)
+	st, err := client.ReadStatus(ctx, dataDir)
+	if err != nil {
+		return credentials.Token{}, err
+	}
+	return node.JoinToken(st, explicit)
 }

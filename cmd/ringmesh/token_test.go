@@ -50,7 +50,7 @@ func alivePeers(t *testing.T, p *systest.Proc) []string {
 	}
 	var ids []string
 	for _, m := range st.Members {
-		if m.ID != st.Self.ID && m.State.String() == "alive" {
+		if m.ID != st.Self.ID && m.State == "alive" {
 			ids = append(ids, m.ID)
 		}
 	}

@@ -14,8 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/client"
 	"github.com/ringmesh/ringmesh/node/credentials"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 // Proc is one ringmesh node process.
@@ -130,10 +131,10 @@ func nodeEnv() []string {
 }
 
 // Status asks the node of dir for its status.
-func Status(dir string) (node.StatusJSON, error) {
+func Status(dir string) (localapi.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	return node.ReadStatus(ctx, dir)
+	return client.ReadStatus(ctx, dir)
 }
 
 // Kill crashes the process with SIGKILL and waits for it to be gone.

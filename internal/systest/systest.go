@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ringmesh/ringmesh/internal/nodeproc"
-	"github.com/ringmesh/ringmesh/node"
+	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
 var (
@@ -91,7 +91,7 @@ func StartOwn(prefix []string, bin, dir string, args ...string) (*Proc, error) {
 }
 
 // Status asks the node of dir for its status.
-func Status(dir string) (node.StatusJSON, error) { return nodeproc.Status(dir) }
+func Status(dir string) (localapi.Status, error) { return nodeproc.Status(dir) }
 
 // Cluster starts n nodes in dirs root/0..n-1; every node after the first is
 // given only --join to the first.

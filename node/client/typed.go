@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ringmesh/ringmesh/node/localapi"
@@ -103,8 +104,26 @@ func watchFetch(ctx context.Context, dataDir, id string, interval time.Duration,
 	}
 }
 
-// Status returns the node's status object (what `ringmesh status --json`
-// prints) in Response.Status.
-func (c *Client) Status(ctx context.Context) (localapi.Response, error) {
-	return c.call(ctx, localapi.Request{Op: localapi.OpStatus})
+// Status returns the node's status (what `ringmesh status --json`
+// prints).
+func (c *Client) Status(ctx context.Context) (localapi.Status, error) {
+	resp, err := c.call(ctx, localapi.Request{Op: localapi.OpStatus})
+	if err != nil {
+		return localapi.Status{}, err
+	}
+	if resp.Status == nil {
+		return localapi.Status{}, fmt.Errorf("client: %s: the node answered without a status", localapi.OpStatus)
+	}
+	return *resp.Status, nil
+}
+
+// ReadStatus asks the node whose data dir is dataDir for its status on a
+// connection of its own (what `ringmesh status` shows).
+func ReadStatus(ctx context.Context, dataDir string) (localapi.Status, error) {
+	c, err := Dial(ctx, dataDir)
+	if err != nil {
+		return localapi.Status{}, err
+	}
+	defer c.Close()
+	return c.Status(ctx)
 }

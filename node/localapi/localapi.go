@@ -6,7 +6,12 @@
 // JSON object. The client sends Requests, the node answers each with one
 // Response carrying the same id, in order. Tensor bytes never cross the
 // socket: they live in a shared-memory file the client registers once
-// (op "register") and then names by buffer id, offset and count.
+// (op "register_fd") and then names by buffer id, offset and count.
+//
+// The package is the API's contract, shared by the node and its clients:
+// ops, error codes, Request and Response, and the types they carry, the
+// node's status report (Status) among them. It imports nothing of the
+// node, so a trainer linking node/client links no libp2p.
 package localapi
 
 import (
@@ -222,7 +227,7 @@ type Response struct {
 	Fetch *FetchStats `json:"fetch,omitempty"`
 
 	// status: the same object `ringmesh status --json` prints.
-	Status json.RawMessage `json:"status,omitempty"`
+	Status *Status `json:"status,omitempty"`
 
 	// allreduce, state_hash: a state check found the trainer's state
 	// diverged from the mesh's (Diverged), and the trainer has not joined

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ringmesh/ringmesh/checkpoint"
+	"github.com/ringmesh/ringmesh/node/apiserver"
 	"github.com/ringmesh/ringmesh/node/localapi"
 )
 
@@ -45,24 +46,24 @@ func absPath(what, p string) (string, *localapi.Response) {
 	return filepath.Clean(p), nil
 }
 
-// save stores the trainer's file as the checkpoint of req.Step and
+// save stores the trainer's file at path as the checkpoint of step and
 // announces it.
-func (c *checkpoints) save(ctx context.Context, req *localapi.Request) localapi.Response {
-	path, bad := absPath("path", req.Path)
+func (c *checkpoints) save(ctx context.Context, path string, step uint64) localapi.Response {
+	path, bad := absPath("path", path)
 	if bad != nil {
 		return *bad
 	}
-	m, root, err := c.store.PutWithOptions(ctx, path, req.Step, checkpoint.PutOptions{RunID: c.history().run})
+	m, root, err := c.store.PutWithOptions(ctx, path, step, checkpoint.PutOptions{RunID: c.history().run})
 	if err != nil {
 		return ckptError(fmt.Errorf("save %s: %w", path, err))
 	}
 	if err := c.catalog.Announce(ctx, root); err != nil {
 		// Stored: the periodic re-announcement publishes it later.
-		c.log.Warn("announce checkpoint", "root", root, "step", req.Step, "err", err)
+		c.log.Warn("announce checkpoint", "root", root, "step", step, "err", err)
 	}
-	c.log.Info("checkpoint saved", "root", root, "step", req.Step, "size", m.Size)
-	return localapi.Response{Step: req.Step, Checkpoint: &localapi.CheckpointInfo{
-		Step: req.Step, Root: root.String(), Size: m.Size, Local: true}}
+	c.log.Info("checkpoint saved", "root", root, "step", step, "size", m.Size)
+	return localapi.Response{Step: step, Checkpoint: &localapi.CheckpointInfo{
+		Step: step, Root: root.String(), Size: m.Size, Local: true}}
 }
 
 // list reports the checkpoints known in the mesh and the fetches running.
@@ -91,18 +92,18 @@ func knownInfo(k checkpoint.Known) localapi.CheckpointInfo {
 	return info
 }
 
-// fetch resolves req.Root or the latest checkpoint, fetches it from every
-// provider unless it is local, and exports it to req.Dest.
-func (c *checkpoints) fetch(ctx context.Context, req *localapi.Request) localapi.Response {
-	dest, bad := absPath("dest", req.Dest)
+// fetch resolves f.Root or the latest checkpoint, fetches it from every
+// provider unless it is local, and exports it to f.Dest.
+func (c *checkpoints) fetch(ctx context.Context, f apiserver.Fetch) localapi.Response {
+	dest, bad := absPath("dest", f.Dest)
 	if bad != nil {
 		return *bad
 	}
 	var k checkpoint.Known
 	switch {
-	case req.Latest && req.Root != "":
+	case f.Latest && f.Root != "":
 		return apiErr(localapi.CodeBadRequest, "give root or latest, not both")
-	case req.Latest:
+	case f.Latest:
 		h := c.history()
 		ts := c.trusted(h)
 		if len(ts) == 0 {
@@ -110,7 +111,7 @@ func (c *checkpoints) fetch(ctx context.Context, req *localapi.Request) localapi
 		}
 		k = ts[0]
 	default:
-		root, err := checkpoint.ParseRoot(req.Root)
+		root, err := checkpoint.ParseRoot(f.Root)
 		if err != nil {
 			return apiErr(localapi.CodeBadRequest, "root: %v", err)
 		}
@@ -118,7 +119,7 @@ func (c *checkpoints) fetch(ctx context.Context, req *localapi.Request) localapi
 			return apiErr(localapi.CodeNotFound, "checkpoint %s is unknown: neither held here nor announced in the mesh", root)
 		}
 	}
-	return c.fetchKnown(ctx, k, dest, req.FetchID)
+	return c.fetchKnown(ctx, k, dest, f.FetchID)
 }
 
 // lookup returns what the catalog knows of root (zero Root if nothing).

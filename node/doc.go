@@ -1,8 +1,10 @@
 // Package node is the composition root: it builds the mesh (libp2p host,
 // membership), the all-reduce stream transport, the checkpoint store and its
-// protocols, drives the round protocol (node/rounds), and serves the local
-// trainer API on DATA_DIR/ringmesh.sock (node/localapi; the Go client is
-// node/client).
+// protocols, drives the round protocol (node/rounds), and answers the local
+// trainer API: node/apiserver serves it on DATA_DIR/ringmesh.sock and asks
+// the node through its Backend interface, which api.go implements (the
+// wire types, the status report among them, are node/localapi's; the Go
+// client is node/client, which node does not import).
 //
 // Rounds (PROTOCOL.md section 2 has the protocol and its invariants). The
 // protocol is the deterministic state machine of node/rounds; node owns one

@@ -569,17 +569,6 @@ func (n *Node) leave(reason string) {
 	})
 }
 
-// allReduce submits the trainer's buffer src for step and returns once the
-// step is decided: on success src holds the result (bit-identical on every
-// member of the ring).
-func (n *Node) allReduce(step uint64, src []float32, opt allreduce.Options) (roundResult, error) {
-	sub, err := n.submitReduce(step, src, opt, nil)
-	if err != nil {
-		return roundResult{}, err
-	}
-	return sub.wait()
-}
-
 // submitReduce submits src for step without waiting for the outcome
 // (submit.wait has it). With parts (they tile src), the all-reduce of
 // part i waits until partReady marks it: the trainer may still be

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/localapi"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -40,6 +41,9 @@ type payload struct {
 }
 
 const maxPayload = 1024
+
+// maxLocalRanks bounds the local ranks a payload advertises: a join's.
+const maxLocalRanks = localapi.MaxLocalRanks
 
 func decodePayload(b []byte) (payload, bool) {
 	var p payload

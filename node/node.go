@@ -15,6 +15,7 @@ import (
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/apiserver"
 )
 
 // Config configures a node. Every duration is a bound on a wait: nothing in
@@ -160,7 +161,7 @@ type Node struct {
 	probe   *linkProber // nil with NoLinkProbe
 	result  *resultBuf
 	metrics *metrics
-	api     *apiServer
+	api     *apiserver.Server
 	// metricsSrv serves /metrics (nil without MetricsAddr).
 	metricsSrv *metricsServer
 	ckpt       *checkpoints
@@ -173,9 +174,6 @@ type Node struct {
 	check *stateCheck
 	// lock is the data dir lock Open took (nil when Config.Lock was given).
 	lock *DataDirLock
-
-	runCtx    context.Context
-	runCancel context.CancelFunc
 }
 
 // Open builds the node: the libp2p host (listening), the all-reduce and
@@ -237,7 +235,6 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 		return nil, err
 	}
 	n.metrics.reg.MustRegister(newStateCollector(n))
-	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	if n.metricsSrv, err = listenMetrics(cfg.MetricsAddr, n.metrics.reg, logger); err != nil {
 		n.ckpt.close()
 		n.tr.Close()
@@ -245,7 +242,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 		m.Close()
 		return nil, err
 	}
-	n.api, err = listenAPI(n, cfg.DataDir)
+	n.api, err = apiserver.Listen(cfg.DataDir, apiBackend{n}, n.log)
 	if err != nil {
 		n.metricsSrv.close()
 		n.ckpt.close()
@@ -272,7 +269,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.mesh.Run(gctx) })
 	g.Go(func() error { return n.drv.run(gctx) })
-	g.Go(func() error { return n.api.serve(gctx) })
+	g.Go(func() error { return n.api.Serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	g.Go(func() error { return n.metricsSrv.serve(gctx) })
 	g.Go(func() error { return n.check.run(gctx, n) })
@@ -288,8 +285,7 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) shutdown() {
-	n.runCancel()
-	n.api.close()
+	n.api.Close()
 	n.metricsSrv.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
 	n.inbound.close()

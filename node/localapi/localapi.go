@@ -80,6 +80,9 @@ const (
 // MaxParts bounds an all-reduce's Parts.
 const MaxParts = 4096
 
+// MaxLocalRanks bounds a join's LocalRanks (processes on one host).
+const MaxLocalRanks = 1024
+
 // Error codes in Response.Code, append-only.
 const (
 	CodeBadRequest         = "bad_request"

@@ -2,6 +2,7 @@ package ringmesh_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,28 @@ func TestImportDirection(t *testing.T) {
 					t.Errorf("%s imports %s", pkg, dep)
 				}
 			}
+		}
+	}
+}
+
+// TestLocalAPISides: the node and the programs that talk to it meet in
+// node/localapi, the API's types. node answers the API and never calls it
+// (no node/client); internal/nodeproc starts node processes and asks them
+// over the socket, so it does not link the node package it launches.
+// Unlike TestImportDirection, these name one package each, not a tree:
+// node/credentials, say, is fine in nodeproc.
+func TestLocalAPISides(t *testing.T) {
+	const mod = "github.com/ringmesh/ringmesh/"
+	for _, c := range []struct{ pkg, bad string }{
+		{"node", "node/client"},
+		{"internal/nodeproc", "node"},
+	} {
+		out, err := exec.Command("go", "list", "-deps", "./"+c.pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v\n%s", c.pkg, err, out)
+		}
+		if slices.Contains(strings.Fields(string(out)), mod+c.bad) {
+			t.Errorf("%s imports %s", c.pkg, mod+c.bad)
 		}
 	}
 }

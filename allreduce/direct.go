@@ -135,7 +135,7 @@ func (t *StreamTransport) directLanes(h Header) bool {
 	if t.mode == LaneModeOff {
 		return false
 	}
-	lane := int64(h.Count) * int64(h.DType.Size()) / int64(max(h.Lanes, 1))
+	lane := int64(h.DType.WireLen(int(h.Count))) / int64(max(h.Lanes, 1))
 	return lane >= int64(t.cfg.DirectMinBytes)
 }
 

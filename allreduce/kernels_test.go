@@ -12,7 +12,7 @@ func TestKernels(t *testing.T) {
 	local := []float32{1, 2, 3, -4, 5}
 	for _, dt := range []DType{Float32, BFloat16, Float16} {
 		t.Run(dt.String(), func(t *testing.T) {
-			wire := make([]byte, len(local)*dt.Size())
+			wire := make([]byte, dt.WireLen(len(local)))
 			encode(dt, wire, local, 2)
 			got := make([]float32, len(local))
 			gather(dt, got, wire)
@@ -107,7 +107,7 @@ func BenchmarkKernels(b *testing.B) {
 		local[i] = float32(math.Sin(float64(i)))
 	}
 	for _, dt := range []DType{Float32, BFloat16, Float16} {
-		wire := make([]byte, n*dt.Size())
+		wire := make([]byte, dt.WireLen(n))
 		encode(dt, wire, local, 1)
 		b.Run(fmt.Sprintf("accumulate/%v", dt), func(b *testing.B) {
 			b.SetBytes(n * 4)

@@ -140,7 +140,7 @@ func (l *lane) sendAll(ctx context.Context, s Stream) error {
 	buf := x.getBuf()
 	defer x.putBuf(buf)
 	wire := f32Bytes(*buf)
-	dt, ws := x.opt.Wire, x.opt.Wire.Size()
+	dt := x.opt.Wire
 	for t := 0; t < l.sch.steps(); t++ {
 		seg := l.sch.sendSeg(t)
 		for c := range l.sch.numChunks(seg) {
@@ -152,7 +152,7 @@ func (l *lane) sendAll(ctx context.Context, s Stream) error {
 					f.b = f32Bytes(vals)
 				} else {
 					encode(dt, wire, vals, x.scale)
-					f.b = wire[:sp.Len*ws]
+					f.b = wire[:dt.WireLen(sp.Len)]
 				}
 			} else {
 				select {
@@ -238,7 +238,7 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 			return err
 		}
 	}
-	dt, ws := x.opt.Wire, x.opt.Wire.Size()
+	dt := x.opt.Wire
 	last := l.sch.steps() - 1
 	for t := 0; t <= last; t++ {
 		seg, kind := l.sch.recvSeg(t), l.sch.kind(t)
@@ -262,7 +262,7 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 				}
 			} else {
 				f.buf = x.getBuf()
-				f.b = f32Bytes(*f.buf)[:sp.Len*ws]
+				f.b = f32Bytes(*f.buf)[:dt.WireLen(sp.Len)]
 				if err := readExact(s, f.b); err != nil {
 					x.putBuf(f.buf)
 					return fmt.Errorf("step %d chunk %d: %w", t, c, err)
@@ -276,9 +276,9 @@ func (l *lane) recvAll(ctx context.Context, s Stream) error {
 					gather(dt, out, f.b)
 				}
 			}
-			x.r.metrics.BytesReceived(l.k, sp.Len*ws)
+			x.r.metrics.BytesReceived(l.k, len(f.b))
 			if x.opt.Progress != nil {
-				x.opt.Progress.Add(int64(sp.Len * ws))
+				x.opt.Progress.Add(int64(len(f.b)))
 			}
 			switch {
 			case t < last:

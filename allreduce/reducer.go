@@ -82,7 +82,7 @@ func checkCall(self peer.ID, round Round, src, dst []float32, opt Options) (int,
 	if len(dst) != len(src) {
 		return 0, fmt.Errorf("%w: len(dst) %d != len(src) %d", ErrBadOptions, len(dst), len(src))
 	}
-	if opt.Wire.Size() == 0 {
+	if !opt.Wire.known() {
 		return 0, fmt.Errorf("%w: wire %v", ErrBadOptions, opt.Wire)
 	}
 	switch opt.Op {
@@ -168,7 +168,7 @@ func (r *Reducer) newRun(self peer.ID, round Round, src, dst []float32, opt Opti
 	x := &run{
 		r: r, self: self, round: round, opt: opt, src: src, dst: dst, plan: plan, ring: ring, n: n, rank: rank,
 		lanes:      split(len(src), r.cfg.Lanes),
-		chunkElems: r.cfg.ChunkBytes / opt.Wire.Size(),
+		chunkElems: opt.Wire.chunkElems(r.cfg.ChunkBytes),
 		scale:      1,
 		post:       1,
 		postReady:  make(chan struct{}),

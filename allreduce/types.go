@@ -21,13 +21,26 @@ const (
 	Float16  DType = 3 // IEEE 754 binary16, round to nearest even
 )
 
-// Size returns the bytes per element on the wire (0 for an unknown type).
-func (d DType) Size() int {
+// WireLen returns the wire bytes of a chunk of n elements (0 for an
+// unknown type).
+func (d DType) WireLen(n int) int {
 	switch d {
 	case Float32:
-		return 4
+		return 4 * n
 	case BFloat16, Float16:
-		return 2
+		return 2 * n
+	}
+	return 0
+}
+
+// known reports whether d is a wire format of this version.
+func (d DType) known() bool { return d.WireLen(1) > 0 }
+
+// chunkElems is the most elements whose encoding fits in a chunk of
+// bytes.
+func (d DType) chunkElems(bytes int) int {
+	if w := d.WireLen(1); w > 0 {
+		return bytes / w
 	}
 	return 0
 }

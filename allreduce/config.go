@@ -23,7 +23,8 @@ const (
 // Config tunes a Reducer and its transports. Build it from DefaultConfig or
 // LocalConfig and change fields; zero values are errors, never defaults.
 type Config struct {
-	// ChunkBytes is the wire size of one data frame. Smaller chunks start
+	// ChunkBytes is the wire size of one data frame (at most: the block
+	// formats fill it with whole blocks). Smaller chunks start
 	// the pipeline sooner and overlap send/receive/reduce more finely;
 	// larger ones cost fewer frames and deadline updates. Every member of a
 	// round must use the same value (it is in the header). Default 1 MiB;

@@ -16,10 +16,13 @@
 // segment cut into chunks of Config.ChunkBytes wire bytes. A member
 // forwards each chunk as soon as it has reduced it, so sending, receiving
 // and reducing overlap. Each element is finished once, by one member, and
-// then copied; with a 16-bit wire format the finishing member stores the
-// value as decoded from the wire bytes it sends, so every member ends with
-// bit-identical results. Partial sums are kept in float32 (in dst);
-// payloads are converted to the wire format on send. The bfloat16
+// then copied; with a wire format other than float32 the finishing member
+// stores the value as decoded from the wire bytes it sends, and the
+// all-gather forwards those bytes verbatim, so every member ends with
+// bit-identical results. Partial sums travel in the wire format: a
+// reduce-scatter hop decodes a chunk to float32, adds its own
+// contribution and encodes the sum again (for the block formats int8 and
+// float4 a new scale per block at every hop). The bfloat16
 // conversions run 8 elements per instruction on amd64 with AVX2
 // (bf16_amd64.s; the scalar loops in kernels.go are the reference and the
 // fallback, -tags purego forces them).
@@ -57,7 +60,7 @@
 //	off  len  field
 //	0    4    magic "RMAR"
 //	4    1    version (5)
-//	5    1    dtype: 1 float32, 2 bfloat16, 3 float16
+//	5    1    dtype: 1 float32, 2 bfloat16, 3 float16, 4 int8, 5 float4
 //	6    1    op: 1 sum, 2 mean, 3 weighted mean
 //	7    1    lane
 //	8    1    lanes
@@ -107,7 +110,12 @@
 // allocates from a length: the cap is MaxChunkBytes). For WeightedMean,
 // lane 0 first carries n-1 weight frames (8 bytes, float64 bits). Then
 // come the chunks in schedule order: elements little-endian, float32 (4
-// bytes) or bfloat16/float16 (2 bytes).
+// bytes) or bfloat16/float16 (2 bytes); int8 and float4 chunks are blocks
+// of 64 elements counted from the chunk's start (the last may be
+// shorter), each a float32 scale then one int8 or two 4-bit E2M1 codes a
+// byte (quant.go has the layout, the rounding and what a NaN or an
+// infinity does). A chunk holds as many elements as fit in ChunkBytes,
+// whole blocks for the block formats.
 //
 // On success the sender closes its write side after the last frame and
 // waits for the receiver's EOF; the receiver reads the sender's EOF and

@@ -98,10 +98,7 @@ func reference(src [][]float32, opts []Options) ([]float64, float64) {
 	ref := make([]float64, l)
 	total := 0.0
 	for i, s := range src {
-		w := 1.0
-		if opts[i].Op == WeightedMean {
-			w = opts[i].Weight
-		}
+		w := weight(opts[i])
 		total += w
 		for j, v := range s {
 			ref[j] += w * float64(v)
@@ -130,6 +127,34 @@ func tolerance(dt DType, n int) float64 {
 // the float64 reference.
 func checkOutcomes(t *testing.T, outs []outcome, src [][]float32, opts []Options) {
 	t.Helper()
+	ref, total := checkIdentical(t, outs, src, opts)
+	tol := tolerance(opts[0].Wire, len(src))
+	for j, want := range ref {
+		scale := 0.0
+		for i := range src {
+			scale += math.Abs(weight(opts[i]) * float64(src[i][j]))
+		}
+		if opts[0].Op != Sum {
+			scale /= total
+		}
+		if got := float64(outs[0].dst[j]); math.Abs(got-want) > tol*scale+1e-30 {
+			t.Fatalf("element %d: got %v, want %v (tolerance %v)", j, got, want, tol*scale)
+		}
+	}
+}
+
+// weight is the weight a member's options give its contribution.
+func weight(o Options) float64 {
+	if o.Op == WeightedMean {
+		return o.Weight
+	}
+	return 1
+}
+
+// checkIdentical asserts success, bit-identical results and the total
+// weight, and returns the float64 reference and total weight.
+func checkIdentical(t *testing.T, outs []outcome, src [][]float32, opts []Options) ([]float64, float64) {
+	t.Helper()
 	for i, o := range outs {
 		if o.err != nil {
 			t.Fatalf("member %d: got error %v, want success", i, o.err)
@@ -152,23 +177,7 @@ func checkOutcomes(t *testing.T, outs []outcome, src [][]float32, opts []Options
 	if opts[0].Op != WeightedMean && outs[0].res.TotalWeight != float64(len(src)) {
 		t.Fatalf("got total weight %v, want %d", outs[0].res.TotalWeight, len(src))
 	}
-	tol := tolerance(opts[0].Wire, len(src))
-	for j, want := range ref {
-		scale := 0.0
-		for i := range src {
-			w := 1.0
-			if opts[i].Op == WeightedMean {
-				w = opts[i].Weight
-			}
-			scale += math.Abs(w * float64(src[i][j]))
-		}
-		if opts[0].Op != Sum {
-			scale /= total
-		}
-		if got := float64(outs[0].dst[j]); math.Abs(got-want) > tol*scale+1e-30 {
-			t.Fatalf("element %d: got %v, want %v (tolerance %v)", j, got, want, tol*scale)
-		}
-	}
+	return ref, total
 }
 
 func testCtx(t *testing.T) context.Context {

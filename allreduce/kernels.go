@@ -26,6 +26,8 @@ func encode(dt DType, wire []byte, src []float32, scale float32) {
 		for i, v := range src {
 			w[i] = F32ToF16(v * scale)
 		}
+	case Int8, Float4:
+		encodeQuant(dt, wire, src, scale)
 	}
 }
 
@@ -42,6 +44,8 @@ func gather(dt DType, out []float32, wire []byte) {
 		for i, h := range w {
 			out[i] = t[h]
 		}
+	case Int8, Float4:
+		gatherQuant(dt, out, wire)
 	}
 }
 
@@ -55,9 +59,7 @@ func accumulate(dt DType, wire []byte, local []float32, scale float32) {
 			addInPlace(w, local)
 			return
 		}
-		for i := range w {
-			w[i] += scale * local[i]
-		}
+		addScaled(w, local, scale)
 	case BFloat16:
 		accumulateBF16(bytesU16(wire)[:len(local)], local, scale)
 	case Float16:
@@ -66,6 +68,8 @@ func accumulate(dt DType, wire []byte, local []float32, scale float32) {
 		for i := range w {
 			w[i] = F32ToF16(t[w[i]] + scale*local[i])
 		}
+	case Int8, Float4:
+		accumulateQuant(dt, wire, local, scale)
 	}
 }
 
@@ -97,6 +101,8 @@ func finish(dt DType, out, local []float32, wire []byte, scale, post float32) {
 			w[i] = h
 			out[i] = t[h]
 		}
+	case Int8, Float4:
+		finishQuant(dt, out, local, wire, scale, post)
 	}
 }
 
@@ -114,6 +120,23 @@ func addInPlace(a, b []float32) {
 	}
 	for ; i < len(a); i++ {
 		a[i] += b[i]
+	}
+}
+
+// addScaled sets a += s*b, unrolled by four as addInPlace (a loop of its
+// own, whose speed does not depend on where the kernel around it puts it).
+func addScaled(a, b []float32, s float32) {
+	b = b[:len(a)]
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		x, y := a[i:i+4:i+4], b[i:i+4:i+4]
+		x[0] += s * y[0]
+		x[1] += s * y[1]
+		x[2] += s * y[2]
+		x[3] += s * y[3]
+	}
+	for ; i < len(a); i++ {
+		a[i] += s * b[i]
 	}
 }
 

@@ -42,9 +42,14 @@ func TestKernels(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	for _, d := range []DType{Float32, BFloat16, Float16} {
+	for _, d := range []DType{Float32, BFloat16, Float16, Int8, Float4} {
 		if got, err := ParseDType(d.String()); err != nil || got != d {
 			t.Errorf("ParseDType(%q): got %v, %v", d.String(), got, err)
+		}
+	}
+	for s, d := range map[string]DType{"bf16": BFloat16, "i8": Int8, "fp4": Float4, "e2m1": Float4} {
+		if got, err := ParseDType(s); err != nil || got != d {
+			t.Errorf("ParseDType(%q): got %v, %v; want %v", s, got, err, d)
 		}
 	}
 	for _, o := range []Op{Sum, Mean, WeightedMean} {
@@ -52,8 +57,8 @@ func TestParse(t *testing.T) {
 			t.Errorf("ParseOp(%q): got %v, %v", o.String(), got, err)
 		}
 	}
-	if _, err := ParseDType("int8"); err == nil {
-		t.Errorf("ParseDType(int8): got no error")
+	if _, err := ParseDType("int4"); err == nil {
+		t.Errorf("ParseDType(int4): got no error")
 	}
 	if _, err := ParseOp("max"); err == nil {
 		t.Errorf("ParseOp(max): got no error")
@@ -106,7 +111,7 @@ func BenchmarkKernels(b *testing.B) {
 	for i := range local {
 		local[i] = float32(math.Sin(float64(i)))
 	}
-	for _, dt := range []DType{Float32, BFloat16, Float16} {
+	for _, dt := range []DType{Float32, BFloat16, Float16, Int8, Float4} {
 		wire := make([]byte, dt.WireLen(n))
 		encode(dt, wire, local, 1)
 		b.Run(fmt.Sprintf("accumulate/%v", dt), func(b *testing.B) {

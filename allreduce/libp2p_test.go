@@ -151,9 +151,12 @@ func TestStreamBadPeer(t *testing.T) {
 		mutate func(h *Header)
 		frames func(s Stream) error
 		raw    []byte
+		// settings: a difference no retry changes (ErrSettingsMismatch)
+		settings bool
 	}{
 		{name: "wrong members hash", mutate: func(h *Header) { h.MembersHash[0]++ }},
-		{name: "wrong dtype", mutate: func(h *Header) { h.DType = Float16 }},
+		{name: "wrong dtype", mutate: func(h *Header) { h.DType = Float16 }, settings: true},
+		{name: "unknown dtype", mutate: func(h *Header) { h.DType = 200 }, settings: true},
 		{name: "short chunk", frames: func(s Stream) error { return WriteFrame(s, make([]byte, 3)) }},
 		{name: "garbage frame", frames: func(s Stream) error { _, err := s.Write([]byte{0xff, 0xff, 0xff, 0xff, 1, 2}); return err }},
 		{name: "garbage header", raw: []byte("GET / HTTP/1.1\r\n\r\n" + string(make([]byte, 60)))},
@@ -202,6 +205,9 @@ func TestStreamBadPeer(t *testing.T) {
 			}
 			if c.mutate != nil && !errors.Is(outs[0].err, ErrHeaderMismatch) {
 				t.Fatalf("member a: got %v, want ErrHeaderMismatch", outs[0].err)
+			}
+			if c.settings && !errors.Is(outs[0].err, ErrSettingsMismatch) {
+				t.Fatalf("member a: got %v, want ErrSettingsMismatch", outs[0].err)
 			}
 			// The hosts keep serving: a and b reduce between themselves.
 			good := Round{Mesh: "lab", Step: uint64(step), Attempt: 1, Ring: ids[1:]}

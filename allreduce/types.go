@@ -19,6 +19,11 @@ const (
 	Float32  DType = 1 // IEEE 754 binary32, no conversion
 	BFloat16 DType = 2 // bfloat16, round to nearest even
 	Float16  DType = 3 // IEEE 754 binary16, round to nearest even
+	// Int8 and Float4 are block-quantized (quant.go): per block of 64
+	// elements a float32 scale and 64 int8 values (1.0625 bytes per
+	// element) or 64 4-bit E2M1 floats (0.5625 bytes per element).
+	Int8   DType = 4
+	Float4 DType = 5
 )
 
 // WireLen returns the wire bytes of a chunk of n elements (0 for an
@@ -29,6 +34,10 @@ func (d DType) WireLen(n int) int {
 		return 4 * n
 	case BFloat16, Float16:
 		return 2 * n
+	case Int8:
+		return quantWireLen(n, 8)
+	case Float4:
+		return quantWireLen(n, 4)
 	}
 	return 0
 }
@@ -37,10 +46,14 @@ func (d DType) WireLen(n int) int {
 func (d DType) known() bool { return d.WireLen(1) > 0 }
 
 // chunkElems is the most elements whose encoding fits in a chunk of
-// bytes.
+// bytes: whole blocks for the block formats, so that only a segment's
+// last chunk ends in a short block.
 func (d DType) chunkElems(bytes int) int {
-	if w := d.WireLen(1); w > 0 {
-		return bytes / w
+	switch d {
+	case Int8, Float4:
+		return bytes / d.WireLen(quantBlock) * quantBlock
+	case Float32, BFloat16, Float16:
+		return bytes / d.WireLen(1)
 	}
 	return 0
 }
@@ -53,11 +66,16 @@ func (d DType) String() string {
 		return "bfloat16"
 	case Float16:
 		return "float16"
+	case Int8:
+		return "int8"
+	case Float4:
+		return "float4"
 	}
 	return fmt.Sprintf("dtype(%d)", uint8(d))
 }
 
-// ParseDType parses the names String returns (and "f32", "bf16", "fp16").
+// ParseDType parses the names String returns (and "f32", "bf16", "fp16",
+// "i8", "fp4", "e2m1").
 func ParseDType(s string) (DType, error) {
 	switch s {
 	case "float32", "f32", "fp32":
@@ -66,8 +84,12 @@ func ParseDType(s string) (DType, error) {
 		return BFloat16, nil
 	case "float16", "f16", "fp16", "half":
 		return Float16, nil
+	case "int8", "i8":
+		return Int8, nil
+	case "float4", "fp4", "e2m1":
+		return Float4, nil
 	}
-	return 0, fmt.Errorf("%w: unknown dtype %q", ErrBadOptions, s)
+	return 0, fmt.Errorf("%w: unknown dtype %q (want float32, bfloat16, float16, int8 or float4)", ErrBadOptions, s)
 }
 
 // Op is the reduction applied across members.

@@ -167,7 +167,7 @@ func TestAPIBadRequests(t *testing.T) {
 	wantCode(t, "unknown buffer", err, localapi.CodeBadRequest)
 	_, err = buf.AllReduce(ctx, 7, client.ReduceOptions{Reduce: "median"})
 	wantCode(t, "unknown reduce op", err, localapi.CodeBadRequest)
-	_, err = buf.AllReduce(ctx, 7, client.ReduceOptions{Wire: "int8"})
+	_, err = buf.AllReduce(ctx, 7, client.ReduceOptions{Wire: "int4"})
 	wantCode(t, "unknown wire type", err, localapi.CodeBadRequest)
 	_, err = buf.AllReduce(ctx, 9, client.ReduceOptions{})
 	wantCode(t, "wrong step", err, localapi.CodeStepMismatch)

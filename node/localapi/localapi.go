@@ -134,7 +134,7 @@ type Request struct {
 	Offset int64   `json:"offset,omitempty"` // bytes into the buffer, multiple of 4
 	Count  int64   `json:"count,omitempty"`  // elements
 	DType  string  `json:"dtype,omitempty"`  // "float32"
-	Wire   string  `json:"wire,omitempty"`   // "float32" (default), "bfloat16", "float16"
+	Wire   string  `json:"wire,omitempty"`   // "float32" (default), "bfloat16", "float16", "int8", "float4"
 	Reduce string  `json:"reduce,omitempty"` // "sum", "mean" (default), "wmean"
 	Weight float64 `json:"weight,omitempty"` // wmean: this member's weight (e.g. samples)
 	// allreduce: the buffer comes in parts, each [offset, count] in

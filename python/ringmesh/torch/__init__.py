@@ -60,6 +60,7 @@ from ..errors import CheckpointError, NodeConnectionLost, RingmeshConnectionErro
 from ._averager import GradientAverager
 from ._checkpoint import CHECKPOINT_FORMAT, default_checkpoint_dir, load, save, state_hash
 from ._membership import SYNC_TIMEOUT, Membership, _resume, _short, join, shard, share_slice
+from ._paths import DistributedDataParallel, _ddp_running, choose_path, comm_hook
 
 __all__ = [
     "DistributedOptimizer", "DistributedSampler", "DistributedDataParallel", "GradientAverager", "Membership",
@@ -91,21 +92,6 @@ def _the_optimizer() -> "DistributedOptimizer":
                            "the loader, or pass it: DistributedSampler(dataset, optimizer)")
     raise RuntimeError(f"ringmesh.torch.DistributedSampler: {len(alive)} DistributedOptimizers in this process: pass "
                        "the one that steps this loader's batches: DistributedSampler(dataset, optimizer)")
-
-
-def _ddp_running(module: torch.nn.Module, depth: int = 1):
-    """The torch DDP whose forward is running ``module`` right now (found
-    on the call stack above ``depth`` frames), or None."""
-    ddp = torch.nn.parallel.DistributedDataParallel
-    f = sys._getframe(depth)
-    for _ in range(16):
-        if f is None:
-            return None
-        me = f.f_locals.get("self")
-        if isinstance(me, ddp) and me.module is module:
-            return me
-        f = f.f_back
-    return None
 
 
 class _Progress:
@@ -262,10 +248,8 @@ class DistributedOptimizer:
         # synchronize calls (the sampler's check against prefetching).
         self._batch: Optional[tuple] = None
         self._syncs = 0
-        self._hooked = False
         self._warned_weights = False
         self._buf_snap: Optional[List[torch.Tensor]] = None
-        self._overlap = None
         self._overlap_wanted = overlap
         self._part_bytes = int(part_mb * (1 << 20))
         self._watch = None
@@ -284,6 +268,9 @@ class DistributedOptimizer:
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             self._attach_ddp(model)
         else:
+            # The path of a step's gradients (_paths), chosen here once; a
+            # DDP that wraps the model later chooses it anew, with its hook.
+            self._path = choose_path(self)
             # A model that DDP wraps later (the tutorial's order: the
             # optimizer gets the bare model, the Trainer wraps it) is found
             # at its first forward under DDP, before its first backward.
@@ -297,32 +284,24 @@ class DistributedOptimizer:
         _OPTIMIZERS.add(self)
 
     def _attach_ddp(self, model) -> None:
-        """Take over a DDP model: its comm hook weights the local ranks
-        and hands the buckets to the mesh (overlap)."""
+        """Take over a DDP model and choose the path for it: its comm hook
+        weights the local ranks and hands the buckets to the mesh
+        (overlap)."""
         self.model = model
+        overlap = None
         if self._overlap_wanted and self.averager.grad_elems > 0:
             from ._overlap import Overlap
-            self._overlap = Overlap(self.averager, self._part_bytes)
-        if self.local is not None or self._overlap is not None:
+            overlap = Overlap(self.averager, self._part_bytes)
+        path = choose_path(self, overlap, hooked=True)
+        if path.hooked:
             try:
-                model.register_comm_hook(self, _mesh_hook)
-                self._hooked = True
+                model.register_comm_hook(path, comm_hook)
             except RuntimeError as e:  # the program registered its own hook
-                self._overlap = None
+                path = choose_path(self)
                 log.warning("DDP comm hook not registered (%s): no overlap with the mesh, and local ranks' gradients "
                             "are averaged with equal weights", e)
-        if self._overlap is not None and self.lead:
-            # With overlap, .grad must not be the node's buffer: DDP copies
-            # each bucket's hook result (this host's gradients) into .grad
-            # when backward ends, and once the hook marked the last part the
-            # node may already have written the mesh's result there; that
-            # copy would overwrite it. The result is copied into .grad after
-            # the round (scatter) instead.
-            self.averager.bind_grads = False
-            with torch.no_grad():
-                for p, v in zip(self.averager.params, self.averager.views):
-                    if p.grad is not None and p.grad.data_ptr() == v.data_ptr():
-                        p.grad = p.grad.clone()
+        self._path = path
+        path.start()
 
     def _find_wrapper(self, module, inputs) -> None:
         """Forward pre-hook of the bare model given to the optimizer: when
@@ -385,8 +364,12 @@ class DistributedOptimizer:
         """(parts of the last step that went to the mesh while backward
         still ran, parts of a step): (0, 0) without overlap; on local ranks
         other than 0, (0, parts)."""
-        ov = self._overlap
-        return (0, 0) if ov is None else (ov.last_early, len(ov.parts))
+        return self._path.overlapped
+
+    @property
+    def _hooked(self) -> bool:
+        """Whether the step's path runs through DDP's comm hook."""
+        return self._path.hooked
 
     @property
     def local_rank(self) -> int:
@@ -502,21 +485,7 @@ class DistributedOptimizer:
         if batch_size is None:
             raise ValueError("step needs batch_size (this process's sample count), or a DistributedSampler over "
                              "this optimizer cutting the batches")
-        if self.local is None:
-            return batch_size, batch_size
-        host = self.local.total(batch_size)
-        if self._hooked and not self._warned_weights and abs(batch_size * self.local_size - host) > 1e-9:
-            self._warned_weights = True
-            log.warning("local ranks' batches differ in size and DDP averaged their gradients with equal weights: "
-                        "cut the batches with ringmesh.torch.DistributedSampler to weight them by samples")
-        return batch_size, host
-
-    def _local_weight(self) -> float:
-        """The DDP hook's factor: this rank's samples over the host's mean."""
-        b = self._batch
-        if b is None or self.membership is None or b[0] != self.membership.step or b[2] <= 0:
-            return 1.0
-        return b[1] * self.local_size / b[2]
+        return batch_size, self._path.host_samples(batch_size)
 
     def synchronize(self, batch_size: Optional[float] = None) -> bool:
         """Average the gradients across the mesh (weight: this process's
@@ -530,12 +499,7 @@ class DistributedOptimizer:
         self._syncs += 1
         n, host = self._weights(batch_size)
         t0 = time.monotonic()
-        if self.local is None and self._overlap is not None:
-            outcome = self._mesh_round(lambda: self._overlap_round(host, gather=True))
-        elif self.local is None:
-            outcome = self._mesh_round(lambda: self.averager.average(self.membership.step, host))
-        else:
-            outcome = self._sync_local(n, host)
+        outcome = self._path.sync(n, host)
         self._progress.wait += time.monotonic() - t0
         if outcome["ok"]:
             self._pending = Response(outcome["resp"])
@@ -547,26 +511,6 @@ class DistributedOptimizer:
         self._restore_buffers()
         self.join()
         return False
-
-    def _overlap_round(self, host: float, gather: bool) -> Response:
-        """The step whose buckets went to the node during backward: the
-        buffers and what is left, then the outcome (the result in place in
-        the gradients on success)."""
-        av = self.averager
-        if self.local is None:
-            av.gather_buffers()
-        resp = self._overlap.finish(self.membership.step, host, gather)
-        if self.local is None:
-            av.scatter()
-        return resp
-
-    def _hook_weight(self) -> Optional[float]:
-        """The host's samples for the open step when known without a
-        collective (a DistributedSampler cut it), else None."""
-        b, m = self._batch, self.membership
-        if b is None or m is None or b[0] != m.step:
-            return None
-        return b[2]
 
     def _snapshot_buffers(self) -> None:
         """Keep the buffers of the last applied step (or the join): a step
@@ -580,49 +524,6 @@ class DistributedOptimizer:
         with torch.no_grad():
             for b, v in zip(self.model.buffers(), self._buf_snap or []):
                 b.copy_(v)
-
-    def _sync_local(self, n: float, host: float) -> Dict[str, Any]:
-        """The host's weighted mean over the local ranks, rank 0's round
-        with the mesh, and its outcome and result on every local rank."""
-        av = self.averager
-        ov = self._overlap
-        with torch.no_grad():
-            if ov is not None and self.lead:
-                av.gather_buffers()  # rank 0's buckets are in the flat buffer (and on their way to the mesh)
-            else:
-                av.gather()
-            # With the DDP hook the gradients are the host's weighted mean
-            # already; the buffers (and a plain model's gradients) are not.
-            part = av.flat[av.grad_elems:] if self._hooked else av.flat
-            if part.numel():
-                if n > 0 and host > 0:
-                    part.mul_(n / host)
-                else:
-                    part.zero_()
-                self.local.all_reduce(part)
-        err = None
-        outcome: Dict[str, Any] = {}
-        if self.lead:
-            try:
-                if ov is not None:
-                    outcome = self._mesh_round(lambda: self._overlap_round(host, gather=False))
-                else:
-                    outcome = self._mesh_round(lambda: av.mesh(self.membership.step, host))
-            except BaseException as e:  # the other ranks wait for the outcome: tell them, then raise
-                err = e
-                outcome = {"ok": False, "error": [getattr(e, "code", ""), str(e), type(e).__name__]}
-        outcome = self.local.bcast_json(outcome)
-        if err is not None:
-            raise err
-        if "error" in outcome:
-            code, msg, kind = outcome["error"]
-            if kind == "NodeConnectionLost":
-                raise NodeConnectionLost(f"local rank 0: {msg}")
-            raise RingmeshError(code or P.CODE_INTERNAL, f"local rank 0: {msg}", P.OP_ALLREDUCE)
-        if outcome["ok"]:
-            self.local.broadcast(av.flat)
-            av.scatter()
-        return outcome
 
     def _mesh_round(self, reduce) -> Dict[str, Any]:
         """Run ``reduce`` (the all-reduce with the mesh) and say what came
@@ -859,55 +760,6 @@ class DistributedOptimizer:
     def close(self) -> None:
         """Free the shared gradient buffer."""
         self.averager.close()
-
-
-def _mesh_hook(opt: DistributedOptimizer, bucket):
-    """DDP comm hook. With local ranks: the bucket's gradients weighted by
-    this rank's samples, summed over the local ranks (the host's weighted
-    mean). With overlap, local rank 0 (or the single process) then hands
-    the host's bucket to the mesh while backward goes on."""
-    t = bucket.buffer()
-    ov = opt._overlap if opt.lead else None
-    params = list(bucket.parameters()) if ov is not None else None
-    step = opt.membership.step if opt.membership is not None else None
-    if opt.local is None:
-        if ov is not None:
-            ov.bucket_done(step, opt._hook_weight(), params, t)
-        fut = torch.futures.Future()
-        fut.set_result(t)
-        return fut
-    w = opt._local_weight() / opt.local_size
-    if w == 0:
-        t.zero_()
-    else:
-        t.mul_(w)
-    fut = torch.distributed.all_reduce(t, group=opt.local.group, async_op=True).get_future()
-
-    def done(f):
-        v = f.value()[0]
-        if ov is not None:
-            ov.bucket_done(step, opt._hook_weight(), params, v)
-        return v
-    return fut.then(done)
-
-
-def DistributedDataParallel(module: torch.nn.Module, **kwargs) -> torch.nn.parallel.DistributedDataParallel:
-    """torch's ``DistributedDataParallel(module, **kwargs)``, for a
-    ``DistributedOptimizer`` to overlap the model's gradient buckets with
-    the mesh. Under torchrun use torch's own (after
-    ``init_process_group``); a single process without torch.distributed
-    gets a one-process gloo group first (in memory, on loopback), so that
-    DDP runs and hands its buckets to the mesh as backward produces them."""
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        old = os.environ.get("GLOO_SOCKET_IFNAME")
-        os.environ["GLOO_SOCKET_IFNAME"] = old or "lo"
-        try:
-            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-        finally:
-            if old is None:
-                del os.environ["GLOO_SOCKET_IFNAME"]
-    return torch.nn.parallel.DistributedDataParallel(module, **kwargs)
 
 
 class DistributedSampler(torch.utils.data.Sampler):

@@ -119,4 +119,3 @@ class GradientAverager:
         self.views, self.buffer_views = [], []
         if self.buffer is not None:
             self.buffer.close()
-

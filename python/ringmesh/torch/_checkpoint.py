@@ -6,14 +6,12 @@ optimizer, LR scheduler and random number generators' states as plain data
 torch 1.13's ``weights_only`` unpickler reads them) and hands the file to
 the node, pruning older files; ``load`` reads one back with
 ``torch.load(weights_only=True)``, refusing (``CheckpointError``) anything
-that would run code. It also owns ``state_hash``, the fingerprint of a
-model's state that state checks compare across the mesh.
+that would run code.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import inspect
 import logging
 import os
@@ -23,7 +21,7 @@ import re
 import stat
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -333,43 +331,3 @@ def _set_rng_state(rng: Dict[str, Any]) -> None:
 def default_checkpoint_dir(client: Client) -> str:
     """Where the helpers write checkpoint files: DATA_DIR/trainer."""
     return os.path.join(client.data_dir, "trainer")
-
-
-
-# A fingerprint's sample of each tensor: this many elements, evenly strided.
-_HASH_SAMPLES = 64
-_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def state_hash(tensors) -> str:
-    """A cheap, exact fingerprint of ``tensors`` (a model's parameters and
-    buffers): sha256 over each tensor's shape and dtype, the sum of its
-    elements' bit patterns as integers (exact and independent of the order
-    of summation, so the same bits give the same sum on any device) and a
-    strided sample of its elements' bits; 32 hex characters. Computed where
-    the tensors are (one small copy to the CPU per device, never the whole
-    model)."""
-    h = hashlib.sha256()
-    per_device: Dict[Any, List[torch.Tensor]] = {}
-    with torch.no_grad():
-        for t in tensors:
-            t = t.detach()
-            if t.is_complex():
-                t = torch.view_as_real(t)
-            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
-            if t.numel() == 0:
-                continue
-            flat = t.reshape(-1)
-            if flat.dtype == torch.bool:
-                bits = flat.to(torch.uint8)
-            else:
-                it = _INT_OF_SIZE.get(flat.element_size())
-                bits = flat.view(it) if it is not None else flat.contiguous().view(torch.uint8)
-            stride = max(1, bits.numel() // _HASH_SAMPLES)
-            out = per_device.setdefault(t.device, [])
-            out.append(bits.sum(dtype=torch.int64).reshape(1))
-            out.append(bits[::stride][:_HASH_SAMPLES].to(torch.int64))
-        for dev in sorted(per_device, key=str):
-            h.update(torch.cat(per_device[dev]).cpu().numpy().tobytes())
-    return h.hexdigest()[:32]
-

@@ -95,7 +95,6 @@ class Membership:
         return shard(n, self.rank, self.world)
 
 
-
 # How long the members of a new mesh wait for the state of its first step
 # that the member with the lowest peer ID saves (sync_initial_state).
 SYNC_TIMEOUT = 60.0
@@ -284,4 +283,3 @@ def _resume(model, optimizer, client: Client, start_step: int, directory: Option
 def _short(peer_id: str) -> str:
     """A peer ID as libp2p's logs (and ringmesh status) print it."""
     return f"<peer.ID {peer_id[:2]}*{peer_id[-6:]}>" if len(peer_id) > 10 else peer_id
-

@@ -6,7 +6,9 @@ with torch.distributed (gloo on CPU, NCCL on GPUs, set up by torchrun on
 loopback: no rendezvous host), local rank 0 alone talks to the node and
 exchanges the host's contribution with the mesh, and the result goes back
 to every local rank. This module holds the collectives that takes; what is
-exchanged lives in ``ringmesh.torch``.
+exchanged lives with its users: a step's gradients and outcome in the
+local-rank paths (``_paths``), the join in ``_optimizer``, the state check's
+answer in ``_statecheck``.
 
 Nothing here unpickles: small control messages travel as JSON in a byte
 tensor.

@@ -18,6 +18,8 @@ from ._optimizer import _OPTIMIZERS, DistributedOptimizer
 
 
 def _the_optimizer() -> "DistributedOptimizer":
+    """The one DistributedOptimizer alive in this process (a sampler given
+    none steps its batches)."""
     alive = list(_OPTIMIZERS)
     if len(alive) > 1:  # some may be garbage in a cycle
         import gc

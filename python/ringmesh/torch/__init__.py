@@ -59,6 +59,9 @@ The package is split by concern; programs import everything from
 - ``_checkpoint``: ``save`` and ``load`` (plain data only, nothing unpickled
   runs code), the checkpoint format and the RNG states.
 - ``_statecheck``: ``state_hash`` and the state checks after a step.
+- ``_diloco``: ``DiLoCo``, low-communication training: many local steps,
+  then one outer step decided by the mesh; ``_quant``: the node's
+  quantized wire formats in torch, for its error feedback.
 - ``_sampler``: ``DistributedSampler``, batches cut by the mesh's step.
 - ``_progress``: the progress lines.
 - ``example``: ``python -m ringmesh.torch.example``, a smoke test.
@@ -78,9 +81,10 @@ from ._optimizer import DistributedOptimizer
 from ._paths import DistributedDataParallel
 from ._sampler import DistributedSampler
 from ._statecheck import state_hash
+from ._diloco import DiLoCo
 
 __all__ = [
-    "DistributedOptimizer", "DistributedSampler", "DistributedDataParallel", "GradientAverager", "Membership",
+    "DistributedOptimizer", "DiLoCo", "DistributedSampler", "DistributedDataParallel", "GradientAverager", "Membership",
     "join", "save", "load", "default_checkpoint_dir", "state_hash", "shard", "share_slice",
     "CHECKPOINT_FORMAT", "SYNC_TIMEOUT",
     # ringmesh's own types, importable from here as before the package was split

@@ -164,7 +164,7 @@ func TestLabChaos(t *testing.T) {
 	// A part's lane of at least 1 MiB (allreduce's DirectMinBytes) runs on
 	// its own TCP connection: then every node, restarted or not, took part
 	// in the last all-member round over direct lanes.
-	direct := 4 * *chaosSize / max(*chaosParts, 1) / 2 >= 1<<20
+	direct := 4*(*chaosSize)/max(*chaosParts, 1)/2 >= 1<<20
 	for i := range n {
 		st, err := systest.Status(ln.ps[i].Dir)
 		if err != nil {

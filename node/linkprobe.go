@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/ringmesh/ringmesh/internal/streamset"
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
@@ -62,7 +63,7 @@ type linkProber struct {
 	ingress map[peer.ID][]float64
 	last    map[peer.ID]time.Time // last accepted probe from each peer
 	busy    bool                  // answering a probe now
-	streams inbound
+	streams streamset.Set
 }
 
 func newLinkProber(n *Node, set func(rounds.Link)) *linkProber {
@@ -205,10 +206,10 @@ func (l *linkProber) handle(s network.Stream) {
 		l.busy = false
 		l.mu.Unlock()
 	}()
-	if !l.streams.add(s) {
+	if !l.streams.Add(s) {
 		return
 	}
-	defer l.streams.done(s)
+	defer l.streams.Done(s)
 	if err := l.answer(s, from); err != nil {
 		l.log.Debug("link probe from peer", "peer", from.ShortString(), "err", err)
 		s.Reset()
@@ -306,4 +307,4 @@ func quantizeRate(r float64) uint64 {
 }
 
 // close resets the probes being answered and waits for their handlers.
-func (l *linkProber) close() { l.streams.close() }
+func (l *linkProber) close() { l.streams.Close() }

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ringmesh/ringmesh/allreduce"
+	"github.com/ringmesh/ringmesh/internal/streamset"
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/apiserver"
 )
@@ -157,8 +157,8 @@ type Node struct {
 	tr      *allreduce.StreamTransport
 	reducer reducer
 	drv     *driver
-	inbound inbound
-	probe   *linkProber // nil with NoLinkProbe
+	inbound streamset.Set // the round streams
+	probe   *linkProber   // nil with NoLinkProbe
 	result  *resultBuf
 	metrics *metrics
 	api     *apiserver.Server
@@ -203,8 +203,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 			}
 		}()
 	}
-	n = &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(),
-		inbound: inbound{streams: map[network.Stream]struct{}{}}, lock: lock}
+	n = &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(), lock: lock}
 	cfg.Mesh.Registerer = n.metrics.reg
 	store, saved, err := openStateStore(cfg.DataDir)
 	if err != nil {
@@ -288,7 +287,7 @@ func (n *Node) shutdown() {
 	n.api.Close()
 	n.metricsSrv.close()
 	n.host.RemoveStreamHandler(RoundProtocol)
-	n.inbound.close()
+	n.inbound.Close()
 	if n.probe != nil {
 		n.host.RemoveStreamHandler(LinkProbeProtocol)
 		n.probe.close()

@@ -105,15 +105,6 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 
 func (s *senders) wait() { s.wg.Wait() }
 
-// inbound tracks open inbound streams (of one protocol) so that shutdown
-// can reset them.
-type inbound struct {
-	mu      sync.Mutex
-	streams map[network.Stream]struct{}
-	closed  bool
-	wg      sync.WaitGroup
-}
-
 // roundIdle bounds how long an inbound round stream stays open without a
 // message.
 const roundIdle = 2 * time.Minute
@@ -122,10 +113,10 @@ const roundIdle = 2 * time.Minute
 // to the loop. A malformed message resets the stream and is counted; the
 // node keeps running.
 func (n *Node) handleRound(s network.Stream) {
-	if !n.inbound.add(s) {
+	if !n.inbound.Add(s) {
 		return
 	}
-	defer n.inbound.done(s)
+	defer n.inbound.Done(s)
 	from, self := s.Conn().RemotePeer(), n.host.ID()
 	for {
 		s.SetReadDeadline(time.Now().Add(roundIdle))
@@ -149,39 +140,4 @@ func (n *Node) handleRound(s network.Stream) {
 			n.drv.inDropped.Add(1)
 		}
 	}
-}
-
-// add tracks an inbound stream until done; false (the stream reset) once
-// closed.
-func (in *inbound) add(s network.Stream) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.closed {
-		s.Reset()
-		return false
-	}
-	if in.streams == nil {
-		in.streams = map[network.Stream]struct{}{}
-	}
-	in.streams[s] = struct{}{}
-	in.wg.Add(1)
-	return true
-}
-
-func (in *inbound) done(s network.Stream) {
-	in.mu.Lock()
-	delete(in.streams, s)
-	in.mu.Unlock()
-	in.wg.Done()
-}
-
-// close resets every tracked stream and waits for their handlers.
-func (in *inbound) close() {
-	in.mu.Lock()
-	in.closed = true
-	for s := range in.streams {
-		s.Reset()
-	}
-	in.mu.Unlock()
-	in.wg.Wait()
 }

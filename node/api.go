@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -21,17 +20,6 @@ var _ apiserver.Backend = apiBackend{}
 
 func apiErr(code, format string, args ...any) localapi.Response {
 	return localapi.Response{Code: code, Error: fmt.Sprintf(format, args...)}
-}
-
-func fromErr(err error) localapi.Response {
-	var re *roundError
-	switch {
-	case errors.As(err, &re):
-		return localapi.Response{Code: re.Code, Error: re.Msg, NextStep: re.NextStep}
-	case errors.Is(err, context.Canceled):
-		return apiErr(localapi.CodeShuttingDown, "node shutting down")
-	}
-	return apiErr(localapi.CodeInternal, "%v", err)
 }
 
 func (b apiBackend) Membership() apiserver.Membership {
@@ -53,7 +41,7 @@ func (b apiBackend) Join(ctx context.Context, j apiserver.Join) localapi.Respons
 	}
 	a, err := n.join(ctx, j.StartStep, j.WantCheckpoint, j.Resync)
 	if err != nil {
-		return fromErr(err)
+		return errorResponse(err)
 	}
 	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List),
 		Share: shareOf(a.List, a.Shares, n.host.ID()), RunID: runID(n.cfg.Mesh.Mesh, a.Epoch)}
@@ -97,7 +85,7 @@ func (b apiBackend) Submit(step uint64, data []float32, opt allreduce.Options, p
 	}
 	sub, err := b.n.submitReduce(step, data, opt, ps)
 	if err != nil {
-		return nil, fromErr(err)
+		return nil, errorResponse(err)
 	}
 	return pendingReduce{b.n, sub}, localapi.Response{}
 }
@@ -115,7 +103,7 @@ func (p pendingReduce) Wait() localapi.Response { return p.n.reduced(p.sub.wait(
 // reduced answers an all-reduce with its outcome.
 func (n *Node) reduced(res roundResult, err error) localapi.Response {
 	if err != nil {
-		return fromErr(err)
+		return errorResponse(err)
 	}
 	resp := localapi.Response{Step: res.step, NextStep: res.step + 1, Members: idStrings(res.ring),
 		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts, Share: res.share}

@@ -1,17 +1,22 @@
 package node
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode"
 
+	"github.com/ringmesh/ringmesh/node/localapi"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -134,6 +139,33 @@ func TestReasonCodes(t *testing.T) {
 			t.Errorf("reason %d (%s) has no local API code in reasonCodes", i, r)
 		case mapped && !known[code]:
 			t.Errorf("reason %s maps to %q, not a code of node/localapi", r, code)
+		}
+	}
+}
+
+// TestErrorResponse: the local API's answer to each kind of failed round
+// call keeps the driver's message and next step under the code the API
+// gives it.
+func TestErrorResponse(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want localapi.Response
+	}{
+		{"a machine's reason", &roundError{Reason: rounds.ReasonStepMismatch, Msg: "the mesh expects step 4, got 3", NextStep: 4},
+			localapi.Response{Code: localapi.CodeStepMismatch, Error: "the mesh expects step 4, got 3", NextStep: 4}},
+		{"the driver's own failure", &roundError{Msg: "step 9 was decided with a result of 2 elements", NextStep: 10},
+			localapi.Response{Code: localapi.CodeInternal, Error: "step 9 was decided with a result of 2 elements", NextStep: 10}},
+		{"a join not admitted in time", &notAdmittedError{State: rounds.StateForming, Reason: "2 of 3 forming"},
+			localapi.Response{Code: localapi.CodeTimeout, Error: "not admitted yet: node is forming: 2 of 3 forming"}},
+		{"a join not admitted, no reason", &notAdmittedError{State: rounds.StateJoining},
+			localapi.Response{Code: localapi.CodeTimeout, Error: "not admitted yet: node is joining"}},
+		{"the loop stopped", errStopped, localapi.Response{Code: localapi.CodeShuttingDown, Error: "node shutting down"}},
+		{"canceled", fmt.Errorf("fetch: %w", context.Canceled), localapi.Response{Code: localapi.CodeShuttingDown, Error: "node shutting down"}},
+		{"anything else", errors.New("disk on fire"), localapi.Response{Code: localapi.CodeInternal, Error: "disk on fire"}},
+	} {
+		if got := errorResponse(c.err); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
 		}
 	}
 }

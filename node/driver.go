@@ -36,15 +36,33 @@ type roundResult struct {
 	share    *localapi.Share // of the next step's batch
 }
 
-// roundError is returned by round calls that fail; Code is the local API
-// error code.
+// roundError is a round call that failed for a reason the trainer acts
+// on: one of the machine's (rounds.Fail, with its message and the step the
+// trainer goes on from), or zero for a failure of the driver's own that no
+// call of the trainer fixes (node/codes.go maps both to local API codes).
 type roundError struct {
-	Code     string
+	Reason   rounds.Reason
 	Msg      string
 	NextStep uint64
 }
 
 func (e *roundError) Error() string { return e.Msg }
+
+// errStopped: the driver stopped (the node shuts down) before it answered
+// the call.
+var errStopped = errors.New("node: the round loop stopped")
+
+// notAdmittedError: a join's context ended before the mesh admitted this
+// node, which was in round state State (for Reason).
+type notAdmittedError struct{ State, Reason string }
+
+func (e *notAdmittedError) Error() string {
+	msg := "not admitted yet: node is " + e.State
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
 
 // submit is the trainer's pending all-reduce call.
 type submit struct {
@@ -216,7 +234,7 @@ func (d *driver) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.stopReduce()
-			d.answer(nil, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"})
+			d.answer(nil, errStopped)
 			return nil
 		case v, ok := <-views:
 			if !ok {
@@ -236,7 +254,7 @@ func (d *driver) run(ctx context.Context) error {
 			}
 			if r.stalled != "" {
 				d.stopReduce()
-				d.answer(nil, &roundError{Code: localapi.CodeExcluded, Msg: r.stalled})
+				d.answer(nil, &roundError{Reason: rounds.ReasonExcluded, Msg: r.stalled})
 				d.step(rounds.TrainerLeave{Reason: r.stalled})
 				continue
 			}
@@ -319,7 +337,7 @@ func (d *driver) step(ev rounds.Event) {
 			case rounds.Admitted:
 				d.admitted(e)
 			case rounds.Fail:
-				d.answer(nil, &roundError{Code: reasonCode(e.Reason), Msg: e.Msg, NextStep: e.NextStep})
+				d.answer(nil, &roundError{Reason: e.Reason, Msg: e.Msg, NextStep: e.NextStep})
 			}
 		}
 	}
@@ -501,7 +519,7 @@ func (d *driver) apply(e rounds.Apply) {
 		return
 	}
 	if d.result.len() != len(sub.src) {
-		d.answer(nil, &roundError{Code: localapi.CodeInternal, NextStep: e.Step + 1,
+		d.answer(nil, &roundError{NextStep: e.Step + 1,
 			Msg: fmt.Sprintf("step %d was decided with a result of %d elements; the buffer holds %d: join again", e.Step, d.result.len(), len(sub.src))})
 		return
 	}
@@ -541,21 +559,17 @@ func (n *Node) join(ctx context.Context, start uint64, needState, resync bool) (
 		d.joins = append(d.joins, w)
 		d.step(rounds.TrainerJoin{StartStep: start, NeedState: needState, Resync: resync})
 	}) {
-		return rounds.Admitted{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+		return rounds.Admitted{}, errStopped
 	}
 	select {
 	case a := <-w:
 		return a, nil
 	case <-d.exited:
-		return rounds.Admitted{}, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+		return rounds.Admitted{}, errStopped
 	case <-ctx.Done():
 		d.call(func() { d.joins = slices.DeleteFunc(d.joins, func(c chan rounds.Admitted) bool { return c == w }) })
 		s := d.snap.Load()
-		msg := "not admitted yet: node is " + s.state
-		if s.reason != "" {
-			msg += ": " + s.reason
-		}
-		return rounds.Admitted{}, &roundError{Code: localapi.CodeTimeout, Msg: msg}
+		return rounds.Admitted{}, &notAdmittedError{State: s.state, Reason: s.reason}
 	}
 }
 
@@ -564,7 +578,7 @@ func (n *Node) leave(reason string) {
 	d := n.drv
 	d.call(func() {
 		d.stopReduce()
-		d.answer(nil, &roundError{Code: localapi.CodeNotMember, Msg: reason})
+		d.answer(nil, &roundError{Reason: rounds.ReasonNotMember, Msg: reason})
 		d.step(rounds.TrainerLeave{Reason: reason})
 	})
 }
@@ -580,7 +594,7 @@ func (n *Node) submitReduce(step uint64, src []float32, opt allreduce.Options, p
 	var busy error
 	if !d.call(func() {
 		if d.sub != nil {
-			busy = &roundError{Code: localapi.CodeBusy, Msg: fmt.Sprintf("an all-reduce for step %d is already in flight", d.sub.step), NextStep: d.sub.step}
+			busy = &roundError{Reason: rounds.ReasonBusy, Msg: fmt.Sprintf("an all-reduce for step %d is already in flight", d.sub.step), NextStep: d.sub.step}
 			return
 		}
 		d.sub = sub
@@ -589,7 +603,7 @@ func (n *Node) submitReduce(step uint64, src []float32, opt allreduce.Options, p
 		}
 		d.step(rounds.Submit{Step: step, Sized: sub.sized(), InParts: inParts})
 	}) {
-		return nil, &roundError{Code: localapi.CodeShuttingDown, Msg: "node shutting down"}
+		return nil, errStopped
 	}
 	if busy != nil {
 		return nil, busy

@@ -9,22 +9,28 @@ import (
 
 // TestImportDirection enforces the import direction of ARCHITECTURE.md:
 // mesh, allreduce and checkpoint never import each other or node; nothing
-// below cmd imports cmd.
+// below cmd imports cmd. The round driver (node/roundrun) is handed its
+// collaborators and never reaches back into the node that composes it or
+// its local API; the round machine (node/rounds) knows no driver.
 func TestImportDirection(t *testing.T) {
 	const mod = "github.com/ringmesh/ringmesh/"
+	// A tree each: pkg/... must not import these packages or any below them.
 	forbidden := map[string][]string{
-		"mesh":       {"allreduce", "checkpoint", "node", "train", "cmd"},
-		"allreduce":  {"mesh", "checkpoint", "node", "train", "cmd"},
-		"checkpoint": {"mesh", "allreduce", "node", "train", "cmd"},
-		"train":      {"mesh", "allreduce", "checkpoint", "cmd"},
-		"node":       {"cmd"},
+		"mesh":          {"allreduce", "checkpoint", "node", "train", "cmd"},
+		"allreduce":     {"mesh", "checkpoint", "node", "train", "cmd"},
+		"checkpoint":    {"mesh", "allreduce", "node", "train", "cmd"},
+		"train":         {"mesh", "allreduce", "checkpoint", "cmd"},
+		"node":          {"cmd"},
+		"node/roundrun": {"node/client", "node/apiserver", "node/localapi", "checkpoint", "train", "cmd"},
+		"node/rounds":   {"node/roundrun", "mesh", "allreduce", "checkpoint", "train", "cmd"},
+	}
+	// These packages alone, not the trees below them (node/roundrun
+	// imports node/rounds, not node).
+	exactly := map[string][]string{
+		"node/roundrun": {"node"},
 	}
 	for pkg, bad := range forbidden {
-		out, err := exec.Command("go", "list", "-deps", "./"+pkg+"/...").CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
-		}
-		for _, dep := range strings.Fields(string(out)) {
+		for _, dep := range deps(t, "./"+pkg+"/...") {
 			for _, b := range bad {
 				if dep == mod+b || strings.HasPrefix(dep, mod+b+"/") {
 					t.Errorf("%s imports %s", pkg, dep)
@@ -32,6 +38,25 @@ func TestImportDirection(t *testing.T) {
 			}
 		}
 	}
+	for pkg, bad := range exactly {
+		for _, dep := range deps(t, "./"+pkg+"/...") {
+			for _, b := range bad {
+				if dep == mod+b {
+					t.Errorf("%s imports %s", pkg, dep)
+				}
+			}
+		}
+	}
+}
+
+// deps lists the packages that pattern's packages import, directly or not.
+func deps(t *testing.T, pattern string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", pattern).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", pattern, err, out)
+	}
+	return strings.Fields(string(out))
 }
 
 // TestLocalAPISides: the node and the programs that talk to it meet in

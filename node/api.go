@@ -6,9 +6,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/node/apiserver"
 	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/roundrun"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -23,30 +26,33 @@ func apiErr(code, format string, args ...any) localapi.Response {
 }
 
 func (b apiBackend) Membership() apiserver.Membership {
-	sn := b.n.drv.snap.Load()
-	return apiserver.Membership{Mesh: b.n.cfg.Mesh.Mesh, Self: b.n.host.ID().String(), State: sn.state, Reason: sn.reason,
-		NextStep: sn.step, Members: idStrings(sn.list)}
+	sn := b.n.drv.Snapshot()
+	return apiserver.Membership{Mesh: b.n.cfg.Mesh.Mesh, Self: b.n.host.ID().String(), State: sn.State, Reason: sn.Reason,
+		NextStep: sn.Step, Members: idStrings(sn.List)}
 }
 
 func (b apiBackend) Status() localapi.Status { return b.n.Status() }
 
 func (b apiBackend) SetLocalRanks(ranks int) { b.n.localRanks.Store(int32(ranks)) }
 
-func (b apiBackend) Leave(reason string) { b.n.leave(reason) }
+func (b apiBackend) Leave(reason string) { b.n.drv.Leave(reason) }
 
 func (b apiBackend) Join(ctx context.Context, j apiserver.Join) localapi.Response {
 	n := b.n
 	if j.Resync {
 		n.check.resync()
 	}
-	a, err := n.join(ctx, j.StartStep, j.WantCheckpoint, j.Resync)
+	a, err := n.drv.Join(ctx, rounds.TrainerJoin{StartStep: j.StartStep, NeedState: j.WantCheckpoint, Resync: j.Resync})
 	if err != nil {
 		return errorResponse(err)
 	}
 	resp := localapi.Response{Step: a.Step, NextStep: a.Step, Members: idStrings(a.List), MemberCount: len(a.List),
 		Share: shareOf(a.List, a.Shares, n.host.ID()), RunID: runID(n.cfg.Mesh.Mesh, a.Epoch)}
 	if a.Formed {
-		resp.Formed = n.newMesh(a)
+		// A formed list that has decided no step: every member's trainer
+		// keeps its own state (not when the trainer rejoined its node's
+		// running list).
+		resp.Formed = n.drv.Fresh(a)
 	}
 	if j.WantCheckpoint {
 		start := j.StartStep
@@ -63,27 +69,12 @@ func (b apiBackend) Join(ctx context.Context, j apiserver.Join) localapi.Respons
 	return resp
 }
 
-// newMesh reports whether the trainer admitted with a keeps its own state
-// in a mesh that has decided no step yet: its list was formed at a.Step (a
-// formation now, or one this node restarted in before the first decision),
-// so every member's trainer starts from the state it brought. a.Formed
-// alone also admits a trainer into its node's running list at the trainer's
-// step (it joined again, or is one step behind): not a new mesh.
-func (n *Node) newMesh(a rounds.Admitted) bool {
-	var fresh bool
-	n.drv.call(func() {
-		d := n.drv.m.Durable()
-		fresh = d.Last == nil && d.Epoch == a.Epoch && d.Step == a.Step
-	})
-	return fresh
-}
-
 func (b apiBackend) Submit(step uint64, data []float32, opt allreduce.Options, parts []apiserver.Part) (apiserver.Pending, localapi.Response) {
-	var ps []Part
+	var ps []roundrun.Part
 	for _, p := range parts {
-		ps = append(ps, Part(p))
+		ps = append(ps, roundrun.Part(p))
 	}
-	sub, err := b.n.submitReduce(step, data, opt, ps)
+	sub, err := b.n.drv.Submit(step, data, opt, ps)
 	if err != nil {
 		return nil, errorResponse(err)
 	}
@@ -93,26 +84,26 @@ func (b apiBackend) Submit(step uint64, data []float32, opt allreduce.Options, p
 // pendingReduce is a submitted all-reduce, as the API server holds it.
 type pendingReduce struct {
 	n   *Node
-	sub *submit
+	sub *roundrun.Submission
 }
 
-func (p pendingReduce) PartReady(i int) error { return p.n.partReady(p.sub, i) }
+func (p pendingReduce) PartReady(i int) error { return p.n.drv.PartReady(p.sub, i) }
 
-func (p pendingReduce) Wait() localapi.Response { return p.n.reduced(p.sub.wait()) }
+func (p pendingReduce) Wait() localapi.Response { return p.n.reduced(p.sub.Wait()) }
 
 // reduced answers an all-reduce with its outcome.
-func (n *Node) reduced(res roundResult, err error) localapi.Response {
+func (n *Node) reduced(res roundrun.Applied, err error) localapi.Response {
 	if err != nil {
 		return errorResponse(err)
 	}
-	resp := localapi.Response{Step: res.step, NextStep: res.step + 1, Members: idStrings(res.ring),
-		MemberCount: len(res.ring), TotalWeight: res.weight, Attempts: res.attempts, Share: res.share}
-	for _, id := range res.next {
-		if !slices.Contains(res.ring, id) {
+	resp := localapi.Response{Step: res.Step, NextStep: res.Step + 1, Members: idStrings(res.Ring),
+		MemberCount: len(res.Ring), TotalWeight: res.Weight, Attempts: res.Attempts, Share: shareOf(res.Next, res.Shares, n.host.ID())}
+	for _, id := range res.Next {
+		if !slices.Contains(res.Ring, id) {
 			resp.Joiners = append(resp.Joiners, id.String())
 		}
 	}
-	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.ring[0] == n.host.ID()
+	resp.SaveCheckpoint = len(resp.Joiners) > 0 && res.Ring[0] == n.host.ID()
 	resp.StateCheck = n.check.pending()
 	return resp
 }
@@ -122,8 +113,8 @@ func (b apiBackend) StateHash(step uint64, hash string) localapi.Response {
 		return apiErr(localapi.CodeBadRequest, "state_hash: hash must be %d to %d lowercase hex characters", localapi.MinStateHash, localapi.MaxStateHash)
 	}
 	n := b.n
-	sn := n.drv.snap.Load()
-	sc := n.check.report(sn.epoch, step, hash[:stateHashLen], time.Now(), n.mesh.View(), sn.list)
+	sn := n.drv.Snapshot()
+	sc := n.check.report(sn.Epoch, step, hash[:stateHashLen], time.Now(), n.mesh.View(), sn.List)
 	return localapi.Response{Step: step, StateCheck: sc}
 }
 
@@ -138,3 +129,12 @@ func (b apiBackend) CheckpointFetch(ctx context.Context, f apiserver.Fetch) loca
 }
 
 func (b apiBackend) Reform() localapi.Response { return b.n.reform() }
+
+// shareOf is self's part of a batch that list splits by shares.
+func shareOf(list []peer.ID, shares []uint32, self peer.ID) *localapi.Share {
+	lo, hi, ok := rounds.ShareRange(list, shares, self)
+	if !ok {
+		return nil
+	}
+	return &localapi.Share{Lo: lo, Hi: hi, Units: rounds.ShareUnits}
+}

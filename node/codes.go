@@ -5,12 +5,13 @@ import (
 	"errors"
 
 	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/roundrun"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
 // The local API's error codes of failed round calls are decided here and
-// nowhere else: the driver's errors name the machine's reasons (or their
-// own kind), and the API answers with codes.
+// nowhere else: the round driver's errors (node/roundrun) name the
+// machine's reasons or their own kind, and the API answers with codes.
 
 // reasonCodes is the local API error code of each reason the rounds
 // machine fails a trainer's call for.
@@ -38,14 +39,14 @@ func reasonCode(r rounds.Reason) string {
 // that timed out before admission as timeout; a call the stopping node
 // did not answer as shutting down.
 func errorResponse(err error) localapi.Response {
-	var re *roundError
-	var na *notAdmittedError
+	var re *roundrun.Error
+	var na *roundrun.NotAdmittedError
 	switch {
 	case errors.As(err, &re):
 		return localapi.Response{Code: reasonCode(re.Reason), Error: re.Msg, NextStep: re.NextStep}
 	case errors.As(err, &na):
 		return apiErr(localapi.CodeTimeout, "%s", na.Error())
-	case errors.Is(err, errStopped), errors.Is(err, context.Canceled):
+	case errors.Is(err, roundrun.ErrStopped), errors.Is(err, context.Canceled):
 		return apiErr(localapi.CodeShuttingDown, "node shutting down")
 	}
 	return apiErr(localapi.CodeInternal, "%v", err)

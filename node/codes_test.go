@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"github.com/ringmesh/ringmesh/node/localapi"
+	"github.com/ringmesh/ringmesh/node/roundrun"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
@@ -152,15 +153,15 @@ func TestErrorResponse(t *testing.T) {
 		err  error
 		want localapi.Response
 	}{
-		{"a machine's reason", &roundError{Reason: rounds.ReasonStepMismatch, Msg: "the mesh expects step 4, got 3", NextStep: 4},
+		{"a machine's reason", &roundrun.Error{Reason: rounds.ReasonStepMismatch, Msg: "the mesh expects step 4, got 3", NextStep: 4},
 			localapi.Response{Code: localapi.CodeStepMismatch, Error: "the mesh expects step 4, got 3", NextStep: 4}},
-		{"the driver's own failure", &roundError{Msg: "step 9 was decided with a result of 2 elements", NextStep: 10},
+		{"the driver's own failure", &roundrun.Error{Msg: "step 9 was decided with a result of 2 elements", NextStep: 10},
 			localapi.Response{Code: localapi.CodeInternal, Error: "step 9 was decided with a result of 2 elements", NextStep: 10}},
-		{"a join not admitted in time", &notAdmittedError{State: rounds.StateForming, Reason: "2 of 3 forming"},
+		{"a join not admitted in time", &roundrun.NotAdmittedError{State: rounds.StateForming, Reason: "2 of 3 forming"},
 			localapi.Response{Code: localapi.CodeTimeout, Error: "not admitted yet: node is forming: 2 of 3 forming"}},
-		{"a join not admitted, no reason", &notAdmittedError{State: rounds.StateJoining},
+		{"a join not admitted, no reason", &roundrun.NotAdmittedError{State: rounds.StateJoining},
 			localapi.Response{Code: localapi.CodeTimeout, Error: "not admitted yet: node is joining"}},
-		{"the loop stopped", errStopped, localapi.Response{Code: localapi.CodeShuttingDown, Error: "node shutting down"}},
+		{"the loop stopped", roundrun.ErrStopped, localapi.Response{Code: localapi.CodeShuttingDown, Error: "node shutting down"}},
 		{"canceled", fmt.Errorf("fetch: %w", context.Canceled), localapi.Response{Code: localapi.CodeShuttingDown, Error: "node shutting down"}},
 		{"anything else", errors.New("disk on fire"), localapi.Response{Code: localapi.CodeInternal, Error: "disk on fire"}},
 	} {

@@ -40,15 +40,11 @@ func runID(mesh string, epoch uint64) string {
 
 // currentHistory reads the node's agreed state.
 func (n *Node) currentHistory() history {
-	sn := n.drv.snap.Load()
-	if sn == nil || len(sn.list) == 0 {
-		var epoch uint64
-		if sn != nil {
-			epoch = sn.epoch
-		}
-		return history{epoch: epoch, run: runID(n.cfg.Mesh.Mesh, epoch), open: true}
+	sn := n.drv.Snapshot()
+	if len(sn.List) == 0 {
+		return history{epoch: sn.Epoch, run: runID(n.cfg.Mesh.Mesh, sn.Epoch), open: true}
 	}
-	return history{list: sn.list, step: sn.step, epoch: sn.epoch, run: runID(n.cfg.Mesh.Mesh, sn.epoch)}
+	return history{list: sn.List, step: sn.Step, epoch: sn.Epoch, run: runID(n.cfg.Mesh.Mesh, sn.Epoch)}
 }
 
 // trustAuthor: an announcement by author at step fits the history.

@@ -12,6 +12,7 @@ import (
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/checkpoint"
 	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/roundrun"
 )
 
 // metrics is the node's Prometheus registry and what goes into it: the
@@ -57,6 +58,7 @@ var (
 	_ mesh.Metrics       = (*metrics)(nil)
 	_ allreduce.Metrics  = (*metrics)(nil)
 	_ checkpoint.Metrics = (*metrics)(nil)
+	_ roundrun.Metrics   = (*metrics)(nil)
 )
 
 // durationBuckets span a fast loopback round (1 ms) to a slow WAN one
@@ -183,9 +185,10 @@ func count(c prometheus.Counter) uint64 {
 	return uint64(m.GetCounter().GetValue())
 }
 
-// roundApplied records a round the driver applied: attempts it took, the
-// time since the trainer's call, and the trainer's weight (its samples).
-func (m *metrics) roundApplied(attempts int, since time.Time, weight float64) {
+// RoundApplied implements roundrun.Metrics: a round the driver applied,
+// the attempts it took, the time since the trainer's call, and the
+// trainer's weight (its samples).
+func (m *metrics) RoundApplied(attempts int, since time.Time, weight float64) {
 	m.roundsApplied.Inc()
 	m.roundRetries.Add(float64(attempts - 1))
 	now := time.Now()
@@ -303,14 +306,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, k := range byState {
 		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(k), s)
 	}
-	if sn := c.n.drv.snap.Load(); sn != nil {
-		ch <- prometheus.MustNewConstMetric(c.step, prometheus.GaugeValue, float64(sn.step))
-		ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(sn.epoch))
-		ch <- prometheus.MustNewConstMetric(c.listSize, prometheus.GaugeValue, float64(len(sn.list)))
-		ch <- prometheus.MustNewConstMetric(c.rstate, prometheus.GaugeValue, 1, sn.state)
-		dropped := sn.dropped + c.n.drv.inDropped.Load() + c.n.drv.badMessage.Load()
-		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(dropped))
-	}
+	sn := c.n.drv.Snapshot()
+	ch <- prometheus.MustNewConstMetric(c.step, prometheus.GaugeValue, float64(sn.Step))
+	ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(sn.Epoch))
+	ch <- prometheus.MustNewConstMetric(c.listSize, prometheus.GaugeValue, float64(len(sn.List)))
+	ch <- prometheus.MustNewConstMetric(c.rstate, prometheus.GaugeValue, 1, sn.State)
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(sn.Dropped))
 	private := 0.0
 	if c.n.cfg.Mesh.PSKFile != "" {
 		private = 1

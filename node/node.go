@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ringmesh/ringmesh/allreduce"
-	"github.com/ringmesh/ringmesh/internal/streamset"
 	"github.com/ringmesh/ringmesh/mesh"
 	"github.com/ringmesh/ringmesh/node/apiserver"
+	"github.com/ringmesh/ringmesh/node/roundrun"
 )
 
 // Config configures a node. Every duration is a bound on a wait: nothing in
@@ -155,11 +155,8 @@ type Node struct {
 	mesh    *mesh.Mesh
 	host    host.Host
 	tr      *allreduce.StreamTransport
-	reducer reducer
-	drv     *driver
-	inbound streamset.Set // the round streams
-	probe   *linkProber   // nil with NoLinkProbe
-	result  *resultBuf
+	drv     *roundrun.Driver
+	probe   *linkProber // nil with NoLinkProbe
 	metrics *metrics
 	api     *apiserver.Server
 	// metricsSrv serves /metrics (nil without MetricsAddr).
@@ -205,7 +202,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 	}
 	n = &Node{cfg: cfg, log: logger.With("component", "node"), metrics: newMetrics(), lock: lock}
 	cfg.Mesh.Registerer = n.metrics.reg
-	store, saved, err := openStateStore(cfg.DataDir)
+	store, err := roundrun.OpenStore(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +211,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 		return nil, err
 	}
 	n.mesh, n.host = m, m.Host()
-	if n.result, err = openResult(cfg.DataDir); err != nil {
+	result, err := roundrun.OpenResult(cfg.DataDir)
+	if err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -225,11 +223,16 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 	})
 	n.tr = allreduce.NewStreamTransport(n.host, cfg.AllReduce, logger)
 	n.metrics.reg.MustRegister(newLaneCollector(n.tr.LaneStats))
-	n.reducer = allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
-	n.drv = newDriver(n, store, saved, n.result)
+	reducer := allreduce.New(cfg.AllReduce, n.tr, logger, n.metrics)
+	if n.drv, err = n.newDriver(store, result, reducer); err != nil {
+		n.tr.Close()
+		result.Close()
+		m.Close()
+		return nil, err
+	}
 	if n.ckpt, err = openCheckpoints(cfg.Checkpoint, cfg.DataDir, m, n.currentHistory, logger, n.metrics); err != nil {
 		n.tr.Close()
-		n.result.close()
+		n.drv.Close()
 		m.Close()
 		return nil, err
 	}
@@ -237,7 +240,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 	if n.metricsSrv, err = listenMetrics(cfg.MetricsAddr, n.metrics.reg, logger); err != nil {
 		n.ckpt.close()
 		n.tr.Close()
-		n.result.close()
+		n.drv.Close()
 		m.Close()
 		return nil, err
 	}
@@ -246,13 +249,13 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err er
 		n.metricsSrv.close()
 		n.ckpt.close()
 		n.tr.Close()
-		n.result.close()
+		n.drv.Close()
 		m.Close()
 		return nil, err
 	}
-	n.host.SetStreamHandler(RoundProtocol, n.handleRound)
+	n.host.SetStreamHandler(roundrun.Protocol, n.drv.HandleStream)
 	if !cfg.NoLinkProbe {
-		n.probe = newLinkProber(n, n.drv.setLink)
+		n.probe = newLinkProber(n, n.drv.SetLink)
 		n.host.SetStreamHandler(LinkProbeProtocol, n.probe.handle)
 	}
 	return n, nil
@@ -267,7 +270,7 @@ func (n *Node) Mesh() *mesh.Mesh { return n.mesh }
 func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.mesh.Run(gctx) })
-	g.Go(func() error { return n.drv.run(gctx) })
+	g.Go(func() error { return n.drv.Run(gctx) })
 	g.Go(func() error { return n.api.Serve(gctx) })
 	g.Go(func() error { return n.ckpt.run(gctx, n.mesh) })
 	g.Go(func() error { return n.metricsSrv.serve(gctx) })
@@ -286,15 +289,14 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) shutdown() {
 	n.api.Close()
 	n.metricsSrv.close()
-	n.host.RemoveStreamHandler(RoundProtocol)
-	n.inbound.Close()
+	n.host.RemoveStreamHandler(roundrun.Protocol)
+	n.drv.Close() // the inbound round streams and the result buffer
 	if n.probe != nil {
 		n.host.RemoveStreamHandler(LinkProbeProtocol)
 		n.probe.close()
 	}
 	n.ckpt.close()
 	n.tr.Close()
-	n.result.close()
 	n.mesh.Close()
 	n.lock.Close()
 }

@@ -22,31 +22,30 @@ type reformBase struct {
 // checkpoint this node knows of. A node that trains with a majority of its
 // list refuses: nothing is lost there.
 func (n *Node) reform() localapi.Response {
-	d := n.drv
-	if sn := d.snap.Load(); sn.state == rounds.StateTraining {
-		return apiErr(localapi.CodeBadRequest, "this node trains with a majority of its list (epoch %d, step %d): there is nothing to re-form", sn.epoch, sn.step)
+	if sn := n.drv.Snapshot(); sn.State == rounds.StateTraining {
+		return apiErr(localapi.CodeBadRequest, "this node trains with a majority of its list (epoch %d, step %d): there is nothing to re-form", sn.Epoch, sn.Step)
 	}
 	k, haveCkpt := n.ckpt.newest()
 	var epoch, step uint64
-	if !d.call(func() {
-		d.stopReduce()
-		d.step(rounds.Reform{Step: k.Step})
-		epoch, step, _ = d.m.NextStep()
+	if err := n.drv.Reform(k.Step, func(e, s uint64) {
+		// Before the re-formed mesh can admit a trainer: its join loads
+		// this base.
+		epoch, step = e, s
 		if haveCkpt {
 			n.ckpt.base.Store(&reformBase{step: step, known: k})
 		} else {
 			n.ckpt.base.Store(nil)
 		}
-	}) {
-		return apiErr(localapi.CodeShuttingDown, "node shutting down")
+	}); err != nil {
+		return errorResponse(err)
 	}
 	what := "no checkpoint is known: each trainer keeps the state it has"
 	if haveCkpt {
 		what = fmt.Sprintf("trainers that join at step %d load the checkpoint of step %d (%s)", step, k.Step, k.Root)
 	}
 	n.log.Warn("mesh re-formed by the operator", "after_epoch", epoch, "step", step, "checkpoint_step", k.Step, "have_checkpoint", haveCkpt)
-	sn := d.snap.Load()
-	resp := localapi.Response{Step: step, NextStep: step, State: sn.state,
+	sn := n.drv.Snapshot()
+	resp := localapi.Response{Step: step, NextStep: step, State: sn.State,
 		Reason: fmt.Sprintf("re-forming after epoch %d at step %d; %s; the mesh forms with the nodes that are forming (--min-members)", epoch-1, step, what)}
 	if haveCkpt {
 		info := knownInfo(k)

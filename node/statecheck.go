@@ -453,6 +453,6 @@ func (c *stateCheck) run(ctx context.Context, n *Node) error {
 			v = nv
 		case <-t.C:
 		}
-		c.evaluate(time.Now(), v, n.drv.snap.Load().list)
+		c.evaluate(time.Now(), v, n.drv.Snapshot().List)
 	}
 }

@@ -20,12 +20,12 @@ func (n *Node) Status() localapi.Status {
 	for _, m := range v.Members {
 		st.Members = append(st.Members, memberStatus(m))
 	}
-	sn := n.drv.snap.Load()
-	st.Self.EgressBps, st.Self.IngressBps = sn.link.Egress, sn.link.Ingress
+	sn := n.drv.Snapshot()
+	st.Self.EgressBps, st.Self.IngressBps = sn.Link.Egress, sn.Link.Ingress
 	st.Self.ProbedOut, st.Self.ProbedIn = n.probe.probed()
-	st.Rounds = localapi.RoundsStatus{State: sn.state, Reason: sn.reason, Epoch: sn.epoch, NextStep: sn.step, Members: idStrings(sn.list),
+	st.Rounds = localapi.RoundsStatus{State: sn.State, Reason: sn.Reason, Epoch: sn.Epoch, NextStep: sn.Step, Members: idStrings(sn.List),
 		Applied: count(n.metrics.roundsApplied), Retries: count(n.metrics.roundRetries),
-		Dropped: sn.dropped + n.drv.inDropped.Load() + n.drv.badMessage.Load(), WaitingFor: idStrings(sn.waitingFor)}
+		Dropped: sn.Dropped, WaitingFor: idStrings(sn.WaitingFor)}
 	if st.Rounds.Members == nil {
 		st.Rounds.Members = []string{}
 	}
@@ -37,13 +37,13 @@ func (n *Node) Status() localapi.Status {
 	}
 	st.StateCheck = n.check.status()
 	st.Rounds.Plan = []localapi.PlanEntry{}
-	for i, id := range sn.list {
+	for i, id := range sn.List {
 		p := localapi.PlanEntry{ID: id.String()}
-		if i < len(sn.shares) {
-			p.Share = float64(sn.shares[i]) / rounds.ShareUnits
+		if i < len(sn.Shares) {
+			p.Share = float64(sn.Shares[i]) / rounds.ShareUnits
 		}
 		if id == n.host.ID() {
-			p.SamplesPerSec, p.EgressBps, p.IngressBps = sn.samples, sn.link.Egress, sn.link.Ingress
+			p.SamplesPerSec, p.EgressBps, p.IngressBps = sn.Samples, sn.Link.Egress, sn.Link.Ingress
 			p.LocalRanks = int(n.localRanks.Load())
 		} else if pl, ok := ads[id]; ok {
 			p.SamplesPerSec, p.EgressBps, p.IngressBps, p.LocalRanks = pl.Samples, pl.Egress, pl.Ingress, pl.LocalRanks

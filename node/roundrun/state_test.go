@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"crypto/sha256"

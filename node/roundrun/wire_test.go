@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"bytes"
@@ -51,7 +51,7 @@ func TestRoundMsgGolden(t *testing.T) {
 
 // TestRoundMsgRejects: frames whose length is out of bounds or whose
 // body is cut short (malformed messages: rounds.TestMessageRejects). Each
-// but the empty stream is malformed: handleRound counts it.
+// but the empty stream is malformed: HandleStream counts it.
 func TestRoundMsgRejects(t *testing.T) {
 	good, _ := encodeMsg(rounds.Message{Type: rounds.MsgReady, Step: 1})
 	cases := map[string][]byte{

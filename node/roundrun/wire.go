@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"encoding/binary"
@@ -8,13 +8,14 @@ import (
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
 
-// RoundProtocol carries the round protocol's messages (node/rounds): a
+// Protocol carries the round protocol's messages (node/rounds): a
 // stream per peer pair and direction, one frame per message, no replies on
-// the same stream. Bulk data goes over /ringmesh/allreduce/1.
+// the same stream. Bulk data goes over the all-reduce protocol
+// (allreduce.ProtocolID).
 // Version 2 replaced version 1's request/reply messages with the
 // consensus messages of node/rounds; version 3 added a value's links and
 // shares.
-const RoundProtocol = "/ringmesh/round/3"
+const Protocol = "/ringmesh/round/3"
 
 // encodeMsg encodes m as a frame: a u32 big-endian length (from
 // rounds.MinMessageSize to rounds.MaxMessageSize), then the message in the

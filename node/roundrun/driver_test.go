@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"context"
@@ -13,12 +13,18 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/node/rounds"
 )
+
+// testMachine is the machine config of a node's LocalConfig.
+func testMachine() rounds.Config {
+	return rounds.Config{MinMembers: 1, FormWait: 2 * time.Second, FormTimeout: 20 * time.Second,
+		Resend: 100 * time.Millisecond, PhaseTimeout: 10 * time.Second, RetryBackoff: 20 * time.Millisecond,
+		JoinPoll: 250 * time.Millisecond, JoinTTL: 3 * time.Second, TrainerTimeout: 30 * time.Second, OfferWait: 30 * time.Second}
+}
 
 // captureReducer records the rounds the driver asks for and succeeds.
 type captureReducer struct {
@@ -34,29 +40,19 @@ func (c *captureReducer) AllReduce(_ context.Context, _ peer.ID, r allreduce.Rou
 	return allreduce.Result{TotalWeight: 1}, nil
 }
 
-// selfHost is a host that only knows its ID (all the driver asks of it
-// when it starts an all-reduce).
-type selfHost struct {
-	host.Host
-	id peer.ID
-}
-
-func (h selfHost) ID() peer.ID { return h.id }
-
 // reduceRound runs the driver's startReduce for e as member self and
 // returns the all-reduce round it started.
 func reduceRound(t *testing.T, self peer.ID, e rounds.StartReduce) allreduce.Round {
 	t.Helper()
-	res, err := openResult(t.TempDir())
+	res, err := OpenResult(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.close()
+	defer res.Close()
 	cr := &captureReducer{}
-	d := &driver{n: &Node{reducer: cr, host: selfHost{id: self}}, log: slog.New(slog.DiscardHandler), result: res,
+	d := &Driver{cfg: Config{Self: self, Mesh: "testmesh"}, reducer: cr, log: slog.New(slog.DiscardHandler), result: res,
 		ctx: context.Background(), done: make(chan reduceDone, 4)}
-	d.cfg.Mesh.Mesh = "testmesh"
-	d.sub = newSubmit(e.Step, make([]float32, 16), allreduce.Options{}, nil)
+	d.sub = newSubmission(e.Step, make([]float32, 16), allreduce.Options{}, nil)
 	d.startReduce(e)
 	if r := <-d.done; r.ev.Err != nil || r.ev.Step != e.Step || r.ev.Attempt != e.Attempt {
 		t.Fatalf("all-reduce of step %d attempt %v ended with %+v", e.Step, e.Attempt, r.ev)
@@ -130,15 +126,15 @@ func TestFailedPersistHoldsPromises(t *testing.T) {
 	}
 	slices.Sort(ids)
 	a, b := ids[0], ids[1]
-	res, err := openResult(t.TempDir())
+	res, err := OpenResult(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.close()
+	defer res.Close()
 	dir := filepath.Join(t.TempDir(), "not-yet") // missing: every save fails
 	var sent []rounds.Message
-	d := &driver{log: slog.New(slog.DiscardHandler), result: res, store: &stateStore{dir: dir}, ctx: context.Background(),
-		m:       rounds.New(machineConfig(LocalConfig()), a, rounds.Durable{Epoch: 1, List: ids}),
+	d := &Driver{log: slog.New(slog.DiscardHandler), result: res, store: &Store{dir: dir}, ctx: context.Background(),
+		m:       rounds.New(testMachine(), a, rounds.Durable{Epoch: 1, List: ids}),
 		sendMsg: func(m rounds.Message) { sent = append(sent, m) }}
 	d.m.Step(time.Now(), rounds.Tick{}) // its first heartbeat (this driver has no mesh)
 	ballot := rounds.Ballot{N: 1, By: b}
@@ -196,20 +192,20 @@ func TestRefusalStopsTheReduceFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	self, _ := peer.IDFromPublicKey(pub)
-	res, err := openResult(t.TempDir())
+	res, err := OpenResult(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.close()
+	defer res.Close()
 	br := &blockingReducer{started: make(chan struct{})}
-	d := &driver{n: &Node{reducer: br, host: selfHost{id: self}}, log: slog.New(slog.DiscardHandler), result: res,
-		store: &stateStore{dir: t.TempDir()}, ctx: context.Background(), done: make(chan reduceDone, 4),
-		m:       rounds.New(machineConfig(LocalConfig()), self, rounds.Durable{Epoch: 1, List: []peer.ID{self}}),
+	d := &Driver{cfg: Config{Self: self}, reducer: br, log: slog.New(slog.DiscardHandler), result: res,
+		store: &Store{dir: t.TempDir()}, ctx: context.Background(), done: make(chan reduceDone, 4),
+		m:       rounds.New(testMachine(), self, rounds.Durable{Epoch: 1, List: []peer.ID{self}}),
 		sendMsg: func(rounds.Message) {}}
 	now := time.Now()
 	d.m.Step(now, rounds.TrainerJoin{StartStep: 0})
 	d.m.Step(now, rounds.ViewChanged{Settled: true}) // a member in training (outside the driver: no mesh here)
-	sub := newSubmit(0, make([]float32, 16), allreduce.Options{Wire: allreduce.Float32, Op: allreduce.Sum}, nil)
+	sub := newSubmission(0, make([]float32, 16), allreduce.Options{Wire: allreduce.Float32, Op: allreduce.Sum}, nil)
 	d.sub = sub
 	d.step(rounds.Submit{Step: 0})
 	<-br.started

@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"os"
@@ -33,7 +33,7 @@ func tmpfsDir(t *testing.T) string {
 func TestResultOnTmpfs(t *testing.T) {
 	shm := tmpfsDir(t)
 	dataDir := t.TempDir()
-	r, err := openResult(dataDir)
+	r, err := OpenResult(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,18 +47,18 @@ func TestResultOnTmpfs(t *testing.T) {
 	for i := range b {
 		b[i] = float32(i)
 	}
-	again, err := openResult(dataDir) // the first is left open, as a killed process leaves its pages
+	again, err := OpenResult(dataDir) // the first is left open, as a killed process leaves its pages
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.path != r.path || again.len() != len(b) || again.mem[4*1000+1] != r.mem[4*1000+1] {
 		t.Fatalf("reopened at %s with %d elements; want %s with %d and the same bytes", again.path, again.len(), r.path, len(b))
 	}
-	again.close()
+	again.Close()
 	if _, err := os.Stat(r.path); !os.IsNotExist(err) {
 		t.Fatalf("after a clean close the tmpfs file is still there: %v", err)
 	}
-	r.close()
+	r.Close()
 }
 
 // TestResultFallsBackToDisk: a tmpfs too small for the buffer leaves it
@@ -77,7 +77,7 @@ func TestResultFallsBackToDisk(t *testing.T) {
 	shmDir = small
 	t.Cleanup(func() { shmDir = old })
 	dataDir := t.TempDir()
-	r, err := openResult(dataDir)
+	r, err := OpenResult(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +94,12 @@ func TestResultFallsBackToDisk(t *testing.T) {
 	if ents, _ := os.ReadDir(small); len(ents) != 0 {
 		t.Fatalf("the full tmpfs keeps %d files", len(ents))
 	}
-	r.close()
-	again, err := openResult(dataDir)
+	r.Close()
+	again, err := OpenResult(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer again.close()
+	defer again.Close()
 	if again.path != r.path || again.len() != len(b) {
 		t.Fatalf("reopened at %s with %d elements, want %s with %d", again.path, again.len(), r.path, len(b))
 	}

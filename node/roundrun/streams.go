@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 // matters.
 type senders struct {
 	ctx context.Context
-	d   *driver
+	d   *Driver
 	mu  sync.Mutex
 	q   map[peer.ID]chan []byte
 	wg  sync.WaitGroup
@@ -28,7 +28,7 @@ type senders struct {
 
 const sendQueue = 256
 
-func newSenders(ctx context.Context, d *driver) *senders {
+func newSenders(ctx context.Context, d *Driver) *senders {
 	return &senders{ctx: ctx, d: d, q: map[peer.ID]chan []byte{}}
 }
 
@@ -73,11 +73,11 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 		if st == nil {
 			ctx, cancel := context.WithTimeout(s.ctx, timeout)
 			var err error
-			if s.d.n.host.Network().Connectedness(p) != network.Connected {
+			if s.d.host.Network().Connectedness(p) != network.Connected {
 				// This loop paces its own dials (Resend).
-				p2pconf.ClearDialBackoff(s.d.n.host.Network(), p)
+				p2pconf.ClearDialBackoff(s.d.host.Network(), p)
 			}
-			st, err = s.d.n.host.NewStream(network.WithAllowLimitedConn(ctx, "round"), p, RoundProtocol)
+			st, err = s.d.host.NewStream(network.WithAllowLimitedConn(ctx, "round"), p, Protocol)
 			cancel()
 			if err != nil {
 				// Unreachable: drop what is queued (the machine resends
@@ -90,7 +90,7 @@ func (s *senders) run(p peer.ID, q chan []byte) {
 				select {
 				case <-s.ctx.Done():
 					return
-				case <-time.After(s.d.cfg.Resend):
+				case <-time.After(s.d.cfg.Machine.Resend):
 				}
 				continue
 			}
@@ -109,15 +109,15 @@ func (s *senders) wait() { s.wg.Wait() }
 // message.
 const roundIdle = 2 * time.Minute
 
-// handleRound reads round messages off one inbound stream and hands them
-// to the loop. A malformed message resets the stream and is counted; the
-// node keeps running.
-func (n *Node) handleRound(s network.Stream) {
-	if !n.inbound.Add(s) {
+// HandleStream reads round messages off one inbound stream (Protocol) and
+// hands them to the loop. A malformed message resets the stream and is
+// counted; the node keeps running. Close resets the streams still open.
+func (d *Driver) HandleStream(s network.Stream) {
+	if !d.inbound.Add(s) {
 		return
 	}
-	defer n.inbound.Done(s)
-	from, self := s.Conn().RemotePeer(), n.host.ID()
+	defer d.inbound.Done(s)
+	from, self := s.Conn().RemotePeer(), d.cfg.Self
 	for {
 		s.SetReadDeadline(time.Now().Add(roundIdle))
 		m, err := readMsg(s)
@@ -127,17 +127,17 @@ func (n *Node) handleRound(s network.Stream) {
 				return
 			}
 			if errors.Is(err, rounds.ErrMalformed) {
-				n.log.Warn("bad round message", "peer", from, "err", err)
-				n.drv.badMessage.Add(1)
+				d.log.Warn("bad round message", "peer", from, "err", err)
+				d.badMessage.Add(1)
 			}
 			s.Reset()
 			return
 		}
 		m.From, m.To = from, self
 		select {
-		case n.drv.in <- m:
+		case d.in <- m:
 		default:
-			n.drv.inDropped.Add(1)
+			d.inDropped.Add(1)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"crypto/sha256"
@@ -30,7 +30,8 @@ const resultFile = "result.f32"
 // for tests).
 var shmDir = "/dev/shm"
 
-type resultBuf struct {
+// ResultBuf is the all-reduce's result buffer (resultFile).
+type ResultBuf struct {
 	shm  string // the tmpfs path for this data dir ("" when none)
 	disk string // DATA_DIR/result.f32
 	path string // the file in use
@@ -38,8 +39,10 @@ type resultBuf struct {
 	mem  []byte
 }
 
-func openResult(dataDir string) (*resultBuf, error) {
-	r := &resultBuf{disk: filepath.Join(dataDir, resultFile), shm: shmPath(dataDir)}
+// OpenResult opens dataDir's result buffer: the file a restarted node's
+// result may still be in, else a new one.
+func OpenResult(dataDir string) (*ResultBuf, error) {
+	r := &ResultBuf{disk: filepath.Join(dataDir, resultFile), shm: shmPath(dataDir)}
 	// A restarted node takes the file that holds data, so that a result
 	// it reported ready is still there.
 	path := r.disk
@@ -59,7 +62,7 @@ func openResult(dataDir string) (*resultBuf, error) {
 	r.path, r.f = path, f
 	if st, err := r.f.Stat(); err == nil && st.Size() > 0 && st.Size()%4 == 0 {
 		if err := r.mapLen(int(st.Size() / 4)); err != nil {
-			r.close()
+			r.Close()
 			return nil, err
 		}
 	}
@@ -82,7 +85,7 @@ func shmPath(dataDir string) string {
 
 // openFile opens (creating) path. On tmpfs, a file that is not a regular
 // file of this user (a name another local user took) is refused.
-func (r *resultBuf) openFile(path string) (*os.File, error) {
+func (r *ResultBuf) openFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil || path != r.shm {
 		return f, err
@@ -100,7 +103,7 @@ func (r *resultBuf) openFile(path string) (*os.File, error) {
 
 // floats returns the buffer as n float32s, resizing it when n changed.
 // Resizing keeps no content.
-func (r *resultBuf) floats(n int) ([]float32, error) {
+func (r *ResultBuf) floats(n int) ([]float32, error) {
 	if len(r.mem) != 4*n {
 		if err := r.mapLen(n); err != nil {
 			return nil, err
@@ -113,9 +116,9 @@ func (r *resultBuf) floats(n int) ([]float32, error) {
 }
 
 // len returns the buffer's length in elements.
-func (r *resultBuf) len() int { return len(r.mem) / 4 }
+func (r *ResultBuf) len() int { return len(r.mem) / 4 }
 
-func (r *resultBuf) mapLen(n int) error {
+func (r *ResultBuf) mapLen(n int) error {
 	if r.mem != nil {
 		if err := unix.Munmap(r.mem); err != nil {
 			return fmt.Errorf("node: result buffer: %w", err)
@@ -139,7 +142,7 @@ func (r *resultBuf) mapLen(n int) error {
 // resize sets the buffer's file to size bytes (its content is not kept).
 // The tmpfs file is preferred: its space is reserved first, and when it
 // cannot be, the data dir's file is used.
-func (r *resultBuf) resize(size int64) error {
+func (r *ResultBuf) resize(size int64) error {
 	if r.shm != "" && size > 0 {
 		f := r.f
 		if r.path != r.shm {
@@ -173,9 +176,9 @@ func (r *resultBuf) resize(size int64) error {
 	return r.f.Truncate(size)
 }
 
-// close unmaps the buffer and closes its file; a tmpfs file is removed (it
+// Close unmaps the buffer and closes its file; a tmpfs file is removed (it
 // would hold memory until the next boot).
-func (r *resultBuf) close() {
+func (r *ResultBuf) Close() {
 	if r.mem != nil {
 		unix.Munmap(r.mem)
 		r.mem = nil

@@ -1,4 +1,4 @@
-package node
+package roundrun
 
 import (
 	"bytes"
@@ -98,14 +98,26 @@ func decodeState(b []byte) (savedState, uint64, error) {
 
 var errStateTruncated = errors.New("node: round state: truncated")
 
-// stateStore writes the durable state into the slot files in turn. Owned
-// by the driver's loop.
-type stateStore struct {
+// Store is the machine's durable state on disk: it writes the state into
+// the slot files in turn. Owned by the driver's loop.
+type Store struct {
 	dir     string
-	seq     uint64 // of the newest state on disk
+	loaded  savedState // the state OpenStore read
+	seq     uint64     // of the newest state on disk
 	created [stateSlots]bool
 	// legacy: a version-1 file to remove once a slot holds the state.
 	legacy bool
+}
+
+// OpenStore reads the newest valid state of dataDir for New, and returns
+// the store that writes the next ones (openStateStore).
+func OpenStore(dataDir string) (*Store, error) {
+	st, s, err := openStateStore(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	st.loaded = s
+	return st, nil
 }
 
 // openStateStore reads the newest valid state of dataDir (the zero state
@@ -115,8 +127,8 @@ type stateStore struct {
 // slot 1 present and torn is the very first write torn: the state before
 // it is the version-1 file's, or none. Both slots present and torn cannot
 // come from one crash: that is an error, not a state to guess.
-func openStateStore(dataDir string) (*stateStore, savedState, error) {
-	st := &stateStore{dir: dataDir}
+func openStateStore(dataDir string) (*Store, savedState, error) {
+	st := &Store{dir: dataDir}
 	var best savedState
 	var found bool
 	var present [stateSlots]bool
@@ -177,7 +189,7 @@ func decodeSlot(b []byte) (savedState, uint64, error) {
 }
 
 // save writes s into the older slot and syncs it: durable on return.
-func (st *stateStore) save(s savedState) error {
+func (st *Store) save(s savedState) error {
 	b, err := encodeState(s, st.seq+1)
 	if err != nil {
 		return err

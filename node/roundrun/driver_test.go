@@ -26,6 +26,20 @@ func testMachine() rounds.Config {
 		JoinPoll: 250 * time.Millisecond, JoinTTL: 3 * time.Second, TrainerTimeout: 30 * time.Second, OfferWait: 30 * time.Second}
 }
 
+// newPeerID is a fresh Ed25519 peer ID.
+func newPeerID(t *testing.T) peer.ID {
+	t.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // captureReducer records the rounds the driver asks for and succeeds.
 type captureReducer struct {
 	mu     sync.Mutex
@@ -116,13 +130,7 @@ func TestAttemptsHaveTheirOwnRoundIdentity(t *testing.T) {
 func TestFailedPersistHoldsPromises(t *testing.T) {
 	ids := make([]peer.ID, 3)
 	for i := range ids {
-		_, pub, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ids[i], err = peer.IDFromPublicKey(pub); err != nil {
-			t.Fatal(err)
-		}
+		ids[i] = newPeerID(t)
 	}
 	slices.Sort(ids)
 	a, b := ids[0], ids[1]
@@ -187,11 +195,7 @@ func (b *blockingReducer) AllReduce(ctx context.Context, _ peer.ID, _ allreduce.
 // all-reduce first, so the trainer may release its buffer at once; the
 // machine is told the attempt failed.
 func TestRefusalStopsTheReduceFirst(t *testing.T) {
-	_, pub, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, _ := peer.IDFromPublicKey(pub)
+	self := newPeerID(t)
 	res, err := OpenResult(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -20,22 +20,44 @@
 // then applies the same bytes with Apply. TestDataParallelEquivalence checks
 // this against one worker with the full batch.
 //
+// DiLoCo (NewDiLoCo, Outer): each member takes H = Outer.SyncEvery inner
+// SGD steps alone on theta_local, inner step i of outer step k on its
+// part of global batch Outer.DataStep(k, i) = k*H + i (the batches the
+// every-step mode takes at steps k*H .. k*H+H-1); then the members
+// all-reduce the pseudo-gradient theta_global - theta_local with weighted
+// mean, weight = the samples of the H steps, and every member applies the
+// same Nesterov step (Nesterov) to theta_global, in float32, and restarts
+// theta_local from it. theta_global and the outer momentum are agreed
+// state, bit-identical on every member; the inner velocity is each
+// member's own (it starts from zero on a join: Restart).
+// TestDiLoCoOneInnerStepIsDataParallel checks that with H = 1, outer lr 1
+// and no outer momentum it is the every-step mode.
+//
 // Checkpoint state (MarshalState/UnmarshalState), version 1, big-endian:
 //
 //	offset   size  field
 //	0        4     magic "RMTS"
 //	4        2     version (1)
-//	6        2     flags (0; anything else is rejected)
-//	8        32    SHA-256 config fingerprint (Config.Fingerprint, raw)
-//	40       8     step (steps applied)
+//	6        2     flags: bit 0 DiLoCo; other bits reserved (rejected)
+//	8        32    SHA-256 config fingerprint (Trainer.Fingerprint, raw)
+//	40       8     step (steps applied; outer steps for DiLoCo)
 //	48       4     P, number of parameters
-//	52       4     S, number of optimizer state floats (= P for SGD)
-//	56       4P    parameters, IEEE 754 binary32
-//	56+4P    4S    optimizer state (SGD velocity), binary32
+//	52       4     S, number of optimizer state floats (= P)
+//	56       4P    parameters, IEEE 754 binary32 (DiLoCo: theta_global)
+//	56+4P    4S    optimizer state, binary32 (SGD velocity; DiLoCo: the
+//	               outer Nesterov momentum)
 //	56+4P+4S 4     CRC-32C (Castagnoli) of every byte before it
 //
-// ParamHash is the hex SHA-256 of the parameters as little-endian binary32
-// bytes (numpy '<f4'), for comparing members.
+// A DiLoCo state keeps the layout and sets flag bit 0; its fingerprint
+// covers the Outer config too, so a trainer of the other mode, or another
+// H or outer optimizer, rejects it (ErrFingerprint), and a reader of the
+// every-step states alone rejects the flag. theta_local and the inner
+// velocity are not saved: a loaded DiLoCo trainer restarts from
+// theta_global with zero inner velocity.
+//
+// ParamHash is the hex SHA-256 of the agreed parameters (theta_global for
+// DiLoCo) as little-endian binary32 bytes (numpy '<f4'), for comparing
+// members.
 //
 // The package has no logger or Metrics: it does no I/O and starts no
 // goroutines; callers time and log steps.

@@ -22,15 +22,41 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// stateFlagDiLoCo marks a DiLoCo trainer's state: the parameters are
+// theta_global, the optimizer state the outer momentum and the step counts
+// outer steps. The other flag bits are reserved (rejected).
+const stateFlagDiLoCo = 1
+
+// Fingerprint is the hex SHA-256 config fingerprint the trainer's states
+// carry: Config.Fingerprint, or for DiLoCo that of the Config and the
+// Outer together, so that no trainer loads another mode's or H's state.
+func (t *Trainer) Fingerprint() string {
+	if t.outer == nil {
+		return t.cfg.Fingerprint()
+	}
+	sum := sha256.Sum256([]byte(t.cfg.canonical() + " " + t.outer.cfg.canonical()))
+	return hex.EncodeToString(sum[:])
+}
+
+// saved returns the vectors and flags the state holds: the parameters and
+// the SGD velocity, or for DiLoCo theta_global and the outer momentum (a
+// member's theta_local and inner velocity are its own, not the mesh's).
+func (t *Trainer) saved() (params, opt []float32, flags uint16) {
+	if t.outer == nil {
+		return t.model.Params(), t.opt.State(), 0
+	}
+	return t.outer.global, t.outer.opt.State(), stateFlagDiLoCo
+}
+
 // MarshalState returns the trainer's parameters, optimizer state, step and
 // config fingerprint in the layout above.
 func (t *Trainer) MarshalState() []byte {
-	p, s := t.model.Params(), t.opt.State()
+	p, s, flags := t.saved()
 	b := make([]byte, 0, stateHeader+4*len(p)+4*len(s)+stateTrailer)
 	b = append(b, stateMagic...)
 	b = binary.BigEndian.AppendUint16(b, stateVersion)
-	b = binary.BigEndian.AppendUint16(b, 0)
-	fp, _ := hex.DecodeString(t.cfg.Fingerprint())
+	b = binary.BigEndian.AppendUint16(b, flags)
+	fp, _ := hex.DecodeString(t.Fingerprint())
 	b = append(b, fp...)
 	b = binary.BigEndian.AppendUint64(b, t.step)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
@@ -42,17 +68,21 @@ func (t *Trainer) MarshalState() []byte {
 
 // UnmarshalState replaces the trainer's parameters, optimizer state and
 // step with those in b. b must be a valid state (ErrState otherwise) saved
-// with the same Config (ErrFingerprint otherwise); on error the trainer is
-// unchanged.
+// with the same Config, and Outer for DiLoCo (ErrFingerprint otherwise); on
+// error the trainer is unchanged. A DiLoCo trainer restarts from the
+// loaded theta_global with zero inner velocity (Restart).
 func (t *Trainer) UnmarshalState(b []byte) error {
 	h, err := parseState(b)
 	if err != nil {
 		return err
 	}
-	if h.fingerprint != t.cfg.Fingerprint() {
-		return fmt.Errorf("%w: state %.12s, trainer %.12s", ErrFingerprint, h.fingerprint, t.cfg.Fingerprint())
+	if fp := t.Fingerprint(); h.fingerprint != fp {
+		return fmt.Errorf("%w: state %.12s, trainer %.12s", ErrFingerprint, h.fingerprint, fp)
 	}
-	p, s := t.model.Params(), t.opt.State()
+	p, s, flags := t.saved()
+	if h.flags != flags {
+		return fmt.Errorf("%w: flags %#x, want %#x", ErrState, h.flags, flags)
+	}
 	if h.params != len(p) || h.opt != len(s) {
 		return fmt.Errorf("%w: %d params and %d optimizer floats, want %d and %d",
 			ErrState, h.params, h.opt, len(p), len(s))
@@ -61,6 +91,7 @@ func (t *Trainer) UnmarshalState(b []byte) error {
 	readFloats(p, body)
 	readFloats(s, body[4*len(p):])
 	t.step = h.step
+	t.Restart()
 	return nil
 }
 
@@ -72,6 +103,9 @@ type StateInfo struct {
 	Fingerprint string
 	// Params and OptState count the floats of each vector.
 	Params, OptState int
+	// DiLoCo marks a DiLoCo trainer's state: Params are theta_global,
+	// OptState the outer momentum and Step counts outer steps.
+	DiLoCo bool
 }
 
 // ReadStateInfo validates b (framing, lengths, checksum) and returns its
@@ -81,11 +115,13 @@ func ReadStateInfo(b []byte) (StateInfo, error) {
 	if err != nil {
 		return StateInfo{}, err
 	}
-	return StateInfo{Step: h.step, Fingerprint: h.fingerprint, Params: h.params, OptState: h.opt}, nil
+	return StateInfo{Step: h.step, Fingerprint: h.fingerprint, Params: h.params, OptState: h.opt,
+		DiLoCo: h.flags&stateFlagDiLoCo != 0}, nil
 }
 
 type stateHead struct {
 	fingerprint string
+	flags       uint16
 	step        uint64
 	params, opt int
 }
@@ -106,8 +142,9 @@ func parseState(b []byte) (stateHead, error) {
 	if v := binary.BigEndian.Uint16(b[4:]); v != stateVersion {
 		return h, fmt.Errorf("%w: version %d, want %d", ErrState, v, stateVersion)
 	}
-	if f := binary.BigEndian.Uint16(b[6:]); f != 0 {
-		return h, fmt.Errorf("%w: flags %#x, want 0", ErrState, f)
+	h.flags = binary.BigEndian.Uint16(b[6:])
+	if h.flags&^stateFlagDiLoCo != 0 {
+		return h, fmt.Errorf("%w: flags %#x, only %#x defined", ErrState, h.flags, stateFlagDiLoCo)
 	}
 	h.fingerprint = hex.EncodeToString(b[8:40])
 	h.step = binary.BigEndian.Uint64(b[40:])
@@ -126,10 +163,11 @@ func parseState(b []byte) (stateHead, error) {
 	return h, nil
 }
 
-// ParamHash is the hex SHA-256 of the parameters as little-endian IEEE 754
-// binary32 bytes (their in-memory layout on x86 and ARM, as numpy's '<f4'):
-// equal hashes mean bit-identical parameters.
-func (t *Trainer) ParamHash() string { return ParamHash(t.model.Params()) }
+// ParamHash is the hex SHA-256 of the agreed parameters (GlobalParams:
+// theta_global for DiLoCo) as little-endian IEEE 754 binary32 bytes (their
+// in-memory layout on x86 and ARM, as numpy's '<f4'): equal hashes mean
+// bit-identical parameters.
+func (t *Trainer) ParamHash() string { return ParamHash(t.GlobalParams()) }
 
 // ParamHash hashes a parameter vector as Trainer.ParamHash does.
 func ParamHash(p []float32) string {

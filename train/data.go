@@ -119,16 +119,23 @@ func (d *Dataset) GlobalBatch(step uint64, b int) []int {
 // when world > len(indices). The shards of ranks 0..world-1, concatenated,
 // are indices. It panics when rank is not in [0, world).
 func Shard(indices []int, rank, world int) []int {
+	lo, hi := ShardBounds(len(indices), rank, world)
+	return indices[lo:hi:hi]
+}
+
+// ShardBounds returns the bounds [lo, hi) of member rank's Shard of n
+// samples.
+func ShardBounds(n, rank, world int) (lo, hi int) {
 	if world < 1 || rank < 0 || rank >= world {
 		panic(fmt.Sprintf("train: Shard rank %d of world %d", rank, world))
 	}
-	base, extra := len(indices)/world, len(indices)%world
-	lo := rank*base + min(rank, extra)
-	hi := lo + base
+	base, extra := n/world, n%world
+	lo = rank*base + min(rank, extra)
+	hi = lo + base
 	if rank < extra {
 		hi++
 	}
-	return indices[lo:hi:hi]
+	return lo, hi
 }
 
 // dot is the float32 dot product, summed left to right.

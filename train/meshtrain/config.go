@@ -39,6 +39,25 @@ type Config struct {
 	// Wire is the all-reduce wire format: "" or "float32" (bit-exact
 	// against one worker up to summation order), "bfloat16", "float16".
 	Wire string
+	// SyncEvery is H of DiLoCo, low-communication training: each member
+	// takes H inner SGD steps alone, each on its share of a global batch
+	// of GlobalBatch, and then one round averages the members'
+	// pseudo-gradients theta_global - theta_local weighted by samples, and
+	// every member takes the same Nesterov outer step (OuterLR,
+	// OuterMomentum) on theta_global. A mesh step is then an outer step:
+	// Steps and CheckpointEvery count outer steps, and a checkpoint holds
+	// theta_global and the outer momentum (the inner optimizer restarts
+	// on a join). The all-reduce traffic per sample falls to 1/H; the
+	// members' models drift apart for H steps, so the result is no longer
+	// one worker's. 0: every step is all-reduced (data parallelism).
+	// Default 0.
+	SyncEvery uint64
+	// OuterLR is DiLoCo's outer learning rate (with SyncEvery > 0).
+	// Default 0.7.
+	OuterLR float32
+	// OuterMomentum is DiLoCo's outer Nesterov momentum in [0, 1) (with
+	// SyncEvery > 0). Default 0.9.
+	OuterMomentum float32
 	// SampleDelay slows this trainer down by sleeping this long per sample
 	// of its share after computing its gradient: a stand-in for a slower
 	// card in benchmarks and tests of mixed hardware. 0: none.
@@ -67,6 +86,8 @@ func DefaultConfig() Config {
 		GlobalBatch:     256,
 		CheckpointEvery: 50,
 		Train:           train.DefaultConfig(),
+		OuterLR:         train.DefaultOuter().LR,
+		OuterMomentum:   train.DefaultOuter().Momentum,
 		JoinTimeout:     10 * time.Second,
 	}
 }
@@ -106,17 +127,43 @@ func (c Config) Validate() error {
 	if err := c.Train.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if c.SyncEvery > 0 {
+		if err := c.outer().Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
 	return nil
 }
 
-// StepInfo describes one applied step.
+// outer is the DiLoCo outer loop of a config with SyncEvery > 0.
+func (c Config) outer() train.Outer {
+	return train.Outer{SyncEvery: c.SyncEvery, LR: c.OuterLR, Momentum: c.OuterMomentum}
+}
+
+// newTrainer builds the trainer of a valid config: DiLoCo with SyncEvery
+// > 0.
+func (c Config) newTrainer() (*train.Trainer, error) {
+	if c.SyncEvery == 0 {
+		return train.New(c.Train)
+	}
+	return train.NewDiLoCo(c.Train, c.outer())
+}
+
+// StepInfo describes one applied step (an outer step with SyncEvery > 0).
 type StepInfo struct {
-	Step      uint64  // the step applied
-	Loss      float32 // mean loss over the global batch (all members)
-	LocalLoss float32 // mean loss over this member's shard
-	Samples   int     // this member's shard size (its weight)
-	// TotalWeight is the samples the applied gradient averages: B, or
-	// fewer when a member died mid-round.
+	Step uint64 // the step applied
+	// Loss is the mean loss over the step's samples, all members' (over
+	// the H inner steps with SyncEvery > 0).
+	Loss      float32
+	LocalLoss float32 // the same over this member's samples
+	// Samples is this member's samples of the step (its weight): its part
+	// of the global batch, times H with SyncEvery > 0.
+	Samples int
+	// Part is this member's part [start, end) of the step's global batch
+	// (of each of its H global batches with SyncEvery > 0).
+	Part [2]int
+	// TotalWeight is the samples the applied gradient averages: B (H*B
+	// with SyncEvery > 0), or fewer when a member died mid-round.
 	TotalWeight float64
 	Rank        int // this member's rank for the step
 	// Share is this member's fraction of the step's global batch, as the

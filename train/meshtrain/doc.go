@@ -28,6 +28,20 @@
 // becomes the mean loss over the whole global batch, the same on every
 // member, which is what StepInfo.Loss reports.
 //
+// DiLoCo (Config.SyncEvery = H > 0): a mesh step is an outer step. The
+// member takes H inner SGD steps alone from theta_global, inner step i on
+// its part of global batch Outer.DataStep(step, i) = step*H + i (the part
+// the step's agreed share names, the same for the H batches), so the data
+// order is fixed by (outer step, inner step, share). The buffer is then the
+// pseudo-gradient theta_global - theta_local, all-reduced with weighted
+// mean, weight = the member's samples of the H steps; every member applies
+// the same Nesterov outer step to theta_global (bit-identical everywhere:
+// the all-reduce result is) and restarts theta_local from it. A step that
+// is not applied leaves theta_global as it was; a join (and so every
+// rejoin after a failed round) discards the member's local progress and
+// restarts its inner optimizer from zero (train.Trainer.Restart).
+// Checkpoints hold theta_global, the outer momentum and the outer step.
+//
 // Synced: a trainer whose state step differs from the mesh's step after a
 // join (the mesh went on and no checkpoint for the entry step came with the
 // join) keeps training on the mesh's data order but is marked unsynced: its

@@ -26,7 +26,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	tr, err := train.New(cfg.Train)
+	tr, err := cfg.newTrainer()
 	if err != nil {
 		return Result{}, err
 	}
@@ -151,6 +151,9 @@ func (l *loop) join(ctx context.Context, reason string) error {
 			info.Checkpoint = int64(l.tr.Step())
 		}
 	}
+	// DiLoCo: whatever this member did since theta_global is discarded,
+	// and the inner optimizer starts fresh.
+	l.tr.Restart()
 	l.step, l.ring, l.share = resp.Step, resp.Members, resp.Share
 	l.synced = l.tr.Step() == l.step
 	info.Synced = l.synced
@@ -198,22 +201,16 @@ func (l *loop) runStep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ds := l.tr.Data()
-	batch := ds.GlobalBatch(l.step, l.cfg.GlobalBatch)
-	mine, share := train.Shard(batch, rank, world), float64(1)/float64(world)
-	if s := l.share; s != nil {
-		lo, hi := s.Slice(len(batch))
-		mine, share = batch[lo:hi], float64(s.Hi-s.Lo)/float64(s.Units)
-	}
-	localLoss := l.tr.Model().ComputeGrad(ds, mine)
+	lo, hi, share := l.part(rank, world)
+	localLoss, samples := l.compute(lo, hi)
 	if d := l.cfg.SampleDelay; d > 0 {
-		if err := sleep(ctx, time.Duration(len(mine))*d); err != nil {
+		if err := sleep(ctx, time.Duration(samples)*d); err != nil {
 			return err
 		}
 	}
 	n := copy(l.buf, l.tr.Grads())
 	l.buf[n] = localLoss
-	resp, err := l.c.AllReduce(ctx, l.step, l.buf, client.ReduceOptions{Wire: l.cfg.Wire, Reduce: "wmean", Weight: float64(len(mine))})
+	resp, err := l.c.AllReduce(ctx, l.step, l.buf, client.ReduceOptions{Wire: l.cfg.Wire, Reduce: "wmean", Weight: float64(samples)})
 	if err != nil {
 		return fmt.Errorf("all-reduce step %d: %w", l.step, err)
 	}
@@ -224,7 +221,7 @@ func (l *loop) runStep(ctx context.Context) error {
 		return err
 	}
 	now := time.Now()
-	info := StepInfo{Step: l.step, Loss: l.buf[n], LocalLoss: localLoss, Samples: len(mine),
+	info := StepInfo{Step: l.step, Loss: l.buf[n], LocalLoss: localLoss, Samples: samples, Part: [2]int{lo, hi},
 		TotalWeight: resp.TotalWeight, Rank: rank, Share: share, Members: resp.Members, Attempts: resp.Attempts,
 		StepTime: now.Sub(l.last), Synced: l.synced}
 	if s := info.StepTime.Seconds(); s > 0 {
@@ -242,6 +239,36 @@ func (l *loop) runStep(ctx context.Context) error {
 		l.cfg.OnStep(info)
 	}
 	return nil
+}
+
+// part returns this member's part [lo, hi) of the step's global batch and
+// its fraction of the batch: the share the mesh agreed, or by rank.
+func (l *loop) part(rank, world int) (lo, hi int, share float64) {
+	if s := l.share; s != nil {
+		lo, hi = s.Slice(l.cfg.GlobalBatch)
+		return lo, hi, float64(s.Hi-s.Lo) / float64(s.Units)
+	}
+	lo, hi = train.ShardBounds(l.cfg.GlobalBatch, rank, world)
+	return lo, hi, 1 / float64(world)
+}
+
+// compute leaves this member's contribution to the step in the trainer's
+// Grads and returns its mean loss and samples (the all-reduce weight):
+// the mean gradient over part [lo, hi) of the step's global batch, or
+// with DiLoCo the pseudo-gradient after H inner steps, inner step i on
+// part [lo, hi) of global batch Outer.DataStep(step, i). The data order
+// is the mesh's step, not the trainer's (they differ while unsynced).
+func (l *loop) compute(lo, hi int) (loss float32, samples int) {
+	ds, b := l.tr.Data(), l.cfg.GlobalBatch
+	outer, ok := l.tr.Outer()
+	if !ok {
+		return l.tr.Model().ComputeGrad(ds, ds.GlobalBatch(l.step, b)[lo:hi]), hi - lo
+	}
+	for i := range int(outer.SyncEvery) {
+		loss += l.tr.InnerStep(ds.GlobalBatch(outer.DataStep(l.step, i), b)[lo:hi])
+	}
+	l.tr.PseudoGrad()
+	return loss / float32(outer.SyncEvery), int(outer.SyncEvery) * (hi - lo)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -166,12 +166,41 @@ func reference(t *testing.T, cfg Config, steps uint64) *train.Trainer {
 	return tr
 }
 
-func runLoop(ctx context.Context, t *testing.T, cfg Config, c conn) (Result, error) {
-	tr, err := train.New(cfg.Train)
+// runLoop runs one loop over c; safe on any goroutine.
+func runLoop(ctx context.Context, cfg Config, c conn) (Result, error) {
+	tr, err := cfg.newTrainer()
 	if err != nil {
-		t.Fatal(err)
+		return Result{}, err
 	}
 	return newLoop(cfg, tr, c).run(ctx)
+}
+
+// runFakeMesh runs one loop per name over m, each with cfg, its own
+// checkpoint dir and onStep as OnStep, and fails the test when any loop
+// fails; it returns the results by name.
+func runFakeMesh(ctx context.Context, t *testing.T, m *fakeMesh, names []string, cfg Config,
+	onStep func(i int, name string, s StepInfo)) []Result {
+	t.Helper()
+	results := make([]Result, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		c := cfg
+		c.CheckpointDir = filepath.Join(cfg.DataDir, name)
+		c.OnStep = func(s StepInfo) { onStep(i, name, s) }
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = runLoop(ctx, c, &fakeConn{m: m, self: name})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", names[i], err)
+		}
+	}
+	return results
 }
 
 func maxDiff(a, b []float32) float64 {
@@ -188,33 +217,17 @@ func TestLoopMatchesOneWorker(t *testing.T) {
 	names := []string{"a", "b", "c"}
 	m := newFakeMesh(names...)
 	cfg := testConfig(t)
-	results := make([]Result, len(names))
-	errs := make([]error, len(names))
 	var losses sync.Map
-	var wg sync.WaitGroup
-	for i, name := range names {
-		c := cfg
-		c.CheckpointDir = filepath.Join(cfg.DataDir, name)
-		c.OnStep = func(s StepInfo) {
-			if s.Rank != i || s.TotalWeight != float64(cfg.GlobalBatch) || !s.Synced {
-				t.Errorf("%s step %d: rank %d weight %v synced %v, want rank %d weight %d synced", name, s.Step, s.Rank, s.TotalWeight, s.Synced, i, cfg.GlobalBatch)
-			}
-			if prev, ok := losses.LoadOrStore(s.Step, s.Loss); ok && prev.(float32) != s.Loss {
-				t.Errorf("%s step %d: global loss %v, another member %v", name, s.Step, s.Loss, prev)
-			}
+	results := runFakeMesh(ctx, t, m, names, cfg, func(i int, name string, s StepInfo) {
+		if s.Rank != i || s.TotalWeight != float64(cfg.GlobalBatch) || !s.Synced {
+			t.Errorf("%s step %d: rank %d weight %v synced %v, want rank %d weight %d synced", name, s.Step, s.Rank, s.TotalWeight, s.Synced, i, cfg.GlobalBatch)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i], errs[i] = runLoop(ctx, t, c, &fakeConn{m: m, self: name})
-		}()
-	}
-	wg.Wait()
+		if prev, ok := losses.LoadOrStore(s.Step, s.Loss); ok && prev.(float32) != s.Loss {
+			t.Errorf("%s step %d: global loss %v, another member %v", name, s.Step, s.Loss, prev)
+		}
+	})
 	ref := reference(t, cfg, cfg.Steps)
 	for i, r := range results {
-		if errs[i] != nil {
-			t.Fatalf("%s: %v", names[i], errs[i])
-		}
 		if r.Applied != int(cfg.Steps) || r.Joins != 1 || !r.Synced || r.Trainer.Step() != cfg.Steps {
 			t.Errorf("%s: %+v at step %d, want %d steps applied, 1 join, synced", names[i], r, r.Trainer.Step(), cfg.Steps)
 		}
@@ -260,7 +273,7 @@ func TestLoopRejoinLoadsCheckpoint(t *testing.T) {
 			m.mu.Unlock()
 		}
 	}
-	r, err := runLoop(ctx, t, cfg, &fakeConn{m: m, self: "solo"})
+	r, err := runLoop(ctx, cfg, &fakeConn{m: m, self: "solo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +311,7 @@ func TestLoopRejoinWithoutCheckpointIsUnsynced(t *testing.T) {
 			}
 		}
 	}
-	r, err := runLoop(ctx, t, cfg, &fakeConn{m: m, self: "solo"})
+	r, err := runLoop(ctx, cfg, &fakeConn{m: m, self: "solo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +329,7 @@ func TestLoopStopsOnOtherErrors(t *testing.T) {
 	cfg := testConfig(t)
 	m := newFakeMesh("solo")
 	m.fail["solo"] = map[uint64]string{4: localapi.CodeInternal}
-	r, err := runLoop(ctx, t, cfg, &fakeConn{m: m, self: "solo"})
+	r, err := runLoop(ctx, cfg, &fakeConn{m: m, self: "solo"})
 	if !client.IsCode(err, localapi.CodeInternal) || r.Applied != 4 {
 		t.Errorf("got %d applied, err %v; want 4 applied and the internal error", r.Applied, err)
 	}
@@ -362,7 +375,9 @@ func TestConfigValidate(t *testing.T) {
 		"no dir":     func(c *Config) { c.DataDir = "" },
 		"no steps":   func(c *Config) { c.Steps = 0 },
 		"batch 0":    func(c *Config) { c.GlobalBatch = 0 },
-		"wire":       func(c *Config) { c.Wire = "int8" },
+		"wire":       func(c *Config) { c.Wire = "nope" },
+		"outer lr":   func(c *Config) { c.SyncEvery, c.OuterLR = 4, 0 },
+		"outer mom":  func(c *Config) { c.SyncEvery, c.OuterMomentum = 4, 1 },
 		"join 0":     func(c *Config) { c.JoinTimeout = 0 },
 		"train conf": func(c *Config) { c.Train.LR = 0 },
 	} {
@@ -384,7 +399,7 @@ func TestLoopJoinWithoutCheckpointAfterUnavailable(t *testing.T) {
 	cfg.Steps = 3
 	m := newFakeMesh("solo")
 	m.unavailable = 100
-	r, err := runLoop(ctx, t, cfg, &fakeConn{m: m, self: "solo"})
+	r, err := runLoop(ctx, cfg, &fakeConn{m: m, self: "solo"})
 	if err != nil {
 		t.Fatal(err)
 	}

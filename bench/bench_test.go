@@ -94,3 +94,35 @@ func TestMeasureFloor(t *testing.T) {
 		t.Errorf("floor %+v: want every part positive", f)
 	}
 }
+
+func TestTrainConfigValidate(t *testing.T) {
+	ok := TrainConfig{Speeds: []float64{1, 2}, SampleDelay: time.Millisecond, Batch: 8, Steps: 40, SyncEvery: 10, OuterLR: 0.7}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	if got := ok.rounds(); got != 4 {
+		t.Errorf("40 steps, H=10: %d rounds, want 4", got)
+	}
+	for name, mut := range map[string]func(*TrainConfig){
+		"one trainer":   func(c *TrainConfig) { c.Speeds = []float64{1} },
+		"zero speed":    func(c *TrainConfig) { c.Speeds = []float64{1, 0} },
+		"batch":         func(c *TrainConfig) { c.Batch = 1 },
+		"delay":         func(c *TrainConfig) { c.SampleDelay = 0 },
+		"3 rounds":      func(c *TrainConfig) { c.Steps = 39 },
+		"late":          func(c *TrainConfig) { c.Late = 2 },
+		"outer lr":      func(c *TrainConfig) { c.OuterLR = 0 },
+		"wire":          func(c *TrainConfig) { c.Wire = "nope" },
+		"every step, 3": func(c *TrainConfig) { c.SyncEvery, c.Steps = 0, 3 },
+	} {
+		c := ok
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate() = nil, want an error", name)
+		}
+	}
+	every := ok
+	every.SyncEvery, every.OuterLR = 0, 0
+	if err := every.Validate(); err != nil {
+		t.Errorf("every-step config without an outer lr: %v", err)
+	}
+}

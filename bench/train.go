@@ -21,12 +21,22 @@ type TrainConfig struct {
 	Speeds      []float64
 	SampleDelay time.Duration // per sample at speed 1
 	Batch       int           // global batch
-	Steps       uint64        // steps on the mesh; the second half is measured
+	// Steps counts training steps (global batches). The mesh runs a round
+	// each step, or Steps/SyncEvery rounds (rounded down) with SyncEvery;
+	// the second half of the rounds is measured.
+	Steps uint64
+	// SyncEvery is DiLoCo's H (meshtrain.Config.SyncEvery): a round after
+	// every H inner steps. 0: a round every step.
+	SyncEvery uint64
+	// OuterLR is DiLoCo's outer learning rate, with SyncEvery > 0.
+	OuterLR float32
+	// Wire is the all-reduce wire format (meshtrain.Config.Wire).
+	Wire string
 	// PadElems pads every all-reduced buffer with zeros (a larger model's
 	// gradients, so that links matter).
 	PadElems int
 	// Late, when > 0, starts the last trainer once the others applied this
-	// many steps: it joins the running mesh (loading its checkpoint).
+	// many rounds: it joins the running mesh (loading its checkpoint).
 	Late   uint64
 	Keep   bool
 	Stderr io.Writer
@@ -44,8 +54,19 @@ type TrainResult struct {
 	Speeds []float64 `json:"speeds"`
 	Batch  int       `json:"batch"`
 	Steps  uint64    `json:"steps"`
-	// MeshSamplesPerSec is the global batch times the steps of the
-	// measured half over their wall time (the slowest member's).
+	// SyncEvery is DiLoCo's H (0: a round every step), Rounds the
+	// rounds the mesh ran and Wire the all-reduce wire format.
+	SyncEvery uint64 `json:"sync_every"`
+	Rounds    uint64 `json:"rounds"`
+	Wire      string `json:"wire"`
+	// BytesPerStep is the wire size of the buffer a round all-reduces
+	// over the training steps it covers (H with SyncEvery): the bytes
+	// all-reduced per training step. Each member sends and receives about
+	// 2(n-1)/n of it.
+	BytesPerStep float64 `json:"allreduce_bytes_per_step"`
+	// MeshSamplesPerSec is the samples of the measured half of the rounds
+	// (global batch x H per round) over their wall time (the slowest
+	// member's).
 	MeshSamplesPerSec float64 `json:"mesh_samples_per_s"`
 	// StandaloneSamplesPerSec is each trainer's samples per second alone
 	// (in this process, the whole batch, the same delay), and
@@ -62,8 +83,9 @@ type TrainResult struct {
 
 // String is the result line `ringmesh bench train` prints.
 func (r TrainResult) String() string {
-	return fmt.Sprintf("train n=%d speeds=%s batch=%d steps=%d mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%s",
-		r.N, floats(r.Speeds, "%g"), r.Batch, r.Steps, r.MeshSamplesPerSec, r.StandaloneSum, r.Ratio, r.EqualBound, floats(r.Shares, "%.3f"))
+	return fmt.Sprintf("train n=%d speeds=%s batch=%d steps=%d sync_every=%d mesh_samples_per_s=%.1f standalone_sum=%.1f ratio=%.3f equal_shares_bound=%.3f shares=%s wire=%s allreduce_bytes_per_step=%.0f",
+		r.N, floats(r.Speeds, "%g"), r.Batch, r.Steps, r.SyncEvery, r.MeshSamplesPerSec, r.StandaloneSum, r.Ratio, r.EqualBound,
+		floats(r.Shares, "%.3f"), r.Wire, r.BytesPerStep)
 }
 
 func floats(v []float64, format string) string {
@@ -74,8 +96,43 @@ func floats(v []float64, format string) string {
 	return strings.Join(s, ",")
 }
 
+// Validate checks c as Train and TrainOn need it.
+func (c TrainConfig) Validate() error {
+	n := len(c.Speeds)
+	switch {
+	case n < 2 || slices.ContainsFunc(c.Speeds, func(s float64) bool { return !(s > 0) }):
+		return fmt.Errorf("bench: speeds %v: want at least 2, all positive", c.Speeds)
+	case c.Batch < n:
+		return fmt.Errorf("bench: global batch %d smaller than the %d trainers", c.Batch, n)
+	case c.SampleDelay <= 0:
+		return fmt.Errorf("bench: sample delay %v must be positive", c.SampleDelay)
+	case c.rounds() < 4:
+		return fmt.Errorf("bench: %d steps make %d rounds, want at least 4", c.Steps, c.rounds())
+	case c.Late >= c.rounds()/2:
+		return fmt.Errorf("bench: the late trainer must join before half of the %d rounds (the second half is timed with every member)", c.rounds())
+	}
+	return c.trainer("validate", c.SampleDelay).Validate()
+}
+
+// rounds is how many rounds the mesh runs.
+func (c TrainConfig) rounds() uint64 { return c.Steps / max(c.SyncEvery, 1) }
+
+// trainer is the config of the trainer on the node of dir.
+func (c TrainConfig) trainer(dir string, delay time.Duration) meshtrain.Config {
+	cfg := meshtrain.LocalConfig()
+	cfg.DataDir, cfg.Steps, cfg.GlobalBatch, cfg.CheckpointEvery = dir, c.rounds(), c.Batch, 0
+	cfg.SampleDelay, cfg.PadElems, cfg.Wire = delay, c.PadElems, c.Wire
+	if c.SyncEvery > 0 {
+		cfg.SyncEvery, cfg.OuterLR = c.SyncEvery, c.OuterLR
+	}
+	return cfg
+}
+
 // Train runs the benchmark.
 func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
+	if err := c.Validate(); err != nil {
+		return TrainResult{}, err
+	}
 	n := len(c.Speeds)
 	res, delays, err := standaloneAll(ctx, c)
 	if err != nil {
@@ -104,6 +161,9 @@ func Train(ctx context.Context, c TrainConfig) (TrainResult, error) {
 // data dirs, one trainer each), for nodes this process did not start (a
 // lab); the standalone figures are measured first, as Train does.
 func TrainOn(ctx context.Context, c TrainConfig, dirs []string) (TrainResult, error) {
+	if err := c.Validate(); err != nil {
+		return TrainResult{}, err
+	}
 	n := len(c.Speeds)
 	if len(dirs) != n {
 		return TrainResult{}, fmt.Errorf("bench: %d speeds for %d nodes", n, len(dirs))
@@ -120,7 +180,13 @@ func TrainOn(ctx context.Context, c TrainConfig, dirs []string) (TrainResult, er
 // far and the trainers' per-sample delays.
 func standaloneAll(ctx context.Context, c TrainConfig) (TrainResult, []time.Duration, error) {
 	n := len(c.Speeds)
-	res := TrainResult{N: n, Speeds: c.Speeds, Batch: c.Batch, Steps: c.Steps}
+	wire := c.Wire
+	if wire == "" {
+		wire = "float32"
+	}
+	res := TrainResult{N: n, Speeds: c.Speeds, Batch: c.Batch, Steps: c.rounds() * max(c.SyncEvery, 1),
+		SyncEvery: c.SyncEvery, Rounds: c.rounds(), Wire: wire,
+		BytesPerStep: float64(wireBytes(4*int64(c.trainer("", 0).BufferElems()), wire)) / float64(max(c.SyncEvery, 1))}
 	delays := make([]time.Duration, n)
 	for i, s := range c.Speeds {
 		delays[i] = time.Duration(float64(c.SampleDelay) / s)
@@ -140,7 +206,8 @@ func standaloneAll(ctx context.Context, c TrainConfig) (TrainResult, []time.Dura
 // trainOn runs one trainer per node dir and fills in res's mesh figures.
 func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Duration, res *TrainResult) error {
 	n := len(dirs)
-	half := c.Steps / 2
+	rounds := c.rounds()
+	half := rounds / 2
 	var mu sync.Mutex
 	at := make([]time.Time, 2*n) // per member: when step half, and the last step, applied
 	res.Shares = make([]float64, n)
@@ -157,15 +224,13 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 	}
 	var wg sync.WaitGroup
 	for i := range n {
-		cfg := meshtrain.LocalConfig()
-		cfg.DataDir, cfg.Steps, cfg.GlobalBatch, cfg.CheckpointEvery = dirs[i], c.Steps, c.Batch, 0
-		cfg.SampleDelay, cfg.PadElems = delays[i], c.PadElems
+		cfg := c.trainer(dirs[i], delays[i])
 		cfg.OnStep = func(s meshtrain.StepInfo) {
 			mu.Lock()
 			switch s.Step {
 			case half:
 				at[2*i] = time.Now()
-			case c.Steps - 1:
+			case rounds - 1:
 				at[2*i+1] = time.Now()
 				res.Shares[i] = s.Share
 			}
@@ -207,7 +272,7 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 		}
 		to = later(to, at[2*i+1])
 	}
-	res.MeshSamplesPerSec = float64(c.Batch) * float64(c.Steps-1-half) / to.Sub(from).Seconds()
+	res.MeshSamplesPerSec = float64(c.Batch) * float64(max(c.SyncEvery, 1)*(rounds-1-half)) / to.Sub(from).Seconds()
 	res.Ratio = res.MeshSamplesPerSec / res.StandaloneSum
 	if c.Plot == nil {
 		return nil
@@ -220,6 +285,9 @@ func trainOn(ctx context.Context, c TrainConfig, dirs []string, delays []time.Du
 		names[n-1] += fmt.Sprintf(", joins at step %d", c.Late)
 	}
 	title := fmt.Sprintf("ringmesh bench train: %d trainers at speeds %s, global batch %d", n, floats(c.Speeds, "%g"), c.Batch)
+	if c.SyncEvery > 0 {
+		title += fmt.Sprintf(", DiLoCo H=%d", c.SyncEvery)
+	}
 	if err := PlotTrain(c.Plot, title, names, points); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}

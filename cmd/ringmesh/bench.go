@@ -138,31 +138,43 @@ speed Si by sleeping --sample-delay/Si per sample of its share. First each
 trainer's standalone samples/s is measured (alone, the whole batch, same
 delay); then the mesh trains --steps steps and the second half is timed.
 Prints
-  train n=N speeds=... batch=B steps=K mesh_samples_per_s=... standalone_sum=...
-    ratio=... equal_shares_bound=... shares=...
+  train n=N speeds=... batch=B steps=K sync_every=H mesh_samples_per_s=...
+    standalone_sum=... ratio=... equal_shares_bound=... shares=...
+    wire=W allreduce_bytes_per_step=...
 ratio is mesh samples/s over the sum of the standalone figures (the target
 is 0.9); equal_shares_bound is what equal shares could reach at best (n
 times the slowest over the sum); shares are the members' shares of the
-last step, as the mesh settled them.
+last step, as the mesh settled them; allreduce_bytes_per_step is the
+all-reduced buffer's size on the wire over the steps one round covers.
 
 Every step costs one round (about 12 ms for 4 local nodes on 2 cores) on
 top of the slowest member's compute, so the ratio depends on the step
 time: the default (a 1024-sample global batch, 4 ms a sample at speed 1)
 gives a step of about 0.5 s at speeds 1,1,2,4, as real models take; a
-smaller --batch or --sample-delay shows the round's cost.`
+smaller --batch or --sample-delay shows the round's cost.
+
+--sync-every H trains DiLoCo-style: each trainer takes H steps alone on
+its share of H global batches, then one round averages the members'
+parameter deltas and every member takes the same outer Nesterov step
+(--outer-lr, momentum 0.9). A round then covers H steps, so its cost and
+its bytes are spread over H steps; --steps still counts steps (the mesh
+runs steps/H rounds, at least 4) and --late counts rounds.`
 
 func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("bench train", benchTrainHelp, stderr)
 	n := fs.Int("local", 4, "local node processes")
 	speeds := fs.Float64Slice("speeds", nil, "relative trainer speeds, one per node (e.g. 1,1,2,4; default all 1)")
 	batch := fs.Int("batch", 1024, "global batch")
-	steps := fs.Uint64("steps", 80, "steps on the mesh (the second half is timed)")
+	steps := fs.Uint64("steps", 80, "training steps (the second half of the rounds is timed)")
 	delay := fs.Duration("sample-delay", 4*time.Millisecond, "per-sample delay of a speed-1 trainer (4ms: a 1024-sample step takes it 4 s alone)")
+	syncEvery := fs.Uint64("sync-every", 0, "DiLoCo: one round after every H steps each trainer takes alone (0: a round every step)")
+	outerLR := fs.Float32("outer-lr", 0.7, "DiLoCo's outer learning rate (with --sync-every)")
+	wire := fs.String("wire", "float32", "all-reduce wire format: float32, bfloat16, float16")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	keep := fs.Bool("keep", false, "keep the nodes' data dirs and logs (the path is printed)")
 	trace := fs.String("trace", "", "write every trainer's steps to FILE as CSV (t_s,member,step,share,samples,step_time_s,members)")
 	plotFile := fs.String("plot", "", "draw the members' shares and the step time by step into FILE (PNG)")
-	late := fs.Uint64("late", 0, "start the last trainer once the others applied this many steps (it joins the running mesh)")
+	late := fs.Uint64("late", 0, "start the last trainer once the others applied this many rounds (it joins the running mesh)")
 	if code := cli.Parse(fs, args); code >= 0 {
 		return code
 	}
@@ -172,19 +184,16 @@ func cmdBenchTrain(args []string, stdout, stderr io.Writer) int {
 			(*speeds)[i] = 1
 		}
 	}
-	bad := len(*speeds) != *n || *n < 2 || *batch < *n || *steps < 4 || *delay <= 0
-	for _, s := range *speeds {
-		bad = bad || !(s > 0)
-	}
-	if bad {
-		fmt.Fprintln(stderr, "ringmesh bench train: want --local N >= 2, N positive --speeds, --batch >= N, --steps >= 4 and a positive --sample-delay")
+	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, SyncEvery: *syncEvery,
+		OuterLR: *outerLR, Wire: *wire, Late: *late, Keep: *keep, Stderr: stderr}
+	if len(*speeds) != *n {
+		fmt.Fprintf(stderr, "ringmesh bench train: %d --speeds for --local %d\n", len(*speeds), *n)
 		return 2
 	}
-	if *late >= *steps/2 {
-		fmt.Fprintln(stderr, "ringmesh bench train: --late must be below half of --steps (the second half is timed with every member)")
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "ringmesh bench train: %v\n", err)
 		return 2
 	}
-	cfg := bench.TrainConfig{Speeds: *speeds, SampleDelay: *delay, Batch: *batch, Steps: *steps, Late: *late, Keep: *keep, Stderr: stderr}
 	var files []*os.File
 	for _, out := range []struct {
 		path string

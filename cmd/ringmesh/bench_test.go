@@ -293,6 +293,31 @@ func TestBenchTrain(t *testing.T) {
 	}
 }
 
+// TestBenchTrainSyncEvery: bench train in DiLoCo mode runs end to end and
+// reports its rounds and the bytes all-reduced per step (a round's buffer
+// of 1,141 floats on the bfloat16 wire, over H = 4 steps).
+func TestBenchTrainSyncEvery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out := runBench(t, ctx, "train", "--local", "2", "--batch", "32", "--steps", "26", "--sync-every", "4",
+		"--wire", "bfloat16", "--outer-lr", "0.5", "--sample-delay", "1ms", "--json")
+	var r struct {
+		Steps     uint64  `json:"steps"`
+		SyncEvery uint64  `json:"sync_every"`
+		Rounds    uint64  `json:"rounds"`
+		Wire      string  `json:"wire"`
+		Bytes     float64 `json:"allreduce_bytes_per_step"`
+		Mesh      float64 `json:"mesh_samples_per_s"`
+		Ratio     float64 `json:"ratio"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
+		t.Fatalf("%q: %v", out, err)
+	}
+	if r.Steps != 24 || r.SyncEvery != 4 || r.Rounds != 6 || r.Wire != "bfloat16" || r.Bytes != 1141*2/4. || !(r.Mesh > 0) || !(r.Ratio > 0) {
+		t.Errorf("got %+v; want 24 steps in 6 rounds of H=4, bfloat16, 570.5 bytes a step, positive figures", r)
+	}
+}
+
 func TestBenchFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench"},
@@ -304,6 +329,9 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"bench", "recovery", "--local", "2"},
 		{"bench", "train", "--local", "3", "--speeds", "1,2"},
 		{"bench", "train", "--speeds", "1,0"},
+		{"bench", "train", "--sync-every", "40"}, // 80 steps: 2 rounds
+		{"bench", "train", "--sync-every", "4", "--outer-lr", "0"},
+		{"bench", "train", "--wire", "nope"},
 	} {
 		var o, e bytes.Buffer
 		if code := run(args, &o, &e); code != 2 {

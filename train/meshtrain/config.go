@@ -135,6 +135,11 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// BufferElems is the length of the buffer each round all-reduces: the
+// gradient (with SyncEvery > 0 the pseudo-gradient), the loss, then
+// PadElems zeros.
+func (c Config) BufferElems() int { return c.Train.NumParams() + 1 + c.PadElems }
+
 // outer is the DiLoCo outer loop of a config with SyncEvery > 0.
 func (c Config) outer() train.Outer {
 	return train.Outer{SyncEvery: c.SyncEvery, LR: c.OuterLR, Momentum: c.OuterMomentum}

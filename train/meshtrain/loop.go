@@ -30,7 +30,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	c, err := dial(ctx, cfg.DataDir, tr.Model().NumParams()+1+cfg.PadElems)
+	c, err := dial(ctx, cfg.DataDir, cfg.BufferElems())
 	if err != nil {
 		return Result{Trainer: tr}, err
 	}
@@ -69,7 +69,7 @@ func newLoop(cfg Config, tr *train.Trainer, c conn) *loop {
 		cfg.CheckpointDir = abs
 	}
 	return &loop{cfg: cfg, tr: tr, c: c, self: c.Self(), log: log.With("component", "meshtrain"),
-		buf: make([]float32, tr.Model().NumParams()+1+cfg.PadElems), res: Result{Trainer: tr}}
+		buf: make([]float32, cfg.BufferElems()), res: Result{Trainer: tr}}
 }
 
 func (l *loop) run(ctx context.Context) (Result, error) {

@@ -19,7 +19,7 @@ import "fmt"
 //
 //	pg := t.PseudoGrad()  // theta_global - theta_local
 //	... all-reduce pg with weighted mean, weight = samples of the H steps ...
-//	t.Apply(pg)            // Nesterov outer step on theta_global
+//	t.Apply(pg)           // Nesterov outer step on theta_global
 //
 // and Step counts outer steps. Not safe for concurrent use.
 type Trainer struct {

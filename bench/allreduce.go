@@ -300,10 +300,11 @@ func (b *arBench) cipher(wire int64) Cipher {
 
 // wireBytes is how many bytes size bytes of float32 take on the wire.
 func wireBytes(size int64, dtype string) int64 {
-	if dtype == "bfloat16" || dtype == "float16" {
-		return size / 2
+	dt, err := allreduce.ParseDType(dtype)
+	if err != nil {
+		return size
 	}
-	return size
+	return int64(dt.WireLen(int(size / 4)))
 }
 
 // procCPU returns the user+system CPU seconds of the processes, from

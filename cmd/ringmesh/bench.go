@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringmesh/ringmesh/internal/cli"
 
+	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/bench"
 	"github.com/ringmesh/ringmesh/internal/units"
 )
@@ -81,7 +82,7 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	world := fs.Int("world", 0, "live mode: start once the mesh has this many members")
 	fs.Var(&sizes, "size", "buffer size, repeatable or comma-separated (default 64MiB)")
 	fs.IntVar(&b.Iters, "iters", 10, "timed rounds per size (after one warm-up)")
-	fs.StringVar(&b.DType, "dtype", "float32", "wire type: float32, bfloat16, float16 (buffers are float32)")
+	fs.StringVar(&b.DType, "dtype", "float32", "wire type: float32, bfloat16, float16, int8 or float4 (block-quantized; buffers are float32)")
 	fs.BoolVar(&b.JSON, "json", false, "print one JSON object per size")
 	fast := fs.Bool("fast-detect", false, "local nodes: pass --fast-detect (default: production failure detection)")
 	fs.BoolVar(&b.Open, "open", false, "local nodes: run an open mesh (--insecure-open-mesh), to measure what the mesh secret's encryption costs")
@@ -101,10 +102,8 @@ func cmdBenchAllReduce(args []string, stdout, stderr io.Writer) int {
 	if len(b.Sizes) == 0 {
 		b.Sizes = []int64{64 << 20}
 	}
-	switch b.DType {
-	case "float32", "bfloat16", "float16":
-	default:
-		fmt.Fprintf(stderr, "ringmesh bench allreduce: --dtype %q: want float32, bfloat16 or float16\n", b.DType)
+	if _, err := allreduce.ParseDType(b.DType); err != nil {
+		fmt.Fprintf(stderr, "ringmesh bench allreduce: --dtype %q: want float32, bfloat16, float16, int8 or float4\n", b.DType)
 		return 2
 	}
 	if b.Iters < 1 {

@@ -323,7 +323,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"bench"},
 		{"bench", "nope"},
 		{"bench", "allreduce"},
-		{"bench", "allreduce", "--local", "2", "--dtype", "int8"},
+		{"bench", "allreduce", "--local", "2", "--dtype", "int4"},
 		{"bench", "allreduce", "--local", "2", "--size", "3B"},
 		{"bench", "allreduce", "--data-dir", "/nonexistent"},
 		{"bench", "recovery", "--local", "2"},

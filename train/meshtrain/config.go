@@ -37,7 +37,8 @@ type Config struct {
 	// rejected). Default train.DefaultConfig().
 	Train train.Config
 	// Wire is the all-reduce wire format: "" or "float32" (bit-exact
-	// against one worker up to summation order), "bfloat16", "float16".
+	// against one worker up to summation order), "bfloat16", "float16",
+	// "int8", "float4" (block-quantized: for DiLoCo's pseudo-gradients).
 	Wire string
 	// SyncEvery is H of DiLoCo, low-communication training: each member
 	// takes H inner SGD steps alone, each on its share of a global batch
@@ -120,9 +121,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: join timeout %v must be positive", ErrConfig, c.JoinTimeout)
 	}
 	switch c.Wire {
-	case "", "float32", "bfloat16", "float16":
+	case "", "float32", "bfloat16", "float16", "int8", "float4":
 	default:
-		return fmt.Errorf("%w: wire %q: want float32, bfloat16 or float16", ErrConfig, c.Wire)
+		return fmt.Errorf("%w: wire %q: want float32, bfloat16, float16, int8 or float4", ErrConfig, c.Wire)
 	}
 	if err := c.Train.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)

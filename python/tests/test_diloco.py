@@ -9,12 +9,19 @@
   bit-identical on both hosts, close to the float32 reference.
 - A host that joins a running DiLoCo mesh starts from the members'
   theta_global and outer momentum, and its outer steps match theirs.
+- Three hosts, one node SIGKILLed in the middle of the run (in its inner
+  steps or its outer all-reduce, whichever the moment hits) and restarted
+  on its data dir; its trainer reconnects and joins again: every outer
+  step that two hosts applied has one theta_global on both (none applied
+  half, none twice, the survivors lose none), and all three end equal.
 """
 
 import hashlib
 import os
+import random
 import tempfile
 import threading
+import time
 import unittest
 
 import torch
@@ -202,9 +209,64 @@ class DiLoCoTest(unittest.TestCase):
         self.assertEqual(late_out["digest"], res[0]["digest"], "the joiner's theta_global differs from the members'")
         self.assertEqual(late_out["momentum"], res[0]["momentum"], "the joiner's outer momentum differs")
 
-if __name__ == "__main__":
-    unittest.main()
 
+    def test_kill_and_restart_mid_run(self):
+        ns = self.cluster("kill", 3)
+        records = [dict() for _ in range(3)]  # per host: outer step -> theta_global digest after it
+        stop = {"at": 1 << 30}  # every host stops there, set once the killed host is back in
+        killed = threading.Event()
+
+        def host(i):
+            model = make_model()
+            client = ringmesh.Client(ns[i].data_dir, timeout=60)
+            d = rt.DiLoCo(model, make_inner(model), client, sync_every=H, join_timeout=60, reconnect_timeout=120,
+                          checkpoint_every=2)
+            try:
+                d.join()
+                while d.outer_step < stop["at"]:
+                    k = d.outer_step
+                    x, y = batch(i % 2, k, d.inner_steps)
+                    d.zero_grad()
+                    F.cross_entropy(model(x), y).backward()
+                    applied = d.step(batch_size=len(x))
+                    if applied and d.outer_step > k:
+                        records[i][k] = digest(list(d.outer.theta))
+                    elif not applied and i == 2 and killed.is_set() and stop["at"] == 1 << 30:
+                        # Back in the mesh after the kill: three more outer steps together.
+                        stop["at"] = d.outer_step + 3
+                    if i != 2 and not killed.is_set():
+                        time.sleep(0.002)
+                return digest(list(d.outer.theta))
+            finally:
+                d.close()
+                client.close()
+
+        def chaos():
+            # Once the mesh is past outer step 3, kill node 2 (in its inner
+            # steps or its round, wherever the moment lands) and restart it.
+            deadline = time.monotonic() + 120
+            while (nodes.status(ns[0].data_dir) or {}).get("rounds", {}).get("next_step", 0) < 4:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the mesh did not reach outer step 4")
+                time.sleep(0.01)
+            time.sleep(random.random() * 0.2)
+            ns[2].kill()
+            killed.set()
+            time.sleep(1)
+            ns[2] = nodes.Node(ns[2].data_dir, "--min-members", "3", "--join", ns[0].addr)
+            self.addCleanup(ns[2].stop)
+
+        res = nodes.run_threads([lambda: host(0), lambda: host(1), lambda: host(2), chaos], timeout=300)
+        last = stop["at"]
+        self.assertLess(last, 1 << 30, "the killed host never reported its rejoin")
+        self.assertEqual(len(set(res[:3])), 1, f"the hosts ended with different theta_global: {res[:3]}")
+        for k in range(last):
+            seen = {records[i][k] for i in range(3) if k in records[i]}
+            self.assertLessEqual(len(seen), 1, f"outer step {k} has {len(seen)} different results")
+        for i in (0, 1):
+            self.assertEqual(sorted(records[i]), list(range(last)), f"survivor {i} lost outer steps")
+        self.assertLess(len(records[2]), last, "the killed host applied every outer step: was it killed?")
+        print(f"kill test: {last} outer steps; the killed host applied {len(records[2])}")
 
 class QuantizerTest(unittest.TestCase):
     """The torch copies of the node's block formats (allreduce quant.go)."""
@@ -228,3 +290,7 @@ class QuantizerTest(unittest.TestCase):
         want = torch.tensor([6.0, 0.0, 1.0, 1.0, 2.0, 4.0, 4.0, -3.0, 0.0])
         self.assertTrue(torch.equal(f4.quantize(x), want), f"{f4.quantize(x)} != {want}")
         self.assertIsNone(rt._diloco.Quantizer.for_wire("bfloat16"))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -47,6 +47,14 @@ func WriteStatus(w io.Writer, st localapi.Status) {
 		fmt.Fprintf(w, "; step %d waits for the trainers of %s", r.NextStep, strings.Join(short, ", "))
 	}
 	fmt.Fprintln(w)
+	if t := st.Training; t.Mode != "" {
+		what := "a round every step"
+		if t.Mode == "diloco" {
+			what = fmt.Sprintf("DiLoCo, an outer step every %d inner steps", t.SyncEvery)
+		}
+		fmt.Fprintf(w, "training: %s, wire %s, last round step %d of %d members, %s on the wire, about %s sent\n",
+			what, t.Wire, t.Step, t.Members, units.Format(t.WireBytes), units.Format(t.SentBytes))
+	}
 	fmt.Fprintln(w, stateCheckText(st.StateCheck))
 	plan := map[string]localapi.PlanEntry{}
 	for _, p := range r.Plan {

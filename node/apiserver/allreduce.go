@@ -38,6 +38,9 @@ func (s *Server) allReduce(_ context.Context, c *conn, req *localapi.Request) lo
 			return apiErr(localapi.CodeBadRequest, "%v", err)
 		}
 	}
+	if req.SyncEvery < 0 || req.SyncEvery > localapi.MaxSyncEvery {
+		return apiErr(localapi.CodeBadRequest, "sync_every %d: want 0 (every step) to %d inner steps", req.SyncEvery, localapi.MaxSyncEvery)
+	}
 	if opt.Op == allreduce.WeightedMean && !(req.Weight >= 0 && req.Weight <= maxWeight) {
 		return apiErr(localapi.CodeBadRequest, "weight %v must be a number in [0, %g] (a sample count)", req.Weight, maxWeight)
 	}
@@ -47,12 +50,13 @@ func (s *Server) allReduce(_ context.Context, c *conn, req *localapi.Request) lo
 	if c.pending != nil {
 		return apiErr(localapi.CodeBusy, "the all-reduce in parts of step %d is pending on this connection: call allreduce_wait first", c.pendingStep)
 	}
+	mode := training{syncEvery: req.SyncEvery, wire: opt.Wire, elems: len(data)}
 	if len(req.Parts) == 0 {
 		p, refused := s.b.Submit(req.Step, data, opt, nil)
 		if p == nil {
 			return refused
 		}
-		return p.Wait()
+		return s.applied(mode, p.Wait())
 	}
 	parts, err := checkParts(req.Parts, len(data))
 	if err != nil {
@@ -62,7 +66,7 @@ func (s *Server) allReduce(_ context.Context, c *conn, req *localapi.Request) lo
 	if p == nil {
 		return refused
 	}
-	c.pending, c.pendingStep, c.pendingBuf = p, req.Step, req.Buffer
+	c.pending, c.pendingStep, c.pendingBuf, c.pendingMode = p, req.Step, req.Buffer, mode
 	return localapi.Response{Pending: true, Step: req.Step}
 }
 
@@ -82,7 +86,33 @@ func (s *Server) allReduceWait(_ context.Context, c *conn, req *localapi.Request
 	}
 	p := c.pending
 	c.pending = nil
-	return p.Wait()
+	return s.applied(c.pendingMode, p.Wait())
+}
+
+// training is what an all-reduce call says of the trainer's mode.
+type training struct {
+	syncEvery int
+	wire      allreduce.DType
+	elems     int
+}
+
+// applied records the trainer's mode for status when resp is an applied
+// round, and returns resp.
+func (s *Server) applied(t training, resp localapi.Response) localapi.Response {
+	if resp.Code != "" || len(resp.Members) == 0 {
+		return resp
+	}
+	st := localapi.TrainingStatus{Mode: "every_step", SyncEvery: t.syncEvery, Wire: t.wire.String(),
+		Step: resp.Step, Members: len(resp.Members), WireBytes: int64(t.wire.WireLen(t.elems))}
+	if t.syncEvery > 0 {
+		st.Mode = "diloco"
+	}
+	n := int64(st.Members)
+	st.SentBytes = 2 * (n - 1) * st.WireBytes / n
+	s.mu.Lock()
+	s.training = st
+	s.mu.Unlock()
+	return resp
 }
 
 // checkParts checks that parts tile a buffer of n elements.

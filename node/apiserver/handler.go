@@ -65,6 +65,9 @@ func (s *Server) membership(context.Context, *conn, *localapi.Request) localapi.
 
 func (s *Server) status(context.Context, *conn, *localapi.Request) localapi.Response {
 	st := s.b.Status()
+	s.mu.Lock()
+	st.Training = s.training
+	s.mu.Unlock()
 	return localapi.Response{Status: &st}
 }
 

@@ -29,7 +29,9 @@ type Server struct {
 	// trainer is the connection that joined: one trainer per node, so a
 	// second process cannot take over or disturb the first one's rounds.
 	trainer *conn
-	wg      sync.WaitGroup
+	// training: the trainer's mode from its last applied all-reduce.
+	training localapi.TrainingStatus
+	wg       sync.WaitGroup
 	// stop ends the calls in flight (Close).
 	stop context.CancelFunc
 }
@@ -115,6 +117,7 @@ type conn struct {
 	pending     Pending
 	pendingStep uint64
 	pendingBuf  uint64
+	pendingMode training
 }
 
 // peerPID returns the pid of the process at the other end of a unix

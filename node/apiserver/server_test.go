@@ -88,7 +88,7 @@ func (p fakePending) PartReady(i int) error {
 }
 
 func (p fakePending) Wait() localapi.Response {
-	return localapi.Response{Step: p.step, NextStep: p.step + 1, MemberCount: p.n}
+	return localapi.Response{Step: p.step, NextStep: p.step + 1, MemberCount: p.n, Members: []string{"self", "other"}}
 }
 
 func serve(t *testing.T) (*fakeBackend, string) {
@@ -210,15 +210,25 @@ func TestServerAllReduceInParts(t *testing.T) {
 	if _, err := c.Call(ctx, localapi.Request{Op: localapi.OpJoin}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := buf.AllReduce(ctx, 3, client.ReduceOptions{})
+	if st, err := c.Status(ctx); err != nil || st.Training.Mode != "" {
+		t.Errorf("status before a round: training %+v, %v; want no mode", st.Training, err)
+	}
+	resp, err := buf.AllReduce(ctx, 3, client.ReduceOptions{Wire: "int8", SyncEvery: 50})
 	if err != nil || resp.Step != 3 || resp.NextStep != 4 || resp.MemberCount != 100 {
 		t.Errorf("all-reduce: %+v, %v", resp, err)
+	}
+	// The applied round's mode shows in status: 100 int8 elements are two
+	// blocks (100 bytes and two 4-byte scales).
+	want := localapi.TrainingStatus{Mode: "diloco", SyncEvery: 50, Wire: "int8", Step: 3, Members: len(resp.Members),
+		WireBytes: 108, SentBytes: 2 * int64(len(resp.Members)-1) * 108 / int64(len(resp.Members))}
+	if st, err := c.Status(ctx); err != nil || st.Training != want {
+		t.Errorf("status after a DiLoCo round: training %+v, %v; want %+v", st.Training, err, want)
 	}
 	var ae *client.APIError
 	if _, err := buf.AllReduce(ctx, 5, client.ReduceOptions{}); !errors.As(err, &ae) || ae.Code != localapi.CodeStepMismatch || ae.NextStep != 3 {
 		t.Errorf("refused submit: %v", err)
 	}
-	for _, bad := range []client.ReduceOptions{{Wire: "int8"}, {Reduce: "median"}, {Reduce: "wmean", Weight: -1}} {
+	for _, bad := range []client.ReduceOptions{{Wire: "int4"}, {Reduce: "median"}, {Reduce: "wmean", Weight: -1}} {
 		if _, err := buf.AllReduce(ctx, 3, bad); !client.IsCode(err, localapi.CodeBadRequest) {
 			t.Errorf("options %+v: %v", bad, err)
 		}

@@ -48,9 +48,12 @@ func (b *Buffer) Close() error {
 
 // ReduceOptions selects the wire format and reduction of an all-reduce.
 type ReduceOptions struct {
-	Wire   string  // "float32" (default), "bfloat16", "float16"
+	Wire   string  // "float32" (default), "bfloat16", "float16", "int8", "float4"
 	Reduce string  // "sum", "mean" (default), "wmean"
 	Weight float64 // wmean: this member's weight
+	// SyncEvery > 0: the round is a DiLoCo outer step over that many inner
+	// steps (shown in the node's status).
+	SyncEvery int
 }
 
 // AllReduce reduces the buffer in place across the mesh for the given step.
@@ -59,7 +62,7 @@ type ReduceOptions struct {
 func (b *Buffer) AllReduce(ctx context.Context, step uint64, opt ReduceOptions) (localapi.Response, error) {
 	return b.c.call(ctx, localapi.Request{
 		Op: localapi.OpAllReduce, Step: step, Buffer: b.id, Offset: 0, Count: int64(len(b.Data)),
-		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight,
+		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight, SyncEvery: opt.SyncEvery,
 	})
 }
 
@@ -72,7 +75,7 @@ func (b *Buffer) AllReduce(ctx context.Context, step uint64, opt ReduceOptions) 
 func (b *Buffer) AllReduceParts(ctx context.Context, step uint64, opt ReduceOptions, parts [][2]int64) error {
 	_, err := b.c.call(ctx, localapi.Request{
 		Op: localapi.OpAllReduce, Step: step, Buffer: b.id, Offset: 0, Count: int64(len(b.Data)),
-		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight, Parts: parts,
+		DType: "float32", Wire: opt.Wire, Reduce: opt.Reduce, Weight: opt.Weight, SyncEvery: opt.SyncEvery, Parts: parts,
 	})
 	return err
 }

@@ -142,6 +142,10 @@ type Request struct {
 	// in this order, each once part_ready marks it. Such a call answers at
 	// once (Pending) and allreduce_wait gets the outcome.
 	Parts [][2]int64 `json:"parts,omitempty"`
+	// SyncEvery (allreduce) > 0 says the round is a DiLoCo outer step over
+	// that many inner steps; 0: every-step training. Shown in status
+	// (Status.Training), not otherwise used.
+	SyncEvery int `json:"sync_every,omitempty"`
 	// part_ready: the index into Parts.
 	Part int `json:"part,omitempty"`
 

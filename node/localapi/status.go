@@ -23,7 +23,32 @@ type Status struct {
 	// StateCheck: how the trainer's model state compares with the other
 	// members' (PROTOCOL.md, "State checks").
 	StateCheck StateCheckStatus `json:"state_check"`
+	// Training: how this node's trainer trains, from its last applied
+	// all-reduce (zero before one).
+	Training TrainingStatus `json:"training"`
 }
+
+// TrainingStatus is the trainer's mode as its last applied all-reduce
+// showed it.
+type TrainingStatus struct {
+	// Mode is "every_step" (a round per training step) or "diloco" (a
+	// round per outer step of SyncEvery inner steps); "" before a round.
+	Mode      string `json:"mode"`
+	SyncEvery int    `json:"sync_every,omitempty"`
+	Wire      string `json:"wire,omitempty"`
+	// Step is the step (the outer step for DiLoCo) of that round, Members
+	// its ring.
+	Step    uint64 `json:"step"`
+	Members int    `json:"members"`
+	// WireBytes is the buffer's size on the wire; SentBytes what a ring
+	// member sends for it (2(n-1)/n times WireBytes, framing aside):
+	// the bytes per step, or per outer step.
+	WireBytes int64 `json:"wire_bytes"`
+	SentBytes int64 `json:"sent_bytes"`
+}
+
+// MaxSyncEvery bounds Request.SyncEvery.
+const MaxSyncEvery = 1 << 20
 
 // SelfStatus describes the local node in a status report.
 type SelfStatus struct {

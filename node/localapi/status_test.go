@@ -20,6 +20,7 @@ func TestStatusGolden(t *testing.T) {
 			Retries: 1, Dropped: 2, WaitingFor: []string{"p2"},
 			Plan: []PlanEntry{{ID: "p1", Share: 0.5, SamplesPerSec: 100, EgressBps: 1, IngressBps: 2, LocalRanks: 4}}},
 		StateCheck: StateCheckStatus{Last: sc, Verdict: sc, Diverged: true, Reported: 9, Checks: map[string]uint64{"diverged": 1}, Resyncs: 1},
+		Training:   TrainingStatus{Mode: "diloco", SyncEvery: 50, Wire: "int8", Step: 7, Members: 4, WireBytes: 1088, SentBytes: 1632},
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -35,7 +36,8 @@ func TestStatusGolden(t *testing.T) {
 		`"waiting_for":["p2"],"plan":[{"id":"p1","share":0.5,"samples_per_s":100,"egress_Bps":1,"ingress_Bps":2,"local_ranks":4}]},` +
 		`"state_check":{"last":{"epoch":1,"step":9,"hash":"aa","majority":"bb","agree":1,"reporting":3,"diverged":true},` +
 		`"verdict":{"epoch":1,"step":9,"hash":"aa","majority":"bb","agree":1,"reporting":3,"diverged":true},` +
-		`"diverged":true,"reported":9,"checks":{"diverged":1},"resyncs":1}}`
+		`"diverged":true,"reported":9,"checks":{"diverged":1},"resyncs":1},` +
+		`"training":{"mode":"diloco","sync_every":50,"wire":"int8","step":7,"members":4,"wire_bytes":1088,"sent_bytes":1632}}`
 	if string(b) != want {
 		t.Errorf("status JSON\n got %s\nwant %s", b, want)
 	}

@@ -95,6 +95,8 @@ class SharedBuffer:
             req["weight"] = float(weight)
         if wire:
             req["wire"] = wire
+        if self._client.sync_every:
+            req["sync_every"] = int(self._client.sync_every)
         return self._client._call(req)
 
     def part_ready(self, step: int, part: int) -> None:
@@ -140,6 +142,10 @@ class Client:
         self._buffers: List[SharedBuffer] = []
         self._staging: Optional[SharedBuffer] = None
         self.hello = Response()
+        # sync_every > 0: this trainer's all-reduces are DiLoCo outer steps
+        # over that many inner steps (rt.DiLoCo sets it); the node shows the
+        # mode in its status. 0: every-step training.
+        self.sync_every = 0
         self._connect()
 
     # -- connection ---------------------------------------------------------
@@ -413,7 +419,8 @@ class Client:
         other is copied into a staging buffer and back (other float dtypes
         go through float32). ``reduce`` is ``"mean"``, ``"sum"`` or
         ``"wmean"`` (weighted by ``weight``, e.g. the local sample count);
-        ``wire`` is ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+        ``wire`` is ``"float32"`` (default), ``"bfloat16"``, ``"float16"``,
+        ``"int8"`` or ``"float4"`` (block-quantized, for DiLoCo).
 
         The response has ``step``, ``next_step``, ``members`` (the ring that
         produced the result), ``total_weight``, ``attempts``, ``joiners``
@@ -461,6 +468,8 @@ class Client:
             req["weight"] = float(weight)
         if wire:
             req["wire"] = wire
+        if self.sync_every:
+            req["sync_every"] = int(self.sync_every)
         return self._call(req)
 
     # -- checkpoints --------------------------------------------------------

@@ -145,6 +145,11 @@ class DiLoCoTest(unittest.TestCase):
         self.assertEqual(outs[0]["momentum"], outs[1]["momentum"], "the outer momentum differs between the hosts")
         self.assertEqual(outs[0]["model"], outs[0]["digest"], "the model did not restart from theta_global")
         self.assertEqual([o["applied"] for o in outs], [OUTER, OUTER])
+        tr = nodes.status(ns[0].data_dir)["training"]
+        self.assertEqual((tr["mode"], tr["sync_every"], tr["wire"], tr["step"], tr["members"]),
+                         ("diloco", H, "float32", OUTER - 1, 2), f"status training: {tr}")
+        # The flat buffer: the parameters' elements and the loss slot, 4 bytes each.
+        self.assertEqual(tr["sent_bytes"], tr["wire_bytes"])  # 2(n-1)/n = 1 for two members
         want = reference()
         for j, (a, b) in enumerate(zip(outs[0]["theta"], want)):
             self.assertTrue(torch.allclose(a, b, rtol=1e-5, atol=1e-6),

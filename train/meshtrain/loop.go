@@ -210,7 +210,7 @@ func (l *loop) runStep(ctx context.Context) error {
 	}
 	n := copy(l.buf, l.tr.Grads())
 	l.buf[n] = localLoss
-	resp, err := l.c.AllReduce(ctx, l.step, l.buf, client.ReduceOptions{Wire: l.cfg.Wire, Reduce: "wmean", Weight: float64(samples)})
+	resp, err := l.c.AllReduce(ctx, l.step, l.buf, client.ReduceOptions{Wire: l.cfg.Wire, Reduce: "wmean", Weight: float64(samples), SyncEvery: int(l.cfg.SyncEvery)})
 	if err != nil {
 		return fmt.Errorf("all-reduce step %d: %w", l.step, err)
 	}

@@ -103,6 +103,8 @@ class DiLoCo:
         kwargs.setdefault("check_every", 1)
         self.mesh = DistributedOptimizer(self.outer_optimizer, self.outer, client, wire=wire, overlap=False,
                                          sync_buffers=False, **kwargs)
+        if self.mesh.client is not None:
+            self.mesh.client.sync_every = self.sync_every  # `ringmesh status` shows the mode
         quantizer = Quantizer.for_wire(wire)
         if error_feedback is None:
             error_feedback = quantizer is not None

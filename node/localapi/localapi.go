@@ -121,7 +121,8 @@ type Request struct {
 
 	// join: the step to start from when this node forms a new mesh.
 	StartStep uint64 `json:"start_step,omitempty"`
-	// join: how long to wait before answering "timeout" (0: the node's default).
+	// join: how long to wait for admission before answering "timeout"
+	// (0: no limit; the join waits until admitted or the connection closes).
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// join: how many trainer processes this trainer speaks for (torchrun's
 	// local ranks, which reduce among themselves first; 0 or 1: one). The

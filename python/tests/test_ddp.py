@@ -217,6 +217,34 @@ class DDPExampleTest(unittest.TestCase):
                 worst = max(worst, (got[k].double() - want[k].double()).abs().max().item())
         print(f"\n3 hosts x 2 local ranks vs one process, 64 steps: max |diff| {worst:.3g}", file=sys.stderr)
 
+    def test_rank_1_reports_rank_0s_cause(self):
+        # No node runs on the data dir: local rank 0 cannot connect. Local
+        # rank 1 must say why (rank 0's error), not only gloo's
+        # "Connection closed by peer" when rank 0 exits.
+        tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
+        self.addCleanup(tmp.cleanup)
+        script = os.path.join(tmp.name, "nonode.py")
+        with open(script, "w") as f:
+            f.write("""import os, torch, torch.distributed as dist
+import ringmesh.torch as rt
+dist.init_process_group("gloo")
+model = torch.nn.Linear(4, 2)
+opt = rt.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model)
+try:
+    opt.join()
+except Exception as e:
+    print(f"rank {os.environ['LOCAL_RANK']} raised: {e}", flush=True)
+    raise
+""")
+        p = torchrun(script, 2, [], os.path.join(tmp.name, "no-node"))
+        out, _ = p.communicate(timeout=120)
+        text = out.decode("utf-8", "replace")
+        self.assertNotEqual(p.returncode, 0, text)
+        rank1 = [l for l in text.splitlines() if "rank 1 raised:" in l]
+        self.assertTrue(rank1, f"local rank 1 did not raise from join:\n{text}")
+        self.assertIn("local rank 0's join failed", rank1[0])
+        self.assertIn("no-node", rank1[0], "rank 1's error does not carry rank 0's cause (the data dir)")
+
     def test_run_local(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)

@@ -136,12 +136,22 @@ class DistributedOptimizer:
         from ._local import LocalGroup
         self.local = LocalGroup.detect(local_group)
         self.lead = self.local is None or self.local.lead
+        # With local ranks, a failure to reach the node is raised in join,
+        # after local rank 0 told the others: raised here, the others would
+        # wait in join's first collective until gloo gave up with
+        # "Connection closed by peer", hiding the cause.
+        self._client_error: Optional[BaseException] = None
         if self.lead and client is None:
-            data_dir = os.environ.get("RINGMESH_DATA_DIR")
-            if not data_dir:
-                raise ValueError("no client: pass client=ringmesh.Client(data_dir) or set RINGMESH_DATA_DIR to the "
-                                 "local node's data dir")
-            client = Client(data_dir)
+            try:
+                data_dir = os.environ.get("RINGMESH_DATA_DIR")
+                if not data_dir:
+                    raise ValueError("no client: pass client=ringmesh.Client(data_dir) or set RINGMESH_DATA_DIR to "
+                                     "the local node's data dir")
+                client = Client(data_dir)
+            except (ValueError, RingmeshConnectionError) as e:
+                if self.local is None:
+                    raise
+                self._client_error = e
         self.client = client if self.lead else None
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -333,6 +343,8 @@ class DistributedOptimizer:
         m = None
         if self.lead:
             try:
+                if self._client_error is not None:
+                    raise self._client_error
                 m = self._lead_join(first, resync)
             except BaseException as e:
                 if self.local is not None:

@@ -33,6 +33,8 @@ func (b apiBackend) Membership() apiserver.Membership {
 
 func (b apiBackend) Status() localapi.Status { return b.n.Status() }
 
+func (b apiBackend) Trained(t localapi.TrainingStatus) { b.n.metrics.trained(t) }
+
 func (b apiBackend) SetLocalRanks(ranks int) { b.n.localRanks.Store(int32(ranks)) }
 
 func (b apiBackend) Leave(reason string) { b.n.drv.Leave(reason) }

@@ -12,6 +12,7 @@ import (
 	"github.com/ringmesh/ringmesh/allreduce"
 	"github.com/ringmesh/ringmesh/checkpoint"
 	"github.com/ringmesh/ringmesh/mesh"
+	"github.com/ringmesh/ringmesh/node/localapi"
 	"github.com/ringmesh/ringmesh/node/roundrun"
 )
 
@@ -50,6 +51,9 @@ type metrics struct {
 	stateChecks   *prometheus.CounterVec // result
 	stateDiverged prometheus.Gauge
 	stateResyncs  prometheus.Counter
+	syncEvery     prometheus.Gauge
+	wireBytes     prometheus.Gauge
+	sentBytes     prometheus.Gauge
 
 	lastApply time.Time // driver goroutine only
 }
@@ -91,6 +95,9 @@ func newMetrics() *metrics {
 	m.stateChecks = f.counterVec("ringmesh_state_checks_total", "Comparisons of the trainer's model state hash with the other members', by result (agree, diverged, unchecked: no other member reported the step).", "result")
 	m.stateDiverged = f.gauge("ringmesh_state_diverged", "1 when the last state check with a verdict found the trainer's model state diverged from the mesh's majority, else 0.")
 	m.stateResyncs = f.counter("ringmesh_state_resyncs_total", "Joins of the trainer to re-sync its model state from the mesh after a state check found it diverged.")
+	m.syncEvery = f.gauge("ringmesh_trainer_sync_every", "Inner steps per round of the trainer's last applied all-reduce: H for DiLoCo, 0 for a round every step.")
+	m.wireBytes = f.gauge("ringmesh_round_wire_bytes", "The last applied round's buffer on the wire, in bytes (its wire format's size).")
+	m.sentBytes = f.gauge("ringmesh_round_sent_bytes", "What a ring member sent for the last applied round, in bytes: 2(n-1)/n of the buffer on the wire.")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every known label value from the start, so a dashboard shows 0, not
 	// "no data", for what has not happened yet.
@@ -318,4 +325,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.private, prometheus.GaugeValue, private)
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, c.n.cfg.Mesh.UserAgent, c.n.cfg.Mesh.Mesh, c.n.host.ID().String())
+}
+
+// trained records the trainer's mode from its last applied all-reduce.
+func (m *metrics) trained(t localapi.TrainingStatus) {
+	m.syncEvery.Set(float64(t.SyncEvery))
+	m.wireBytes.Set(float64(t.WireBytes))
+	m.sentBytes.Set(float64(t.SentBytes))
 }

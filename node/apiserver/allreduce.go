@@ -112,6 +112,7 @@ func (s *Server) applied(t training, resp localapi.Response) localapi.Response {
 	s.mu.Lock()
 	s.training = st
 	s.mu.Unlock()
+	s.b.Trained(st)
 	return resp
 }
 

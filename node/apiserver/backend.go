@@ -17,6 +17,9 @@ type Backend interface {
 	Membership() Membership
 	// Status is the node's status report (status).
 	Status() localapi.Status
+	// Trained tells the backend the trainer's mode after each applied
+	// all-reduce (for metrics).
+	Trained(localapi.TrainingStatus)
 
 	// SetLocalRanks records how many processes the attached trainer
 	// speaks for: its join's local ranks, 0 when it detaches.

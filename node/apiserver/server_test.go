@@ -69,6 +69,8 @@ func (b *fakeBackend) CheckpointFetch(context.Context, apiserver.Fetch) localapi
 	return localapi.Response{}
 }
 
+func (b *fakeBackend) Trained(localapi.TrainingStatus) {}
+
 func (b *fakeBackend) Reform() localapi.Response { return localapi.Response{} }
 
 type fakePending struct {

@@ -273,6 +273,44 @@ class DiLoCoTest(unittest.TestCase):
         self.assertLess(len(records[2]), last, "the killed host applied every outer step: was it killed?")
         print(f"kill test: {last} outer steps; the killed host applied {len(records[2])}")
 
+    def test_adapt_to_speed(self):
+        # Host 1 sleeps 20 ms an inner step, host 0 does not: with
+        # adapt_to_speed the mesh's shares follow their speeds and host 0
+        # takes more inner steps per outer step; both stay bit-identical.
+        ns = self.cluster("dlu")
+        steps = [[], []]  # per host: inner steps taken in each outer period
+
+        def host(i):
+            model = make_model()
+            client = ringmesh.Client(ns[i].data_dir, timeout=60)
+            d = rt.DiLoCo(model, make_inner(model), client, sync_every=8, join_timeout=60, adapt_to_speed=True)
+            try:
+                d.join()
+                while d.outer_step < 12:
+                    x, y = batch(i, d.outer_step, d.inner_steps)
+                    d.zero_grad()
+                    F.cross_entropy(model(x), y).backward()
+                    if i == 1:
+                        time.sleep(0.02)
+                    n = d.inner_steps + 1
+                    k = d.outer_step
+                    if not d.step(batch_size=len(x)):
+                        raise AssertionError(f"outer step {k} not applied")
+                    if d.outer_step > k:
+                        steps[i].append(n)
+                return digest(list(d.outer.theta))
+            finally:
+                d.close()
+                client.close()
+
+        res = nodes.run_threads([lambda: host(0), lambda: host(1)], timeout=240)
+        self.assertEqual(res[0], res[1], "theta_global differs between the hosts")
+        print(f"adapt_to_speed: inner steps per outer step: fast {steps[0]}, slow {steps[1]}")
+        self.assertEqual(len(steps[0]), len(steps[1]))
+        self.assertGreater(steps[0][-1], steps[1][-1], "the fast host did not take more inner steps")
+        self.assertEqual(steps[0][-1], 8, "the fastest host takes sync_every inner steps")
+
+
 class QuantizerTest(unittest.TestCase):
     """The torch copies of the node's block formats (allreduce quant.go)."""
 
@@ -287,6 +325,13 @@ class QuantizerTest(unittest.TestCase):
             self.assertLessEqual((blk - qb).abs().max().item(), scale.item() / 2 * 1.0001)
             codes = qb / scale
             self.assertTrue(torch.allclose(codes, codes.round(), atol=1e-3), "not a multiple of the block's scale")
+
+    def test_local_steps_follow_shares(self):
+        plan = [{"id": "a", "share": 0.5}, {"id": "b", "share": 0.3}, {"id": "c", "share": 0.2}]
+        self.assertEqual([rt._diloco.local_steps(plan, p, 50) for p in "abc"], [50, 30, 20])
+        self.assertEqual(rt._diloco.local_steps(plan, "z", 50), 50, "a host the plan does not name keeps H")
+        self.assertEqual(rt._diloco.local_steps([{"id": "a", "share": 1.0}, {"id": "b", "share": 0.001}], "b", 50), 1)
+        self.assertEqual(rt._diloco.local_steps([], "a", 7), 7)
 
     def test_float4_codes_ties_to_even(self):
         f4 = rt._diloco.Quantizer.for_wire("float4")

@@ -23,7 +23,7 @@ from the mesh). The mesh's step counter counts outer steps.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -32,6 +32,18 @@ from ._optimizer import DistributedOptimizer
 from ._quant import Quantizer
 
 log = logging.getLogger("ringmesh.torch")
+
+
+def local_steps(plan: List[Dict[str, Any]], self_id: str, sync_every: int) -> int:
+    """A host's inner steps per outer step under Dynamic Local Updates:
+    floor(share / largest share * sync_every), at least 1; sync_every when
+    the plan has no shares or does not name this host."""
+    shares = {p.get("id"): float(p.get("share") or 0) for p in plan}
+    top = max(shares.values(), default=0.0)
+    mine = shares.get(self_id, 0.0)
+    if top <= 0 or mine <= 0:
+        return sync_every
+    return max(1, int(mine / top * sync_every))
 
 
 class _OuterState(torch.nn.Module):
@@ -74,6 +86,14 @@ class DiLoCo:
     not drift; the residual is updated once per outer step, whatever the
     node retries.
 
+    ``adapt_to_speed`` (Dynamic Local Updates, Liu et al. 2024): hosts of
+    different speeds finish an outer period together. Each host takes
+    H_w = floor(s_w / s_max * sync_every) inner steps (at least 1), where s
+    are the members' shares of the batch that the mesh agreed from their
+    measured speeds (``ringmesh status``, plan), re-read after every outer
+    step; the pseudo-gradients are weighted by samples, so a host that took
+    fewer steps counts for less. ``local_steps`` is this host's H_w now.
+
     ``step`` returns False when the outer step could not be applied on
     this host (it had dropped out of the mesh, or its state differed from
     the majority's): it joined again, the model now holds the mesh's
@@ -87,7 +107,7 @@ class DiLoCo:
     def __init__(self, model: torch.nn.Module, inner_optimizer: torch.optim.Optimizer,
                  client: Optional[Client] = None, sync_every: int = 500, outer_lr: float = 0.7,
                  outer_momentum: float = 0.9, nesterov: bool = True, wire: str = "float32",
-                 error_feedback: Optional[bool] = None, **kwargs: Any):
+                 error_feedback: Optional[bool] = None, adapt_to_speed: bool = False, **kwargs: Any):
         if sync_every < 1:
             raise ValueError(f"sync_every {sync_every}: want at least 1 inner step per outer step")
         self.model = model
@@ -112,6 +132,8 @@ class DiLoCo:
             raise ValueError(f"error_feedback needs a quantized wire (int8, float4), not {wire!r}")
         self._quantizer = quantizer if error_feedback else None
         self._residual: Optional[List[torch.Tensor]] = None
+        self.adapt_to_speed = adapt_to_speed
+        self.local_steps = self.sync_every  # this host's inner steps per outer step (adapt_to_speed)
         self.inner_steps = 0  # inner steps since the last outer step
         self.samples = 0.0  # samples since the last outer step
         self.outer_steps_applied = 0
@@ -139,7 +161,25 @@ class DiLoCo:
         the mesh's outer state; then the model starts from theta_global."""
         m = self.mesh.join(resync=resync)
         self._restart_local()
+        self._plan_local_steps()
         return m
+
+    def _plan_local_steps(self) -> None:
+        """local_steps for the next outer period (adapt_to_speed): local rank
+        0 reads the agreed shares from its node; every local rank takes its
+        answer, so they run the same inner steps (and DDP's collectives)."""
+        if not self.adapt_to_speed:
+            return
+        h = self.sync_every
+        if self.mesh.lead:
+            try:
+                plan = (self.mesh.client.status().get("rounds") or {}).get("plan") or []
+                h = local_steps(plan, self.mesh.client.self_id, self.sync_every)
+            except Exception as e:  # a status that cannot be read keeps H: log, go on
+                log.warning("adapt_to_speed: no plan from the node (%s); %d inner steps", e, h)
+        if self.mesh.local is not None:
+            h = self.mesh.local.bcast_json(h)
+        self.local_steps = int(h)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         self.inner_optimizer.zero_grad(set_to_none=set_to_none)
@@ -158,13 +198,13 @@ class DiLoCo:
             self.inner_optimizer.step()
         self.inner_steps += 1
         self.samples += float(batch_size) if batch_size is not None else 1.0
-        if self.inner_steps < self.sync_every:
+        if self.inner_steps < self.local_steps:
             return True
         return self.sync()
 
     def sync(self) -> bool:
         """The outer step now, whatever the inner step count (``step``
-        calls it every ``sync_every`` steps)."""
+        calls it every ``local_steps`` steps)."""
         with torch.no_grad():
             for i, (g, p) in enumerate(zip(self.outer.theta, self._params)):
                 delta = g.detach() - p.detach().to("cpu", torch.float32)
@@ -181,6 +221,7 @@ class DiLoCo:
             # had not sent is gone with its local progress.
             self._residual = None
         self._restart_local()
+        self._plan_local_steps()
         return ok
 
     def _feed_back(self, i: int, delta: torch.Tensor) -> torch.Tensor:

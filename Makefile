@@ -85,9 +85,9 @@ sim: ## run SIMS (100000) seeded fault schedules of the round protocol
 		grep -E '^(sim:|--- FAIL|FAIL|ok)|seed|replay' .sim.log; rm -f .sim.log; exit $$rc
 
 chaos: build ## inject CHAOS (10m) of kills, isolations and splits into CHAOS_HOSTS (5) nodes in a namespace lab (root); CHAOS_SIZE elements per round (4096; 2097152 takes direct lanes), CHAOS_PARTS parts (1)
-	@RINGMESH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 90m -run 'TestLabChaos$$' ./cmd/ringmesh -chaos.for=$(CHAOS) -chaos.hosts=$(CHAOS_HOSTS) -chaos.size=$(CHAOS_SIZE) -chaos.parts=$(CHAOS_PARTS) > .chaos.log 2>&1; rc=$$?; \
+	@RINGMESH_BIN=$(CURDIR)/$(BIN) RINGMESH_KEEP_LOGS=$(CURDIR)/.chaos-logs $(GO) test -count=1 -v -timeout 90m -run 'TestLabChaos$$' ./cmd/ringmesh -chaos.for=$(CHAOS) -chaos.hosts=$(CHAOS_HOSTS) -chaos.size=$(CHAOS_SIZE) -chaos.parts=$(CHAOS_PARTS) > .chaos.log 2>&1; rc=$$?; \
 		grep -E '^(--- |FAIL|ok|PASS)|chaos_test.go|rounds_test.go|netlab: skipping' .chaos.log; \
-		if [ $$rc != 0 ]; then echo "full log: .chaos.log"; else rm -f .chaos.log; fi; exit $$rc
+		if [ $$rc != 0 ]; then echo "full log: .chaos.log, node logs: .chaos-logs/"; else rm -f .chaos.log; fi; exit $$rc
 
 clean: ## remove build outputs
 	rm -rf bin demo-out

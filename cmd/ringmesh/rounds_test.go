@@ -157,16 +157,25 @@ func dumpLogsOnFailure(t *testing.T, root string) {
 			return
 		}
 		logs, _ := filepath.Glob(filepath.Join(root, "*", "node-*.log"))
+		// RINGMESH_KEEP_LOGS=DIR keeps every log whole (debug lines too),
+		// for failures the tails below do not explain.
+		keep := os.Getenv("RINGMESH_KEEP_LOGS")
 		for _, l := range logs {
 			b, _ := os.ReadFile(l)
-			// INFO and above: the debug lines drown the story.
-			var keep []string
-			for _, line := range strings.Split(string(b), "\n") {
-				if !strings.Contains(line, "level=DEBUG") {
-					keep = append(keep, line)
+			if keep != "" {
+				dst := filepath.Join(keep, t.Name(), filepath.Base(filepath.Dir(l)), filepath.Base(l))
+				if err := os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+					os.WriteFile(dst, b, 0o644)
 				}
 			}
-			out := strings.Join(keep, "\n")
+			// INFO and above: the debug lines drown the story.
+			var lines []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if !strings.Contains(line, "level=DEBUG") {
+					lines = append(lines, line)
+				}
+			}
+			out := strings.Join(lines, "\n")
 			if len(out) > 16000 {
 				out = out[len(out)-16000:]
 			}

@@ -21,6 +21,11 @@ type Machine struct {
 	joinAt    time.Time
 	submitted bool
 	inParts   bool // the submitted buffer comes in parts (Submit.InParts)
+	// applyAtReady: the held result of the last step, owed to a trainer
+	// that submitted that step in parts; emitted at PartsReady, once the
+	// trainer has written every part (a copy into its buffer before would
+	// be overwritten by the parts it still writes).
+	applyAtReady *Apply
 	// joinPending: the trainer's join is answered once the member is
 	// not waiting.
 	joinPending bool
@@ -131,11 +136,15 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	case TrainerLeave:
 		m.trainerGone(e.Reason)
 	case Submit:
-		m.submit(e.Step, e.Sized && !e.InParts)
+		m.submit(e.Step, e.Sized && !e.InParts, e.InParts)
 		m.inParts = e.InParts && m.submitted
 	case PartsReady:
 		if e.Sized && m.submitted && e.Step == m.d.Step {
 			m.measure()
+		}
+		if a := m.applyAtReady; a != nil && a.Step == e.Step {
+			m.applyAtReady = nil
+			m.emit(*a)
 		}
 	case ReduceDone:
 		m.reduceDone(e)

@@ -104,3 +104,37 @@ func TestReducePhaseBoundedByProgress(t *testing.T) {
 		t.Errorf("progress reported for an old attempt kept attempt %v alive", second.Attempt)
 	}
 }
+
+// TestHeldResultWaitsForParts: a trainer one step behind, whose node holds
+// that step's decided result, submits it: whole, the result is applied at
+// once; in parts, only once the trainer marked every part ready (a copy
+// into its buffer before that would be overwritten by the parts it still
+// writes).
+func TestHeldResultWaitsForParts(t *testing.T) {
+	for _, inParts := range []bool{false, true} {
+		a := simID(0)
+		v := Value{Attempt: Ballot{N: 1, By: a}, Ring: []ID{a}, Next: []ID{a}}
+		m := New(simConfig(1), a, Durable{Epoch: 1, Step: 4, List: []ID{a}, Last: &Decided{Step: 3, Value: v}, LastHeld: true})
+		now := simEpoch
+		m.Step(now, TrainerJoin{StartStep: 3})
+		m.Step(now, ViewChanged{Settled: true})
+		applied := func(fx []Effect) bool {
+			for _, e := range fx {
+				if ap, ok := e.(Apply); ok && ap.Step == 3 {
+					return true
+				}
+			}
+			return false
+		}
+		atSubmit := applied(m.Step(now, Submit{Step: 3, InParts: inParts}))
+		atReady := inParts && applied(m.Step(now, PartsReady{Step: 3}))
+		switch {
+		case !inParts && !atSubmit:
+			t.Error("whole buffer: the held result was not applied at the submit")
+		case inParts && atSubmit:
+			t.Error("in parts: the held result was applied at the submit, before the trainer wrote its parts")
+		case inParts && !atReady:
+			t.Error("in parts: the held result was not applied when the parts were ready")
+		}
+	}
+}

@@ -17,7 +17,7 @@ const (
 // that resyncs holds a state that is not the list's at any step.
 func (m *Machine) trainerJoin(start uint64, needState, resync bool) {
 	m.startStep, m.joinAt = start, m.now
-	m.submitted, m.joinPending, m.owed = false, false, false
+	m.submitted, m.joinPending, m.owed, m.applyAtReady = false, false, false, nil
 	m.behind = !resync && m.member() && start+1 == m.d.Step && m.heldLast()
 	if !resync && m.member() && (start == m.d.Step || m.behind || !needState) {
 		// The trainer is where the mesh is, or one step behind with the
@@ -48,7 +48,7 @@ func (m *Machine) trainerStep() uint64 {
 }
 
 func (m *Machine) trainerGone(reason string) {
-	m.trainer, m.submitted, m.joinPending, m.behind = trainerNone, false, false, false
+	m.trainer, m.submitted, m.joinPending, m.behind, m.applyAtReady = trainerNone, false, false, false, nil
 	m.reason = reason
 }
 
@@ -68,7 +68,7 @@ func (m *Machine) fail(r Reason, format string, args ...any) {
 	m.emit(Fail{Reason: r, Msg: fmt.Sprintf(format, args...), NextStep: m.d.Step})
 }
 
-func (m *Machine) submit(step uint64, sized bool) {
+func (m *Machine) submit(step uint64, sized, inParts bool) {
 	switch {
 	case m.trainer != trainerMember || !m.member() || m.joinPending:
 		m.fail(ReasonNotMember, "node is %s, not a training member: call join first", m.state)
@@ -84,7 +84,14 @@ func (m *Machine) submit(step uint64, sized bool) {
 		// Decided already, and this node holds its result.
 		m.behind, m.d.LastHeld, m.dirty = false, false, true
 		m.lastApply = m.now
-		m.emit(Apply{Step: step, Value: m.d.Last.Value})
+		a := Apply{Step: step, Value: m.d.Last.Value}
+		if inParts {
+			// The trainer still writes the parts it has not marked ready:
+			// the result goes into its buffer once they all are.
+			m.applyAtReady = &a
+			return
+		}
+		m.emit(a)
 	case step != m.d.Step:
 		m.fail(ReasonStepMismatch, "the mesh expects step %d, got %d", m.d.Step, step)
 	case m.state == StateWaiting:

@@ -148,7 +148,7 @@ class DiLoCoTest(unittest.TestCase):
         tr = nodes.status(ns[0].data_dir)["training"]
         self.assertEqual((tr["mode"], tr["sync_every"], tr["wire"], tr["step"], tr["members"]),
                          ("diloco", H, "float32", OUTER - 1, 2), f"status training: {tr}")
-        # The flat buffer: the parameters' elements and the loss slot, 4 bytes each.
+        # The flat buffer: the parameters' elements, 4 bytes each.
         self.assertEqual(tr["sent_bytes"], tr["wire_bytes"])  # 2(n-1)/n = 1 for two members
         want = reference()
         for j, (a, b) in enumerate(zip(outs[0]["theta"], want)):

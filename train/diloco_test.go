@@ -122,7 +122,7 @@ func TestDiLoCoTrainStep(t *testing.T) {
 }
 
 // nesterovFrom is a Nesterov optimizer starting from momentum mom.
-func nesterovFrom(t *testing.T, mom []float32, outer Outer) *Nesterov {
+func nesterovFrom(t *testing.T, mom []float32, outer Outer) *SGD {
 	t.Helper()
 	o := NewNesterov(len(mom), outer.LR, outer.Momentum)
 	copy(o.State(), mom)

@@ -26,7 +26,7 @@
 // every-step mode takes at steps k*H .. k*H+H-1); then the members
 // all-reduce the pseudo-gradient theta_global - theta_local with weighted
 // mean, weight = the samples of the H steps, and every member applies the
-// same Nesterov step (Nesterov) to theta_global, in float32, and restarts
+// same Nesterov step (NewNesterov: SGD with Nesterov on) to theta_global, in float32, and restarts
 // theta_local from it. theta_global and the outer momentum are agreed
 // state, bit-identical on every member; the inner velocity is each
 // member's own (it starts from zero on a join: Restart).

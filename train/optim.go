@@ -3,13 +3,15 @@ package train
 import "fmt"
 
 // SGD is stochastic gradient descent with momentum: v = mu*v + g;
-// p = p - lr*v, elementwise in float32. Its state is one flat vector, saved
-// with the checkpoint. Every product is rounded to float32 explicitly, so
-// the compiler cannot fuse it into an FMA on some architectures and not on
+// p = p - lr*v, or with Nesterov p = p - lr*(g + mu*v) (DiLoCo's outer
+// step), elementwise in float32. Its state is one flat vector, saved with
+// the checkpoint. Every product is rounded to float32 explicitly, so the
+// compiler cannot fuse it into an FMA on some architectures and not on
 // others: the same (params, state, grad) give the same bytes on every host.
 type SGD struct {
 	LR       float32
 	Momentum float32
+	Nesterov bool
 	vel      []float32
 }
 
@@ -31,6 +33,9 @@ func (o *SGD) Step(params, grads []float32) error {
 	for i, g := range grads {
 		v := float32(mu*o.vel[i]) + g
 		o.vel[i] = v
+		if o.Nesterov {
+			v = g + float32(mu*v)
+		}
 		params[i] -= float32(lr * v)
 	}
 	return nil

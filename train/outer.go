@@ -56,35 +56,10 @@ func (o Outer) canonical() string {
 	return fmt.Sprintf("diloco/1 h=%d lr=%08x mom=%08x", o.SyncEvery, f32bits(o.LR), f32bits(o.Momentum))
 }
 
-// Nesterov is SGD with Nesterov momentum, DiLoCo's outer optimizer:
-// m = mu*m + g; p = p - lr*(g + mu*m), elementwise in float32 with every
-// product rounded explicitly (as SGD), so the same (params, state, grad)
-// give the same bytes on every host. Its state is one flat vector.
-type Nesterov struct {
-	LR       float32
-	Momentum float32
-	mom      []float32
-}
-
-// NewNesterov returns an optimizer for n parameters with zero momentum.
-func NewNesterov(n int, lr, momentum float32) *Nesterov {
-	return &Nesterov{LR: lr, Momentum: momentum, mom: make([]float32, n)}
-}
-
-// State returns the momentum vector (not a copy).
-func (o *Nesterov) State() []float32 { return o.mom }
-
-// Step updates params in place from grads.
-func (o *Nesterov) Step(params, grads []float32) error {
-	if len(params) != len(o.mom) || len(grads) != len(o.mom) {
-		return fmt.Errorf("%w: nesterov step with %d params and %d grads, want %d",
-			ErrSize, len(params), len(grads), len(o.mom))
-	}
-	lr, mu := o.LR, o.Momentum
-	for i, g := range grads {
-		m := float32(mu*o.mom[i]) + g
-		o.mom[i] = m
-		params[i] -= float32(lr * (g + float32(mu*m)))
-	}
-	return nil
+// NewNesterov returns DiLoCo's outer optimizer for n parameters: SGD with
+// Nesterov momentum (SGD.Nesterov) and zero momentum.
+func NewNesterov(n int, lr, momentum float32) *SGD {
+	o := NewSGD(n, lr, momentum)
+	o.Nesterov = true
+	return o
 }

@@ -36,7 +36,7 @@ type Trainer struct {
 type outerLoop struct {
 	cfg    Outer
 	global []float32
-	opt    *Nesterov
+	opt    *SGD
 }
 
 // New returns a trainer at step 0 with the initial parameters of cfg.

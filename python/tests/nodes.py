@@ -125,6 +125,15 @@ def cluster(root: str, n: int, *args: str) -> List[Node]:
     return nodes
 
 
+def cluster_for(test, root: str, n: int, *args: str) -> List[Node]:
+    """cluster(root, n, *args) whose nodes stop when the unittest ``test``
+    ends (addCleanup)."""
+    ns = cluster(root, n, *args)
+    for nd in ns:
+        test.addCleanup(nd.stop)
+    return ns
+
+
 def run_threads(fns: List[Callable[[], object]], timeout: float = 120) -> List[object]:
     """Run each fn in its own thread; return their results in order, raise
     the first exception, or fail when one is still running after timeout."""

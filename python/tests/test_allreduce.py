@@ -78,9 +78,7 @@ class AllReduceTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        self.nodes = nodes.cluster(tmp.name, 3)
-        for nd in self.nodes:
-            self.addCleanup(nd.stop)
+        self.nodes = nodes.cluster_for(self, tmp.name, 3)
 
     def test_numpy_and_torch_three_nodes(self):
         outs = nodes.run_threads([lambda nd=nd, i=i: trainer(nd.data_dir, i) for i, nd in enumerate(self.nodes)])

@@ -132,9 +132,7 @@ class DiLoCoTest(unittest.TestCase):
         self.root = tmp.name
 
     def cluster(self, name, n=2):
-        ns = nodes.cluster(os.path.join(self.root, name), n)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.root, name), n)
         return ns
 
     def test_matches_single_process_reference(self):

@@ -17,9 +17,7 @@ class ExampleTest(unittest.TestCase):
     def test_two_hosts(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        ns = nodes.cluster(tmp.name, 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, tmp.name, 2)
         env = dict(os.environ, OMP_NUM_THREADS="1")
         procs = [subprocess.Popen([sys.executable, EXAMPLE, "--data-dir", nd.data_dir, "--steps", "60",
                                    "--log-every", "10", "--device", "cpu"],

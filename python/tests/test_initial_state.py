@@ -107,9 +107,7 @@ class InitialStateTest(unittest.TestCase):
         self.root = tmp.name
 
     def cluster(self, name):
-        ns = nodes.cluster(os.path.join(self.root, name), 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.root, name), 2)
         return ns
 
     def test_hosts_seeded_differently_train_one_model(self):
@@ -194,9 +192,7 @@ class TorchrunInitialStateTest(unittest.TestCase):
     def test_local_ranks_of_hosts_seeded_differently(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        ns = nodes.cluster(tmp.name, 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, tmp.name, 2)
         procs = []
         self.addCleanup(lambda: [test_ddp.kill_group(p) for p in procs])
         for i, nd in enumerate(ns):

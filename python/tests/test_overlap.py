@@ -100,9 +100,7 @@ class OverlapTest(unittest.TestCase):
         rc, _, err = self.run_trainers(["single"], [""], steps)[0]
         self.assertEqual(rc, 0, err[-3000:])
         want = torch.load(os.path.join(self.tmp, "out0.pt"))
-        ns = nodes.cluster(os.path.join(self.tmp, "mesh"), 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.tmp, "mesh"), 2)
         res = self.run_trainers(["overlap", "overlap"], [nd.data_dir for nd in ns], steps)
         outs = []
         for rc, out, err in res:
@@ -123,9 +121,7 @@ class OverlapTest(unittest.TestCase):
                                 f"{k}: max diff {(got[k] - want[k]).abs().max().item()}")
 
     def test_mixed_overlap_is_settings_mismatch(self):
-        ns = nodes.cluster(os.path.join(self.tmp, "mesh"), 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.tmp, "mesh"), 2)
         res = self.run_trainers(["overlap", "plain"], [nd.data_dir for nd in ns], 4)
         for rc, out, err in res:
             self.assertNotEqual(rc, 0, out)

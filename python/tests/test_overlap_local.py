@@ -78,9 +78,7 @@ class OverlapLocalRanksTest(unittest.TestCase):
             f.write(TRAINER)
 
     def test_two_hosts_two_local_ranks_stay_identical(self):
-        ns = nodes.cluster(os.path.join(self.tmp, "mesh"), 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.tmp, "mesh"), 2)
         procs = []  # (host, local rank, process)
         for h, nd in enumerate(ns):
             port = str(free_port())

@@ -23,9 +23,7 @@ class SecondJobTest(unittest.TestCase):
     def test_second_job_on_running_nodes(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        ns = nodes.cluster(tmp.name, 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, tmp.name, 2)
         args = ["--epochs", "1", "--batch", "256", "--seed", "5"]
         states = []
         for job in range(2):

@@ -122,9 +122,7 @@ class StateCheckTest(unittest.TestCase):
         self.addCleanup(lg.removeHandler, self.records)
 
     def run_mesh(self, name, check_every):
-        ns = nodes.cluster(os.path.join(self.root, name), 3, "--metrics-addr", "127.0.0.1:0")
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.root, name), 3, "--metrics-addr", "127.0.0.1:0")
         # The perturbed host is not the one with the lowest peer ID (it
         # would save the checkpoints), so the test also sees who serves it.
         bad = sorted(ns, key=lambda nd: nd.id)[1]

@@ -112,9 +112,7 @@ class EquivalenceTest(unittest.TestCase):
         self.root = tmp.name
 
     def start(self, name, n):
-        ns = nodes.cluster(os.path.join(self.root, name), n)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, os.path.join(self.root, name), n)
         return ns
 
     def test_three_members_equal_one(self):
@@ -200,9 +198,7 @@ class BufferTest(unittest.TestCase):
         self.addCleanup(tmp.cleanup)
         outs = {}
         for sync in (True, False):
-            ns = nodes.cluster(os.path.join(tmp.name, str(sync)), 2)
-            for nd in ns:
-                self.addCleanup(nd.stop)
+            ns = nodes.cluster_for(self, os.path.join(tmp.name, str(sync)), 2)
             outs[sync] = nodes.run_threads([lambda d=nd.data_dir: bn_member(d, sync) for nd in ns], timeout=180)
         a, b = outs[True]
         for k in a["buffers"]:
@@ -257,9 +253,7 @@ class MixedSpeedTest(unittest.TestCase):
         # torch over the whole batches.
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        ns = nodes.cluster(tmp.name, 3)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, tmp.name, 3)
         delays = [0.0, 0.004, 0.008]
         outs = nodes.run_threads([lambda d=nd.data_dir, dl=dl: member(d, sample_delay=dl) for nd, dl in zip(ns, delays)],
                                  timeout=240)
@@ -403,9 +397,7 @@ class RejoinTest(unittest.TestCase):
         # not_member, joins again and loads the checkpoint of its new entry
         # step. The stalled step applies only the other member's share; every
         # other step's batch is averaged exactly once.
-        ns = nodes.cluster(self.root, 2, "--trainer-timeout", "2s")
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, self.root, 2, "--trainer-timeout", "2s")
         stop, started = {"at": None}, threading.Event()
         a, b = nodes.run_threads([
             lambda: train_until(ns[0].data_dir, stop, started, stall_at=5, stall=4.5),
@@ -437,9 +429,7 @@ class RejoinTest(unittest.TestCase):
         # reconnects, joins the mesh again and loads the checkpoint; b and c
         # went on without it. The members end identical, equal to plain torch
         # over the samples each round averaged.
-        ns = nodes.cluster(self.root, 3)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, self.root, 3)
         stop, started = {"at": None}, threading.Event()
         restarted = []
 

@@ -100,9 +100,7 @@ class TutorialPortTest(unittest.TestCase):
     def test_two_hosts_two_local_ranks(self):
         tmp = tempfile.TemporaryDirectory(prefix="ringmesh-pytest-")
         self.addCleanup(tmp.cleanup)
-        ns = nodes.cluster(tmp.name, 2)
-        for nd in ns:
-            self.addCleanup(nd.stop)
+        ns = nodes.cluster_for(self, tmp.name, 2)
         procs = []
         self.addCleanup(lambda: [kill_group(p) for p in procs])
         for i, nd in enumerate(ns):

@@ -91,13 +91,7 @@ class SharedBuffer:
         req: Dict[str, Any] = {"op": P.OP_ALLREDUCE, "step": int(step), "buffer": self.id, "offset": 0,
                                "count": int(self.size), "dtype": "float32", "reduce": reduce,
                                "parts": [[int(o), int(n)] for o, n in parts]}
-        if weight is not None:
-            req["weight"] = float(weight)
-        if wire:
-            req["wire"] = wire
-        if self._client.sync_every:
-            req["sync_every"] = int(self._client.sync_every)
-        return self._client._call(req)
+        return self._client._call(self._client._reduce_options(req, weight, wire))
 
     def part_ready(self, step: int, part: int) -> None:
         """Mark part ``part`` (an index into ``allreduce_parts``' parts) of
@@ -464,13 +458,18 @@ class Client:
                          weight: Optional[float], wire: Optional[str]) -> Response:
         req: Dict[str, Any] = {"op": P.OP_ALLREDUCE, "step": int(step), "buffer": b.id, "offset": int(offset),
                                "count": int(count), "dtype": "float32", "reduce": reduce}
+        return self._call(self._reduce_options(req, weight, wire))
+
+    def _reduce_options(self, req: Dict[str, Any], weight: Optional[float], wire: Optional[str]) -> Dict[str, Any]:
+        """req with an all-reduce's optional fields: weight, wire, and
+        this trainer's sync_every."""
         if weight is not None:
             req["weight"] = float(weight)
         if wire:
             req["wire"] = wire
         if self.sync_every:
             req["sync_every"] = int(self.sync_every)
-        return self._call(req)
+        return req
 
     # -- checkpoints --------------------------------------------------------
 
